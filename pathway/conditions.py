@@ -1,0 +1,386 @@
+"""The pathway's rules as pure functions: facts in, reasons out.
+
+Nothing here touches the database. Each rule explains itself in words a coordinator can
+act on; an empty list of reasons means the step may go ahead.
+"""
+
+import calendar
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+
+from pathway.coi import coi_ids_match
+from pathway.models import Protocol
+from patients.clinical import OBSTRUCTION_RATIO
+from patients.models import (
+    A1ATScreening,
+    BodyMeasurement,
+    ChestCT,
+    ClinicalAssessment,
+    LungFunctionTest,
+    SmokingStatus,
+)
+
+
+class RuleStatus(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    OVERRIDDEN = "overridden"
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    rule: str
+    status: RuleStatus
+    reason: str
+    values: dict = field(default_factory=dict)
+
+    @property
+    def blocks(self) -> bool:
+        return self.status == RuleStatus.FAILED
+
+
+@dataclass(frozen=True)
+class EvaluationFacts:
+    """The latest records the eligibility rules read."""
+
+    today: dt.date
+    smoking_status: str
+    smoking_quit_date: dt.date | None
+    lung_function: LungFunctionTest | None
+    chest_ct: ChestCT | None
+    assessment: ClinicalAssessment | None
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    """The same day `months` later, clamped to the month's end (31 Aug + 6 = 28/29 Feb)."""
+    years, month_index = divmod(day.month - 1 + months, 12)
+    year, month = day.year + years, month_index + 1
+    return day.replace(
+        year=year, month=month, day=min(day.day, calendar.monthrange(year, month)[1])
+    )
+
+
+def _pct(value: Decimal) -> str:
+    return f"{Decimal(value).normalize():f}"
+
+
+def _spirometry_rules(facts: EvaluationFacts, protocol: Protocol, justification: str):
+    test = facts.lung_function
+    names = ("COPD confirmed", "GOLD stage 2–4", "FEV1 % predicted in range")
+    if test is None:
+        return [
+            RuleResult(name, RuleStatus.FAILED, "No lung function test is recorded.")
+            for name in names
+        ]
+
+    ratio, fev1_pct, stage = test.fev1_fvc, test.fev1_pct_predicted, test.gold_stage
+    values = {
+        "fev1_fvc": str(ratio),
+        "fev1_pct_predicted": str(fev1_pct),
+        "taken_on": str(test.taken_on),
+    }
+    results = []
+    if ratio < OBSTRUCTION_RATIO:
+        results.append(
+            RuleResult(
+                names[0],
+                RuleStatus.PASSED,
+                f"FEV1/FVC is {ratio}, below {OBSTRUCTION_RATIO}.",
+                values,
+            )
+        )
+    else:
+        results.append(
+            RuleResult(
+                names[0],
+                RuleStatus.FAILED,
+                f"FEV1/FVC is {ratio}; COPD needs a post-bronchodilator "
+                f"ratio below {OBSTRUCTION_RATIO}.",
+                values,
+            )
+        )
+
+    if stage is None:
+        results.append(
+            RuleResult(
+                names[1], RuleStatus.FAILED, "No airflow obstruction, so no GOLD stage.", values
+            )
+        )
+    elif stage == 1:
+        results.append(
+            RuleResult(
+                names[1],
+                RuleStatus.FAILED,
+                f"GOLD 1 (FEV1 {_pct(fev1_pct)} % predicted); the pathway treats GOLD 2 to 4.",
+                values | {"gold_stage": stage},
+            )
+        )
+    else:
+        results.append(
+            RuleResult(
+                names[1], RuleStatus.PASSED, f"GOLD {stage}.", values | {"gold_stage": stage}
+            )
+        )
+
+    allowed = f"{_pct(protocol.fev1_pct_min)}–{_pct(protocol.fev1_pct_max)} %"
+    if fev1_pct > protocol.fev1_pct_max:
+        results.append(
+            RuleResult(
+                names[2],
+                RuleStatus.FAILED,
+                f"FEV1 is {_pct(fev1_pct)} % predicted; the protocol allows {allowed}.",
+                values,
+            )
+        )
+    elif fev1_pct < protocol.fev1_pct_min and justification.strip():
+        results.append(
+            RuleResult(
+                names[2],
+                RuleStatus.OVERRIDDEN,
+                f"FEV1 is {_pct(fev1_pct)} % predicted, below "
+                f"{_pct(protocol.fev1_pct_min)} %; accepted on the specialist's "
+                f"justification: {justification.strip()}",
+                values,
+            )
+        )
+    elif fev1_pct < protocol.fev1_pct_min:
+        results.append(
+            RuleResult(
+                names[2],
+                RuleStatus.FAILED,
+                f"FEV1 is {_pct(fev1_pct)} % predicted, below "
+                f"{_pct(protocol.fev1_pct_min)} % (GOLD 4): approval needs a "
+                "specialist's written justification that enough basal cells "
+                "remain.",
+                values,
+            )
+        )
+    else:
+        results.append(
+            RuleResult(
+                names[2],
+                RuleStatus.PASSED,
+                f"FEV1 is {_pct(fev1_pct)} % predicted, within {allowed}.",
+                values,
+            )
+        )
+    return results
+
+
+def _ct_rule(facts: EvaluationFacts) -> RuleResult:
+    name = "Emphysema on CT"
+    ct = facts.chest_ct
+    if ct is None:
+        return RuleResult(name, RuleStatus.FAILED, "No chest CT is recorded.")
+    values = {"taken_on": str(ct.taken_on)}
+    if ct.emphysema_present:
+        return RuleResult(
+            name, RuleStatus.PASSED, f"The CT of {ct.taken_on} shows emphysema.", values
+        )
+    return RuleResult(
+        name, RuleStatus.FAILED, f"The CT of {ct.taken_on} shows no emphysema.", values
+    )
+
+
+def _smoking_rule(facts: EvaluationFacts, protocol: Protocol) -> RuleResult:
+    name = "Not smoking"
+    months = protocol.smoking_quit_min_months
+    if facts.smoking_status == SmokingStatus.NEVER:
+        return RuleResult(name, RuleStatus.PASSED, "Never smoked.")
+    if facts.smoking_status == SmokingStatus.CURRENT:
+        return RuleResult(
+            name,
+            RuleStatus.FAILED,
+            f"The patient smokes; the protocol needs {months} months without smoking.",
+        )
+    quit_on = facts.smoking_quit_date
+    if quit_on is None:
+        return RuleResult(
+            name, RuleStatus.FAILED, "The date the patient quit smoking is not recorded."
+        )
+    values = {"quit_on": str(quit_on)}
+    eligible_from = add_months(quit_on, months)
+    if facts.today >= eligible_from:
+        return RuleResult(name, RuleStatus.PASSED, f"Quit smoking on {quit_on}.", values)
+    return RuleResult(
+        name,
+        RuleStatus.FAILED,
+        f"Quit smoking on {quit_on}; the protocol needs {months} months without "
+        f"smoking, reached on {eligible_from}.",
+        values,
+    )
+
+
+def _assessment_rules(facts: EvaluationFacts) -> list[RuleResult]:
+    names = (
+        "Fit for bronchoscopy",
+        "No active respiratory infection",
+        "A1AT screening recorded",
+        "Dyspnoea despite optimised therapy",
+    )
+    assessment = facts.assessment
+    if assessment is None:
+        return [
+            RuleResult(name, RuleStatus.FAILED, "No clinical assessment is recorded.")
+            for name in names
+        ]
+    on = assessment.taken_on
+    values = {"taken_on": str(on)}
+
+    def rule(name: str, passed: bool, passed_reason: str, failed_reason: str) -> RuleResult:
+        if passed:
+            return RuleResult(name, RuleStatus.PASSED, passed_reason, values)
+        return RuleResult(name, RuleStatus.FAILED, failed_reason, values)
+
+    return [
+        rule(
+            names[0],
+            assessment.fit_for_bronchoscopy,
+            f"The cardiac assessment of {on} found the patient fit for bronchoscopy.",
+            f"The cardiac assessment of {on} found the patient not fit for bronchoscopy.",
+        ),
+        rule(
+            names[1],
+            not assessment.active_respiratory_infection,
+            f"No active respiratory infection on {on}.",
+            f"An active respiratory infection is recorded on {on}.",
+        ),
+        rule(
+            names[2],
+            assessment.a1at_screening != A1ATScreening.PENDING,
+            f"Alpha-1 antitrypsin screening: {assessment.get_a1at_screening_display().lower()}.",
+            "Alpha-1 antitrypsin screening is indicated but has no result yet.",
+        ),
+        rule(
+            names[3],
+            assessment.dyspnoea_despite_optimised_therapy,
+            "Dyspnoea persists despite optimised inhalers and rehabilitation.",
+            "Persistent dyspnoea despite optimised inhalers and rehabilitation is not attested.",
+        ),
+    ]
+
+
+def eligibility_checklist(
+    *, facts: EvaluationFacts, protocol: Protocol, low_fev1_justification: str = ""
+) -> list[RuleResult]:
+    """Every eligibility rule of the protocol, each passed, failed or overridden."""
+    spirometry = _spirometry_rules(facts, protocol, low_fev1_justification)
+    return [
+        spirometry[0],
+        _ct_rule(facts),
+        spirometry[1],
+        spirometry[2],
+        _smoking_rule(facts, protocol),
+        *_assessment_rules(facts),
+    ]
+
+
+def cold_chain_breaches(
+    *, protocol: Protocol, temperature_c: Decimal, transit_hours: Decimal
+) -> list[str]:
+    """Why a sample's journey to the lab broke the cold chain; empty if it did not."""
+    breaches = []
+    if not protocol.cold_chain_min_c <= temperature_c <= protocol.cold_chain_max_c:
+        breaches.append(
+            f"The sample arrived at {_pct(temperature_c)} °C; the cold chain allows "
+            f"{_pct(protocol.cold_chain_min_c)}–{_pct(protocol.cold_chain_max_c)} °C."
+        )
+    if transit_hours > protocol.cold_chain_max_transit_hours:
+        breaches.append(
+            f"The sample was {_pct(transit_hours)} h in transit; the cold chain allows "
+            f"{_pct(protocol.cold_chain_max_transit_hours)} h."
+        )
+    return breaches
+
+
+@dataclass(frozen=True)
+class QCResults:
+    identity_p63_pct: Decimal
+    purity_pct: Decimal
+    sterility_negative: bool
+    viability_pct: Decimal
+    viable_cells: int
+
+
+def minimum_cells(*, protocol: Protocol, weight_kg: Decimal) -> int:
+    return int(protocol.dose_min_million_per_kg * Decimal(weight_kg) * 1_000_000)
+
+
+def release_refusals(
+    *, protocol: Protocol, expansion_day: int | None, qc: QCResults, weight: BodyMeasurement | None
+) -> list[str]:
+    """Why a product may not be released yet; empty if it may."""
+    refusals = []
+    if expansion_day is None:
+        refusals.append("The lab has not recorded receiving the sample.")
+    elif not protocol.expansion_min_days <= expansion_day <= protocol.expansion_max_days:
+        refusals.append(
+            f"Expansion is on day {expansion_day}; release is allowed on days "
+            f"{protocol.expansion_min_days}–{protocol.expansion_max_days}."
+        )
+    if (
+        protocol.min_identity_p63_pct is not None
+        and qc.identity_p63_pct < protocol.min_identity_p63_pct
+    ):
+        refusals.append(
+            f"Identity: {_pct(qc.identity_p63_pct)} % P63+ cells; the protocol needs at least "
+            f"{_pct(protocol.min_identity_p63_pct)} %."
+        )
+    if protocol.min_purity_pct is not None and qc.purity_pct < protocol.min_purity_pct:
+        refusals.append(
+            f"Purity is {_pct(qc.purity_pct)} %; the protocol needs at least "
+            f"{_pct(protocol.min_purity_pct)} %."
+        )
+    if not qc.sterility_negative:
+        refusals.append("Sterility is not negative.")
+    if qc.viability_pct < protocol.min_viability_pct:
+        refusals.append(
+            f"Viability is {_pct(qc.viability_pct)} %; the protocol needs at least "
+            f"{_pct(protocol.min_viability_pct)} %."
+        )
+    if weight is None:
+        refusals.append("No body weight is recorded since the evaluation began.")
+    else:
+        needed = minimum_cells(protocol=protocol, weight_kg=weight.weight_kg)
+        if qc.viable_cells < needed:
+            refusals.append(
+                f"{qc.viable_cells / 1e6:.1f} × 10⁶ viable cells cannot make the minimum dose "
+                f"of {_pct(protocol.dose_min_million_per_kg)} × 10⁶/kg for "
+                f"{_pct(weight.weight_kg)} kg ({needed / 1e6:.1f} × 10⁶ cells)."
+            )
+    return refusals
+
+
+def dose_million_per_kg(*, cells: int, weight_kg: Decimal) -> Decimal:
+    """Exact, so that 0.695 is below 0.70 rather than rounded onto it."""
+    return Decimal(cells) / Decimal(weight_kg) / Decimal(1_000_000)
+
+
+def transplant_refusals(
+    *,
+    protocol: Protocol,
+    course_coi_id: str | None,
+    bedside_coi_id: str,
+    cells_administered: int,
+    weight: BodyMeasurement | None,
+) -> list[str]:
+    """Why the product may not be given; empty if it may."""
+    refusals = []
+    if not course_coi_id or not coi_ids_match(bedside_coi_id, course_coi_id):
+        refusals.append(
+            f"The chain-of-identity id read at the bedside ({bedside_coi_id}) does not match this "
+            "patient's. Do not administer; check the product label."
+        )
+    if weight is None:
+        refusals.append("No body weight is recorded since the evaluation began.")
+    else:
+        dose = dose_million_per_kg(cells=cells_administered, weight_kg=weight.weight_kg)
+        if not protocol.dose_min_million_per_kg <= dose <= protocol.dose_max_million_per_kg:
+            refusals.append(
+                f"The dose is {dose:.3f} × 10⁶ cells/kg for {_pct(weight.weight_kg)} kg; the "
+                f"protocol allows {_pct(protocol.dose_min_million_per_kg)}–"
+                f"{_pct(protocol.dose_max_million_per_kg)} × 10⁶/kg."
+            )
+    return refusals

@@ -1,0 +1,436 @@
+import datetime as dt
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transition
+
+from pathway.states import FINAL_STATES, HOLDABLE_STATES, WITHDRAWABLE_STATES, CourseState
+
+
+def _default_reminder_lead_days() -> list[int]:
+    return [7, 1]
+
+
+class Protocol(models.Model):
+    """Every number the pathway runs on, as data a site can amend without a deploy."""
+
+    name = models.CharField(max_length=200, unique=True)
+    is_default = models.BooleanField(
+        default=False, help_text="New courses use the default protocol unless told otherwise."
+    )
+
+    # Step 1: eligibility
+    fev1_pct_min = models.DecimalField(
+        "lowest FEV1 % predicted",
+        max_digits=4,
+        decimal_places=1,
+        default=Decimal(30),
+        help_text="Below this (GOLD 4) approval needs a specialist's written justification.",
+    )
+    fev1_pct_max = models.DecimalField(
+        "highest FEV1 % predicted", max_digits=4, decimal_places=1, default=Decimal(70)
+    )
+    smoking_quit_min_months = models.PositiveSmallIntegerField(
+        "months since quitting smoking", default=6
+    )
+
+    # Step 3: cold chain, expansion and release
+    cold_chain_min_c = models.DecimalField(
+        "lowest transit temperature (°C)", max_digits=4, decimal_places=1, default=Decimal(2)
+    )
+    cold_chain_max_c = models.DecimalField(
+        "highest transit temperature (°C)", max_digits=4, decimal_places=1, default=Decimal(8)
+    )
+    cold_chain_max_transit_hours = models.DecimalField(
+        "longest transit (hours)", max_digits=5, decimal_places=1, default=Decimal(48)
+    )
+    expansion_min_days = models.PositiveSmallIntegerField(default=21)
+    expansion_max_days = models.PositiveSmallIntegerField(default=35)
+    min_viability_pct = models.DecimalField(
+        "lowest viability %", max_digits=4, decimal_places=1, default=Decimal(70)
+    )
+    min_identity_p63_pct = models.DecimalField(
+        "lowest P63+ fraction %",
+        max_digits=4,
+        decimal_places=1,
+        null=True,
+        blank=True,
+        help_text="Leave empty to require only that identity is recorded.",
+    )
+    min_purity_pct = models.DecimalField(
+        "lowest purity %",
+        max_digits=4,
+        decimal_places=1,
+        null=True,
+        blank=True,
+        help_text="Leave empty to require only that purity is recorded.",
+    )
+
+    # Step 4: dose
+    dose_min_million_per_kg = models.DecimalField(
+        "lowest dose (10⁶ cells/kg)", max_digits=5, decimal_places=2, default=Decimal("0.70")
+    )
+    dose_max_million_per_kg = models.DecimalField(
+        "highest dose (10⁶ cells/kg)", max_digits=5, decimal_places=2, default=Decimal("5.20")
+    )
+
+    # Reminders and alerts
+    reminder_lead_days = models.JSONField(
+        default=_default_reminder_lead_days,
+        help_text="Days before an appointment that patients are reminded, e.g. [7, 1].",
+    )
+    quiet_hours_start = models.TimeField(default=dt.time(21, 0))
+    quiet_hours_end = models.TimeField(default=dt.time(8, 0))
+    transplant_booking_max_days = models.PositiveSmallIntegerField(
+        "days to book a transplant after release", default=14
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"],
+                condition=models.Q(is_default=True),
+                name="protocol_single_default",
+                violation_error_message="Another protocol is already the default.",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(fev1_pct_min__lt=models.F("fev1_pct_max")),
+                name="protocol_fev1_range_ordered",
+                violation_error_message="The lowest FEV1 % must be below the highest.",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(expansion_min_days__lte=models.F("expansion_max_days")),
+                name="protocol_expansion_range_ordered",
+                violation_error_message="The shortest expansion must not exceed the longest.",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(dose_min_million_per_kg__lt=models.F("dose_max_million_per_kg")),
+                name="protocol_dose_range_ordered",
+                violation_error_message="The lowest dose must be below the highest.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ProtocolVisit(models.Model):
+    """One follow-up visit of a protocol, anchored to the transplant date."""
+
+    protocol = models.ForeignKey(Protocol, on_delete=models.CASCADE, related_name="visits")
+    name = models.CharField(max_length=100, help_text="e.g. 4-week lung function")
+    weeks_after_transplant = models.PositiveSmallIntegerField()
+    window_days = models.PositiveSmallIntegerField(
+        help_text="The visit may happen this many days either side of its due date."
+    )
+    includes_ct = models.BooleanField("includes chest CT", default=False)
+    completes_course = models.BooleanField(
+        default=False, help_text="The course completes when this visit is done."
+    )
+
+    class Meta:
+        ordering = ["protocol", "weeks_after_transplant"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["protocol", "weeks_after_transplant", "includes_ct"],
+                name="protocol_visit_unique_week",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _transition_permission(name: str) -> str:
+    return f"pathway.{name}_course"
+
+
+# (transition name, label) in pathway order; each has a permission of the same name.
+TRANSITIONS = (
+    ("start_evaluation", "Start evaluation"),
+    ("approve", "Approve"),
+    ("decline", "Decline"),
+    ("schedule_harvest", "Schedule harvest"),
+    ("record_harvest", "Record harvest"),
+    ("receive_at_lab", "Receive at lab"),
+    ("reject_sample", "Reject sample"),
+    ("fail_qc", "Fail QC"),
+    ("release", "Release"),
+    ("schedule_transplant", "Schedule transplant"),
+    ("record_transplant", "Record transplant"),
+    ("complete", "Complete"),
+    ("hold", "Put on hold"),
+    ("resume", "Resume"),
+    ("withdraw", "Withdraw"),
+)
+TRANSITION_LABELS = dict(TRANSITIONS)
+
+
+def _custom(name: str, *, form: bool = True) -> dict:
+    custom = {"label": TRANSITION_LABELS[name]}
+    if form:
+        custom["form"] = f"pathway.forms.{name.title().replace('_', '')}Form"
+    return custom
+
+
+class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
+    """One patient's path from referral to the last follow-up.
+
+    Transitions only set fields. They are fired through `pathway.services`, which checks
+    permission and guards, saves, logs and schedules what follows, all in one transaction.
+    """
+
+    patient = models.ForeignKey(
+        "patients.Patient", on_delete=models.PROTECT, related_name="courses"
+    )
+    site = models.ForeignKey("patients.Site", on_delete=models.PROTECT, related_name="courses")
+    protocol = models.ForeignKey(Protocol, on_delete=models.PROTECT, related_name="courses")
+    state = FSMField(
+        default=CourseState.REFERRED, choices=CourseState.choices, protected=True, db_index=True
+    )
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    state_before_hold = models.CharField(
+        max_length=30, choices=CourseState.choices, blank=True, editable=False
+    )
+    referred_at = models.DateTimeField(default=timezone.now)
+    coi_id = models.CharField(
+        "chain-of-identity id", max_length=30, unique=True, null=True, blank=True, editable=False
+    )
+    evaluation_started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    low_fev1_justification = models.TextField(
+        blank=True,
+        editable=False,
+        help_text="Specialist's justification that enough basal cells remain (FEV1 below range).",
+    )
+    harvested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    harvest_operator = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+    lab_received_at = models.DateTimeField(null=True, blank=True, editable=False)
+    released_at = models.DateTimeField(null=True, blank=True, editable=False)
+    viable_cells_released = models.BigIntegerField(null=True, blank=True, editable=False)
+    transplanted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    cells_administered = models.BigIntegerField(null=True, blank=True, editable=False)
+    discharged_at = models.DateTimeField(null=True, blank=True, editable=False)
+    notes = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-referred_at"]
+        permissions = [
+            (f"{name}_course", f"Can {label.lower()} a treatment course")
+            for name, label in TRANSITIONS
+        ]
+        indexes = [models.Index(fields=["site", "state"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["patient"],
+                condition=~models.Q(state__in=[state.value for state in FINAL_STATES]),
+                name="one_open_course_per_patient",
+                violation_error_message="This patient already has an open treatment course.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Course #{self.pk} of {self.patient}"
+
+    @property
+    def days_in_state(self) -> int:
+        return (timezone.now() - self.state_changed_at).days
+
+    @property
+    def expansion_day(self) -> int | None:
+        """Days since the lab received the sample, counted in the site's calendar."""
+        if not self.lab_received_at:
+            return None
+        zone = self.site.time_zone
+        return (
+            timezone.localdate(timezone=zone) - timezone.localdate(self.lab_received_at, zone)
+        ).days
+
+    # Transitions: they set fields and nothing else.
+
+    @transition(
+        field=state,
+        source=CourseState.REFERRED,
+        target=CourseState.EVALUATION,
+        permission=_transition_permission("start_evaluation"),
+        custom=_custom("start_evaluation", form=False),
+    )
+    def start_evaluation(self, *, at):
+        self.evaluation_started_at = at
+
+    @transition(
+        field=state,
+        source=CourseState.EVALUATION,
+        target=CourseState.ELIGIBLE,
+        permission=_transition_permission("approve"),
+        custom=_custom("approve"),
+    )
+    def approve(self, *, low_fev1_justification=""):
+        self.low_fev1_justification = low_fev1_justification
+
+    @transition(
+        field=state,
+        source=CourseState.EVALUATION,
+        target=CourseState.INELIGIBLE,
+        permission=_transition_permission("decline"),
+        custom=_custom("decline"),
+    )
+    def decline(self):
+        pass
+
+    @transition(
+        field=state,
+        source=CourseState.ELIGIBLE,
+        target=CourseState.HARVEST_SCHEDULED,
+        permission=_transition_permission("schedule_harvest"),
+        custom=_custom("schedule_harvest"),
+    )
+    def schedule_harvest(self):
+        pass
+
+    @transition(
+        field=state,
+        source=CourseState.HARVEST_SCHEDULED,
+        target=CourseState.HARVESTED,
+        permission=_transition_permission("record_harvest"),
+        custom=_custom("record_harvest"),
+    )
+    def record_harvest(self, *, performed_at, operator, coi_id):
+        self.harvested_at = performed_at
+        self.harvest_operator = operator
+        self.coi_id = self.coi_id or coi_id
+
+    @transition(
+        field=state,
+        source=CourseState.HARVESTED,
+        target=CourseState.EXPANDING,
+        permission=_transition_permission("receive_at_lab"),
+        custom=_custom("receive_at_lab"),
+    )
+    def receive_at_lab(self, *, received_at):
+        self.lab_received_at = received_at
+
+    @transition(
+        field=state,
+        source=CourseState.EXPANDING,
+        target=CourseState.ELIGIBLE,
+        permission=_transition_permission("reject_sample"),
+        custom=_custom("reject_sample"),
+    )
+    def reject_sample(self):
+        self.lab_received_at = None
+
+    @transition(
+        field=state,
+        source=CourseState.EXPANDING,
+        target=CourseState.ELIGIBLE,
+        permission=_transition_permission("fail_qc"),
+        custom=_custom("fail_qc"),
+    )
+    def fail_qc(self):
+        self.lab_received_at = None
+
+    @transition(
+        field=state,
+        source=CourseState.EXPANDING,
+        target=CourseState.RELEASED,
+        permission=_transition_permission("release"),
+        custom=_custom("release"),
+    )
+    def release(self, *, released_at, viable_cells):
+        self.released_at = released_at
+        self.viable_cells_released = viable_cells
+
+    @transition(
+        field=state,
+        source=CourseState.RELEASED,
+        target=CourseState.TRANSPLANT_SCHEDULED,
+        permission=_transition_permission("schedule_transplant"),
+        custom=_custom("schedule_transplant"),
+    )
+    def schedule_transplant(self):
+        pass
+
+    @transition(
+        field=state,
+        source=CourseState.TRANSPLANT_SCHEDULED,
+        target=CourseState.FOLLOW_UP,
+        permission=_transition_permission("record_transplant"),
+        custom=_custom("record_transplant"),
+    )
+    def record_transplant(self, *, performed_at, cells_administered, discharged_at):
+        self.transplanted_at = performed_at
+        self.cells_administered = cells_administered
+        self.discharged_at = discharged_at
+
+    @transition(
+        field=state,
+        source=CourseState.FOLLOW_UP,
+        target=CourseState.COMPLETED,
+        permission=_transition_permission("complete"),
+        custom=_custom("complete", form=False),
+    )
+    def complete(self):
+        pass
+
+    @transition(
+        field=state,
+        source=HOLDABLE_STATES,
+        target=CourseState.ON_HOLD,
+        permission=_transition_permission("hold"),
+        custom=_custom("hold"),
+    )
+    def hold(self):
+        self.state_before_hold = self.state
+
+    @transition(
+        field=state,
+        source=CourseState.ON_HOLD,
+        target=RETURN_VALUE(*HOLDABLE_STATES),
+        permission=_transition_permission("resume"),
+        custom=_custom("resume", form=False),
+    )
+    def resume(self):
+        state_left, self.state_before_hold = self.state_before_hold, ""
+        return state_left
+
+    @transition(
+        field=state,
+        source=WITHDRAWABLE_STATES,
+        target=CourseState.WITHDRAWN,
+        permission=_transition_permission("withdraw"),
+        custom=_custom("withdraw"),
+    )
+    def withdraw(self):
+        self.state_before_hold = ""
+
+
+class TransitionLog(models.Model):
+    """What happened to a course: who, when, from, to, why. Written once, never edited."""
+
+    course = models.ForeignKey(
+        TreatmentCourse, on_delete=models.CASCADE, related_name="transition_logs"
+    )
+    transition = models.CharField(max_length=40, choices=TRANSITIONS)
+    source_state = models.CharField(max_length=30, choices=CourseState.choices)
+    target_state = models.CharField(max_length=30, choices=CourseState.choices)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    at = models.DateTimeField(default=timezone.now)
+    note = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True, help_text="What the transition recorded.")
+
+    class Meta:
+        ordering = ["course", "at", "id"]
+        indexes = [models.Index(fields=["at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_transition_display()}: {self.source_state} → {self.target_state}"

@@ -1,0 +1,27 @@
+from django.utils import timezone
+
+from pathway.conditions import EvaluationFacts
+from pathway.models import TreatmentCourse
+from patients.models import BodyMeasurement, ChestCT, ClinicalAssessment, LungFunctionTest
+
+
+def course_evaluation_facts(*, course: TreatmentCourse) -> EvaluationFacts:
+    """The patient's latest records, as the eligibility rules read them."""
+    patient = course.patient
+    return EvaluationFacts(
+        today=timezone.localdate(timezone=course.site.time_zone),
+        smoking_status=patient.smoking_status,
+        smoking_quit_date=patient.smoking_quit_date,
+        lung_function=LungFunctionTest.objects.filter(patient=patient).first(),
+        chest_ct=ChestCT.objects.filter(patient=patient).first(),
+        assessment=ClinicalAssessment.objects.filter(patient=patient).first(),
+    )
+
+
+def course_dosing_weight(*, course: TreatmentCourse) -> BodyMeasurement | None:
+    """The latest weight taken on or after the day the evaluation began."""
+    weights = BodyMeasurement.objects.filter(patient=course.patient)
+    if course.evaluation_started_at:
+        started_on = timezone.localdate(course.evaluation_started_at, course.site.time_zone)
+        weights = weights.filter(taken_on__gte=started_on)
+    return weights.first()

@@ -1,0 +1,446 @@
+"""One entry point per change of a course's state.
+
+Each `course_<transition>` function checks the user's permission and the pathway's rules,
+then fires the transition, saves, writes the log and does the follow-up work in one
+transaction. On any failure the course is left, in the database and in memory, as it was.
+The admin, management commands and tasks all come through here.
+"""
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
+from django_fsm import can_proceed
+
+from pathway import conditions
+from pathway.coi import coi_id_format
+from pathway.models import TRANSITION_LABELS, Protocol, TransitionLog, TreatmentCourse
+from pathway.selectors import course_dosing_weight, course_evaluation_facts
+from scheduling import services as scheduling
+from scheduling.models import VisitKind
+from scheduling.selectors import course_completion_visit_done
+
+
+class TransitionRefused(Exception):
+    """The pathway's rules do not allow this step now; `reasons` says why, in words."""
+
+    def __init__(self, reasons: list[str]):
+        self.reasons = list(reasons)
+        super().__init__(" ".join(self.reasons))
+
+
+def _authorise(course: TreatmentCourse, name: str, by: AbstractBaseUser) -> None:
+    """Refuse a step the user may not take, or that the course's state does not allow."""
+    method = getattr(course, name)
+    label = TRANSITION_LABELS[name].lower()
+    meta = method._django_fsm
+    transition = meta.get_transition(course.state)
+    if transition is None or not can_proceed(method):
+        raise TransitionRefused(
+            [f"A course that is {course.get_state_display().lower()} cannot {label}."]
+        )
+    if not transition.has_perm(course, by):
+        raise PermissionDenied(f"You do not have permission to {label} a treatment course.")
+
+
+@contextmanager
+def _changing(course: TreatmentCourse) -> Iterator[None]:
+    """A transaction that, if anything fails, also puts the in-memory course back."""
+    try:
+        with transaction.atomic():
+            yield
+    except BaseException:
+        course.refresh_from_db()
+        raise
+
+
+def _fire(
+    course: TreatmentCourse,
+    name: str,
+    *,
+    by: AbstractBaseUser,
+    note: str = "",
+    data: dict | None = None,
+    **transition_kwargs,
+) -> TransitionLog:
+    """Fire a transition, save the course and log it. Call inside `_changing`."""
+    source = course.state
+    getattr(course, name)(**transition_kwargs)
+    now = timezone.now()
+    course.state_changed_at = now
+    # Raises ConcurrentTransition if another request moved the course since it was read.
+    course.save()
+    return TransitionLog.objects.create(
+        course=course,
+        transition=name,
+        source_state=source,
+        target_state=course.state,
+        by=by,
+        at=now,
+        note=note,
+        data=data or {},
+    )
+
+
+def course_create(
+    *, patient, by: AbstractBaseUser, protocol: Protocol | None = None, note: str = ""
+) -> TreatmentCourse:
+    """Refer a patient: a new course at their site, on the default protocol unless given."""
+    protocol = protocol or Protocol.objects.get(is_default=True)
+    return TreatmentCourse.objects.create(
+        patient=patient, site=patient.site, protocol=protocol, notes=note
+    )
+
+
+def course_start_evaluation(
+    *, course: TreatmentCourse, by: AbstractBaseUser, note: str = ""
+) -> TransitionLog:
+    _authorise(course, "start_evaluation", by)
+    with _changing(course):
+        return _fire(course, "start_evaluation", by=by, note=note, at=timezone.now())
+
+
+def course_approve(
+    *,
+    course: TreatmentCourse,
+    by: AbstractBaseUser,
+    note: str = "",
+    low_fev1_justification: str = "",
+) -> TransitionLog:
+    """Approve a course whose evaluation passes every eligibility rule.
+
+    FEV1 below the protocol's range is allowed only with a specialist's justification.
+    """
+    _authorise(course, "approve", by)
+    checklist = conditions.eligibility_checklist(
+        facts=course_evaluation_facts(course=course),
+        protocol=course.protocol,
+        low_fev1_justification=low_fev1_justification,
+    )
+    failures = [result.reason for result in checklist if result.blocks]
+    if failures:
+        raise TransitionRefused(failures)
+    overridden = [r for r in checklist if r.status == conditions.RuleStatus.OVERRIDDEN]
+    data = {
+        "checklist": [
+            {"rule": r.rule, "status": str(r.status), "reason": r.reason, "values": r.values}
+            for r in checklist
+        ]
+    }
+    with _changing(course):
+        return _fire(
+            course,
+            "approve",
+            by=by,
+            note=note,
+            data=data,
+            low_fev1_justification=low_fev1_justification.strip() if overridden else "",
+        )
+
+
+def _require_reason(reason: str, what: str) -> str:
+    if not reason or not reason.strip():
+        raise TransitionRefused([f"Give a reason to {what}."])
+    return reason.strip()
+
+
+def course_decline(*, course: TreatmentCourse, by: AbstractBaseUser, reason: str) -> TransitionLog:
+    _authorise(course, "decline", by)
+    reason = _require_reason(reason, "decline a course")
+    with _changing(course):
+        return _fire(course, "decline", by=by, note=reason)
+
+
+def _require_future(when: dt.datetime, what: str) -> None:
+    if when <= timezone.now():
+        raise TransitionRefused([f"The {what} must be in the future."])
+
+
+def _require_past(when: dt.datetime, what: str) -> None:
+    if when > timezone.now():
+        raise TransitionRefused([f"The {what} cannot be in the future."])
+
+
+def course_schedule_harvest(
+    *,
+    course: TreatmentCourse,
+    by: AbstractBaseUser,
+    scheduled_at: dt.datetime,
+    place: str,
+    note: str = "",
+) -> TransitionLog:
+    _authorise(course, "schedule_harvest", by)
+    _require_future(scheduled_at, "harvest")
+    with _changing(course):
+        scheduling.visit_book(
+            course=course, kind=VisitKind.HARVEST, scheduled_at=scheduled_at, place=place
+        )
+        return _fire(
+            course,
+            "schedule_harvest",
+            by=by,
+            note=note,
+            data={"scheduled_at": scheduled_at.isoformat(), "place": place},
+        )
+
+
+def course_record_harvest(
+    *,
+    course: TreatmentCourse,
+    by: AbstractBaseUser,
+    performed_at: dt.datetime,
+    operator,
+    note: str = "",
+) -> TransitionLog:
+    """Record the brushing; the course gets its chain-of-identity id if it has none yet."""
+    _authorise(course, "record_harvest", by)
+    _require_past(performed_at, "harvest time")
+    local_year = timezone.localtime(performed_at, course.site.time_zone).year
+    coi_id = course.coi_id or coi_id_format(
+        site_code=course.site.code, year=local_year, number=course.pk
+    )
+    with _changing(course):
+        scheduling.visit_mark_done(course=course, kind=VisitKind.HARVEST, done_at=performed_at)
+        return _fire(
+            course,
+            "record_harvest",
+            by=by,
+            note=note,
+            data={
+                "performed_at": performed_at.isoformat(),
+                "operator": operator.get_username(),
+                "coi_id": coi_id,
+            },
+            performed_at=performed_at,
+            operator=operator,
+            coi_id=coi_id,
+        )
+
+
+def course_receive_at_lab(
+    *,
+    course: TreatmentCourse,
+    by: AbstractBaseUser,
+    received_at: dt.datetime,
+    temperature_c: Decimal,
+    transit_hours: Decimal,
+    note: str = "",
+) -> TransitionLog:
+    """Record the sample's arrival. A broken cold chain rejects it at once, for a re-harvest."""
+    _authorise(course, "receive_at_lab", by)
+    _require_past(received_at, "receipt time")
+    breaches = conditions.cold_chain_breaches(
+        protocol=course.protocol, temperature_c=temperature_c, transit_hours=transit_hours
+    )
+    receipt = {
+        "received_at": received_at.isoformat(),
+        "temperature_c": str(temperature_c),
+        "transit_hours": str(transit_hours),
+        "cold_chain_broken": bool(breaches),
+    }
+    with _changing(course):
+        log = _fire(
+            course, "receive_at_lab", by=by, note=note, data=receipt, received_at=received_at
+        )
+        if breaches:
+            log = _fire(course, "reject_sample", by=by, note=" ".join(breaches), data=receipt)
+        return log
+
+
+def course_reject_sample(
+    *, course: TreatmentCourse, by: AbstractBaseUser, reason: str
+) -> TransitionLog:
+    _authorise(course, "reject_sample", by)
+    reason = _require_reason(reason, "reject a sample")
+    with _changing(course):
+        return _fire(course, "reject_sample", by=by, note=reason)
+
+
+def course_fail_qc(*, course: TreatmentCourse, by: AbstractBaseUser, reason: str) -> TransitionLog:
+    _authorise(course, "fail_qc", by)
+    reason = _require_reason(reason, "fail QC")
+    with _changing(course):
+        return _fire(course, "fail_qc", by=by, note=reason)
+
+
+def course_release(
+    *,
+    course: TreatmentCourse,
+    by: AbstractBaseUser,
+    identity_p63_pct: Decimal,
+    purity_pct: Decimal,
+    sterility_negative: bool,
+    viability_pct: Decimal,
+    viable_cells: int,
+    note: str = "",
+) -> TransitionLog:
+    """Release the product when QC, the expansion day and the cell count all allow it."""
+    _authorise(course, "release", by)
+    qc = conditions.QCResults(
+        identity_p63_pct=identity_p63_pct,
+        purity_pct=purity_pct,
+        sterility_negative=sterility_negative,
+        viability_pct=viability_pct,
+        viable_cells=viable_cells,
+    )
+    refusals = conditions.release_refusals(
+        protocol=course.protocol,
+        expansion_day=course.expansion_day,
+        qc=qc,
+        weight=course_dosing_weight(course=course),
+    )
+    if refusals:
+        raise TransitionRefused(refusals)
+    data = {
+        "expansion_day": course.expansion_day,
+        "identity_p63_pct": str(identity_p63_pct),
+        "purity_pct": str(purity_pct),
+        "sterility_negative": sterility_negative,
+        "viability_pct": str(viability_pct),
+        "viable_cells": viable_cells,
+    }
+    with _changing(course):
+        return _fire(
+            course,
+            "release",
+            by=by,
+            note=note,
+            data=data,
+            released_at=timezone.now(),
+            viable_cells=viable_cells,
+        )
+
+
+def course_schedule_transplant(
+    *,
+    course: TreatmentCourse,
+    by: AbstractBaseUser,
+    scheduled_at: dt.datetime,
+    place: str,
+    note: str = "",
+) -> TransitionLog:
+    _authorise(course, "schedule_transplant", by)
+    _require_future(scheduled_at, "transplant")
+    with _changing(course):
+        scheduling.visit_book(
+            course=course, kind=VisitKind.TRANSPLANT, scheduled_at=scheduled_at, place=place
+        )
+        return _fire(
+            course,
+            "schedule_transplant",
+            by=by,
+            note=note,
+            data={"scheduled_at": scheduled_at.isoformat(), "place": place},
+        )
+
+
+def course_record_transplant(
+    *,
+    course: TreatmentCourse,
+    by: AbstractBaseUser,
+    performed_at: dt.datetime,
+    bedside_coi_id: str,
+    cells_administered: int,
+    discharged_at: dt.datetime | None = None,
+    note: str = "",
+) -> TransitionLog:
+    """Record the transplant after the bedside identity and dose checks; book the follow-ups."""
+    _authorise(course, "record_transplant", by)
+    _require_past(performed_at, "transplant time")
+    if discharged_at is not None and discharged_at < performed_at:
+        raise TransitionRefused(["Discharge cannot come before the transplant."])
+    weight = course_dosing_weight(course=course)
+    refusals = conditions.transplant_refusals(
+        protocol=course.protocol,
+        course_coi_id=course.coi_id,
+        bedside_coi_id=bedside_coi_id,
+        cells_administered=cells_administered,
+        weight=weight,
+    )
+    if refusals:
+        raise TransitionRefused(refusals)
+    dose = conditions.dose_million_per_kg(cells=cells_administered, weight_kg=weight.weight_kg)
+    data = {
+        "performed_at": performed_at.isoformat(),
+        "bedside_coi_id": bedside_coi_id,
+        "cells_administered": cells_administered,
+        "weight_kg": str(weight.weight_kg),
+        "weight_taken_on": str(weight.taken_on),
+        "dose_million_per_kg": f"{dose:.3f}",
+    }
+    with _changing(course):
+        log = _fire(
+            course,
+            "record_transplant",
+            by=by,
+            note=note,
+            data=data,
+            performed_at=performed_at,
+            cells_administered=cells_administered,
+            discharged_at=discharged_at,
+        )
+        scheduling.visit_mark_done(course=course, kind=VisitKind.TRANSPLANT, done_at=performed_at)
+        scheduling.visits_schedule_follow_ups(course=course)
+        return log
+
+
+def course_complete(
+    *, course: TreatmentCourse, by: AbstractBaseUser, note: str = ""
+) -> TransitionLog:
+    _authorise(course, "complete", by)
+    if not course_completion_visit_done(course=course):
+        final = course.protocol.visits.filter(completes_course=True).first()
+        name = final.name if final else "final follow-up"
+        raise TransitionRefused([f"The {name} visit is not done yet."])
+    with _changing(course):
+        return _fire(course, "complete", by=by, note=note)
+
+
+def course_hold(*, course: TreatmentCourse, by: AbstractBaseUser, reason: str) -> TransitionLog:
+    _authorise(course, "hold", by)
+    reason = _require_reason(reason, "put a course on hold")
+    with _changing(course):
+        return _fire(course, "hold", by=by, note=reason)
+
+
+def course_resume(
+    *, course: TreatmentCourse, by: AbstractBaseUser, note: str = ""
+) -> TransitionLog:
+    """Resume a course on hold in the state it left."""
+    _authorise(course, "resume", by)
+    with _changing(course):
+        return _fire(course, "resume", by=by, note=note)
+
+
+def course_withdraw(*, course: TreatmentCourse, by: AbstractBaseUser, reason: str) -> TransitionLog:
+    """Withdraw a course for good; its open appointments are cancelled."""
+    _authorise(course, "withdraw", by)
+    reason = _require_reason(reason, "withdraw a course")
+    with _changing(course):
+        scheduling.visits_cancel_open(course=course)
+        return _fire(course, "withdraw", by=by, note=reason)
+
+
+# What the admin calls, by transition name, with the transition form's cleaned data.
+COURSE_TRANSITION_SERVICES = {
+    "start_evaluation": course_start_evaluation,
+    "approve": course_approve,
+    "decline": course_decline,
+    "schedule_harvest": course_schedule_harvest,
+    "record_harvest": course_record_harvest,
+    "receive_at_lab": course_receive_at_lab,
+    "reject_sample": course_reject_sample,
+    "fail_qc": course_fail_qc,
+    "release": course_release,
+    "schedule_transplant": course_schedule_transplant,
+    "record_transplant": course_record_transplant,
+    "complete": course_complete,
+    "hold": course_hold,
+    "resume": course_resume,
+    "withdraw": course_withdraw,
+}
