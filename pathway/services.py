@@ -234,6 +234,8 @@ def course_receive_at_lab(
     """Record the sample's arrival. A broken cold chain rejects it at once, for a re-harvest."""
     _authorise(course, "receive_at_lab", by)
     _require_past(received_at, "receipt time")
+    if course.harvested_at and received_at < course.harvested_at:
+        raise TransitionRefused(["The lab cannot receive the sample before it was harvested."])
     breaches = conditions.cold_chain_breaches(
         protocol=course.protocol, temperature_c=temperature_c, transit_hours=transit_hours
     )
@@ -352,6 +354,8 @@ def course_record_transplant(
     """Record the transplant after the bedside identity and dose checks; book the follow-ups."""
     _authorise(course, "record_transplant", by)
     _require_past(performed_at, "transplant time")
+    if course.released_at and performed_at < course.released_at:
+        raise TransitionRefused(["The transplant cannot come before the product's release."])
     if discharged_at is not None and discharged_at < performed_at:
         raise TransitionRefused(["Discharge cannot come before the transplant."])
     weight = course_dosing_weight(course=course)

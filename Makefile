@@ -1,0 +1,41 @@
+# The two commands: `make run` and `make test`. Everything they need is installed here.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+# Tests run with DEBUG off, like production; they need a key of their own.
+TEST_ENV := SECRET_KEY=test-only-secret-key-not-for-production DEBUG=0
+
+.PHONY: run test lint install migrate seed clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python requirements.txt requirements-dev.txt
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	DEBUG=1 $(BIN)/python manage.py migrate --noinput
+
+seed: migrate
+	DEBUG=1 $(BIN)/python manage.py seed_demo
+
+# The admin on http://localhost:$(PORT)/admin/ with a Celery worker and beat; Ctrl-C stops all.
+run: seed
+	DEBUG=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --procfile Procfile.dev --port $(PORT)
+
+test: install
+	$(TEST_ENV) $(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(TEST_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
+	$(TEST_ENV) $(BIN)/python manage.py check
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,124 @@
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from pathway import services
+from pathway.coi import coi_id_format
+from pathway.models import Protocol
+from pathway.states import CourseState
+from tests.factories import (
+    BodyMeasurementFactory,
+    ChestCTFactory,
+    ClinicalAssessmentFactory,
+    LungFunctionTestFactory,
+    PatientFactory,
+    UserFactory,
+)
+
+
+@pytest.fixture
+def coordinator(db):
+    return UserFactory(username="coordinator", role="coordinator")
+
+
+@pytest.fixture
+def clinician(db):
+    return UserFactory(username="clinician", role="clinician")
+
+
+@pytest.fixture
+def lab(db):
+    return UserFactory(username="lab", role="lab")
+
+
+@pytest.fixture
+def protocol(db):
+    return Protocol.objects.get(is_default=True)
+
+
+@pytest.fixture
+def eligible_patient(db):
+    """A patient whose latest records pass every eligibility rule."""
+    patient = PatientFactory()
+    LungFunctionTestFactory(patient=patient)
+    ChestCTFactory(patient=patient)
+    ClinicalAssessmentFactory(patient=patient)
+    BodyMeasurementFactory(patient=patient)
+    return patient
+
+
+@pytest.fixture
+def course(eligible_patient, coordinator):
+    return services.course_create(patient=eligible_patient, by=coordinator)
+
+
+class Pathway:
+    """Drives a course along the happy path, one step at a time, with the clock moved.
+
+    The path starts 40 days ago, so the transplant lands a week before the real now.
+    """
+
+    def __init__(self, coordinator, clinician, lab):
+        self.coordinator, self.clinician, self.lab = coordinator, clinician, lab
+        self.start = timezone.now().replace(microsecond=0) - dt.timedelta(days=40)
+
+    def at(self, days: float) -> dt.datetime:
+        return self.start + dt.timedelta(days=days)
+
+    def steps(self, course):
+        at = self.at
+        return [
+            (CourseState.EVALUATION, 0, lambda: services.course_start_evaluation(
+                course=course, by=self.coordinator)),
+            (CourseState.ELIGIBLE, 0.1, lambda: services.course_approve(
+                course=course, by=self.clinician)),
+            (CourseState.HARVEST_SCHEDULED, 0.2, lambda: services.course_schedule_harvest(
+                course=course, by=self.coordinator, scheduled_at=at(2), place="Endoscopy 2")),
+            (CourseState.HARVESTED, 2.1, lambda: services.course_record_harvest(
+                course=course, by=self.clinician, performed_at=at(2), operator=self.clinician)),
+            (CourseState.EXPANDING, 3, lambda: services.course_receive_at_lab(
+                course=course, by=self.lab, received_at=at(2.9),
+                temperature_c=Decimal("4.5"), transit_hours=Decimal("20"))),
+            (CourseState.RELEASED, 31, lambda: services.course_release(
+                course=course, by=self.lab, identity_p63_pct=Decimal("92"),
+                purity_pct=Decimal("95"), sterility_negative=True,
+                viability_pct=Decimal("88"), viable_cells=150_000_000)),
+            (CourseState.TRANSPLANT_SCHEDULED, 31.1, lambda: services.course_schedule_transplant(
+                course=course, by=self.coordinator, scheduled_at=at(33), place="Endoscopy 1")),
+            (CourseState.FOLLOW_UP, 33.1, lambda: services.course_record_transplant(
+                course=course, by=self.clinician, performed_at=at(33),
+                bedside_coi_id=course.coi_id, cells_administered=140_000_000)),
+        ]
+
+    def advance(self, course, to):
+        """Take `course` along the happy path until it is in state `to`."""
+        for state, day, step in self.steps(course):
+            if course.state == to:
+                return course
+            with time_machine.travel(self.at(day), tick=False):
+                step()
+            assert course.state == state
+        assert course.state == to, f"{to} is not on the happy path"
+        return course
+
+
+@pytest.fixture
+def pathway(coordinator, clinician, lab):
+    return Pathway(coordinator, clinician, lab)
+
+
+@pytest.fixture
+def expected_coi(course):
+    def expected(year=None):
+        year = year or timezone.localdate().year
+        return coi_id_format(site_code=course.site.code, year=year, number=course.pk)
+
+    return expected
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
