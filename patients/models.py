@@ -52,7 +52,7 @@ class Patient(models.Model):
     date_of_birth = models.DateField()
     sex = models.CharField(max_length=10, choices=Sex.choices, default=Sex.UNKNOWN)
     email = models.EmailField(blank=True)
-    phone = PhoneNumberField(blank=True, help_text="Stored as E.164, e.g. +447700900123.")
+    phone = PhoneNumberField(blank=True, help_text="Stored as E.164, e.g. +447911123456.")
     consent_email = models.BooleanField("consents to email reminders", default=False)
     consent_sms = models.BooleanField("consents to SMS reminders", default=False)
     preferred_language = models.CharField(max_length=10, choices=settings.LANGUAGES, default="en")

@@ -71,26 +71,72 @@ class Pathway:
     def steps(self, course):
         at = self.at
         return [
-            (CourseState.EVALUATION, 0, lambda: services.course_start_evaluation(
-                course=course, by=self.coordinator)),
-            (CourseState.ELIGIBLE, 0.1, lambda: services.course_approve(
-                course=course, by=self.clinician)),
-            (CourseState.HARVEST_SCHEDULED, 0.2, lambda: services.course_schedule_harvest(
-                course=course, by=self.coordinator, scheduled_at=at(2), place="Endoscopy 2")),
-            (CourseState.HARVESTED, 2.1, lambda: services.course_record_harvest(
-                course=course, by=self.clinician, performed_at=at(2), operator=self.clinician)),
-            (CourseState.EXPANDING, 3, lambda: services.course_receive_at_lab(
-                course=course, by=self.lab, received_at=at(2.9),
-                temperature_c=Decimal("4.5"), transit_hours=Decimal("20"))),
-            (CourseState.RELEASED, 31, lambda: services.course_release(
-                course=course, by=self.lab, identity_p63_pct=Decimal("92"),
-                purity_pct=Decimal("95"), sterility_negative=True,
-                viability_pct=Decimal("88"), viable_cells=150_000_000)),
-            (CourseState.TRANSPLANT_SCHEDULED, 31.1, lambda: services.course_schedule_transplant(
-                course=course, by=self.coordinator, scheduled_at=at(33), place="Endoscopy 1")),
-            (CourseState.FOLLOW_UP, 33.1, lambda: services.course_record_transplant(
-                course=course, by=self.clinician, performed_at=at(33),
-                bedside_coi_id=course.coi_id, cells_administered=140_000_000)),
+            (
+                CourseState.EVALUATION,
+                0,
+                lambda: services.course_start_evaluation(course=course, by=self.coordinator),
+            ),
+            (
+                CourseState.ELIGIBLE,
+                0.1,
+                lambda: services.course_approve(course=course, by=self.clinician),
+            ),
+            (
+                CourseState.HARVEST_SCHEDULED,
+                0.2,
+                lambda: services.course_schedule_harvest(
+                    course=course, by=self.coordinator, scheduled_at=at(2), place="Endoscopy 2"
+                ),
+            ),
+            (
+                CourseState.HARVESTED,
+                2.1,
+                lambda: services.course_record_harvest(
+                    course=course, by=self.clinician, performed_at=at(2), operator=self.clinician
+                ),
+            ),
+            (
+                CourseState.EXPANDING,
+                3,
+                lambda: services.course_receive_at_lab(
+                    course=course,
+                    by=self.lab,
+                    received_at=at(2.9),
+                    temperature_c=Decimal("4.5"),
+                    transit_hours=Decimal("20"),
+                ),
+            ),
+            (
+                CourseState.RELEASED,
+                31,
+                lambda: services.course_release(
+                    course=course,
+                    by=self.lab,
+                    identity_p63_pct=Decimal("92"),
+                    purity_pct=Decimal("95"),
+                    sterility_negative=True,
+                    viability_pct=Decimal("88"),
+                    viable_cells=150_000_000,
+                ),
+            ),
+            (
+                CourseState.TRANSPLANT_SCHEDULED,
+                31.1,
+                lambda: services.course_schedule_transplant(
+                    course=course, by=self.coordinator, scheduled_at=at(33), place="Endoscopy 1"
+                ),
+            ),
+            (
+                CourseState.FOLLOW_UP,
+                33.1,
+                lambda: services.course_record_transplant(
+                    course=course,
+                    by=self.clinician,
+                    performed_at=at(33),
+                    bedside_coi_id=course.coi_id,
+                    cells_administered=140_000_000,
+                ),
+            ),
         ]
 
     def advance(self, course, to):
@@ -122,3 +168,13 @@ def expected_coi(course):
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _postgres_only(request):
+    """Tests of row locks and concurrent connections mean nothing on SQLite."""
+    if request.node.get_closest_marker("postgres"):
+        from django.db import connection
+
+        if connection.vendor != "postgresql":
+            pytest.skip("needs PostgreSQL: set DATABASE_URL (CI does)")

@@ -56,7 +56,7 @@ class PatientFactory(factory.django.DjangoModelFactory):
     last_name = factory.Faker("last_name")
     date_of_birth = dt.date(1958, 4, 12)
     email = factory.LazyAttribute(lambda p: f"{p.mrn.lower()}@example.com")
-    phone = "+447700900123"
+    phone = "+447911123456"
     consent_email = True
     consent_sms = True
     smoking_status = SmokingStatus.FORMER

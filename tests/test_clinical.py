@@ -5,9 +5,19 @@ import pytest
 from patients.clinical import fev1_fvc_ratio, gold_stage
 
 
-@pytest.mark.parametrize("fev1_pct, stage", [
-    ("29.9", 4), ("30", 3), ("49.9", 3), ("50", 2), ("79.9", 2), ("80", 1), ("120", 1), ("5", 4),
-])
+@pytest.mark.parametrize(
+    "fev1_pct, stage",
+    [
+        ("29.9", 4),
+        ("30", 3),
+        ("49.9", 3),
+        ("50", 2),
+        ("79.9", 2),
+        ("80", 1),
+        ("120", 1),
+        ("5", 4),
+    ],
+)
 def test_gold_stage_at_its_boundaries(fev1_pct, stage):
     assert gold_stage(fev1_fvc=Decimal("0.55"), fev1_pct_predicted=Decimal(fev1_pct)) == stage
 

@@ -6,7 +6,9 @@ ALPHANUMERIC = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def sample_ids():
-    for code, year, number in itertools.product(("LDN", "OSLO", "SH"), (26, 27), (1, 42, 99999, 123456)):
+    for code, year, number in itertools.product(
+        ("LDN", "OSLO", "SH"), (26, 27), (1, 42, 99999, 123456)
+    ):
         yield coi_id_format(site_code=code, year=2000 + year, number=number)
 
 
@@ -23,7 +25,7 @@ def test_every_single_substitution_is_caught():
         for position, original in enumerate(body):
             for replacement in ALPHANUMERIC:
                 if replacement != original:
-                    typo = body[:position] + replacement + body[position + 1:]
+                    typo = body[:position] + replacement + body[position + 1 :]
                     assert not coi_id_is_valid(typo), (coi, typo)
 
 
@@ -33,5 +35,5 @@ def test_every_adjacent_transposition_is_caught():
         for position in range(len(body) - 1):
             a, b = body[position], body[position + 1]
             if a != b:
-                swapped = body[:position] + b + a + body[position + 2:]
+                swapped = body[:position] + b + a + body[position + 2 :]
                 assert not coi_id_is_valid(swapped), (coi, swapped)

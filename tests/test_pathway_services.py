@@ -64,7 +64,9 @@ def test_record_transplant_books_follow_ups_from_the_actual_transplant(course, p
     assert due[4].window_opens_on == transplant_day + dt.timedelta(weeks=4, days=-7)
     assert due[4].window_closes_on == transplant_day + dt.timedelta(weeks=4, days=7)
     assert due[12].window_closes_on == transplant_day + dt.timedelta(weeks=12, days=14)
-    harvest, transplant = (Visit.objects.get(course=course, kind=k) for k in (VisitKind.HARVEST, VisitKind.TRANSPLANT))
+    harvest, transplant = (
+        Visit.objects.get(course=course, kind=k) for k in (VisitKind.HARVEST, VisitKind.TRANSPLANT)
+    )
     assert (harvest.status, transplant.status) == (VisitStatus.DONE, VisitStatus.DONE)
 
 
@@ -104,16 +106,22 @@ def test_reject_sample_and_fail_qc_return_to_eligible(course, pathway, lab):
     assert course.state == S.ELIGIBLE
 
 
-@pytest.mark.parametrize("temperature, hours, reason", [
-    ("1.9", "20", "arrived at 1.9 °C; the cold chain allows 2–8 °C"),
-    ("8.1", "20", "arrived at 8.1 °C"),
-    ("2", "48.5", "48.5 h in transit; the cold chain allows 48 h"),
-])
+@pytest.mark.parametrize(
+    "temperature, hours, reason",
+    [
+        ("1.9", "20", "arrived at 1.9 °C; the cold chain allows 2–8 °C"),
+        ("8.1", "20", "arrived at 8.1 °C"),
+        ("2", "48.5", "48.5 h in transit; the cold chain allows 48 h"),
+    ],
+)
 def test_broken_cold_chain_rejects_the_sample(course, pathway, lab, temperature, hours, reason):
     pathway.advance(course, S.HARVESTED)
     services.course_receive_at_lab(
-        course=course, by=lab, received_at=pathway.at(2.9),
-        temperature_c=Decimal(temperature), transit_hours=Decimal(hours),
+        course=course,
+        by=lab,
+        received_at=pathway.at(2.9),
+        temperature_c=Decimal(temperature),
+        transit_hours=Decimal(hours),
     )
     assert course.state == S.ELIGIBLE
     rejection = course.transition_logs.last()
@@ -124,8 +132,11 @@ def test_broken_cold_chain_rejects_the_sample(course, pathway, lab, temperature,
 def test_cold_chain_at_its_limits_is_intact(course, pathway, lab, temperature, hours):
     pathway.advance(course, S.HARVESTED)
     services.course_receive_at_lab(
-        course=course, by=lab, received_at=pathway.at(2.9),
-        temperature_c=Decimal(temperature), transit_hours=Decimal(hours),
+        course=course,
+        by=lab,
+        received_at=pathway.at(2.9),
+        temperature_c=Decimal(temperature),
+        transit_hours=Decimal(hours),
     )
     assert course.state == S.EXPANDING
 
@@ -146,20 +157,25 @@ def test_withdraw_from_hold_cancels_open_visits(course, pathway, coordinator):
     services.course_hold(course=course, by=coordinator, reason="Travelling")
     services.course_withdraw(course=course, by=coordinator, reason="Moved abroad")
     assert course.state == S.WITHDRAWN
-    assert set(Visit.objects.filter(course=course).values_list("status", flat=True)) == {VisitStatus.CANCELLED}
+    assert set(Visit.objects.filter(course=course).values_list("status", flat=True)) == {
+        VisitStatus.CANCELLED
+    }
 
 
-@pytest.mark.parametrize("state, expected", [
-    (S.REFERRED, {"start_evaluation", "hold", "withdraw"}),
-    (S.EVALUATION, {"approve", "decline", "hold", "withdraw"}),
-    (S.ELIGIBLE, {"schedule_harvest", "hold", "withdraw"}),
-    (S.HARVEST_SCHEDULED, {"record_harvest", "hold", "withdraw"}),
-    (S.HARVESTED, {"receive_at_lab", "hold", "withdraw"}),
-    (S.EXPANDING, {"reject_sample", "fail_qc", "release", "hold", "withdraw"}),
-    (S.RELEASED, {"schedule_transplant", "hold", "withdraw"}),
-    (S.TRANSPLANT_SCHEDULED, {"record_transplant", "hold", "withdraw"}),
-    (S.FOLLOW_UP, {"complete", "hold", "withdraw"}),
-])
+@pytest.mark.parametrize(
+    "state, expected",
+    [
+        (S.REFERRED, {"start_evaluation", "hold", "withdraw"}),
+        (S.EVALUATION, {"approve", "decline", "hold", "withdraw"}),
+        (S.ELIGIBLE, {"schedule_harvest", "hold", "withdraw"}),
+        (S.HARVEST_SCHEDULED, {"record_harvest", "hold", "withdraw"}),
+        (S.HARVESTED, {"receive_at_lab", "hold", "withdraw"}),
+        (S.EXPANDING, {"reject_sample", "fail_qc", "release", "hold", "withdraw"}),
+        (S.RELEASED, {"schedule_transplant", "hold", "withdraw"}),
+        (S.TRANSPLANT_SCHEDULED, {"record_transplant", "hold", "withdraw"}),
+        (S.FOLLOW_UP, {"complete", "hold", "withdraw"}),
+    ],
+)
 def test_transitions_available_from_each_state(course, pathway, state, expected):
     pathway.advance(course, state)
     assert {t.name for t in course.get_available_state_transitions()} == expected
@@ -185,8 +201,13 @@ def test_a_step_without_permission_is_refused_and_changes_nothing(course, coordi
 def test_a_step_the_state_does_not_allow_is_refused(course, lab):
     with pytest.raises(TransitionRefused, match="A course that is referred cannot release"):
         services.course_release(
-            course=course, by=lab, identity_p63_pct=Decimal(90), purity_pct=Decimal(90),
-            sterility_negative=True, viability_pct=Decimal(90), viable_cells=10**9,
+            course=course,
+            by=lab,
+            identity_p63_pct=Decimal(90),
+            purity_pct=Decimal(90),
+            sterility_negative=True,
+            viability_pct=Decimal(90),
+            viable_cells=10**9,
         )
 
 
@@ -197,23 +218,46 @@ def test_state_cannot_be_assigned(course):
 
 # Guards: each failing rule says which rule, and the course is left as it was.
 
+
 def _release(course, lab, **overrides):
-    values = dict(identity_p63_pct=Decimal(92), purity_pct=Decimal(95), sterility_negative=True,
-                  viability_pct=Decimal(88), viable_cells=150_000_000) | overrides
+    values = (
+        dict(
+            identity_p63_pct=Decimal(92),
+            purity_pct=Decimal(95),
+            sterility_negative=True,
+            viability_pct=Decimal(88),
+            viable_cells=150_000_000,
+        )
+        | overrides
+    )
     return services.course_release(course=course, by=lab, **values)
 
 
-@pytest.mark.parametrize("overrides, day, reason", [
-    ({"viability_pct": Decimal("69.9")}, 28, "Viability is 69.9 %; the protocol needs at least 70 %."),
-    ({"sterility_negative": False}, 28, "Sterility is not negative."),
-    ({}, 20, "Expansion is on day 20; release is allowed on days 21–35."),
-    ({}, 36, "Expansion is on day 36; release is allowed on days 21–35."),
-    ({"viable_cells": 48_999_999}, 28, "cannot make the minimum dose of 0.7 × 10⁶/kg for 70 kg (49.0 × 10⁶ cells)"),
-])
+@pytest.mark.parametrize(
+    "overrides, day, reason",
+    [
+        (
+            {"viability_pct": Decimal("69.9")},
+            28,
+            "Viability is 69.9 %; the protocol needs at least 70 %.",
+        ),
+        ({"sterility_negative": False}, 28, "Sterility is not negative."),
+        ({}, 20, "Expansion is on day 20; release is allowed on days 21–35."),
+        ({}, 36, "Expansion is on day 36; release is allowed on days 21–35."),
+        (
+            {"viable_cells": 48_999_999},
+            28,
+            "cannot make the minimum dose of 0.7 × 10⁶/kg for 70 kg (49.0 × 10⁶ cells)",
+        ),
+    ],
+)
 def test_release_refused_with_its_reason(course, pathway, lab, overrides, day, reason):
     pathway.advance(course, S.EXPANDING)
     before = snapshot(course)
-    with time_machine.travel(pathway.at(2.9 + day), tick=False), pytest.raises(TransitionRefused) as refused:
+    with (
+        time_machine.travel(pathway.at(2.9 + day), tick=False),
+        pytest.raises(TransitionRefused) as refused,
+    ):
         _release(course, lab, **overrides)
     assert any(reason in r for r in refused.value.reasons), refused.value.reasons
     assert snapshot(course) == before and course.state == S.EXPANDING
@@ -230,23 +274,35 @@ def test_release_allowed_on_the_first_and_last_day(course, pathway, lab, day):
 def test_release_refused_without_a_weight_since_evaluation(course, pathway, lab):
     pathway.advance(course, S.EXPANDING)
     course.patient.bodymeasurements.update(taken_on=pathway.at(-30).date())
-    with time_machine.travel(pathway.at(31), tick=False), pytest.raises(TransitionRefused, match="No body weight"):
+    with (
+        time_machine.travel(pathway.at(31), tick=False),
+        pytest.raises(TransitionRefused, match="No body weight"),
+    ):
         _release(course, lab)
 
 
 def _transplant(course, clinician, pathway, **overrides):
-    values = dict(performed_at=pathway.at(33), bedside_coi_id=course.coi_id,
-                  cells_administered=140_000_000) | overrides
+    values = (
+        dict(
+            performed_at=pathway.at(33),
+            bedside_coi_id=course.coi_id,
+            cells_administered=140_000_000,
+        )
+        | overrides
+    )
     with time_machine.travel(pathway.at(33.1), tick=False):
         return services.course_record_transplant(course=course, by=clinician, **values)
 
 
-@pytest.mark.parametrize("cells, allowed", [
-    (48_300_000, False),   # 0.69 × 10⁶/kg at 70 kg
-    (49_000_000, True),    # 0.70
-    (364_000_000, True),   # 5.20
-    (364_700_000, False),  # 5.21
-])
+@pytest.mark.parametrize(
+    "cells, allowed",
+    [
+        (48_300_000, False),  # 0.69 × 10⁶/kg at 70 kg
+        (49_000_000, True),  # 0.70
+        (364_000_000, True),  # 5.20
+        (364_700_000, False),  # 5.21
+    ],
+)
 def test_dose_per_kg_at_its_boundaries(course, pathway, clinician, cells, allowed):
     pathway.advance(course, S.TRANSPLANT_SCHEDULED)
     before = snapshot(course)
@@ -269,7 +325,11 @@ def test_a_mismatched_bedside_coi_id_blocks_the_transplant(course, pathway, clin
 
 def test_the_latest_weight_sets_the_dose(course, pathway, clinician):
     pathway.advance(course, S.TRANSPLANT_SCHEDULED)
-    BodyMeasurementFactory(patient=course.patient, taken_on=timezone.localdate() + dt.timedelta(days=0), weight_kg=Decimal(100))
+    BodyMeasurementFactory(
+        patient=course.patient,
+        taken_on=timezone.localdate() + dt.timedelta(days=0),
+        weight_kg=Decimal(100),
+    )
     # 60 × 10⁶ cells is 0.6 × 10⁶/kg at 100 kg: too little, though enough at 70 kg.
     with pytest.raises(TransitionRefused, match="for 100 kg"):
         _transplant(course, clinician, pathway, cells_administered=60_000_000)
@@ -279,7 +339,10 @@ def test_scheduling_in_the_past_is_refused(course, pathway, coordinator):
     pathway.advance(course, S.ELIGIBLE)
     with pytest.raises(TransitionRefused, match="The harvest must be in the future"):
         services.course_schedule_harvest(
-            course=course, by=coordinator, scheduled_at=timezone.now() - dt.timedelta(hours=1), place="A"
+            course=course,
+            by=coordinator,
+            scheduled_at=timezone.now() - dt.timedelta(hours=1),
+            place="A",
         )
     assert course.state == S.ELIGIBLE
 

@@ -41,7 +41,7 @@ class Migration(migrations.Migration):
                 ('date_of_birth', models.DateField()),
                 ('sex', models.CharField(choices=[('female', 'Female'), ('male', 'Male'), ('other', 'Other'), ('unknown', 'Not recorded')], default='unknown', max_length=10)),
                 ('email', models.EmailField(blank=True, max_length=254)),
-                ('phone', phonenumber_field.modelfields.PhoneNumberField(blank=True, help_text='Stored as E.164, e.g. +447700900123.', max_length=128, region=None)),
+                ('phone', phonenumber_field.modelfields.PhoneNumberField(blank=True, help_text='Stored as E.164, e.g. +447911123456.', max_length=128, region=None)),
                 ('consent_email', models.BooleanField(default=False, verbose_name='consents to email reminders')),
                 ('consent_sms', models.BooleanField(default=False, verbose_name='consents to SMS reminders')),
                 ('preferred_language', models.CharField(choices=[('en', 'English'), ('es', 'Spanish'), ('fr', 'French'), ('de', 'German'), ('zh-hans', 'Chinese')], default='en', max_length=10)),

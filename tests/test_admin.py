@@ -1,0 +1,265 @@
+import datetime as dt
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from pathway import services
+from pathway.models import TreatmentCourse
+from pathway.states import CourseState
+from patients.models import Patient
+from tests.admin_forms import change_form_data
+from tests.factories import ClinicalAssessmentFactory, PatientFactory, SiteFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def change_url(course):
+    return reverse("admin:pathway_treatmentcourse_change", args=[course.pk])
+
+
+def press(client, course, transition):
+    """Press a transition button on the course page."""
+    page = client.get(change_url(course))
+    assert page.status_code == 200
+    data = change_form_data(page) | {"_fsm_transition_to": transition}
+    return client.post(change_url(course), data)
+
+
+def messages_of(response):
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_a_button_without_a_form_moves_the_course(client, course, coordinator):
+    client.force_login(coordinator)
+    page = client.get(change_url(course))
+    assert b'value="start_evaluation"' in page.content
+    response = press(client, course, "start_evaluation")
+    assert response.status_code == 302
+    course.refresh_from_db()
+    assert course.state == CourseState.EVALUATION
+    log = course.transition_logs.get()
+    assert (log.by, log.transition) == (coordinator, "start_evaluation")
+    followed = client.get(response.url)
+    assert "Start evaluation: the course is now in evaluation." in messages_of(followed)
+
+
+def test_a_button_with_a_form_asks_for_its_data(client, course, coordinator, clinician):
+    services.course_start_evaluation(course=course, by=coordinator)
+    client.force_login(clinician)
+    response = press(client, course, "decline")
+    form_url = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "decline"])
+    assert response.status_code == 302 and response.url == form_url
+
+    empty = client.post(form_url, {"reason": ""})
+    assert empty.status_code == 200 and "reason" in empty.context["transition_form"].errors
+    course.refresh_from_db()
+    assert course.state == CourseState.EVALUATION
+
+    done = client.post(form_url, {"reason": "Prefers medical management"}, follow=True)
+    course.refresh_from_db()
+    assert course.state == CourseState.INELIGIBLE
+    assert course.transition_logs.last().note == "Prefers medical management"
+    assert "Decline: the course is now ineligible." in messages_of(done)
+
+
+def test_a_failing_guard_is_explained_and_changes_nothing(client, course, coordinator, clinician):
+    services.course_start_evaluation(course=course, by=coordinator)
+    ClinicalAssessmentFactory(patient=course.patient, active_respiratory_infection=True)
+    client.force_login(clinician)
+    form_url = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "approve"])
+    response = client.post(form_url, {"note": "", "low_fev1_justification": ""})
+    assert response.status_code == 200
+    assert any(
+        "Approve refused: An active respiratory infection is recorded" in m
+        for m in messages_of(response)
+    )
+    course.refresh_from_db()
+    assert course.state == CourseState.EVALUATION
+    assert course.transition_logs.count() == 1
+
+
+def test_times_in_a_transition_form_are_the_sites_local_times(client, course, pathway, coordinator):
+    pathway.advance(course, CourseState.ELIGIBLE)
+    course.site.time_zone = "America/New_York"
+    course.site.save()
+    client.force_login(coordinator)
+    form_url = reverse(
+        "admin:pathway_treatmentcourse_transition", args=[course.pk, "schedule_harvest"]
+    )
+    day = timezone.localdate() + dt.timedelta(days=10)
+    client.post(
+        form_url, {"scheduled_at_0": day.isoformat(), "scheduled_at_1": "09:30", "place": "Suite 2"}
+    )
+    course.refresh_from_db()
+    assert course.state == CourseState.HARVEST_SCHEDULED
+    visit = course.visits.get()
+    local = timezone.localtime(visit.scheduled_at, course.site.time_zone)
+    assert (local.date(), local.hour, local.minute) == (day, 9, 30)
+
+
+def test_buttons_show_only_what_the_user_may_do(client, course, coordinator, lab):
+    services.course_start_evaluation(course=course, by=coordinator)
+    client.force_login(lab)
+    page = client.get(change_url(course))
+    assert b'value="approve"' not in page.content
+    form_url = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "approve"])
+    client.post(form_url, {"note": ""})
+    course.refresh_from_db()
+    assert course.state == CourseState.EVALUATION
+
+
+def test_the_state_is_read_only_on_the_course_page(client, course, coordinator):
+    client.force_login(coordinator)
+    page = client.get(change_url(course))
+    assert "state" not in page.context["adminform"].form.fields
+    data = change_form_data(page) | {"state": CourseState.COMPLETED}
+    client.post(change_url(course), data)
+    course.refresh_from_db()
+    assert course.state == CourseState.REFERRED
+
+
+def test_the_course_page_shows_the_checklist_and_history(client, course, coordinator):
+    services.course_start_evaluation(course=course, by=coordinator)
+    client.force_login(coordinator)
+    page = client.get(change_url(course)).content.decode()
+    assert "eligibility-checklist" in page and "FEV1 is 45 % predicted, within 30–70 %." in page
+    assert "Start evaluation" in page
+
+
+def _changelist_queries(client, url):
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+    return len(queries)
+
+
+def test_the_course_list_costs_the_same_queries_at_any_size(client, coordinator, admin_user):
+    client.force_login(admin_user)
+    url = reverse("admin:pathway_treatmentcourse_changelist")
+    site = SiteFactory()
+
+    def add(n):
+        for _ in range(n):
+            services.course_create(patient=PatientFactory(site=site), by=coordinator)
+
+    add(3)
+    small = _changelist_queries(client, url)
+    add(40)
+    large = _changelist_queries(client, url)
+    assert small == large
+
+
+def test_the_patient_list_costs_the_same_queries_at_any_size(client, admin_user):
+    client.force_login(admin_user)
+    url = reverse("admin:patients_patient_changelist")
+    site = SiteFactory()
+    PatientFactory.create_batch(3, site=site)
+    small = _changelist_queries(client, url)
+    PatientFactory.create_batch(40, site=site)
+    assert _changelist_queries(client, url) == small
+
+
+def test_patients_are_found_by_mrn_and_filtered_by_course_state(
+    client, course, coordinator, admin_user
+):
+    other = PatientFactory(site=course.site, mrn="X-1")
+    client.force_login(admin_user)
+    url = reverse("admin:patients_patient_changelist")
+    found = client.get(url, {"q": course.patient.mrn})
+    assert list(found.context["cl"].result_list) == [course.patient]
+    in_state = client.get(url, {"course_state": CourseState.REFERRED})
+    assert list(in_state.context["cl"].result_list) == [course.patient]
+    assert other not in in_state.context["cl"].result_list
+
+
+def _patient_form(site, **overrides):
+    return {
+        "site": site.pk,
+        "mrn": "A-100",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "date_of_birth": "1955-03-02",
+        "sex": "female",
+        "email": "ada@example.com",
+        "phone": "+44 7911 123456",
+        "consent_email": "on",
+        "consent_sms": "on",
+        "preferred_language": "en",
+        "smoking_status": "never",
+        **{
+            f"{prefix}-{key}": value
+            for prefix in (
+                "bodymeasurements",
+                "lungfunctiontests",
+                "chestcts",
+                "clinicalassessments",
+            )
+            for key, value in (("TOTAL_FORMS", 0), ("INITIAL_FORMS", 0))
+        },
+    } | overrides
+
+
+def test_a_patient_phone_is_stored_as_e164(client, admin_user):
+    site = SiteFactory()
+    client.force_login(admin_user)
+    response = client.post(
+        reverse("admin:patients_patient_add"), _patient_form(site, phone="07911 123456")
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert str(Patient.objects.get(mrn="A-100").phone) == "+447911123456"
+
+
+def test_a_bad_phone_number_is_rejected_clearly(client, admin_user):
+    site = SiteFactory()
+    client.force_login(admin_user)
+    response = client.post(
+        reverse("admin:patients_patient_add"), _patient_form(site, phone="12345")
+    )
+    assert response.status_code == 200
+    assert "Enter a valid phone number" in str(response.context["adminform"].form.errors["phone"])
+    assert not Patient.objects.exists()
+
+
+def test_an_mrn_clash_within_a_site_is_rejected_clearly(client, admin_user):
+    site = SiteFactory()
+    PatientFactory(site=site, mrn="A-100")
+    client.force_login(admin_user)
+    response = client.post(reverse("admin:patients_patient_add"), _patient_form(site))
+    assert response.status_code == 200
+    assert "A patient with this MRN already exists at this site." in str(
+        response.context["adminform"].form.errors
+    )
+    assert Patient.objects.count() == 1
+    # The same MRN at another site is a different patient.
+    other = SiteFactory()
+    response = client.post(reverse("admin:patients_patient_add"), _patient_form(other))
+    assert response.status_code == 302
+
+
+def test_consent_to_sms_needs_a_phone(client, admin_user):
+    client.force_login(admin_user)
+    response = client.post(
+        reverse("admin:patients_patient_add"), _patient_form(SiteFactory(), phone="")
+    )
+    assert "Consent to SMS reminders needs a phone number." in str(
+        response.context["adminform"].form.errors
+    )
+
+
+def test_adding_a_course_takes_the_patients_site_and_the_default_protocol(
+    client, admin_user, eligible_patient, protocol
+):
+    client.force_login(admin_user)
+    add_url = reverse("admin:pathway_treatmentcourse_add")
+    page = client.get(add_url)
+    data = change_form_data(page) | {"patient": eligible_patient.pk}
+    response = client.post(add_url, data)
+    assert response.status_code == 302
+    course = TreatmentCourse.objects.get(patient=eligible_patient)
+    assert (course.site, course.protocol, course.state) == (
+        eligible_patient.site,
+        protocol,
+        CourseState.REFERRED,
+    )
