@@ -93,7 +93,11 @@ class Patient(models.Model):
 
     def clean(self) -> None:
         errors = {}
-        today = timezone.localdate()
+        today = (
+            timezone.localdate(timezone=self.site.time_zone)
+            if self.site_id
+            else timezone.localdate()
+        )
         if self.date_of_birth and self.date_of_birth > today:
             errors["date_of_birth"] = "Date of birth cannot be in the future."
         if self.smoking_status == SmokingStatus.FORMER and not self.smoking_quit_date:
@@ -125,7 +129,9 @@ class ClinicalRecord(models.Model):
         ordering = ["-taken_on", "-id"]
 
     def clean(self) -> None:
-        if self.taken_on and self.taken_on > timezone.localdate():
+        # "Today" is the site's today: a record taken this morning in Shanghai is not "future".
+        zone = self.patient.site.time_zone if self.patient_id else None
+        if self.taken_on and self.taken_on > timezone.localdate(timezone=zone):
             raise ValidationError({"taken_on": "The date taken cannot be in the future."})
 
 

@@ -1,0 +1,394 @@
+"""Demo data: three sites, one user per role and about 40 patients in every state.
+
+Each course's history is replayed through the same services a coordinator uses, with the
+clock moved (time-machine) to when each step would have happened, so logs, dates, visits
+and windows are all consistent. Demo only: the passwords are published in the README.
+"""
+
+import datetime as dt
+import random
+from decimal import Decimal
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from pathway import services
+from pathway.states import CourseState
+from patients.models import (
+    A1ATScreening,
+    BodyMeasurement,
+    ChestCT,
+    ClinicalAssessment,
+    LungFunctionTest,
+    Patient,
+    Site,
+    SmokingStatus,
+)
+from scheduling.models import Visit, VisitKind, VisitStatus
+
+DEMO_PASSWORD = "pathway-demo"
+SITES = [
+    ("North London Chest Clinic", "LDN", "Europe/London"),
+    ("Pudong Respiratory Centre", "SHA", "Asia/Shanghai"),
+    ("Harbour Lung Institute", "BOS", "America/New_York"),
+]
+FIRST_NAMES = [
+    "Margaret",
+    "David",
+    "Susan",
+    "Wei",
+    "Li",
+    "Robert",
+    "Patricia",
+    "James",
+    "Mei",
+    "John",
+    "Linda",
+    "Jun",
+    "Barbara",
+    "Michael",
+    "Elizabeth",
+    "Hui",
+    "William",
+    "Mary",
+]
+LAST_NAMES = [
+    "Thompson",
+    "Chen",
+    "Okafor",
+    "Walsh",
+    "Zhang",
+    "Murphy",
+    "Patel",
+    "Kowalski",
+    "Wang",
+    "O'Brien",
+    "Nguyen",
+    "Fischer",
+    "Liu",
+    "Hughes",
+    "Santos",
+    "Novak",
+]
+
+# How many demo courses end in each state.
+STATE_COUNTS = {
+    CourseState.REFERRED: 3,
+    CourseState.EVALUATION: 4,
+    CourseState.ELIGIBLE: 3,
+    CourseState.INELIGIBLE: 3,
+    CourseState.HARVEST_SCHEDULED: 3,
+    CourseState.HARVESTED: 2,
+    CourseState.EXPANDING: 5,
+    CourseState.RELEASED: 2,
+    CourseState.TRANSPLANT_SCHEDULED: 3,
+    CourseState.FOLLOW_UP: 5,
+    CourseState.COMPLETED: 3,
+    CourseState.ON_HOLD: 2,
+    CourseState.WITHDRAWN: 2,
+}
+HAPPY_PATH = [
+    CourseState.REFERRED,
+    CourseState.EVALUATION,
+    CourseState.ELIGIBLE,
+    CourseState.HARVEST_SCHEDULED,
+    CourseState.HARVESTED,
+    CourseState.EXPANDING,
+    CourseState.RELEASED,
+    CourseState.TRANSPLANT_SCHEDULED,
+    CourseState.FOLLOW_UP,
+    CourseState.COMPLETED,
+]
+
+
+class Command(BaseCommand):
+    help = "Load demo sites, users and patients (skipped if they are already there)."
+
+    def handle(self, *args, **options):
+        import time_machine  # a development tool: only the demo moves the clock
+
+        self.time_machine = time_machine
+        if Site.objects.filter(code=SITES[0][1]).exists():
+            self.stdout.write("Demo data already loaded.")
+            return
+        self.random = random.Random(2026)
+        with transaction.atomic():
+            self.users = self.create_users()
+            sites = [
+                Site.objects.create(name=name, code=code, time_zone=zone)
+                for name, code, zone in SITES
+            ]
+            for site in sites:
+                site.coordinators.add(self.users["coordinator"])
+            number = 0
+            for state, count in STATE_COUNTS.items():
+                for _ in range(count):
+                    number += 1
+                    self.create_course(sites[number % len(sites)], number, state)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Loaded {number} demo patients at {len(sites)} sites. Log in as admin, "
+                f"coordinator, clinician or lab with password '{DEMO_PASSWORD}'."
+            )
+        )
+
+    def create_users(self):
+        User = get_user_model()
+        users = {}
+        for username, role in [
+            ("admin", None),
+            ("coordinator", "coordinator"),
+            ("clinician", "clinician"),
+            ("lab", "lab"),
+        ]:
+            user = User(
+                username=username,
+                email=f"{username}@clinic.example",
+                is_staff=True,
+                is_superuser=role is None,
+                first_name=username.title(),
+            )
+            user.set_password(DEMO_PASSWORD)
+            user.save()
+            if role:
+                user.groups.add(Group.objects.get(name=role))
+            users[username] = user
+        return users
+
+    def at(self, when):
+        return self.time_machine.travel(when, tick=False)
+
+    def create_patient(self, site, number, *, eligible):
+        rng = self.random
+        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+        smoking = rng.choice([SmokingStatus.FORMER, SmokingStatus.FORMER, SmokingStatus.NEVER])
+        return Patient.objects.create(
+            site=site,
+            mrn=f"{site.code}{100000 + number}",
+            first_name=first,
+            last_name=last,
+            date_of_birth=dt.date(rng.randint(1946, 1972), rng.randint(1, 12), rng.randint(1, 28)),
+            sex=rng.choice(["female", "male"]),
+            email=f"{first}.{last}{number}@example.com".lower().replace("'", ""),
+            phone=f"+4479111{number:05d}",
+            consent_email=True,
+            consent_sms=rng.random() < 0.8,
+            smoking_status=smoking if eligible else SmokingStatus.CURRENT,
+            smoking_quit_date=(
+                dt.date(rng.randint(2012, 2023), rng.randint(1, 12), 1)
+                if smoking == SmokingStatus.FORMER and eligible
+                else None
+            ),
+            coordinator=self.users["coordinator"],
+        )
+
+    def record_evaluation(self, patient, on, *, eligible):
+        rng, by = self.random, self.users["clinician"]
+        fvc = Decimal(rng.uniform(2.2, 3.8)).quantize(Decimal("0.01"))
+        ratio = Decimal(rng.uniform(0.38, 0.64))
+        fev1_pct = Decimal(rng.uniform(32, 68) if eligible else rng.uniform(72, 78))
+        LungFunctionTest.objects.create(
+            patient=patient,
+            taken_on=on,
+            entered_by=by,
+            fev1_l=(fvc * ratio).quantize(Decimal("0.01")),
+            fev1_pct_predicted=fev1_pct.quantize(Decimal("0.1")),
+            fvc_l=fvc,
+            dlco_pct_predicted=Decimal(rng.uniform(30, 60)).quantize(Decimal("0.1")),
+            tlc_pct_predicted=Decimal(rng.uniform(105, 135)).quantize(Decimal("0.1")),
+        )
+        ChestCT.objects.create(
+            patient=patient,
+            taken_on=on,
+            entered_by=by,
+            emphysema_present=True,
+            findings="Centrilobular emphysema, upper-lobe predominant.",
+        )
+        ClinicalAssessment.objects.create(
+            patient=patient,
+            taken_on=on,
+            entered_by=by,
+            fit_for_bronchoscopy=True,
+            active_respiratory_infection=False,
+            a1at_screening=rng.choice([A1ATScreening.NOT_INDICATED, A1ATScreening.NORMAL]),
+            dyspnoea_despite_optimised_therapy=True,
+        )
+        BodyMeasurement.objects.create(
+            patient=patient,
+            taken_on=on,
+            entered_by=by,
+            weight_kg=Decimal(rng.uniform(52, 95)).quantize(Decimal("0.1")),
+            height_cm=Decimal(rng.uniform(155, 188)).quantize(Decimal("0.1")),
+        )
+
+    def create_course(self, site, number, final_state):
+        rng, u = self.random, self.users
+        eligible = final_state != CourseState.INELIGIBLE
+        patient = self.create_patient(site, number, eligible=eligible)
+        expansion_days = rng.randint(23, 32)
+        # Day offsets of each step from referral; `target` is where this course stops.
+        target = {
+            CourseState.ON_HOLD: rng.choice([CourseState.ELIGIBLE, CourseState.RELEASED]),
+            CourseState.WITHDRAWN: rng.choice([CourseState.EVALUATION, CourseState.EXPANDING]),
+            CourseState.INELIGIBLE: CourseState.EVALUATION,
+        }.get(final_state, final_state)
+        day = {
+            "evaluation": 2,
+            "approve": 9,
+            "schedule_harvest": 10,
+            "harvest": 16,
+            "receipt": 17,
+            "release": 17 + expansion_days,
+        }
+        day |= {"schedule_transplant": day["release"] + 1, "transplant": day["release"] + 6}
+        age = self.age_in_days(target, day, rng)
+        start = timezone.now().replace(microsecond=0) - dt.timedelta(days=age)
+
+        def when(offset):
+            return start + dt.timedelta(days=offset, hours=rng.uniform(0, 4))
+
+        with self.at(start):
+            course = services.course_create(patient=patient, by=u["coordinator"])
+
+        def evaluate():
+            services.course_start_evaluation(course=course, by=u["coordinator"])
+            today = timezone.localdate(timezone=site.time_zone)
+            self.record_evaluation(patient, today, eligible=eligible)
+
+        reached = HAPPY_PATH[: HAPPY_PATH.index(target) + 1]
+        steps = {
+            CourseState.EVALUATION: (day["evaluation"], evaluate),
+            CourseState.ELIGIBLE: (
+                day["approve"],
+                lambda: services.course_approve(course=course, by=u["clinician"]),
+            ),
+            CourseState.HARVEST_SCHEDULED: (
+                day["schedule_harvest"],
+                lambda: services.course_schedule_harvest(
+                    course=course,
+                    by=u["coordinator"],
+                    scheduled_at=when(day["harvest"]),
+                    place="Endoscopy suite 2",
+                ),
+            ),
+            CourseState.HARVESTED: (
+                day["harvest"] + 0.3,
+                lambda: services.course_record_harvest(
+                    course=course,
+                    by=u["clinician"],
+                    performed_at=timezone.now() - dt.timedelta(hours=1),
+                    operator=u["clinician"],
+                ),
+            ),
+            CourseState.EXPANDING: (
+                day["receipt"],
+                lambda: services.course_receive_at_lab(
+                    course=course,
+                    by=u["lab"],
+                    received_at=timezone.now(),
+                    temperature_c=Decimal(rng.uniform(3, 7)).quantize(Decimal("0.1")),
+                    transit_hours=Decimal(rng.uniform(6, 30)).quantize(Decimal("0.1")),
+                ),
+            ),
+            CourseState.RELEASED: (
+                day["release"],
+                lambda: services.course_release(
+                    course=course,
+                    by=u["lab"],
+                    identity_p63_pct=Decimal(rng.randint(85, 97)),
+                    purity_pct=Decimal(rng.randint(90, 99)),
+                    sterility_negative=True,
+                    viability_pct=Decimal(rng.randint(78, 95)),
+                    viable_cells=rng.randint(180, 320) * 1_000_000,
+                ),
+            ),
+            CourseState.TRANSPLANT_SCHEDULED: (
+                day["schedule_transplant"],
+                lambda: services.course_schedule_transplant(
+                    course=course,
+                    by=u["coordinator"],
+                    scheduled_at=when(day["transplant"]),
+                    place="Endoscopy suite 1",
+                ),
+            ),
+            CourseState.FOLLOW_UP: (
+                day["transplant"] + 0.3,
+                lambda: services.course_record_transplant(
+                    course=course,
+                    by=u["clinician"],
+                    performed_at=timezone.now() - dt.timedelta(hours=2),
+                    bedside_coi_id=course.coi_id,
+                    cells_administered=self.dose(course),
+                    discharged_at=timezone.now() + dt.timedelta(hours=3),
+                ),
+            ),
+        }
+        for state in reached[1:]:
+            if state == CourseState.COMPLETED:
+                break
+            offset, step = steps[state]
+            with self.at(start + dt.timedelta(days=offset)):
+                step()
+        self.mark_past_follow_ups_done(course)
+        with self.at(timezone.now() - dt.timedelta(hours=1)):
+            self.finish(course, final_state)
+
+    @staticmethod
+    def age_in_days(target, day, rng):
+        """How long ago the course was referred, so that it sits believably in `target`."""
+        if target == CourseState.REFERRED:
+            return rng.uniform(0.5, 1.5)
+        if target == CourseState.EVALUATION:
+            return day["evaluation"] + rng.uniform(1, 6)
+        if target == CourseState.ELIGIBLE:
+            return day["approve"] + rng.uniform(0.2, 0.8)
+        if target == CourseState.HARVEST_SCHEDULED:
+            return day["schedule_harvest"] + rng.uniform(1, 5)
+        if target == CourseState.HARVESTED:
+            return day["harvest"] + 0.5
+        if target == CourseState.EXPANDING:
+            return day["receipt"] + rng.choice([4, 12, 19, 27, 37])  # one overdue past day 35
+        if target == CourseState.RELEASED:
+            return day["release"] + rng.uniform(0.3, 0.9)
+        if target == CourseState.TRANSPLANT_SCHEDULED:
+            return day["schedule_transplant"] + rng.uniform(1, 4)
+        if target == CourseState.FOLLOW_UP:
+            return day["transplant"] + rng.choice([10, 40, 95, 130, 175])
+        return day["transplant"] + 7 * 24 + rng.uniform(20, 60)  # completed
+
+    def dose(self, course):
+        weight = course.patient.bodymeasurements.first().weight_kg
+        return int(Decimal("2.4") * weight * 1_000_000)
+
+    def mark_past_follow_ups_done(self, course):
+        """Follow-ups whose window has closed were attended (clinical entry comes later)."""
+        for visit in Visit.objects.filter(course=course, kind=VisitKind.FOLLOW_UP):
+            if visit.window_closes_on and visit.scheduled_at < timezone.now() - dt.timedelta(
+                days=3
+            ):
+                visit.status, visit.done_at = VisitStatus.DONE, visit.scheduled_at
+                visit.save(update_fields=["status", "done_at"])
+
+    def finish(self, course, final_state):
+        u = self.users
+        if final_state == CourseState.COMPLETED:
+            services.course_complete(course=course, by=u["coordinator"])
+        elif final_state == CourseState.INELIGIBLE:
+            services.course_decline(
+                course=course,
+                by=u["clinician"],
+                reason="Current smoker; FEV1 above the protocol's range.",
+            )
+        elif final_state == CourseState.ON_HOLD:
+            services.course_hold(
+                course=course,
+                by=u["coordinator"],
+                reason="Admitted with an exacerbation; reassess in 4 weeks.",
+            )
+        elif final_state == CourseState.WITHDRAWN:
+            services.course_withdraw(
+                course=course, by=u["coordinator"], reason="Patient chose to withdraw."
+            )

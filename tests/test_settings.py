@@ -1,0 +1,53 @@
+"""Settings come from the environment; a missing secret in production refuses to start."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_check(**env):
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG"}}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=clean | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_without_debug_a_secret_key_is_required():
+    result = run_check(DEBUG="0")
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DEBUG is off." in result.stderr
+
+
+def test_debug_runs_on_a_development_key():
+    assert run_check(DEBUG="1").returncode == 0
+
+
+def test_times_are_stored_in_utc():
+    assert settings.USE_TZ is True
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="REDIS_URL not set: embedded broker")
+def test_the_broker_is_the_configured_redis_and_answers():
+    from config.celery import app
+
+    assert app.conf.broker_url == os.environ["REDIS_URL"]
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=5)
+        assert connection.transport.driver_type == "redis"
+
+
+@pytest.mark.skipif(bool(os.environ.get("REDIS_URL")), reason="REDIS_URL set: Redis broker")
+def test_without_redis_the_broker_needs_no_server():
+    from config.celery import app
+
+    assert app.conf.broker_url == "filesystem://"
