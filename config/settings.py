@@ -134,6 +134,30 @@ CELERY_ENABLE_UTC = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# Email: any django-environ EMAIL_URL, e.g. smtp+tls://user:password@smtp.example.org:587.
+# The default prints messages to the console.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+# Links in alert emails point here.
+SITE_URL = env.str("SITE_URL", default="http://localhost:8000")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Pathway tracker <noreply@localhost>")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+
+# SMS: "console" (prints), "null" (drops, for benchmarks) or "twilio".
+SMS_BACKEND = env.str("SMS_BACKEND", default="console")
+SMS_TIMEOUT = env.int("SMS_TIMEOUT", default=10)
+TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
+TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
+TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")
+# Only for tests and staging: send Twilio API calls to another server (a local stub).
+TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
+
+# The outbox dispatcher (see scheduling/outbox.py).
+NOTIFICATION_BATCH_SIZE = env.int("NOTIFICATION_BATCH_SIZE", default=100)
+# A row claimed by a worker that has not finished within this time is claimed again.
+NOTIFICATION_CLAIM_TIMEOUT = env.int("NOTIFICATION_CLAIM_TIMEOUT", default=300)
+# The first retry waits this long, each later one twice as long (capped at a day).
+NOTIFICATION_RETRY_BASE_SECONDS = env.int("NOTIFICATION_RETRY_BASE_SECONDS", default=60)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -63,6 +63,7 @@ class ProtocolAdmin(admin.ModelAdmin):
                     "quiet_hours_start",
                     "quiet_hours_end",
                     "transplant_booking_max_days",
+                    "delivery_max_attempts",
                 ),
             },
         ),

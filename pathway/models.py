@@ -86,6 +86,11 @@ class Protocol(models.Model):
     transplant_booking_max_days = models.PositiveSmallIntegerField(
         "days to book a transplant after release", default=14
     )
+    delivery_max_attempts = models.PositiveSmallIntegerField(
+        "tries to deliver a reminder",
+        default=5,
+        help_text="After this many failed tries the coordinator is alerted.",
+    )
 
     class Meta:
         ordering = ["name"]

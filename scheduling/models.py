@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -54,3 +55,173 @@ class Visit(models.Model):
     def __str__(self) -> str:
         label = self.protocol_visit.name if self.protocol_visit_id else self.get_kind_display()
         return f"{label} on {timezone.localdate(self.scheduled_at, self.course.site.time_zone)}"
+
+
+class Channel(models.TextChoices):
+    EMAIL = "email", "Email"
+    SMS = "sms", "SMS"
+
+
+class NotificationTemplate(models.TextChoices):
+    VISIT_REMINDER = "visit_reminder", "Appointment reminder"
+    ALERT = "alert", "Coordinator alert"
+
+
+class NotificationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Notification(models.Model):
+    """The outbox: a message to a patient or a staff member, written before it is sent.
+
+    The row is the schedule (`send_after`) and the record of delivery. Celery only carries
+    the work of sending it; losing a Celery message loses no notification.
+    """
+
+    template = models.CharField(max_length=30, choices=NotificationTemplate.choices)
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    patient = models.ForeignKey(
+        "patients.Patient",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="notifications",
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="notifications",
+    )
+    visit = models.ForeignKey(
+        Visit, on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
+    )
+    alert = models.ForeignKey(
+        "scheduling.Alert",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="notifications",
+    )
+    send_after = models.DateTimeField()
+    status = models.CharField(
+        max_length=20, choices=NotificationStatus.choices, default=NotificationStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=5)
+    last_error = models.TextField(blank=True)
+    provider_message_id = models.CharField(max_length=100, blank=True)
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.UUIDField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Which dispatch run holds the row; a late run cannot overwrite a newer one.",
+    )
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-send_after"]
+        indexes = [
+            # The dispatcher's claim reads only due, pending rows, however many are stored.
+            models.Index(
+                fields=["send_after"],
+                name="notification_due_idx",
+                condition=models.Q(status="pending"),
+            ),
+            models.Index(
+                fields=["claimed_at"],
+                name="notification_claimed_idx",
+                condition=models.Q(status="sending"),
+            ),
+            models.Index(fields=["visit", "status"]),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(patient__isnull=False) | models.Q(user__isnull=False),
+                name="notification_has_recipient",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_template_display()} by {self.channel} ({self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    """One try at sending a notification, kept so failures can be read back."""
+
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="delivery_attempts"
+    )
+    at = models.DateTimeField(default=timezone.now)
+    succeeded = models.BooleanField()
+    error = models.TextField(blank=True)
+    provider_message_id = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["notification", "at"]
+
+    def __str__(self) -> str:
+        return f"{'Delivered' if self.succeeded else 'Failed'} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class AlertKind(models.TextChoices):
+    VISIT_OVERDUE = "visit_overdue", "Visit overdue"
+    EXPANSION_OVERDUE = "expansion_overdue", "Expansion past its last day"
+    TRANSPLANT_NOT_BOOKED = "transplant_not_booked", "Released product with no transplant booked"
+    DELIVERY_FAILED = "delivery_failed", "Reminder could not be delivered"
+    ADVERSE_EVENT = "adverse_event", "Serious adverse event"
+    COI_MISMATCH = "coi_mismatch", "Chain-of-identity mismatch"
+
+
+class Severity(models.TextChoices):
+    INFO = "info", "Info"
+    WARNING = "warning", "Warning"
+    URGENT = "urgent", "Urgent"
+
+
+class Alert(models.Model):
+    """Something a coordinator must act on. One row per condition, however often it is seen."""
+
+    kind = models.CharField(max_length=30, choices=AlertKind.choices)
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.WARNING)
+    course = models.ForeignKey(
+        "pathway.TreatmentCourse", on_delete=models.CASCADE, related_name="alerts"
+    )
+    site = models.ForeignKey("patients.Site", on_delete=models.PROTECT, related_name="alerts")
+    visit = models.ForeignKey(
+        Visit, on_delete=models.CASCADE, null=True, blank=True, related_name="alerts"
+    )
+    message = models.TextField()
+    condition_key = models.CharField(
+        max_length=200, unique=True, help_text="Identifies the condition, so it alerts once."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["site", "-created_at"],
+                name="alert_open_idx",
+                condition=models.Q(acknowledged_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.message[:60]}"

@@ -1,38 +1,124 @@
+"""Visits and their reminders. Called inside the pathway's transactions, so a visit and its
+reminders are written, moved or cancelled together with the change that causes them."""
+
 import datetime as dt
 
 from django.db import transaction
+from django.utils import timezone
 
 from pathway.models import TreatmentCourse
-from scheduling.models import OPEN_VISIT_STATUSES, Visit, VisitKind, VisitStatus
+from scheduling.models import (
+    OPEN_VISIT_STATUSES,
+    Channel,
+    Notification,
+    NotificationStatus,
+    NotificationTemplate,
+    Visit,
+    VisitKind,
+    VisitStatus,
+)
+from scheduling.rules import after_quiet_hours, reminder_time
 from scheduling.windows import follow_up_slot
+
+
+def reminders_schedule(*, visit: Visit, now: dt.datetime | None = None) -> list[Notification]:
+    """Outbox rows for the protocol's reminders of one visit, on each consented channel.
+
+    Reminders whose time has already passed are not written. An SMS due in the patient's
+    quiet hours waits until they end, in the patient's own time zone.
+    """
+    now = now or timezone.now()
+    course = visit.course
+    patient, protocol = course.patient, course.protocol
+    channels = [
+        channel
+        for channel, allowed in (
+            (Channel.EMAIL, patient.consent_email and patient.email),
+            (Channel.SMS, patient.consent_sms and patient.phone),
+        )
+        if allowed
+    ]
+    stamp = int(visit.scheduled_at.timestamp())
+    reminders = []
+    for lead_days in sorted(set(protocol.reminder_lead_days), reverse=True):
+        send_at = reminder_time(
+            appointment_at=visit.scheduled_at, lead_days=lead_days, zone=course.site.time_zone
+        )
+        for channel in channels:
+            send_after = send_at
+            if channel == Channel.SMS:
+                send_after = after_quiet_hours(
+                    send_at,
+                    zone=patient.zone,
+                    start=protocol.quiet_hours_start,
+                    end=protocol.quiet_hours_end,
+                )
+            if send_after <= now or send_after >= visit.scheduled_at:
+                continue
+            reminders.append(
+                Notification(
+                    template=NotificationTemplate.VISIT_REMINDER,
+                    channel=channel,
+                    patient=patient,
+                    visit=visit,
+                    send_after=send_after,
+                    max_attempts=protocol.delivery_max_attempts,
+                    idempotency_key=f"reminder.v{visit.pk}.{lead_days}d.{channel}.{stamp}",
+                )
+            )
+    return Notification.objects.bulk_create(reminders)
+
+
+def reminders_cancel(*, visits) -> int:
+    """Cancel reminders not yet sent for these visits."""
+    return Notification.objects.filter(visit__in=visits, status=NotificationStatus.PENDING).update(
+        status=NotificationStatus.CANCELLED
+    )
+
+
+def _procedure_window(scheduled_at: dt.datetime, zone) -> dict:
+    day = timezone.localdate(scheduled_at, zone)
+    return {"window_opens_on": day, "window_closes_on": day}
 
 
 def visit_book(
     *, course: TreatmentCourse, kind: VisitKind, scheduled_at: dt.datetime, place: str
 ) -> Visit:
-    """Book a procedure, replacing any open booking of the same kind."""
+    """Book a procedure and its reminders, replacing any open booking of the same kind."""
     with transaction.atomic():
-        Visit.objects.filter(course=course, kind=kind, status__in=OPEN_VISIT_STATUSES).update(
-            status=VisitStatus.CANCELLED
-        )
-        return Visit.objects.create(
+        replaced = Visit.objects.filter(course=course, kind=kind, status__in=OPEN_VISIT_STATUSES)
+        reminders_cancel(visits=replaced)
+        replaced.update(status=VisitStatus.CANCELLED)
+        visit = Visit.objects.create(
             course=course,
             kind=kind,
             scheduled_at=scheduled_at,
             place=place,
             status=VisitStatus.BOOKED,
+            **_procedure_window(scheduled_at, course.site.time_zone),
         )
+        reminders_schedule(visit=visit)
+        return visit
 
 
 def visit_mark_done(*, course: TreatmentCourse, kind: VisitKind, done_at: dt.datetime) -> int:
-    """Mark the open booking of a procedure done; returns how many were."""
-    return Visit.objects.filter(course=course, kind=kind, status__in=OPEN_VISIT_STATUSES).update(
-        status=VisitStatus.DONE, done_at=done_at
-    )
+    """Mark the open booking of a procedure done; its remaining reminders are cancelled."""
+    visits = Visit.objects.filter(course=course, kind=kind, status__in=OPEN_VISIT_STATUSES)
+    reminders_cancel(visits=visits)
+    return visits.update(status=VisitStatus.DONE, done_at=done_at)
+
+
+def visit_record_done(*, visit: Visit, done_at: dt.datetime) -> Visit:
+    """A visit took place: it is done and its remaining reminders are cancelled."""
+    with transaction.atomic():
+        reminders_cancel(visits=[visit])
+        visit.status, visit.done_at = VisitStatus.DONE, done_at
+        visit.save(update_fields=["status", "done_at"])
+    return visit
 
 
 def visits_schedule_follow_ups(*, course: TreatmentCourse) -> list[Visit]:
-    """Create the protocol's follow-up visits, anchored to the actual transplant."""
+    """Create the protocol's follow-up visits and their reminders, from the actual transplant."""
     zone = course.site.time_zone
     visits = []
     for protocol_visit in course.protocol.visits.all():
@@ -53,10 +139,66 @@ def visits_schedule_follow_ups(*, course: TreatmentCourse) -> list[Visit]:
                 status=VisitStatus.PLANNED,
             )
         )
-    return Visit.objects.bulk_create(visits)
+    visits = Visit.objects.bulk_create(visits)
+    for visit in visits:
+        reminders_schedule(visit=visit)
+    return visits
+
+
+def visit_reschedule(*, visit: Visit, scheduled_at: dt.datetime, place: str | None = None) -> Visit:
+    """Move an appointment and what hangs on it.
+
+    Its pending reminders are cancelled and written anew for the new time. Moving a done
+    transplant (a correction of when it happened) moves the course's open follow-ups,
+    their windows and their reminders with it.
+    """
+    if visit.status not in (*OPEN_VISIT_STATUSES, VisitStatus.DONE):
+        raise ValueError(f"A {visit.get_status_display().lower()} visit cannot be moved.")
+    course = visit.course
+    zone = course.site.time_zone
+    with transaction.atomic():
+        reminders_cancel(visits=[visit])
+        visit.scheduled_at = scheduled_at
+        if place is not None:
+            visit.place = place
+        if visit.kind != VisitKind.FOLLOW_UP:
+            for field, value in _procedure_window(scheduled_at, zone).items():
+                setattr(visit, field, value)
+        if visit.status == VisitStatus.DONE:
+            visit.done_at = scheduled_at
+        visit.save()
+        if visit.status in OPEN_VISIT_STATUSES:
+            reminders_schedule(visit=visit)
+        if visit.kind == VisitKind.TRANSPLANT and visit.status == VisitStatus.DONE:
+            TreatmentCourse.objects.filter(pk=course.pk).update(transplanted_at=scheduled_at)
+            course.transplanted_at = scheduled_at
+            _move_follow_ups(course)
+    return visit
+
+
+def _move_follow_ups(course: TreatmentCourse) -> None:
+    follow_ups = list(
+        Visit.objects.filter(
+            course=course, kind=VisitKind.FOLLOW_UP, status__in=OPEN_VISIT_STATUSES
+        ).select_related("protocol_visit")
+    )
+    reminders_cancel(visits=follow_ups)
+    for visit in follow_ups:
+        slot = follow_up_slot(
+            transplanted_at=course.transplanted_at,
+            zone=course.site.time_zone,
+            weeks_after=visit.protocol_visit.weeks_after_transplant,
+            window_days=visit.protocol_visit.window_days,
+        )
+        visit.scheduled_at = slot.scheduled_at
+        visit.window_opens_on, visit.window_closes_on = slot.window_opens_on, slot.window_closes_on
+    Visit.objects.bulk_update(follow_ups, ["scheduled_at", "window_opens_on", "window_closes_on"])
+    for visit in follow_ups:
+        reminders_schedule(visit=visit)
 
 
 def visits_cancel_open(*, course: TreatmentCourse) -> int:
-    return Visit.objects.filter(course=course, status__in=OPEN_VISIT_STATUSES).update(
-        status=VisitStatus.CANCELLED
-    )
+    """Cancel a course's open visits and every reminder not yet sent."""
+    visits = Visit.objects.filter(course=course, status__in=OPEN_VISIT_STATUSES)
+    reminders_cancel(visits=visits)
+    return visits.update(status=VisitStatus.CANCELLED)

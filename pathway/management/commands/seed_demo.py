@@ -27,7 +27,8 @@ from patients.models import (
     Site,
     SmokingStatus,
 )
-from scheduling.models import Visit, VisitKind, VisitStatus
+from scheduling.models import Visit, VisitKind
+from scheduling.services import visit_record_done
 
 DEMO_PASSWORD = "pathway-demo"
 SITES = [
@@ -364,13 +365,11 @@ class Command(BaseCommand):
         return int(Decimal("2.4") * weight * 1_000_000)
 
     def mark_past_follow_ups_done(self, course):
-        """Follow-ups whose window has closed were attended (clinical entry comes later)."""
+        """Follow-ups due more than 3 days ago were attended (clinical entry comes later)."""
+        attended_before = timezone.now() - dt.timedelta(days=3)
         for visit in Visit.objects.filter(course=course, kind=VisitKind.FOLLOW_UP):
-            if visit.window_closes_on and visit.scheduled_at < timezone.now() - dt.timedelta(
-                days=3
-            ):
-                visit.status, visit.done_at = VisitStatus.DONE, visit.scheduled_at
-                visit.save(update_fields=["status", "done_at"])
+            if visit.scheduled_at < attended_before:
+                visit_record_done(visit=visit, done_at=visit.scheduled_at)
 
     def finish(self, course, final_state):
         u = self.users

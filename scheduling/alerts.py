@@ -1,0 +1,167 @@
+"""Alerts to coordinators: raised once per condition, delivered through the outbox."""
+
+import datetime as dt
+import logging
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from pathway.models import Protocol, TreatmentCourse
+from pathway.states import CourseState
+from patients.models import Site
+from scheduling.models import (
+    OPEN_VISIT_STATUSES,
+    Alert,
+    AlertKind,
+    Channel,
+    Notification,
+    NotificationTemplate,
+    Severity,
+    Visit,
+)
+
+logger = logging.getLogger(__name__)
+
+# Who besides the coordinators hears of each kind of alert, by group name.
+ALSO_TOLD = {AlertKind.EXPANSION_OVERDUE: ("lab",)}
+
+
+def alert_recipients(*, course: TreatmentCourse, kind: str):
+    """The patient's coordinator (else the site's coordinators), and any group the kind names."""
+    User = get_user_model()
+    coordinator_id = course.patient.coordinator_id
+    if coordinator_id:
+        users = User.objects.filter(pk=coordinator_id)
+    else:
+        users = course.site.coordinators.all()
+    groups = ALSO_TOLD.get(kind, ())
+    if groups:
+        users = users | User.objects.filter(groups__name__in=groups)
+    return users.filter(is_active=True).exclude(email="").distinct()
+
+
+def alert_raise(
+    *,
+    kind: AlertKind,
+    course: TreatmentCourse,
+    condition_key: str,
+    message: str,
+    severity: Severity = Severity.WARNING,
+    visit: Visit | None = None,
+) -> tuple[Alert, bool]:
+    """Raise an alert unless this condition already has one; email it to whoever must act.
+
+    Returns the alert and whether it is new. Safe to call from concurrent scans.
+    """
+    existing = Alert.objects.filter(condition_key=condition_key).first()
+    if existing:
+        return existing, False
+    try:
+        with transaction.atomic():
+            alert = Alert.objects.create(
+                kind=kind,
+                severity=severity,
+                course=course,
+                site_id=course.site_id,
+                visit=visit,
+                message=message,
+                condition_key=condition_key,
+            )
+            now = timezone.now()
+            Notification.objects.bulk_create(
+                Notification(
+                    template=NotificationTemplate.ALERT,
+                    channel=Channel.EMAIL,
+                    user=user,
+                    alert=alert,
+                    send_after=now,
+                    max_attempts=course.protocol.delivery_max_attempts,
+                    idempotency_key=f"alert.a{alert.pk}.u{user.pk}.email",
+                )
+                for user in alert_recipients(course=course, kind=kind)
+            )
+    except IntegrityError:
+        return Alert.objects.get(condition_key=condition_key), False
+    logger.info("Alert raised: %s", condition_key)
+    return alert, True
+
+
+def alert_acknowledge(*, alert: Alert, by) -> bool:
+    """Mark an alert as seen by `by`; returns False if someone already had."""
+    return bool(
+        Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(
+            acknowledged_by=by, acknowledged_at=timezone.now()
+        )
+    )
+
+
+def _local_midnight(day: dt.date, zone) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(0), tzinfo=zone)
+
+
+def alerts_scan_overdue(*, now: dt.datetime | None = None) -> int:
+    """Raise an alert for each overdue visit, expansion and unbooked transplant; returns how
+    many were new. Running it again raises nothing twice."""
+    now = now or timezone.now()
+    raised = 0
+    for site in Site.objects.all():
+        today = timezone.localdate(now, site.time_zone)
+        overdue_visits = (
+            Visit.objects.filter(
+                course__site=site, status__in=OPEN_VISIT_STATUSES, window_closes_on__lt=today
+            )
+            .exclude(alerts__kind=AlertKind.VISIT_OVERDUE)
+            .select_related("course__patient", "course__site", "course__protocol", "protocol_visit")
+        )
+        for visit in overdue_visits:
+            days = (today - visit.window_closes_on).days
+            raised += alert_raise(
+                kind=AlertKind.VISIT_OVERDUE,
+                course=visit.course,
+                visit=visit,
+                condition_key=f"visit_overdue.v{visit.pk}",
+                message=f"The {visit} is overdue: its window closed {days} day(s) ago, on "
+                f"{visit.window_closes_on}.",
+            )[1]
+        for protocol in Protocol.objects.all():
+            raised += _scan_expansions(site, protocol, today, now)
+    return raised
+
+
+def _scan_expansions(site: Site, protocol: Protocol, today: dt.date, now: dt.datetime) -> int:
+    raised = 0
+    last_day = protocol.expansion_max_days
+    received_before = _local_midnight(today - dt.timedelta(days=last_day), site.time_zone)
+    overdue = TreatmentCourse.objects.filter(
+        site=site,
+        protocol=protocol,
+        state=CourseState.EXPANDING,
+        lab_received_at__lt=received_before,
+    ).select_related("patient", "site", "protocol")
+    for course in overdue:
+        raised += alert_raise(
+            kind=AlertKind.EXPANSION_OVERDUE,
+            severity=Severity.URGENT,
+            course=course,
+            condition_key=f"expansion_overdue.c{course.pk}.{course.lab_received_at:%Y%m%d}",
+            message=f"The expansion of {course.coi_id} is on day {course.expansion_day} and not "
+            f"released; release was due by day {last_day}.",
+        )[1]
+    booking_days = protocol.transplant_booking_max_days
+    unbooked = TreatmentCourse.objects.filter(
+        site=site,
+        protocol=protocol,
+        state=CourseState.RELEASED,
+        released_at__lt=now - dt.timedelta(days=booking_days),
+    ).select_related("patient", "site", "protocol")
+    for course in unbooked:
+        released_on = timezone.localdate(course.released_at, site.time_zone)
+        raised += alert_raise(
+            kind=AlertKind.TRANSPLANT_NOT_BOOKED,
+            course=course,
+            condition_key=f"transplant_not_booked.c{course.pk}.{course.released_at:%Y%m%d}",
+            message=f"The product {course.coi_id} was released on {released_on} and no "
+            f"transplant is booked after {booking_days} days.",
+        )[1]
+    return raised

@@ -1,0 +1,30 @@
+import smtplib
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+
+from scheduling.channels import DeliveryError, OutgoingMessage
+
+
+def email_send(message: OutgoingMessage) -> str:
+    """Send through Django's email backend; returns the Message-ID used.
+
+    The Message-ID carries the outbox's idempotency key, so a re-send after a crash is
+    recognisable as the same message.
+    """
+    message_id = f"<{message.idempotency_key}@pathway-tracker>"
+    email = EmailMultiAlternatives(
+        subject=message.subject,
+        body=message.text,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[message.to],
+        headers={"Message-ID": message_id},
+        connection=get_connection(timeout=settings.EMAIL_TIMEOUT),
+    )
+    if message.html:
+        email.attach_alternative(message.html, "text/html")
+    try:
+        email.send()
+    except (smtplib.SMTPException, OSError) as error:
+        raise DeliveryError(f"email: {error}") from error
+    return message_id

@@ -1,0 +1,62 @@
+import logging
+import uuid
+
+from django.conf import settings
+
+from scheduling.channels import DeliveryError, OutgoingMessage
+
+logger = logging.getLogger(__name__)
+
+
+class ConsoleSmsBackend:
+    """Prints each SMS: for development."""
+
+    def send(self, message: OutgoingMessage) -> str:
+        logger.info("SMS to %s: %s", message.to, message.text)
+        return f"console-{uuid.uuid4().hex[:12]}"
+
+
+class NullSmsBackend:
+    """Accepts and drops every SMS: for benchmarks of the dispatcher itself."""
+
+    def send(self, message: OutgoingMessage) -> str:
+        return "null"
+
+
+class TwilioSmsBackend:
+    """Twilio's Messages API through the official SDK, with a timeout on every call."""
+
+    def __init__(self):
+        from twilio.http.http_client import TwilioHttpClient
+        from twilio.rest import Client
+
+        self.client = Client(
+            settings.TWILIO_ACCOUNT_SID,
+            settings.TWILIO_AUTH_TOKEN,
+            http_client=TwilioHttpClient(timeout=settings.SMS_TIMEOUT),
+        )
+        if settings.TWILIO_API_BASE_URL:
+            self.client.api.base_url = settings.TWILIO_API_BASE_URL
+
+    def send(self, message: OutgoingMessage) -> str:
+        from twilio.base.exceptions import TwilioException
+
+        try:
+            sent = self.client.messages.create(
+                to=message.to, from_=settings.TWILIO_FROM_NUMBER, body=message.text
+            )
+        except (TwilioException, OSError) as error:
+            raise DeliveryError(f"sms: {error}") from error
+        return sent.sid
+
+
+_BACKENDS = {"console": ConsoleSmsBackend, "null": NullSmsBackend, "twilio": TwilioSmsBackend}
+
+
+def sms_backend():
+    try:
+        return _BACKENDS[settings.SMS_BACKEND]()
+    except KeyError:
+        raise ValueError(
+            f"SMS_BACKEND must be one of {', '.join(_BACKENDS)}, not {settings.SMS_BACKEND!r}"
+        ) from None

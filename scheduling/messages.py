@@ -1,0 +1,66 @@
+"""What each notification says. Patient messages hold a first name, a date, a time and a
+place: never a diagnosis or a treatment's name."""
+
+from django.conf import settings
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from scheduling.channels import OutgoingMessage
+from scheduling.models import Channel, Notification, NotificationTemplate
+
+
+def _reminder_context(notification: Notification) -> dict:
+    visit = notification.visit
+    site = visit.course.site
+    local = timezone.localtime(visit.scheduled_at, site.time_zone)
+    return {
+        "first_name": notification.patient.first_name,
+        "date": f"{local:%A} {local.day} {local:%B %Y}",
+        "time": f"{local:%H:%M}",
+        "place": visit.place or site.name,
+        "site_name": site.name,
+    }
+
+
+def _alert_context(notification: Notification) -> dict:
+    alert = notification.alert
+    path = reverse("admin:pathway_treatmentcourse_change", args=[alert.course_id])
+    return {
+        "alert": alert,
+        "site_name": alert.site.name,
+        "course_url": f"{settings.SITE_URL.rstrip('/')}{path}",
+    }
+
+
+def notification_message(notification: Notification) -> OutgoingMessage:
+    """Render a notification for its channel."""
+    if notification.template == NotificationTemplate.VISIT_REMINDER:
+        context = _reminder_context(notification)
+        to = (
+            notification.patient.email
+            if notification.channel == Channel.EMAIL
+            else str(notification.patient.phone)
+        )
+        if notification.channel == Channel.SMS:
+            text = render_to_string("scheduling/messages/visit_reminder_sms.txt", context).strip()
+            return OutgoingMessage(to=to, text=text, idempotency_key=notification.idempotency_key)
+        return OutgoingMessage(
+            to=to,
+            subject=f"Reminder: your appointment on {context['date']}",
+            text=render_to_string("scheduling/messages/visit_reminder.txt", context),
+            html=render_to_string("scheduling/messages/visit_reminder.html", context),
+            idempotency_key=notification.idempotency_key,
+        )
+    context = _alert_context(notification)
+    alert = context["alert"]
+    return OutgoingMessage(
+        to=notification.user.email,
+        subject=(
+            f"[{alert.get_severity_display()}] {alert.get_kind_display()}: "
+            f"course #{alert.course_id}"
+        ),
+        text=render_to_string("scheduling/messages/alert.txt", context),
+        html=render_to_string("scheduling/messages/alert.html", context),
+        idempotency_key=notification.idempotency_key,
+    )

@@ -1,0 +1,210 @@
+"""Delivering the outbox: claim due rows, send them, record what happened.
+
+Any number of workers may run these side by side: a claim takes rows with
+`SELECT … FOR UPDATE SKIP LOCKED` and stamps them with a claim token, and every outcome is
+written only while the row still carries that token. A worker that dies leaves its rows
+claimed; after NOTIFICATION_CLAIM_TIMEOUT they are pending again. Delivery is therefore
+at least once; the idempotency key travels with each message (as the email's Message-ID) so
+the one case that can repeat, a crash between the provider accepting a message and the row
+being marked sent, is recognisable.
+"""
+
+import datetime as dt
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from scheduling.alerts import alert_raise
+from scheduling.channels import DeliveryError
+from scheduling.channels.email import email_send
+from scheduling.channels.sms import sms_backend
+from scheduling.messages import notification_message
+from scheduling.models import (
+    OPEN_VISIT_STATUSES,
+    AlertKind,
+    Channel,
+    DeliveryAttempt,
+    Notification,
+    NotificationStatus,
+    NotificationTemplate,
+    Severity,
+)
+from scheduling.rules import after_quiet_hours, retry_delay
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    claimed: int = 0
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+def notifications_reclaim_stale(*, now: dt.datetime | None = None) -> int:
+    """Put rows back whose worker has not reported within the claim timeout."""
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT)
+    return Notification.objects.filter(
+        status=NotificationStatus.SENDING, claimed_at__lt=cutoff
+    ).update(status=NotificationStatus.PENDING, claim_token=None)
+
+
+def notifications_due(*, now: dt.datetime | None = None):
+    return Notification.objects.filter(
+        status=NotificationStatus.PENDING, send_after__lte=now or timezone.now()
+    )
+
+
+def notification_batches_due(*, batch_size: int, now: dt.datetime | None = None) -> int:
+    """How many batches the due rows fill: the number of batch tasks a tick enqueues."""
+    return math.ceil(notifications_due(now=now).count() / batch_size)
+
+
+def notifications_claim(*, batch_size: int, now: dt.datetime | None = None) -> list[int]:
+    """Claim up to `batch_size` due rows for this caller alone; returns their ids."""
+    now = now or timezone.now()
+    token = uuid.uuid4()
+    with transaction.atomic():
+        ids = list(
+            notifications_due(now=now)
+            .select_for_update(skip_locked=True)
+            .order_by("send_after")
+            .values_list("id", flat=True)[:batch_size]
+        )
+        # The status condition keeps two claimers apart where the database has no row locks.
+        Notification.objects.filter(id__in=ids, status=NotificationStatus.PENDING).update(
+            status=NotificationStatus.SENDING, claimed_at=now, claim_token=token
+        )
+    return list(Notification.objects.filter(claim_token=token).values_list("id", flat=True))
+
+
+def _record_outcome(notification: Notification, *, error: str = "", provider_id: str = "") -> str:
+    """Write one attempt's outcome, if this run still holds the row. Returns the new status."""
+    now = timezone.now()
+    attempts = notification.attempts + 1
+    if not error:
+        changes = {
+            "status": NotificationStatus.SENT,
+            "sent_at": now,
+            "provider_message_id": provider_id,
+        }
+    elif attempts >= notification.max_attempts:
+        changes = {"status": NotificationStatus.FAILED}
+    else:
+        send_after = now + retry_delay(
+            failed_attempts=attempts, base_seconds=settings.NOTIFICATION_RETRY_BASE_SECONDS
+        )
+        if notification.channel == Channel.SMS and notification.patient_id:
+            send_after = _after_patients_quiet_hours(notification, send_after)
+        changes = {"status": NotificationStatus.PENDING, "send_after": send_after}
+    with transaction.atomic():
+        held = Notification.objects.filter(
+            pk=notification.pk,
+            status=NotificationStatus.SENDING,
+            claim_token=notification.claim_token,
+        ).update(attempts=attempts, last_error=error, claim_token=None, **changes)
+        if not held:
+            logger.warning(
+                "Notification %s was reclaimed before its outcome was recorded", notification.pk
+            )
+            return NotificationStatus.SENDING
+        DeliveryAttempt.objects.create(
+            notification=notification,
+            at=now,
+            succeeded=not error,
+            error=error,
+            provider_message_id=provider_id,
+        )
+        if changes["status"] == NotificationStatus.FAILED:
+            _alert_undeliverable(notification, error)
+    return changes["status"]
+
+
+def _after_patients_quiet_hours(notification: Notification, at: dt.datetime) -> dt.datetime:
+    protocol = notification.visit.course.protocol
+    return after_quiet_hours(
+        at,
+        zone=notification.patient.zone,
+        start=protocol.quiet_hours_start,
+        end=protocol.quiet_hours_end,
+    )
+
+
+def _alert_undeliverable(notification: Notification, error: str) -> None:
+    if notification.template != NotificationTemplate.VISIT_REMINDER:
+        return  # an alert that cannot be emailed stays visible in the admin instead
+    visit = notification.visit
+    alert_raise(
+        kind=AlertKind.DELIVERY_FAILED,
+        severity=Severity.WARNING,
+        course=visit.course,
+        visit=visit,
+        condition_key=f"delivery_failed.n{notification.pk}",
+        message=(
+            f"A {notification.get_channel_display()} reminder to {notification.patient.first_name} "
+            f"{notification.patient.last_name} for the {visit} could not be delivered after "
+            f"{notification.max_attempts} tries. Last error: {error}"
+        ),
+    )
+
+
+def _reminder_still_applies(notification: Notification) -> bool:
+    visit = notification.visit
+    return visit.status in OPEN_VISIT_STATUSES and visit.scheduled_at > timezone.now()
+
+
+def notification_send_claimed(notification: Notification, *, sms=None) -> str:
+    """Send one claimed notification and record the outcome. Returns its new status."""
+    if notification.template == NotificationTemplate.VISIT_REMINDER and not _reminder_still_applies(
+        notification
+    ):
+        Notification.objects.filter(
+            pk=notification.pk, claim_token=notification.claim_token
+        ).update(status=NotificationStatus.CANCELLED, claim_token=None)
+        return NotificationStatus.CANCELLED
+    try:
+        message = notification_message(notification)
+        if notification.channel == Channel.EMAIL:
+            provider_id = email_send(message)
+        else:
+            provider_id = (sms or sms_backend()).send(message)
+    except DeliveryError as error:
+        return _record_outcome(notification, error=str(error) or error.__class__.__name__)
+    except Exception as error:
+        # A bug or bad data must not wedge the row: it is retried, then alerted like a failure.
+        logger.exception("Could not send notification %s", notification.pk)
+        return _record_outcome(notification, error=f"{error.__class__.__name__}: {error}")
+    return _record_outcome(notification, provider_id=provider_id)
+
+
+def notifications_dispatch_batch(*, batch_size: int | None = None) -> BatchResult:
+    """Claim one batch of due notifications and deliver it."""
+    ids = notifications_claim(batch_size=batch_size or settings.NOTIFICATION_BATCH_SIZE)
+    result = BatchResult(claimed=len(ids))
+    if not ids:
+        return result
+    sms = sms_backend()
+    claimed = Notification.objects.filter(id__in=ids).select_related(
+        "patient__site",
+        "user",
+        "visit__course__site",
+        "visit__course__protocol",
+        "visit__protocol_visit",
+        "alert__site",
+    )
+    for notification in claimed:
+        status = notification_send_claimed(notification, sms=sms)
+        if status == NotificationStatus.SENT:
+            result.sent += 1
+        elif status == NotificationStatus.PENDING:
+            result.retrying += 1
+        elif status == NotificationStatus.FAILED:
+            result.failed += 1
+    return result

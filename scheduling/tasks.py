@@ -1,0 +1,32 @@
+"""Celery tasks: thin wrappers over the outbox and alert services. They take no objects."""
+
+from celery import shared_task
+from django.conf import settings
+
+from scheduling.alerts import alerts_scan_overdue
+from scheduling.outbox import (
+    notification_batches_due,
+    notifications_dispatch_batch,
+    notifications_reclaim_stale,
+)
+
+
+@shared_task(ignore_result=True)
+def dispatch_due_notifications() -> int:
+    """Beat, every minute: one batch task per batch of due rows. Returns how many it sent."""
+    notifications_reclaim_stale()
+    batches = notification_batches_due(batch_size=settings.NOTIFICATION_BATCH_SIZE)
+    for _ in range(batches):
+        dispatch_notification_batch.delay()
+    return batches
+
+
+@shared_task(ignore_result=True)
+def dispatch_notification_batch() -> int:
+    """Claim and deliver one batch. Losing this message loses nothing: the rows stay due."""
+    return notifications_dispatch_batch().sent
+
+
+@shared_task(ignore_result=True)
+def scan_overdue() -> int:
+    return alerts_scan_overdue()
