@@ -1,6 +1,24 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils import timezone
 
-from scheduling.models import Visit
+from patients.models import Site
+from scheduling.alerts import alert_acknowledge
+from scheduling.models import Alert, DeliveryAttempt, Notification, Visit, VisitStatus
+from scheduling.selectors import overdue_visits
+from scheduling.services import visit_record_done, visit_reschedule
+
+
+class OverdueFilter(admin.SimpleListFilter):
+    title = "overdue"
+    parameter_name = "overdue"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Overdue")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(pk__in=overdue_visits(sites=Site.objects.all()).values("pk"))
+        return queryset
 
 
 @admin.register(Visit)
@@ -14,17 +32,128 @@ class VisitAdmin(admin.ModelAdmin):
         "status",
     )
     list_select_related = ("course__patient", "course__site", "protocol_visit")
-    list_filter = ("status", "kind", "course__site")
+    list_filter = ("status", OverdueFilter, "kind", "course__site")
     search_fields = ("=course__patient__mrn", "course__patient__last_name")
+    fields = (
+        "course",
+        "kind",
+        "protocol_visit",
+        "scheduled_at",
+        "place",
+        "window_opens_on",
+        "window_closes_on",
+        "status",
+        "done_at",
+    )
     readonly_fields = (
         "course",
         "kind",
         "protocol_visit",
         "window_opens_on",
         "window_closes_on",
-        "created_at",
+        "status",
+        "done_at",
     )
     date_hierarchy = "scheduled_at"
+    actions = ["mark_done"]
 
     def has_add_permission(self, request):
+        return False
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        visit = self.get_object(request, object_id)
+        with timezone.override(visit.course.site.time_zone if visit else None):
+            return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request, obj, form, change):
+        """Moving a visit goes through the service that moves its reminders with it."""
+        if {"scheduled_at", "place"} & set(form.changed_data):
+            visit_reschedule(
+                visit=Visit.objects.get(pk=obj.pk), scheduled_at=obj.scheduled_at, place=obj.place
+            )
+
+    @admin.action(description="Mark selected visits done (now)")
+    def mark_done(self, request, queryset):
+        open_visits = queryset.filter(status__in=[VisitStatus.PLANNED, VisitStatus.BOOKED])
+        for visit in open_visits:
+            visit_record_done(visit=visit, done_at=timezone.now())
+        self.message_user(request, f"{len(open_visits)} visit(s) marked done.", messages.SUCCESS)
+
+
+class OpenAlertFilter(admin.SimpleListFilter):
+    title = "acknowledged"
+    parameter_name = "open"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Open"), ("no", "Acknowledged")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(acknowledged_at__isnull=self.value() == "yes")
+        return queryset
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = (
+        "created_at",
+        "severity",
+        "kind",
+        "site",
+        "course",
+        "message",
+        "acknowledged_by",
+    )
+    list_select_related = ("site", "course__patient", "acknowledged_by")
+    list_filter = (OpenAlertFilter, "severity", "kind", "site")
+    search_fields = ("=course__patient__mrn", "=course__coi_id", "message")
+    readonly_fields = [f.name for f in Alert._meta.fields]
+    actions = ["acknowledge"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Acknowledge selected alerts", permissions=["change"])
+    def acknowledge(self, request, queryset):
+        done = sum(alert_acknowledge(alert=alert, by=request.user) for alert in queryset)
+        self.message_user(request, f"{done} alert(s) acknowledged.", messages.SUCCESS)
+
+
+class DeliveryAttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    fields = ("at", "succeeded", "error", "provider_message_id")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = (
+        "send_after",
+        "template",
+        "channel",
+        "patient",
+        "user",
+        "status",
+        "attempts",
+        "sent_at",
+    )
+    list_select_related = ("patient", "user")
+    list_filter = ("status", "channel", "template")
+    search_fields = ("=patient__mrn", "=idempotency_key")
+    readonly_fields = [f.name for f in Notification._meta.fields]
+    inlines = (DeliveryAttemptInline,)
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
