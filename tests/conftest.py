@@ -61,9 +61,13 @@ class Pathway:
     The path starts 40 days ago, so the transplant lands a week before the real now.
     """
 
-    def __init__(self, coordinator, clinician, lab):
+    def __init__(self, coordinator, clinician, lab, start=None):
         self.coordinator, self.clinician, self.lab = coordinator, clinician, lab
-        self.start = timezone.now().replace(microsecond=0) - dt.timedelta(days=40)
+        self.start = start or timezone.now().replace(microsecond=0) - dt.timedelta(days=40)
+
+    def starting(self, start):
+        """The same people, on a path that starts at `start`."""
+        return Pathway(self.coordinator, self.clinician, self.lab, start=start)
 
     def at(self, days: float) -> dt.datetime:
         return self.start + dt.timedelta(days=days)
@@ -71,11 +75,7 @@ class Pathway:
     def steps(self, course):
         at = self.at
         return [
-            (
-                CourseState.EVALUATION,
-                0,
-                lambda: services.course_start_evaluation(course=course, by=self.coordinator),
-            ),
+            (CourseState.EVALUATION, 0, lambda: self.evaluate(course)),
             (
                 CourseState.ELIGIBLE,
                 0.1,
@@ -138,6 +138,12 @@ class Pathway:
                 ),
             ),
         ]
+
+    def evaluate(self, course):
+        services.course_start_evaluation(course=course, by=self.coordinator)
+        BodyMeasurementFactory(
+            patient=course.patient, taken_on=timezone.localdate(timezone=course.site.time_zone)
+        )
 
     def advance(self, course, to):
         """Take `course` along the happy path until it is in state `to`."""

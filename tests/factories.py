@@ -60,7 +60,7 @@ class PatientFactory(factory.django.DjangoModelFactory):
     consent_email = True
     consent_sms = True
     smoking_status = SmokingStatus.FORMER
-    smoking_quit_date = factory.LazyFunction(lambda: timezone.localdate() - dt.timedelta(days=400))
+    smoking_quit_date = dt.date(2019, 5, 1)
 
 
 class ClinicalRecordFactory(factory.django.DjangoModelFactory):

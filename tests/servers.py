@@ -1,0 +1,268 @@
+"""Real local stand-ins for the outside world, and real processes of our own.
+
+An SMTP sink (aiosmtpd), an HTTP stub that answers like Twilio's Messages API, a
+redis-server on a spare port and Celery worker processes: the tests talk to them over
+sockets exactly as production talks to the real thing.
+"""
+
+import asyncio
+import email
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from email import policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs
+
+from aiosmtpd.controller import Controller
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, *, timeout: float, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+class SmtpSink:
+    """Accepts every message and keeps it; `delay` slows each one, like a busy relay."""
+
+    def __init__(self, delay: float = 0.0):
+        self.messages = []
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        parsed = email.message_from_bytes(envelope.content, policy=policy.default)
+        with self.lock:
+            self.messages.append(parsed)
+        return "250 OK"
+
+    def message_ids(self) -> Counter:
+        with self.lock:
+            return Counter(message["Message-ID"] for message in self.messages)
+
+    def __enter__(self):
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.controller.stop()
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+
+class TwilioStub:
+    """Answers POST /2010-04-01/Accounts/<sid>/Messages.json like Twilio; `fail_next` requests
+    get a 500 first."""
+
+    account_sid = "AC" + "0" * 32
+
+    def __init__(self):
+        self.received = []
+        self.fail_next = 0
+        self.lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                with stub.lock:
+                    failing = stub.fail_next > 0
+                    stub.fail_next -= failing
+                    if not failing:
+                        stub.received.append(form)
+                if failing:
+                    self._reply(500, {"code": 20500, "message": "Internal error", "status": 500})
+                    return
+                self._reply(
+                    201,
+                    {
+                        "sid": "SM" + uuid.uuid4().hex,
+                        "status": "queued",
+                        "to": form.get("To"),
+                        "from": form.get("From"),
+                        "body": form.get("Body"),
+                        "account_sid": stub.account_sid,
+                    },
+                )
+
+            def _reply(self, status, payload):
+                body = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def settings(self) -> dict:
+        return {
+            "SMS_BACKEND": "twilio",
+            "TWILIO_ACCOUNT_SID": self.account_sid,
+            "TWILIO_AUTH_TOKEN": "test-token",
+            "TWILIO_FROM_NUMBER": "+15005550006",
+            "TWILIO_API_BASE_URL": self.url,
+        }
+
+
+class RedisServer:
+    """A redis-server of the test's own on a spare port, keeping nothing on disk."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed"
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self.ping, timeout=10, what="redis-server")
+        return self
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def command(self, *words: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(" ".join(words).encode() + b"\r\n")
+            return sock.recv(1024)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class CeleryWorker:
+    """`celery worker` as its own process group, with the environment the test gives it."""
+
+    def __init__(self, name: str, env: dict, concurrency: int = 2, log_dir: Path | None = None):
+        self.name = name
+        self.env = env
+        self.concurrency = concurrency
+        self.log_path = (log_dir or ROOT / "var") / f"worker-{name}-{uuid.uuid4().hex[:6]}.log"
+        self.process = None
+
+    def start(self):
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                str(self.concurrency),
+                "--loglevel",
+                "INFO",
+                "--hostname",
+                f"{self.name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(lambda: "ready." in self.output(), timeout=60, what=f"worker {self.name}")
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def kill(self):
+        """SIGKILL the worker and its pool at once, as a crash or an OOM kill would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
