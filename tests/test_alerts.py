@@ -1,0 +1,150 @@
+import datetime as dt
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from pathway.services import course_create
+from pathway.states import CourseState
+from scheduling.alerts import alert_acknowledge, alert_raise, alerts_scan_overdue
+from scheduling.models import Alert, AlertKind, Notification, NotificationTemplate, Visit
+from scheduling.selectors import site_dashboard
+from tests.factories import PatientFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def in_follow_up(course, pathway, coordinator):
+    course.patient.coordinator = coordinator
+    course.patient.save()
+    return pathway.advance(course, CourseState.FOLLOW_UP)
+
+
+def four_week_visit(course):
+    return Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
+
+
+def day_after(date, zone):
+    return dt.datetime.combine(date + dt.timedelta(days=1), dt.time(9), tzinfo=zone)
+
+
+def test_an_overdue_visit_alerts_once_however_often_the_scan_runs(in_follow_up, coordinator):
+    visit = four_week_visit(in_follow_up)
+    zone = in_follow_up.site.time_zone
+    on_last_day = dt.datetime.combine(visit.window_closes_on, dt.time(23, 59), tzinfo=zone)
+    with time_machine.travel(on_last_day, tick=False):
+        assert alerts_scan_overdue() == 0
+    with time_machine.travel(day_after(visit.window_closes_on, zone), tick=False):
+        assert alerts_scan_overdue() == 1
+        assert alerts_scan_overdue() == 0
+    [alert] = Alert.objects.all()
+    assert (alert.kind, alert.visit, alert.site) == (
+        AlertKind.VISIT_OVERDUE,
+        visit,
+        in_follow_up.site,
+    )
+    assert "4-week lung function" in alert.message and "overdue" in alert.message
+    [email] = Notification.objects.filter(template=NotificationTemplate.ALERT)
+    assert email.user == coordinator
+
+
+@pytest.mark.parametrize("day, alerted", [(35, False), (36, True)])
+def test_an_expansion_past_day_35_alerts_coordinator_and_lab(
+    course, pathway, coordinator, lab, day, alerted
+):
+    course.patient.coordinator = coordinator
+    course.patient.save()
+    pathway.advance(course, CourseState.EXPANDING)
+    received_on = timezone.localdate(course.lab_received_at, course.site.time_zone)
+    noon = dt.datetime.combine(
+        received_on + dt.timedelta(days=day), dt.time(12), tzinfo=course.site.time_zone
+    )
+    with time_machine.travel(noon, tick=False):
+        assert alerts_scan_overdue() == int(alerted)
+    if alerted:
+        alert = Alert.objects.get(kind=AlertKind.EXPANSION_OVERDUE)
+        assert "on day 36" in alert.message and alert.severity == "urgent"
+        emails = Notification.objects.filter(template=NotificationTemplate.ALERT)
+        assert set(emails.values_list("user__username", flat=True)) == {"coordinator", "lab"}
+
+
+def test_a_release_with_no_transplant_booked_alerts_after_14_days(course, pathway):
+    pathway.advance(course, CourseState.RELEASED)
+    with time_machine.travel(course.released_at + dt.timedelta(days=14, seconds=-1), tick=False):
+        assert alerts_scan_overdue() == 0
+    with time_machine.travel(course.released_at + dt.timedelta(days=14, seconds=1), tick=False):
+        assert alerts_scan_overdue() == 1
+    assert Alert.objects.get().kind == AlertKind.TRANSPLANT_NOT_BOOKED
+
+
+def test_acknowledging_an_alert_records_who_and_when(in_follow_up, coordinator, clinician):
+    visit = four_week_visit(in_follow_up)
+    with time_machine.travel(
+        day_after(visit.window_closes_on, in_follow_up.site.time_zone), tick=False
+    ):
+        alerts_scan_overdue()
+    alert = Alert.objects.get()
+    assert alert_acknowledge(alert=alert, by=coordinator) is True
+    assert alert_acknowledge(alert=alert, by=clinician) is False
+    alert.refresh_from_db()
+    assert alert.acknowledged_by == coordinator and alert.acknowledged_at
+
+
+def test_a_coordinator_acknowledges_alerts_in_the_admin(client, in_follow_up, coordinator):
+    visit = four_week_visit(in_follow_up)
+    with time_machine.travel(
+        day_after(visit.window_closes_on, in_follow_up.site.time_zone), tick=False
+    ):
+        alerts_scan_overdue()
+    alert = Alert.objects.get()
+    client.force_login(coordinator)
+    url = reverse("admin:scheduling_alert_changelist")
+    listing = client.get(url, {"open": "yes"})
+    assert list(listing.context["cl"].result_list) == [alert]
+    client.post(url, {"action": "acknowledge", "_selected_action": [alert.pk]})
+    alert.refresh_from_db()
+    assert alert.acknowledged_by == coordinator
+    assert list(client.get(url, {"open": "yes"}).context["cl"].result_list) == []
+
+
+def test_the_dashboard_counts_per_site_in_a_fixed_number_of_queries(
+    in_follow_up, admin_user, client
+):
+    visit = four_week_visit(in_follow_up)
+    later = day_after(visit.window_closes_on, in_follow_up.site.time_zone)
+    with time_machine.travel(later, tick=False):
+        alerts_scan_overdue()
+        with CaptureQueriesContext(connection) as queries:
+            [row] = site_dashboard()
+        assert len(queries) == 4
+        assert (row["open_alerts"], row["overdue_visits"]) == (1, 1)
+        client.force_login(admin_user)
+        page = client.get(reverse("admin:index")).content.decode()
+    assert "pathway-dashboard" in page and in_follow_up.site.name in page
+
+
+def test_the_alert_list_costs_the_same_queries_at_any_size(client, admin_user, coordinator):
+    client.force_login(admin_user)
+    url = reverse("admin:scheduling_alert_changelist")
+
+    def raise_alerts(n, offset):
+        for i in range(n):
+            course = course_create(patient=PatientFactory(), by=coordinator)
+            alert_raise(
+                kind=AlertKind.VISIT_OVERDUE,
+                course=course,
+                condition_key=f"k{offset + i}",
+                message="Overdue",
+            )
+
+    raise_alerts(2, 0)
+    with CaptureQueriesContext(connection) as small:
+        client.get(url)
+    raise_alerts(20, 100)
+    with CaptureQueriesContext(connection) as large:
+        client.get(url)
+    assert len(small) == len(large)

@@ -1,0 +1,236 @@
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from pathway import services
+from pathway.states import CourseState
+from scheduling.models import (
+    Alert,
+    AlertKind,
+    Channel,
+    DeliveryAttempt,
+    Notification,
+    NotificationStatus,
+    NotificationTemplate,
+    Visit,
+    VisitKind,
+)
+from scheduling.outbox import (
+    notification_batches_due,
+    notifications_claim,
+    notifications_dispatch_batch,
+    notifications_reclaim_stale,
+)
+from tests.servers import SmtpSink, TwilioStub
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def smtp(settings):
+    with SmtpSink() as sink:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", sink.port
+        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+        settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+        yield sink
+
+
+@pytest.fixture
+def twilio(settings):
+    with TwilioStub() as stub:
+        for name, value in stub.settings().items():
+            setattr(settings, name, value)
+        yield stub
+
+
+LONDON = ZoneInfo("Europe/London")
+# The harvest is booked on 1 June for 11:00 on 11 June; its 7-day reminders fall due at
+# 11:00 on 4 June, and at noon that day both are due and nobody is in their quiet hours.
+REMINDERS_DUE = dt.datetime(2026, 6, 4, 12, tzinfo=LONDON)
+
+
+@pytest.fixture
+def harvest(course, pathway, coordinator):
+    """A harvest with its four reminders in the outbox; the patient's coordinator is set."""
+    course.patient.coordinator = coordinator
+    course.patient.save()
+    with time_machine.travel(dt.datetime(2026, 6, 1, 9, tzinfo=LONDON), tick=False):
+        pathway.starting(timezone.now() - dt.timedelta(days=1)).advance(
+            course, CourseState.ELIGIBLE
+        )
+        services.course_schedule_harvest(
+            course=course,
+            by=pathway.coordinator,
+            place="Suite 2",
+            scheduled_at=dt.datetime(2026, 6, 11, 11, tzinfo=LONDON),
+        )
+    return Visit.objects.get(course=course, kind=VisitKind.HARVEST)
+
+
+def at_first_reminder(visit):
+    return time_machine.travel(REMINDERS_DUE, tick=False)
+
+
+def test_due_reminders_reach_the_smtp_server_and_the_sms_provider(harvest, smtp, twilio):
+    with at_first_reminder(harvest):
+        assert notification_batches_due(batch_size=100) == 1
+        result = notifications_dispatch_batch(batch_size=100)
+    assert (result.claimed, result.sent) == (2, 2)
+    [email] = smtp.messages
+    patient = harvest.course.patient
+    assert email["To"] == patient.email and email["Subject"].startswith(
+        "Reminder: your appointment on"
+    )
+    assert email.get_body(("plain",)) and email.get_body(("html",))
+    [sms] = twilio.received
+    assert sms["To"] == str(patient.phone) and sms["Body"].startswith(f"Hi {patient.first_name}")
+    sent = Notification.objects.filter(status=NotificationStatus.SENT)
+    assert {n.provider_message_id[:2] for n in sent if n.channel == Channel.SMS} == {"SM"}
+    assert DeliveryAttempt.objects.filter(succeeded=True).count() == 2
+
+
+def test_a_provider_that_fails_twice_then_succeeds(harvest, twilio, settings):
+    settings.NOTIFICATION_RETRY_BASE_SECONDS = 60
+    harvest.course.patient.notifications.filter(channel=Channel.EMAIL).update(
+        status=NotificationStatus.CANCELLED
+    )
+    twilio.fail_next = 2
+    sms = (
+        Notification.objects.filter(visit=harvest, channel=Channel.SMS)
+        .order_by("send_after")
+        .first()
+    )
+    clock = REMINDERS_DUE
+    for expected in (
+        NotificationStatus.PENDING,
+        NotificationStatus.PENDING,
+        NotificationStatus.SENT,
+    ):
+        with time_machine.travel(clock, tick=False):
+            notifications_dispatch_batch(batch_size=10)
+        sms.refresh_from_db()
+        assert sms.status == expected
+        clock = max(clock, sms.send_after) + dt.timedelta(seconds=1)
+    assert len(twilio.received) == 1
+    attempts = list(sms.delivery_attempts.values_list("succeeded", flat=True))
+    assert attempts == [False, False, True] and sms.attempts == 3
+    assert "500" in sms.delivery_attempts.first().error
+
+
+def test_retries_back_off_exponentially(harvest, twilio, settings):
+    settings.NOTIFICATION_RETRY_BASE_SECONDS = 60
+    twilio.fail_next = 10
+    sms = (
+        Notification.objects.filter(visit=harvest, channel=Channel.SMS)
+        .order_by("send_after")
+        .first()
+    )
+    clock = REMINDERS_DUE
+    gaps = []
+    for _ in range(3):
+        with time_machine.travel(clock, tick=False):
+            notifications_dispatch_batch(batch_size=10)
+        sms.refresh_from_db()
+        gaps.append((sms.send_after - clock).total_seconds())
+        clock = sms.send_after
+    assert gaps == [60, 120, 240]
+
+
+def test_a_reminder_that_never_gets_through_alerts_the_coordinator_once(
+    harvest, smtp, twilio, coordinator
+):
+    twilio.fail_next = 100
+    sms = (
+        Notification.objects.filter(visit=harvest, channel=Channel.SMS)
+        .order_by("send_after")
+        .first()
+    )
+    Notification.objects.exclude(pk=sms.pk).update(status=NotificationStatus.CANCELLED)
+    clock = REMINDERS_DUE
+    for _ in range(sms.max_attempts + 2):
+        with time_machine.travel(clock, tick=False):
+            notifications_dispatch_batch(batch_size=10)
+        sms.refresh_from_db()
+        clock = max(clock, sms.send_after) + dt.timedelta(seconds=1)
+    assert sms.status == NotificationStatus.FAILED and sms.attempts == 5
+    [alert] = Alert.objects.filter(kind=AlertKind.DELIVERY_FAILED)
+    assert "could not be delivered after 5 tries" in alert.message
+    # The coordinator hears of it by email, through the same outbox.
+    with time_machine.travel(clock, tick=False):
+        notifications_dispatch_batch(batch_size=10)
+    assert [m["To"] for m in smtp.messages] == [coordinator.email]
+    assert "Reminder could not be delivered" in smtp.messages[0]["Subject"]
+
+
+def test_a_claimed_row_is_not_claimed_again_until_its_claim_times_out(harvest, settings):
+    settings.NOTIFICATION_CLAIM_TIMEOUT = 300
+    with time_machine.travel(REMINDERS_DUE, tick=False) as clock:
+        claimed = notifications_claim(batch_size=10)
+        assert len(claimed) == 2
+        assert notifications_claim(batch_size=10) == []
+        clock.shift(dt.timedelta(seconds=299))
+        assert notifications_reclaim_stale() == 0
+        clock.shift(dt.timedelta(seconds=2))
+        assert notifications_reclaim_stale() == 2
+        assert sorted(notifications_claim(batch_size=10)) == sorted(claimed)
+
+
+def test_a_late_worker_cannot_overwrite_a_newer_claim(harvest, settings, twilio):
+    first = (
+        Notification.objects.filter(visit=harvest, channel=Channel.SMS)
+        .order_by("send_after")
+        .first()
+    )
+    Notification.objects.exclude(pk=first.pk).update(status=NotificationStatus.CANCELLED)
+    from scheduling.outbox import notification_send_claimed
+
+    with time_machine.travel(REMINDERS_DUE, tick=False):
+        [claimed_id] = notifications_claim(batch_size=10)
+        stale = Notification.objects.get(pk=claimed_id)
+        Notification.objects.filter(pk=claimed_id).update(
+            status=NotificationStatus.PENDING, claim_token=None
+        )
+        notifications_claim(batch_size=10)  # another worker takes it over
+        notification_send_claimed(stale)
+    fresh = Notification.objects.get(pk=claimed_id)
+    assert fresh.status == NotificationStatus.SENDING and fresh.delivery_attempts.count() == 0
+
+
+def test_a_reminder_for_a_visit_that_happened_is_not_sent(harvest, pathway, twilio, smtp):
+    services.course_withdraw(course=harvest.course, by=pathway.coordinator, reason="Declined")
+    Notification.objects.filter(visit=harvest).update(status=NotificationStatus.PENDING)
+    with time_machine.travel(REMINDERS_DUE, tick=False):
+        result = notifications_dispatch_batch(batch_size=10)
+    assert result.sent == 0 and not twilio.received and not smtp.messages
+    assert set(Notification.objects.filter(visit=harvest).values_list("status", flat=True)) >= {
+        NotificationStatus.CANCELLED
+    }
+
+
+def test_a_retried_sms_waits_out_the_quiet_hours(harvest, twilio, settings):
+    settings.NOTIFICATION_RETRY_BASE_SECONDS = 3600
+    twilio.fail_next = 1
+    sms = (
+        Notification.objects.filter(visit=harvest, channel=Channel.SMS)
+        .order_by("send_after")
+        .first()
+    )
+    zone = harvest.course.patient.zone
+    evening = dt.datetime.combine(
+        timezone.localtime(sms.send_after, zone).date(), dt.time(20, 30), tzinfo=zone
+    )
+    Notification.objects.filter(pk=sms.pk).update(send_after=evening)
+    with time_machine.travel(evening, tick=False):
+        notifications_dispatch_batch(batch_size=10)
+    sms.refresh_from_db()
+    assert timezone.localtime(sms.send_after, zone).time() == dt.time(8)
+
+
+def test_alert_notifications_carry_the_alert_template(harvest):
+    assert set(Notification.objects.values_list("template", flat=True)) == {
+        NotificationTemplate.VISIT_REMINDER
+    }
