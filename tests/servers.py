@@ -8,6 +8,7 @@ sockets exactly as production talks to the real thing.
 import asyncio
 import email
 import json
+import logging
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ from urllib.parse import parse_qs
 from aiosmtpd.controller import Controller
 
 ROOT = Path(__file__).resolve().parent.parent
+logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd narrates every command
 
 
 def free_port() -> int:
