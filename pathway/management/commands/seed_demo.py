@@ -27,8 +27,9 @@ from patients.models import (
     Site,
     SmokingStatus,
 )
-from scheduling.models import Visit, VisitKind
-from scheduling.services import visit_record_done
+from scheduling.alerts import alerts_scan_overdue
+from scheduling.models import Visit, VisitKind, VisitStatus
+from scheduling.services import visit_record_done, visit_reschedule
 
 DEMO_PASSWORD = "pathway-demo"
 SITES = [
@@ -129,12 +130,27 @@ class Command(BaseCommand):
                 for _ in range(count):
                     number += 1
                     self.create_course(sites[number % len(sites)], number, state)
+            self.showcase_reminders_and_alerts()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Loaded {number} demo patients at {len(sites)} sites. Log in as admin, "
                 f"coordinator, clinician or lab with password '{DEMO_PASSWORD}'."
             )
         )
+
+    def showcase_reminders_and_alerts(self):
+        """Move one booked harvest so its 1-day reminders fall due two minutes from now, and
+        run the overdue scan, so `make run` shows reminders and alerts flowing at once."""
+        harvest = (
+            Visit.objects.filter(kind=VisitKind.HARVEST, status=VisitStatus.BOOKED)
+            .order_by("scheduled_at")
+            .first()
+        )
+        if harvest:
+            visit_reschedule(
+                visit=harvest, scheduled_at=timezone.now() + dt.timedelta(days=1, minutes=2)
+            )
+        alerts_scan_overdue()
 
     def create_users(self):
         User = get_user_model()
