@@ -6,7 +6,7 @@ PORT ?= 8000
 # Tests run with DEBUG off, like production; they need a key of their own.
 TEST_ENV := SECRET_KEY=test-only-secret-key-not-for-production DEBUG=0
 
-.PHONY: run test lint install migrate seed clean
+.PHONY: run test lint bench install migrate seed clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(TEST_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
 	$(TEST_ENV) $(BIN)/python manage.py check
+
+# Benchmarks run on PostgreSQL (a database of their own, <name>_bench) and a redis-server of their own.
+bench: install
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/tracker} $(TEST_ENV) $(BIN)/python bench/dispatch_throughput.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
