@@ -58,8 +58,6 @@ def main() -> None:
         Notification,
         NotificationStatus,
         NotificationTemplate,
-        Visit,
-        VisitStatus,
     )
     from scheduling.tasks import dispatch_due_notifications
     from tests.servers import CeleryWorker, RedisServer, wait_until
