@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+COLUMNS = ("worker_processes", "batch_size", "notifications", "seconds", "per_second")
+
+
 def bench_database_url() -> str:
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
@@ -133,10 +136,7 @@ def main() -> None:
         "",
         "| worker processes | batch | notifications | seconds | per second |",
         "|---|---|---|---|---|",
-        *(
-            f"| {r['worker_processes']} | {r['batch_size']} | {r['notifications']} | {r['seconds']} | {r['per_second']} |"
-            for r in rows
-        ),
+        *("| " + " | ".join(str(r[key]) for key in COLUMNS) + " |" for r in rows),
     ]
     (results / "dispatch_throughput.md").write_text("\n".join(lines) + "\n")
 
