@@ -148,6 +148,8 @@ SMS_TIMEOUT = env.int("SMS_TIMEOUT", default=10)
 TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
 TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")
+# Ask Twilio to report delivery to SITE_URL/sms/status/ (which must be reachable from Twilio).
+TWILIO_STATUS_CALLBACK = env.bool("TWILIO_STATUS_CALLBACK", default=False)
 # Only for tests and staging: send Twilio API calls to another server (a local stub).
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
 

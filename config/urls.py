@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
+from scheduling.views import sms_status_callback
+
 admin.site.site_header = "COPD cell-therapy pathway"
 admin.site.site_title = "Pathway tracker"
 admin.site.index_title = "Treatment pathway"
@@ -9,4 +11,5 @@ admin.site.index_title = "Treatment pathway"
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
+    path("sms/status/", sms_status_callback, name="sms-status"),
 ]

@@ -125,6 +125,11 @@ class Notification(models.Model):
         help_text="Which dispatch run holds the row; a late run cannot overwrite a newer one.",
     )
     sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the provider confirmed delivery, where it reports it.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -142,6 +147,11 @@ class Notification(models.Model):
                 condition=models.Q(status="sending"),
             ),
             models.Index(fields=["visit", "status"]),
+            models.Index(
+                fields=["provider_message_id"],
+                name="notification_provider_id_idx",
+                condition=models.Q(status="sent"),
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -184,6 +184,42 @@ def notification_send_claimed(notification: Notification, *, sms=None) -> str:
     return _record_outcome(notification, provider_id=provider_id)
 
 
+# Twilio's final statuses for a message it accepted, and whether it reached the phone.
+PROVIDER_FINAL_STATUSES = {"delivered": True, "failed": False, "undelivered": False}
+
+
+def notification_record_provider_status(
+    *, provider_message_id: str, status: str, error: str = ""
+) -> bool:
+    """Apply the provider's later word on a message it accepted.
+
+    A message that never reached the phone is retried like any failed send (and alerted
+    once the tries run out). Returns whether a sent notification was found to update.
+    """
+    if status not in PROVIDER_FINAL_STATUSES:
+        return False  # queued, sending, sent: nothing final yet
+    with transaction.atomic():
+        notification = (
+            Notification.objects.select_for_update()
+            .filter(provider_message_id=provider_message_id, status=NotificationStatus.SENT)
+            .select_related("patient__site", "visit__course__protocol")
+            .first()
+        )
+        if notification is None:
+            return False
+        if PROVIDER_FINAL_STATUSES[status]:
+            Notification.objects.filter(pk=notification.pk).update(delivered_at=timezone.now())
+            return True
+        # Hand the row back to the ordinary failure path, as if this run had just sent it.
+        token = uuid.uuid4()
+        Notification.objects.filter(pk=notification.pk).update(
+            status=NotificationStatus.SENDING, claim_token=token
+        )
+        notification.status, notification.claim_token = NotificationStatus.SENDING, token
+        _record_outcome(notification, error=f"provider reported {status}: {error}".strip(": "))
+    return True
+
+
 def notifications_dispatch_batch(*, batch_size: int | None = None) -> BatchResult:
     """Claim one batch of due notifications and deliver it."""
     ids = notifications_claim(batch_size=batch_size or settings.NOTIFICATION_BATCH_SIZE)

@@ -4,6 +4,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from django.utils import timezone
+from twilio.request_validator import RequestValidator
 
 from pathway import services
 from pathway.states import CourseState
@@ -234,3 +235,64 @@ def test_alert_notifications_carry_the_alert_template(harvest):
     assert set(Notification.objects.values_list("template", flat=True)) == {
         NotificationTemplate.VISIT_REMINDER
     }
+
+
+def signed_status(client, settings, **params):
+    url = "/sms/status/"
+    signature = RequestValidator(settings.TWILIO_AUTH_TOKEN).compute_signature(
+        settings.SITE_URL.rstrip("/") + url, params
+    )
+    return client.post(url, params, HTTP_X_TWILIO_SIGNATURE=signature)
+
+
+def sent_sms(harvest, twilio):
+    Notification.objects.filter(visit=harvest, channel=Channel.EMAIL).update(
+        status=NotificationStatus.CANCELLED
+    )
+    with at_first_reminder(harvest):
+        notifications_dispatch_batch(batch_size=10)
+    return Notification.objects.get(visit=harvest, status=NotificationStatus.SENT)
+
+
+def test_the_status_callback_asks_twilio_to_report_back(harvest, twilio, settings):
+    settings.TWILIO_STATUS_CALLBACK = True
+    sent_sms(harvest, twilio)
+    assert twilio.received[0]["StatusCallback"] == "http://localhost:8000/sms/status/"
+
+
+def test_a_delivery_report_confirms_delivery(client, harvest, twilio, settings):
+    sms = sent_sms(harvest, twilio)
+    response = signed_status(
+        client, settings, MessageSid=sms.provider_message_id, MessageStatus="delivered"
+    )
+    assert response.status_code == 204
+    sms.refresh_from_db()
+    assert sms.status == NotificationStatus.SENT and sms.delivered_at
+
+
+def test_an_undelivered_report_puts_the_sms_back_for_a_retry(client, harvest, twilio, settings):
+    sms = sent_sms(harvest, twilio)
+    with at_first_reminder(harvest):
+        signed_status(
+            client,
+            settings,
+            MessageSid=sms.provider_message_id,
+            MessageStatus="undelivered",
+            ErrorCode="30003",
+        )
+    sms.refresh_from_db()
+    assert sms.status == NotificationStatus.PENDING and sms.attempts == 2
+    assert sms.send_after > REMINDERS_DUE
+    assert "undelivered: 30003" in sms.last_error
+
+
+def test_a_report_with_a_bad_signature_is_refused(client, harvest, twilio, settings):
+    sms = sent_sms(harvest, twilio)
+    response = client.post(
+        "/sms/status/",
+        {"MessageSid": sms.provider_message_id, "MessageStatus": "failed"},
+        HTTP_X_TWILIO_SIGNATURE="forged",
+    )
+    assert response.status_code == 403
+    sms.refresh_from_db()
+    assert sms.status == NotificationStatus.SENT

@@ -2,6 +2,7 @@ import logging
 import uuid
 
 from django.conf import settings
+from django.urls import reverse
 
 from scheduling.channels import DeliveryError, OutgoingMessage
 
@@ -41,9 +42,12 @@ class TwilioSmsBackend:
     def send(self, message: OutgoingMessage) -> str:
         from twilio.base.exceptions import TwilioException
 
+        options = {}
+        if settings.TWILIO_STATUS_CALLBACK:
+            options["status_callback"] = settings.SITE_URL.rstrip("/") + reverse("sms-status")
         try:
             sent = self.client.messages.create(
-                to=message.to, from_=settings.TWILIO_FROM_NUMBER, body=message.text
+                to=message.to, from_=settings.TWILIO_FROM_NUMBER, body=message.text, **options
             )
         except (TwilioException, OSError) as error:
             raise DeliveryError(f"sms: {error}") from error
