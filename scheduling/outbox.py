@@ -200,7 +200,7 @@ def notification_record_provider_status(
         return False  # queued, sending, sent: nothing final yet
     with transaction.atomic():
         notification = (
-            Notification.objects.select_for_update()
+            Notification.objects.select_for_update(of=("self",))
             .filter(provider_message_id=provider_message_id, status=NotificationStatus.SENT)
             .select_related("patient__site", "visit__course__protocol")
             .first()
