@@ -86,6 +86,23 @@ class Protocol(models.Model):
     transplant_booking_max_days = models.PositiveSmallIntegerField(
         "days to book a transplant after release", default=14
     )
+    adverse_event_alert_grade = models.PositiveSmallIntegerField(
+        "alert at CTCAE grade",
+        default=3,
+        help_text="An adverse event of this grade or worse, or any serious one, alerts at once.",
+    )
+    fev1_decline_alert_ml = models.PositiveSmallIntegerField(
+        "alert when FEV1 falls by more than (mL)",
+        default=200,
+        help_text="A follow-up FEV1 this far below baseline alerts the clinicians.",
+    )
+    dlco_decline_alert_pct = models.DecimalField(
+        "alert when DLCO falls by more than (%)",
+        max_digits=4,
+        decimal_places=1,
+        default=Decimal(15),
+        help_text="A follow-up DLCO this much below baseline, relative, alerts the clinicians.",
+    )
     delivery_max_attempts = models.PositiveSmallIntegerField(
         "tries to deliver a reminder",
         default=5,
@@ -223,6 +240,12 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
     released_at = models.DateTimeField(null=True, blank=True, editable=False)
     viable_cells_released = models.BigIntegerField(null=True, blank=True, editable=False)
     transplanted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    transplanted_on = models.DateField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The transplant's date in the site's calendar: follow-ups count from it.",
+    )
     cells_administered = models.BigIntegerField(null=True, blank=True, editable=False)
     discharged_at = models.DateTimeField(null=True, blank=True, editable=False)
     notes = models.TextField(blank=True)
@@ -372,8 +395,8 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
         permission=_transition_permission("record_transplant"),
         custom=_custom("record_transplant"),
     )
-    def record_transplant(self, *, performed_at, cells_administered, discharged_at):
-        self.transplanted_at = performed_at
+    def record_transplant(self, *, performed_at, performed_on, cells_administered, discharged_at):
+        self.transplanted_at, self.transplanted_on = performed_at, performed_on
         self.cells_administered = cells_administered
         self.discharged_at = discharged_at
 
@@ -417,6 +440,38 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
     )
     def withdraw(self):
         self.state_before_hold = ""
+
+
+class OutcomeMeasure(models.TextChoices):
+    DLCO_RELATIVE = "dlco_relative_pct", "DLCO, relative change (%)"
+    DLCO_POINTS = "dlco_pct_points", "DLCO % predicted, change (points)"
+    FEV1_ML = "fev1_ml", "FEV1, change (mL)"
+    WALK_M = "walk_m", "Six-minute walk, change (m)"
+    CAT = "cat", "CAT score, change"
+    MMRC = "mmrc", "mMRC grade, change"
+
+
+class ReferenceFigure(models.Model):
+    """A published result to show beside the programme's own outcomes."""
+
+    measure = models.CharField(max_length=30, choices=OutcomeMeasure.choices)
+    weeks_after_transplant = models.PositiveSmallIntegerField(null=True, blank=True)
+    value = models.DecimalField(max_digits=7, decimal_places=1)
+    kind = models.CharField(
+        max_length=20,
+        choices=[
+            ("reported", "Reported change"),
+            ("mcid", "Minimal clinically important difference"),
+        ],
+        default="reported",
+    )
+    source = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["measure", "weeks_after_transplant"]
+
+    def __str__(self) -> str:
+        return f"{self.get_measure_display()}: {self.value} ({self.source})"
 
 
 class TransitionLog(models.Model):

@@ -385,6 +385,7 @@ def course_record_transplant(
             note=note,
             data=data,
             performed_at=performed_at,
+            performed_on=timezone.localdate(performed_at, course.site.time_zone),
             cells_administered=cells_administered,
             discharged_at=discharged_at,
         )

@@ -1,8 +1,11 @@
+from decimal import Decimal
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
+from django.utils.deconstruct import deconstructible
 from phonenumber_field.modelfields import PhoneNumberField
 from timezone_field import TimeZoneField
 
@@ -114,10 +117,45 @@ class Patient(models.Model):
             raise ValidationError(errors)
 
 
+@deconstructible
+class Range:
+    """An allowed range for a measurement, with the message a clinician reads when it fails."""
+
+    def __init__(self, label: str, low: str, high: str, unit: str = ""):
+        self.label, self.low, self.high, self.unit = label, str(low), str(high), unit
+
+    def __call__(self, value) -> None:
+        if value is not None and not Decimal(self.low) <= Decimal(str(value)) <= Decimal(self.high):
+            unit = f" {self.unit}" if self.unit and self.unit != "%" else self.unit
+            raise ValidationError(
+                f"{self.label} must be between {self.low}{unit} and {self.high}{unit}; "
+                f"{value}{unit} was entered.",
+                code="out_of_range",
+            )
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Range) and vars(self) == vars(other)
+
+    def validators(self) -> list:
+        return [self]
+
+
 class ClinicalRecord(models.Model):
-    """A dated fact about a patient, with who entered it."""
+    """A dated fact about a patient, with who entered it.
+
+    Records without a visit are the evaluation's (the course's baseline); records entered
+    against a follow-up visit are that visit's measurements.
+    """
 
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="%(class)ss")
+    visit = models.ForeignKey(
+        "scheduling.Visit",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="%(class)ss",
+        help_text="The follow-up visit this was measured at; empty for evaluation records.",
+    )
     taken_on = models.DateField("date taken")
     entered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -129,20 +167,59 @@ class ClinicalRecord(models.Model):
         ordering = ["-taken_on", "-id"]
 
     def clean(self) -> None:
+        errors = {}
         # "Today" is the site's today: a record taken this morning in Shanghai is not "future".
         zone = self.patient.site.time_zone if self.patient_id else None
         if self.taken_on and self.taken_on > timezone.localdate(timezone=zone):
-            raise ValidationError({"taken_on": "The date taken cannot be in the future."})
+            errors["taken_on"] = f"The date taken ({self.taken_on}) cannot be in the future."
+        if self.visit_id and self.taken_on:
+            course = self.visit.course
+            if self.patient_id and course.patient_id != self.patient_id:
+                errors["visit"] = "This visit belongs to another patient."
+            elif course.transplanted_on and self.taken_on < course.transplanted_on:
+                errors["taken_on"] = (
+                    f"A follow-up measurement cannot be dated {self.taken_on}, before the "
+                    f"transplant on {course.transplanted_on}."
+                )
+        errors |= self.clean_values()
+        if errors:
+            raise ValidationError(errors)
+
+    def clean_values(self) -> dict:
+        """Errors between fields of this record; each names the field and what is allowed."""
+        return {}
+
+    def warnings(self) -> list[str]:
+        """Values that are possible but unusual: accepted, with a word to check them."""
+        return []
 
 
-def _range(low, high):
-    return [MinValueValidator(low), MaxValueValidator(high)]
+def _suspicious(label: str, value, low, high, unit: str) -> list[str]:
+    if value is not None and not Decimal(str(low)) <= Decimal(str(value)) <= Decimal(str(high)):
+        return [
+            f"{label} of {value}{unit} is unusual (usually {low}–{high}{unit}); please check it."
+        ]
+    return []
+
+
+WEIGHT = Range("Weight", "20", "350", "kg")
+HEIGHT = Range("Height", "100", "250", "cm")
+FEV1 = Range("FEV1", "0.10", "8.00", "L")
+FVC = Range("FVC", "0.10", "10.00", "L")
+PCT_PREDICTED = {
+    name: Range(f"{name} % predicted", "1", "200", "%") for name in ("FEV1", "FVC", "DLCO", "TLC")
+}
+DLCO = Range("DLCO", "0.5", "60", "mL/min/mmHg")
+WALK = Range("Six-minute walk distance", "0", "1000", "m")
+MMRC = Range("mMRC", "0", "4")
+CAT = Range("CAT", "0", "40")
+LOW_ATTENUATION = Range("Low-attenuation area", "0", "100", "%")
 
 
 class BodyMeasurement(ClinicalRecord):
-    weight_kg = models.DecimalField(max_digits=5, decimal_places=1, validators=_range(20, 350))
+    weight_kg = models.DecimalField(max_digits=5, decimal_places=1, validators=WEIGHT.validators())
     height_cm = models.DecimalField(
-        max_digits=4, decimal_places=1, null=True, blank=True, validators=_range(100, 250)
+        max_digits=4, decimal_places=1, null=True, blank=True, validators=HEIGHT.validators()
     )
 
     class Meta(ClinicalRecord.Meta):
@@ -151,18 +228,40 @@ class BodyMeasurement(ClinicalRecord):
     def __str__(self) -> str:
         return f"{self.weight_kg} kg on {self.taken_on}"
 
+    def warnings(self) -> list[str]:
+        return _suspicious("Weight", self.weight_kg, 35, 150, " kg")
+
 
 class LungFunctionTest(ClinicalRecord):
     """Post-bronchodilator spirometry, with diffusion and volumes where measured."""
 
     fev1_l = models.DecimalField(
-        "FEV1 (L)", max_digits=4, decimal_places=2, validators=_range(0.1, 8)
+        "FEV1 (L)", max_digits=4, decimal_places=2, validators=FEV1.validators()
     )
     fev1_pct_predicted = models.DecimalField(
-        "FEV1 % predicted", max_digits=4, decimal_places=1, validators=_range(1, 200)
+        "FEV1 % predicted",
+        max_digits=4,
+        decimal_places=1,
+        validators=PCT_PREDICTED["FEV1"].validators(),
     )
     fvc_l = models.DecimalField(
-        "FVC (L)", max_digits=4, decimal_places=2, validators=_range(0.1, 10)
+        "FVC (L)", max_digits=4, decimal_places=2, validators=FVC.validators()
+    )
+    fvc_pct_predicted = models.DecimalField(
+        "FVC % predicted",
+        max_digits=4,
+        decimal_places=1,
+        null=True,
+        blank=True,
+        validators=PCT_PREDICTED["FVC"].validators(),
+    )
+    dlco = models.DecimalField(
+        "DLCO (mL/min/mmHg)",
+        max_digits=4,
+        decimal_places=1,
+        null=True,
+        blank=True,
+        validators=DLCO.validators(),
     )
     dlco_pct_predicted = models.DecimalField(
         "DLCO % predicted",
@@ -170,7 +269,7 @@ class LungFunctionTest(ClinicalRecord):
         decimal_places=1,
         null=True,
         blank=True,
-        validators=_range(1, 200),
+        validators=PCT_PREDICTED["DLCO"].validators(),
     )
     tlc_pct_predicted = models.DecimalField(
         "TLC % predicted",
@@ -178,7 +277,7 @@ class LungFunctionTest(ClinicalRecord):
         decimal_places=1,
         null=True,
         blank=True,
-        validators=_range(1, 200),
+        validators=PCT_PREDICTED["TLC"].validators(),
     )
 
     class Meta(ClinicalRecord.Meta):
@@ -196,14 +295,56 @@ class LungFunctionTest(ClinicalRecord):
     def gold_stage(self) -> int | None:
         return gold_stage(fev1_fvc=self.fev1_fvc, fev1_pct_predicted=self.fev1_pct_predicted)
 
-    def clean(self) -> None:
-        super().clean()
+    def clean_values(self) -> dict:
         if self.fev1_l and self.fvc_l and self.fev1_l > self.fvc_l:
-            raise ValidationError({"fev1_l": "FEV1 cannot exceed FVC."})
+            return {"fev1_l": f"FEV1 ({self.fev1_l} L) cannot exceed FVC ({self.fvc_l} L)."}
+        return {}
+
+    def warnings(self) -> list[str]:
+        found = _suspicious("FEV1 % predicted", self.fev1_pct_predicted, 15, 150, " %")
+        found += _suspicious("DLCO % predicted", self.dlco_pct_predicted, 15, 150, " %")
+        if self.fev1_l and self.fvc_l and self.fev1_fvc < Decimal("0.25"):
+            found.append(
+                f"FEV1/FVC of {self.fev1_fvc} is unusually low; please check both volumes."
+            )
+        return found
+
+
+class SixMinuteWalkTest(ClinicalRecord):
+    distance_m = models.PositiveIntegerField("distance (m)", validators=WALK.validators())
+
+    class Meta(ClinicalRecord.Meta):
+        verbose_name = "six-minute walk test"
+        indexes = [models.Index(fields=["patient", "-taken_on"])]
+
+    def __str__(self) -> str:
+        return f"{self.distance_m} m on {self.taken_on}"
+
+    def warnings(self) -> list[str]:
+        return _suspicious("A six-minute walk", self.distance_m, 50, 700, " m")
+
+
+class SymptomScore(ClinicalRecord):
+    mmrc = models.PositiveSmallIntegerField("mMRC dyspnoea grade", validators=MMRC.validators())
+    cat = models.PositiveSmallIntegerField("CAT score", validators=CAT.validators())
+
+    class Meta(ClinicalRecord.Meta):
+        indexes = [models.Index(fields=["patient", "-taken_on"])]
+
+    def __str__(self) -> str:
+        return f"mMRC {self.mmrc}, CAT {self.cat} on {self.taken_on}"
 
 
 class ChestCT(ClinicalRecord):
     emphysema_present = models.BooleanField()
+    low_attenuation_pct = models.DecimalField(
+        "low-attenuation area %",
+        max_digits=4,
+        decimal_places=1,
+        null=True,
+        blank=True,
+        validators=LOW_ATTENUATION.validators(),
+    )
     findings = models.TextField(blank=True)
 
     class Meta(ClinicalRecord.Meta):
@@ -240,3 +381,93 @@ class ClinicalAssessment(ClinicalRecord):
 
     def __str__(self) -> str:
         return f"Assessment on {self.taken_on}"
+
+
+class Medication(models.Model):
+    """A COPD medication the patient takes, from when to when."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="medications")
+    name = models.CharField(max_length=200, help_text="e.g. tiotropium / olodaterol")
+    dose = models.CharField(max_length=100, blank=True, help_text="e.g. 2.5/2.5 µg, 2 puffs daily")
+    started_on = models.DateField(null=True, blank=True)
+    stopped_on = models.DateField(null=True, blank=True)
+    entered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["patient", "-started_on"]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.dose}".strip()
+
+    def clean(self) -> None:
+        if self.started_on and self.stopped_on and self.stopped_on < self.started_on:
+            raise ValidationError({"stopped_on": "A medication cannot stop before it started."})
+
+
+class Relatedness(models.TextChoices):
+    YES = "yes", "Related"
+    NO = "no", "Not related"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class AdverseEventOutcome(models.TextChoices):
+    RECOVERED = "recovered", "Recovered"
+    RECOVERING = "recovering", "Recovering"
+    NOT_RECOVERED = "not_recovered", "Not recovered"
+    SEQUELAE = "sequelae", "Recovered with sequelae"
+    FATAL = "fatal", "Fatal"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class AdverseEvent(models.Model):
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="adverse_events")
+    course = models.ForeignKey(
+        "pathway.TreatmentCourse", on_delete=models.PROTECT, related_name="adverse_events"
+    )
+    visit = models.ForeignKey(
+        "scheduling.Visit",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="adverse_events",
+    )
+    onset_on = models.DateField("onset")
+    grade = models.PositiveSmallIntegerField(
+        "CTCAE grade", choices=[(g, f"Grade {g}") for g in range(1, 6)]
+    )
+    serious = models.BooleanField()
+    related_to_procedure = models.CharField(
+        max_length=10, choices=Relatedness.choices, default=Relatedness.UNKNOWN
+    )
+    related_to_product = models.CharField(
+        max_length=10, choices=Relatedness.choices, default=Relatedness.UNKNOWN
+    )
+    outcome = models.CharField(
+        max_length=20, choices=AdverseEventOutcome.choices, default=AdverseEventOutcome.UNKNOWN
+    )
+    description = models.TextField()
+    entered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    entered_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-onset_on", "-id"]
+        indexes = [models.Index(fields=["course", "grade"])]
+
+    def __str__(self) -> str:
+        return f"Grade {self.grade}{' serious' if self.serious else ''} adverse event on {self.onset_on}"
+
+    def clean(self) -> None:
+        errors = {}
+        zone = self.patient.site.time_zone if self.patient_id else None
+        if self.onset_on and self.onset_on > timezone.localdate(timezone=zone):
+            errors["onset_on"] = f"The onset ({self.onset_on}) cannot be in the future."
+        if self.course_id and self.patient_id and self.course.patient_id != self.patient_id:
+            errors["course"] = "This course belongs to another patient."
+        if self.grade == 5 and self.outcome != AdverseEventOutcome.FATAL:
+            errors["outcome"] = "A grade 5 event is fatal by definition: set the outcome to fatal."
+        if errors:
+            raise ValidationError(errors)

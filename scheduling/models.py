@@ -188,6 +188,7 @@ class AlertKind(models.TextChoices):
     TRANSPLANT_NOT_BOOKED = "transplant_not_booked", "Released product with no transplant booked"
     DELIVERY_FAILED = "delivery_failed", "Reminder could not be delivered"
     ADVERSE_EVENT = "adverse_event", "Serious adverse event"
+    FUNCTION_DECLINE = "function_decline", "Lung function fell from baseline"
     COI_MISMATCH = "coi_mismatch", "Chain-of-identity mismatch"
 
 

@@ -170,8 +170,11 @@ def visit_reschedule(*, visit: Visit, scheduled_at: dt.datetime, place: str | No
         if visit.status in OPEN_VISIT_STATUSES:
             reminders_schedule(visit=visit)
         if visit.kind == VisitKind.TRANSPLANT and visit.status == VisitStatus.DONE:
-            TreatmentCourse.objects.filter(pk=course.pk).update(transplanted_at=scheduled_at)
-            course.transplanted_at = scheduled_at
+            transplanted_on = timezone.localdate(scheduled_at, zone)
+            TreatmentCourse.objects.filter(pk=course.pk).update(
+                transplanted_at=scheduled_at, transplanted_on=transplanted_on
+            )
+            course.transplanted_at, course.transplanted_on = scheduled_at, transplanted_on
             _move_follow_ups(course)
     return visit
 
