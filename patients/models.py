@@ -458,7 +458,8 @@ class AdverseEvent(models.Model):
         indexes = [models.Index(fields=["course", "grade"])]
 
     def __str__(self) -> str:
-        return f"Grade {self.grade}{' serious' if self.serious else ''} adverse event on {self.onset_on}"
+        serious = " serious" if self.serious else ""
+        return f"Grade {self.grade}{serious} adverse event on {self.onset_on}"
 
     def clean(self) -> None:
         errors = {}
