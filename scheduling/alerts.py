@@ -24,7 +24,10 @@ from scheduling.models import (
 logger = logging.getLogger(__name__)
 
 # Who besides the coordinators hears of each kind of alert, by group name.
-ALSO_TOLD = {AlertKind.EXPANSION_OVERDUE: ("lab",)}
+ALSO_TOLD = {
+    AlertKind.EXPANSION_OVERDUE: ("lab",),
+    AlertKind.FUNCTION_DECLINE: ("clinician",),
+}
 
 
 def alert_recipients(*, course: TreatmentCourse, kind: str):

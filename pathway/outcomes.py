@@ -1,0 +1,160 @@
+"""Change from baseline at each follow-up, per course and per cohort, computed in the database.
+
+Baseline is the evaluation: the latest record of each kind not taken at a follow-up visit, on
+or before the transplant date. A follow-up's value is the record entered against that visit.
+"""
+
+from django.db.models import (
+    Aggregate,
+    Avg,
+    Count,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    OuterRef,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Cast, NullIf
+
+from pathway.models import OutcomeMeasure, ReferenceFigure
+from pathway.statistics import summarise
+from patients.models import LungFunctionTest, SixMinuteWalkTest, SymptomScore
+from scheduling.models import Visit, VisitKind, VisitStatus
+
+
+class Median(Aggregate):
+    """PostgreSQL's percentile_cont(0.5); on SQLite an aggregate registered at connect."""
+
+    function = "PERCENTILE_CONT"
+    name = "Median"
+    output_field = FloatField()
+    template = "%(function)s(0.5) WITHIN GROUP (ORDER BY %(expressions)s)"
+
+    def as_sqlite(self, compiler, connection, **extra):
+        return super().as_sql(
+            compiler,
+            connection,
+            function="MEDIAN",
+            template="%(function)s(%(expressions)s)",
+            **extra,
+        )
+
+
+class SqliteMedian:
+    """The MEDIAN aggregate for SQLite connections."""
+
+    def __init__(self):
+        self.values = []
+
+    def step(self, value):
+        if value is not None:
+            self.values.append(value)
+
+    def finalize(self):
+        if not self.values:
+            return None
+        ordered, middle = sorted(self.values), len(self.values) // 2
+        if len(ordered) % 2:
+            return float(ordered[middle])
+        return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _value(model, field: str, *, baseline: bool):
+    records = model.objects.filter(patient_id=OuterRef("course__patient_id"))
+    if baseline:
+        records = records.filter(
+            visit__isnull=True, taken_on__lte=OuterRef("course__transplanted_on")
+        )
+    else:
+        records = records.filter(visit_id=OuterRef("pk"))
+    return Cast(Subquery(records.order_by("-taken_on", "-id").values(field)[:1]), FloatField())
+
+
+def _change(model, field: str, scale: float = 1):
+    return ExpressionWrapper(
+        (_value(model, field, baseline=False) - _value(model, field, baseline=True)) * Value(scale),
+        output_field=FloatField(),
+    )
+
+
+def _relative_change(model, field: str):
+    baseline = _value(model, field, baseline=True)
+    return ExpressionWrapper(
+        (_value(model, field, baseline=False) - baseline)
+        * Value(100.0)
+        / NullIf(baseline, Value(0.0)),
+        output_field=FloatField(),
+    )
+
+
+CHANGES = {
+    OutcomeMeasure.DLCO_RELATIVE: lambda: _relative_change(LungFunctionTest, "dlco_pct_predicted"),
+    OutcomeMeasure.DLCO_POINTS: lambda: _change(LungFunctionTest, "dlco_pct_predicted"),
+    OutcomeMeasure.FEV1_ML: lambda: _change(LungFunctionTest, "fev1_l", scale=1000),
+    OutcomeMeasure.WALK_M: lambda: _change(SixMinuteWalkTest, "distance_m"),
+    OutcomeMeasure.CAT: lambda: _change(SymptomScore, "cat"),
+    OutcomeMeasure.MMRC: lambda: _change(SymptomScore, "mmrc"),
+}
+
+
+def follow_up_changes(*, courses):
+    """Done follow-up visits of `courses`, each annotated with its change for every measure."""
+    return Visit.objects.filter(
+        course__in=courses, kind=VisitKind.FOLLOW_UP, status=VisitStatus.DONE
+    ).annotate(**{measure.value: change() for measure, change in CHANGES.items()})
+
+
+def course_outcomes(*, course) -> list[dict]:
+    """Per done follow-up of one course: its name, weeks and change for every measure."""
+    visits = follow_up_changes(courses=[course.pk]).select_related("protocol_visit")
+    return [
+        {
+            "visit": visit.protocol_visit.name,
+            "weeks": visit.protocol_visit.weeks_after_transplant,
+            **{measure.value: getattr(visit, measure.value) for measure in CHANGES},
+        }
+        for visit in visits.order_by("protocol_visit__weeks_after_transplant")
+    ]
+
+
+def cohort_outcomes(*, courses) -> list[dict]:
+    """Per follow-up of the protocol: n, mean, median and 95 % CI of each measure's change,
+    with the reference figures beside them. Two queries, whatever the cohort's size."""
+    aggregates = {}
+    for measure in CHANGES:
+        aggregates |= {
+            f"{measure.value}__n": Count(measure.value),
+            f"{measure.value}__mean": Avg(measure.value),
+            # Mean of squares, not StdDev: SQLite's sample deviation fails on a single value.
+            f"{measure.value}__mean_sq": Avg(F(measure.value) * F(measure.value)),
+            f"{measure.value}__median": Median(measure.value),
+        }
+    rows = (
+        follow_up_changes(courses=courses)
+        .values("protocol_visit__name", "protocol_visit__weeks_after_transplant")
+        .annotate(**aggregates)
+        .order_by("protocol_visit__weeks_after_transplant", "protocol_visit__name")
+    )
+    references = list(ReferenceFigure.objects.all())
+    results = []
+    for row in rows:
+        weeks = row["protocol_visit__weeks_after_transplant"]
+        measures = {}
+        for measure in CHANGES:
+            key = measure.value
+            measures[key] = {
+                "summary": summarise(
+                    n=row[f"{key}__n"],
+                    mean=row[f"{key}__mean"],
+                    mean_of_squares=row[f"{key}__mean_sq"],
+                    median=row[f"{key}__median"],
+                ),
+                "references": [
+                    r
+                    for r in references
+                    if r.measure == key and r.weeks_after_transplant in (None, weeks)
+                ],
+            }
+        results.append({"visit": row["protocol_visit__name"], "weeks": weeks, "measures": measures})
+    return results

@@ -1,0 +1,116 @@
+"""Writing clinical records. Each entry point validates fully (nothing half-saved), saves in
+one transaction, and raises the safety alerts the record calls for, through the outbox."""
+
+import datetime as dt
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from patients.models import AdverseEvent, ClinicalRecord, LungFunctionTest
+from patients.selectors import course_baseline_lung_function
+from scheduling.alerts import alert_raise
+from scheduling.models import OPEN_VISIT_STATUSES, AlertKind, Severity, Visit
+from scheduling.services import visit_record_done
+
+
+def _visit_done_at(visit: Visit, taken_on: dt.date) -> dt.datetime:
+    """The visit's booked local time of day, on the day it was measured."""
+    zone = visit.course.site.time_zone
+    local_time = timezone.localtime(visit.scheduled_at, zone).time().replace(tzinfo=None)
+    return dt.datetime.combine(taken_on, local_time, tzinfo=zone)
+
+
+def clinical_record_save(*, record: ClinicalRecord, by) -> list[str]:
+    """Validate and save a record; returns its warnings (values to double-check).
+
+    A record entered against an open follow-up visit marks the visit done, and a lung
+    function that has fallen from baseline beyond the protocol's thresholds alerts.
+    """
+    if record.entered_by_id is None:
+        record.entered_by = by
+    if record.visit_id and not record.patient_id:
+        record.patient_id = record.visit.course.patient_id
+    record.full_clean()
+    with transaction.atomic():
+        record.save()
+        if record.visit_id:
+            visit = Visit.objects.select_related("course__site", "course__protocol").get(
+                pk=record.visit_id
+            )
+            if visit.status in OPEN_VISIT_STATUSES:
+                visit_record_done(visit=visit, done_at=_visit_done_at(visit, record.taken_on))
+            if isinstance(record, LungFunctionTest):
+                _alert_on_decline(record, visit)
+    return record.warnings()
+
+
+def lung_function_declines(
+    *, baseline: LungFunctionTest, follow_up: LungFunctionTest, protocol
+) -> list[str]:
+    """How far a follow-up's FEV1 and DLCO fell from baseline, where beyond the protocol's limit."""
+    declines = []
+    fev1_fall_ml = (baseline.fev1_l - follow_up.fev1_l) * 1000
+    if fev1_fall_ml > protocol.fev1_decline_alert_ml:
+        declines.append(
+            f"FEV1 fell by {fev1_fall_ml:.0f} mL from baseline ({baseline.fev1_l} → "
+            f"{follow_up.fev1_l} L); the protocol alerts beyond "
+            f"{protocol.fev1_decline_alert_ml} mL."
+        )
+    if baseline.dlco_pct_predicted and follow_up.dlco_pct_predicted:
+        fall_pct = (
+            (baseline.dlco_pct_predicted - follow_up.dlco_pct_predicted)
+            * 100
+            / baseline.dlco_pct_predicted
+        )
+        if fall_pct > protocol.dlco_decline_alert_pct:
+            declines.append(
+                f"DLCO fell by {fall_pct.quantize(Decimal('0.1'))} % from baseline "
+                f"({baseline.dlco_pct_predicted} → {follow_up.dlco_pct_predicted} % predicted); "
+                f"the protocol alerts beyond {protocol.dlco_decline_alert_pct} %."
+            )
+    return declines
+
+
+def _alert_on_decline(test: LungFunctionTest, visit: Visit) -> None:
+    course = visit.course
+    baseline = course_baseline_lung_function(course=course)
+    if baseline is None:
+        return
+    declines = lung_function_declines(baseline=baseline, follow_up=test, protocol=course.protocol)
+    if declines:
+        alert_raise(
+            kind=AlertKind.FUNCTION_DECLINE,
+            severity=Severity.WARNING,
+            course=course,
+            visit=visit,
+            condition_key=f"function_decline.t{test.pk}",
+            message=f"At the {visit}: " + " ".join(declines),
+        )
+
+
+def adverse_event_record(*, event: AdverseEvent, by) -> AdverseEvent:
+    """Record an adverse event; one of the protocol's alert grade or worse, or serious, alerts
+    the coordinator at once."""
+    if event.entered_by_id is None:
+        event.entered_by = by
+    if event.course_id and not event.patient_id:
+        event.patient_id = event.course.patient_id
+    event.full_clean()
+    with transaction.atomic():
+        event.save()
+        course = event.course
+        if event.serious or event.grade >= course.protocol.adverse_event_alert_grade:
+            serious = "serious " if event.serious else ""
+            alert_raise(
+                kind=AlertKind.ADVERSE_EVENT,
+                severity=Severity.URGENT,
+                course=course,
+                visit=event.visit,
+                condition_key=f"adverse_event.e{event.pk}",
+                message=(
+                    f"Grade {event.grade} {serious}adverse event, onset {event.onset_on}: "
+                    f"{event.description[:300]}"
+                ),
+            )
+    return event

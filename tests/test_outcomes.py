@@ -1,0 +1,169 @@
+import datetime as dt
+import math
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from pathway.models import OutcomeMeasure, ProtocolVisit, TreatmentCourse
+from pathway.outcomes import cohort_outcomes, course_outcomes
+from pathway.services import course_create
+from pathway.states import CourseState
+from pathway.statistics import t_975
+from patients.models import LungFunctionTest, SixMinuteWalkTest, SymptomScore
+from patients.services import clinical_record_save
+from scheduling.models import Visit, VisitKind, VisitStatus
+from tests.factories import ChestCTFactory, ClinicalAssessmentFactory, PatientFactory
+
+pytestmark = pytest.mark.django_db
+
+# (baseline, 4-week) per patient: FEV1 L, DLCO % predicted, walk m, CAT, mMRC
+COHORT = [
+    (("1.20", "40", 300, 20, 3), ("1.25", "46", 360, 15, 2)),
+    (("1.00", "50", 350, 18, 2), ("1.10", "55", 380, 17, 2)),
+    (("1.50", "44", 280, 25, 3), ("1.65", "55", 350, 20, 2)),
+]
+
+
+def record(patient, on, values, visit=None, by=None):
+    fev1, dlco, walk, cat, mmrc = values
+    common = {"patient": patient, "taken_on": on, "visit": visit}
+    clinical_record_save(
+        record=LungFunctionTest(
+            fev1_l=Decimal(fev1),
+            fev1_pct_predicted=Decimal(45),
+            fvc_l=Decimal("2.80"),
+            dlco_pct_predicted=Decimal(dlco),
+            **common,
+        ),
+        by=by,
+    )
+    clinical_record_save(record=SixMinuteWalkTest(distance_m=walk, **common), by=by)
+    clinical_record_save(record=SymptomScore(cat=cat, mmrc=mmrc, **common), by=by)
+
+
+@pytest.fixture
+def cohort(pathway, coordinator, clinician):
+    courses = []
+    for baseline, four_weeks in COHORT:
+        course = course_create(patient=PatientFactory(), by=coordinator)
+        ChestCTFactory(patient=course.patient, taken_on=pathway.at(0).date())
+        ClinicalAssessmentFactory(patient=course.patient, taken_on=pathway.at(0).date())
+        record(course.patient, pathway.at(0).date(), baseline, by=clinician)
+        pathway.advance(course, CourseState.FOLLOW_UP)
+        visit = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
+        record(course.patient, timezone.localdate(), four_weeks, visit=visit, by=clinician)
+        courses.append(course)
+    return courses
+
+
+def test_entering_measurements_marks_the_visit_done(cohort):
+    visits = Visit.objects.filter(protocol_visit__weeks_after_transplant=4)
+    assert set(visits.values_list("status", flat=True)) == {VisitStatus.DONE}
+
+
+def test_one_courses_change_from_baseline(cohort):
+    [four_weeks] = course_outcomes(course=cohort[0])
+    assert four_weeks["weeks"] == 4
+    assert four_weeks[OutcomeMeasure.FEV1_ML] == pytest.approx(50)
+    assert four_weeks[OutcomeMeasure.DLCO_RELATIVE] == pytest.approx(15)
+    assert four_weeks[OutcomeMeasure.DLCO_POINTS] == pytest.approx(6)
+    assert four_weeks[OutcomeMeasure.WALK_M] == pytest.approx(60)
+    assert (four_weeks[OutcomeMeasure.CAT], four_weeks[OutcomeMeasure.MMRC]) == (-5, -1)
+
+
+def test_cohort_figures_computed_by_hand(cohort):
+    [four_weeks] = cohort_outcomes(courses=TreatmentCourse.objects.all())
+    measures = {key: value["summary"] for key, value in four_weeks["measures"].items()}
+
+    fev1 = measures[OutcomeMeasure.FEV1_ML]  # +50, +100, +150 mL
+    half = 4.303 * 50 / math.sqrt(3)  # t(0.975, 2) × s / √n = 124.21
+    assert (fev1.n, fev1.mean, fev1.median) == (3, pytest.approx(100), pytest.approx(100))
+    assert (fev1.ci_low, fev1.ci_high) == (pytest.approx(100 - half), pytest.approx(100 + half))
+    assert fev1.ci_low == pytest.approx(-24.21, abs=0.01)
+
+    dlco = measures[OutcomeMeasure.DLCO_RELATIVE]  # +15 %, +10 %, +25 %
+    sd = math.sqrt(((15 - 50 / 3) ** 2 + (10 - 50 / 3) ** 2 + (25 - 50 / 3) ** 2) / 2)  # 7.638
+    assert (dlco.mean, dlco.median) == (pytest.approx(50 / 3), pytest.approx(15))
+    assert dlco.ci_high == pytest.approx(50 / 3 + 4.303 * sd / math.sqrt(3))
+
+    assert measures[OutcomeMeasure.DLCO_POINTS].mean == pytest.approx(22 / 3)  # 6, 5, 11
+    walk = measures[OutcomeMeasure.WALK_M]  # 60, 30, 70
+    assert (walk.mean, walk.median) == (pytest.approx(160 / 3), pytest.approx(60))
+    cat = measures[OutcomeMeasure.CAT]  # −5, −1, −5
+    assert (cat.mean, cat.median) == (pytest.approx(-11 / 3), pytest.approx(-5))
+    assert measures[OutcomeMeasure.MMRC].median == pytest.approx(-1)
+
+
+def test_reference_figures_stand_beside_the_outcomes(cohort):
+    [four_weeks] = cohort_outcomes(courses=TreatmentCourse.objects.all())
+    walk_references = four_weeks["measures"][OutcomeMeasure.WALK_M]["references"]
+    assert sorted((r.kind, r.value) for r in walk_references) == [("mcid", 30), ("reported", 52)]
+    # DLCO +18.2 % is a 24-week figure: it does not stand beside the 4-week results.
+    assert four_weeks["measures"][OutcomeMeasure.DLCO_RELATIVE]["references"] == []
+
+
+def test_a_single_value_has_no_interval(cohort):
+    [four_weeks] = cohort_outcomes(courses=[cohort[0]])
+    fev1 = four_weeks["measures"][OutcomeMeasure.FEV1_ML]["summary"]
+    assert (fev1.n, fev1.ci_low, fev1.ci_high) == (1, None, None)
+
+
+def test_t_quantiles():
+    assert t_975(2) == 4.303 and t_975(30) == 2.042
+    assert 2.021 > t_975(50) > 2.000
+    assert 1.98 > t_975(1000) > 1.96
+
+
+def _bulk_cohort(size, protocol):
+    """`size` courses with a baseline and a done 4-week visit, written in bulk."""
+    four_weeks = ProtocolVisit.objects.get(protocol=protocol, weeks_after_transplant=4)
+    patients = PatientFactory.create_batch(size)
+    transplanted_on = timezone.localdate() - dt.timedelta(days=30)
+    courses = TreatmentCourse.objects.bulk_create(
+        TreatmentCourse(patient=p, site=p.site, protocol=protocol, transplanted_on=transplanted_on)
+        for p in patients
+    )
+    TreatmentCourse.objects.filter(pk__in=[c.pk for c in courses]).update(
+        state=CourseState.FOLLOW_UP
+    )
+    visits = Visit.objects.bulk_create(
+        Visit(
+            course=c,
+            kind=VisitKind.FOLLOW_UP,
+            protocol_visit=four_weeks,
+            scheduled_at=timezone.now(),
+            status=VisitStatus.DONE,
+        )
+        for c in courses
+    )
+    LungFunctionTest.objects.bulk_create(
+        LungFunctionTest(
+            patient_id=v.course.patient_id,
+            visit=visit_or_none,
+            taken_on=on,
+            fev1_l=Decimal(fev1),
+            fev1_pct_predicted=45,
+            fvc_l=Decimal("2.8"),
+            dlco_pct_predicted=40,
+        )
+        for v in visits
+        for visit_or_none, on, fev1 in (
+            (None, transplanted_on, "1.2"),
+            (v, timezone.localdate(), "1.3"),
+        )
+    )
+
+
+def test_the_cohort_costs_the_same_queries_for_5_and_500_courses(protocol):
+    counts = []
+    for size in (5, 495):
+        _bulk_cohort(size, protocol)
+        with CaptureQueriesContext(connection) as queries:
+            [four_weeks] = cohort_outcomes(courses=TreatmentCourse.objects.all())
+        counts.append(len(queries))
+        assert four_weeks["measures"][OutcomeMeasure.FEV1_ML]["summary"].mean == pytest.approx(100)
+    assert counts == [2, 2]
+    assert four_weeks["measures"][OutcomeMeasure.FEV1_ML]["summary"].n == 500
