@@ -296,7 +296,9 @@ class LungFunctionTest(ClinicalRecord):
         return gold_stage(fev1_fvc=self.fev1_fvc, fev1_pct_predicted=self.fev1_pct_predicted)
 
     def clean_values(self) -> dict:
-        if self.fev1_l and self.fvc_l and self.fev1_l > self.fvc_l:
+        # Only compare values that passed their own checks (and so are Decimals).
+        volumes = (self.fev1_l, self.fvc_l)
+        if all(isinstance(v, Decimal) for v in volumes) and self.fev1_l > self.fvc_l:
             return {"fev1_l": f"FEV1 ({self.fev1_l} L) cannot exceed FVC ({self.fvc_l} L)."}
         return {}
 

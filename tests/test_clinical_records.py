@@ -1,0 +1,247 @@
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from pathway.states import CourseState
+from patients.models import (
+    AdverseEvent,
+    BodyMeasurement,
+    ChestCT,
+    LungFunctionTest,
+    SixMinuteWalkTest,
+    SymptomScore,
+)
+from patients.services import adverse_event_record, clinical_record_save
+from scheduling.models import Alert, AlertKind, Notification, NotificationTemplate, Visit
+from tests.factories import PatientFactory
+
+pytestmark = pytest.mark.django_db
+
+LUNG = {"fev1_l": "1.20", "fev1_pct_predicted": "45", "fvc_l": "2.80"}
+
+# (model, base values, field, just inside, just outside, message when outside)
+BOUNDARIES = [
+    (
+        LungFunctionTest,
+        LUNG | {"fvc_l": "9.00"},
+        "fev1_l",
+        "8.00",
+        "8.01",
+        "FEV1 must be between 0.10 L and 8.00 L; 8.01 L was entered.",
+    ),
+    (
+        LungFunctionTest,
+        LUNG,
+        "fev1_l",
+        "0.10",
+        "-0.50",
+        "FEV1 must be between 0.10 L and 8.00 L; -0.50 L was entered.",
+    ),
+    (LungFunctionTest, LUNG | {"fev1_l": "0.5"}, "fvc_l", "10.00", "10.01", "FVC must be between"),
+    (
+        LungFunctionTest,
+        LUNG,
+        "fev1_pct_predicted",
+        "200",
+        "200.1",
+        "FEV1 % predicted must be between 1% and 200%; 200.1% was entered.",
+    ),
+    (
+        LungFunctionTest,
+        LUNG,
+        "dlco_pct_predicted",
+        "200",
+        "200.5",
+        "DLCO % predicted must be between 1% and 200%",
+    ),
+    (
+        LungFunctionTest,
+        LUNG,
+        "tlc_pct_predicted",
+        "1",
+        "0.9",
+        "TLC % predicted must be between 1% and 200%",
+    ),
+    (
+        SixMinuteWalkTest,
+        {},
+        "distance_m",
+        1000,
+        1001,
+        "Six-minute walk distance must be between 0 m and 1000 m; 1001 m was entered.",
+    ),
+    (SymptomScore, {"mmrc": 1}, "cat", 40, 41, "CAT must be between 0 and 40; 41 was entered."),
+    (SymptomScore, {"cat": 10}, "mmrc", 4, 5, "mMRC must be between 0 and 4; 5 was entered."),
+    (BodyMeasurement, {}, "weight_kg", "350", "350.1", "Weight must be between 20 kg and 350 kg"),
+    (
+        BodyMeasurement,
+        {"weight_kg": "70"},
+        "height_cm",
+        "100",
+        "99.9",
+        "Height must be between 100 cm and 250 cm",
+    ),
+    (
+        ChestCT,
+        {"emphysema_present": True},
+        "low_attenuation_pct",
+        "100",
+        "100.1",
+        "Low-attenuation area must be between 0% and 100%",
+    ),
+]
+
+
+@pytest.mark.parametrize("model, base, field, inside, outside, message", BOUNDARIES)
+def test_each_range_at_its_boundary(clinician, model, base, field, inside, outside, message):
+    patient = PatientFactory()
+    values = {k: Decimal(v) if isinstance(v, str) else v for k, v in base.items()}
+    accepted = model(patient=patient, taken_on=timezone.localdate(), **values | {field: inside})
+    clinical_record_save(record=accepted, by=clinician)
+    assert accepted.pk
+
+    rejected = model(patient=patient, taken_on=timezone.localdate(), **values | {field: outside})
+    with pytest.raises(ValidationError) as error:
+        clinical_record_save(record=rejected, by=clinician)
+    assert any(message in m for m in error.value.message_dict[field]), error.value.message_dict
+    assert rejected.pk is None
+    assert model.objects.count() == 1
+
+
+def test_fev1_cannot_exceed_fvc(clinician):
+    test = LungFunctionTest(
+        patient=PatientFactory(),
+        taken_on=timezone.localdate(),
+        fev1_l=Decimal("2.50"),
+        fev1_pct_predicted=45,
+        fvc_l=Decimal("2.40"),
+    )
+    with pytest.raises(ValidationError, match=r"FEV1 \(2.50 L\) cannot exceed FVC \(2.40 L\)"):
+        clinical_record_save(record=test, by=clinician)
+
+
+def test_a_record_dated_tomorrow_in_the_sites_calendar_is_refused(clinician):
+    patient = PatientFactory(site__time_zone="Asia/Shanghai")
+    today_there = timezone.localdate(timezone=patient.site.time_zone)
+    clinical_record_save(
+        record=SixMinuteWalkTest(patient=patient, taken_on=today_there, distance_m=300),
+        by=clinician,
+    )
+    tomorrow = SixMinuteWalkTest(
+        patient=patient, taken_on=today_there + dt.timedelta(days=1), distance_m=300
+    )
+    with pytest.raises(ValidationError, match="cannot be in the future"):
+        clinical_record_save(record=tomorrow, by=clinician)
+
+
+def test_a_follow_up_measurement_dated_before_the_transplant_is_refused(course, pathway, clinician):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    visit = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
+    early = SixMinuteWalkTest(
+        visit=visit, taken_on=course.transplanted_on - dt.timedelta(days=1), distance_m=350
+    )
+    with pytest.raises(ValidationError, match="before the transplant on"):
+        clinical_record_save(record=early, by=clinician)
+    assert visit.status == "planned"
+    on_the_day = SixMinuteWalkTest(visit=visit, taken_on=course.transplanted_on, distance_m=350)
+    clinical_record_save(record=on_the_day, by=clinician)
+    assert on_the_day.patient == course.patient
+
+
+@pytest.mark.parametrize("distance, warned", [(50, False), (49, True), (700, False), (701, True)])
+def test_unusual_values_are_accepted_with_a_warning(clinician, distance, warned):
+    walk = SixMinuteWalkTest(
+        patient=PatientFactory(), taken_on=timezone.localdate(), distance_m=distance
+    )
+    warnings = clinical_record_save(record=walk, by=clinician)
+    assert walk.pk and bool(warnings) is warned
+    if warned:
+        assert f"A six-minute walk of {distance} m is unusual" in warnings[0]
+
+
+@pytest.fixture
+def at_four_weeks(course, pathway, clinician):
+    course.patient.coordinator = pathway.coordinator
+    course.patient.save()
+    LungFunctionTest.objects.create(
+        patient=course.patient,
+        taken_on=pathway.at(0).date(),
+        fev1_l=Decimal("1.20"),
+        fev1_pct_predicted=45,
+        fvc_l=Decimal("2.80"),
+        dlco_pct_predicted=Decimal("40"),
+    )
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    return Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
+
+
+@pytest.mark.parametrize(
+    "fev1, dlco, alerted",
+    [
+        ("1.00", "40", False),  # 200 mL: at the limit, not beyond it
+        ("0.99", "40", True),  # 210 mL
+        ("1.20", "34", False),  # 15 %
+        ("1.20", "33.9", True),  # 15.25 %
+    ],
+)
+def test_a_fall_in_lung_function_alerts_the_clinicians(
+    at_four_weeks, clinician, fev1, dlco, alerted
+):
+    test = LungFunctionTest(
+        visit=at_four_weeks,
+        taken_on=timezone.localdate(),
+        fev1_l=Decimal(fev1),
+        fev1_pct_predicted=40,
+        fvc_l=Decimal("2.60"),
+        dlco_pct_predicted=Decimal(dlco),
+    )
+    clinical_record_save(record=test, by=clinician)
+    alerts = Alert.objects.filter(kind=AlertKind.FUNCTION_DECLINE)
+    assert alerts.count() == int(alerted)
+    if alerted:
+        emails = Notification.objects.filter(
+            template=NotificationTemplate.ALERT, alert=alerts.get()
+        )
+        assert "clinician" in set(emails.values_list("user__username", flat=True))
+
+
+@pytest.mark.parametrize(
+    "grade, serious, alerts", [(2, False, 0), (3, False, 1), (1, True, 1), (5, True, 1)]
+)
+def test_a_grade_3_or_serious_adverse_event_alerts_at_once(
+    course, clinician, coordinator, grade, serious, alerts
+):
+    course.patient.coordinator = coordinator
+    course.patient.save()
+    event = AdverseEvent(
+        course=course,
+        onset_on=timezone.localdate(),
+        grade=grade,
+        serious=serious,
+        outcome="fatal" if grade == 5 else "recovering",
+        description="Pneumothorax after bronchoscopy",
+    )
+    adverse_event_record(event=event, by=clinician)
+    raised = Alert.objects.filter(kind=AlertKind.ADVERSE_EVENT)
+    assert raised.count() == alerts
+    if alerts:
+        alert = raised.get()
+        assert alert.severity == "urgent" and f"Grade {grade}" in alert.message
+        assert Notification.objects.filter(alert=alert, user=coordinator).count() == 1
+
+
+def test_grade_5_must_be_fatal(course, clinician):
+    event = AdverseEvent(
+        course=course,
+        onset_on=timezone.localdate(),
+        grade=5,
+        serious=True,
+        outcome="recovering",
+        description="x",
+    )
+    with pytest.raises(ValidationError, match="fatal by definition"):
+        adverse_event_record(event=event, by=clinician)
+    assert not AdverseEvent.objects.exists() and not Alert.objects.exists()
