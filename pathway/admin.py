@@ -13,9 +13,11 @@ from pathway.models import (
     TransitionLog,
     TreatmentCourse,
 )
+from pathway.outcomes import CHANGES, course_outcomes
 from pathway.selectors import course_evaluation_facts
 from pathway.services import COURSE_TRANSITION_SERVICES, TransitionRefused
 from pathway.states import CourseState
+from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
 from scheduling.models import Visit
 
 
@@ -122,7 +124,7 @@ _STATUS_MARKS = {RuleStatus.PASSED: "✔", RuleStatus.FAILED: "✘", RuleStatus.
 
 
 @admin.register(TreatmentCourse)
-class TreatmentCourseAdmin(FSMAdminMixin, admin.ModelAdmin):
+class TreatmentCourseAdmin(FSMAdminMixin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin):
     fsm_fields = ["state"]
     list_display = ("__str__", "site", "state", "days_in_state", "coi_id", "referred_at")
     list_select_related = ("patient", "site")
@@ -146,8 +148,9 @@ class TreatmentCourseAdmin(FSMAdminMixin, admin.ModelAdmin):
         "cells_administered",
         "discharged_at",
         "low_fev1_justification",
+        "outcomes",
     )
-    inlines = (VisitInline, TransitionLogInline)
+    inlines = (VisitInline, CourseAdverseEventInline, TransitionLogInline)
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
@@ -168,6 +171,7 @@ class TreatmentCourseAdmin(FSMAdminMixin, admin.ModelAdmin):
                 },
             ),
             ("Eligibility", {"fields": ("eligibility", "low_fev1_justification")}),
+            ("Outcomes", {"fields": ("outcomes",)}),
             (
                 "Procedures",
                 {
@@ -226,6 +230,31 @@ class TreatmentCourseAdmin(FSMAdminMixin, admin.ModelAdmin):
             ((_STATUS_MARKS[r.status], r.rule, r.reason) for r in checklist),
         )
         return format_html('<table class="eligibility-checklist">{}</table>', rows)
+
+    @admin.display(description="change from baseline")
+    def outcomes(self, obj):
+        rows = course_outcomes(course=obj)
+        if not rows:
+            return "No follow-up measured yet."
+        header = format_html_join("", "<th>{}</th>", ((m.label,) for m in CHANGES))
+        body = format_html_join(
+            "",
+            "<tr><th>{}</th>{}</tr>",
+            (
+                (
+                    row["visit"],
+                    format_html_join(
+                        "",
+                        "<td>{}</td>",
+                        (("–" if row[m] is None else f"{row[m]:+.1f}",) for m in CHANGES),
+                    ),
+                )
+                for row in rows
+            ),
+        )
+        return format_html(
+            '<table class="course-outcomes"><tr><th></th>{}</tr>{}</table>', header, body
+        )
 
     # Times in transition forms and on this page are the course's site's local times.
 

@@ -1,14 +1,45 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.forms.models import BaseInlineFormSet
 
 from pathway.states import CourseState
 from patients.models import (
+    AdverseEvent,
     BodyMeasurement,
     ChestCT,
     ClinicalAssessment,
     LungFunctionTest,
+    Medication,
     Patient,
     Site,
+    SixMinuteWalkTest,
+    SymptomScore,
 )
+from patients.services import adverse_event_record, clinical_record_save
+
+CLINICAL_RECORD_MODELS = (
+    BodyMeasurement,
+    LungFunctionTest,
+    SixMinuteWalkTest,
+    SymptomScore,
+    ChestCT,
+    ClinicalAssessment,
+)
+
+
+class ClinicalRecordsSavedThroughServices:
+    """Inline records are saved by the services, which validate, alert and mark visits done;
+    their warnings are shown to whoever entered them."""
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model not in (*CLINICAL_RECORD_MODELS, AdverseEvent):
+            return super().save_formset(request, form, formset, change)
+        for record in formset.save(commit=False):
+            if isinstance(record, AdverseEvent):
+                adverse_event_record(event=record, by=request.user)
+                continue
+            for warning in clinical_record_save(record=record, by=request.user):
+                self.message_user(request, warning, messages.WARNING)
+        return None
 
 
 @admin.register(Site)
@@ -20,13 +51,17 @@ class SiteAdmin(admin.ModelAdmin):
 
 class ClinicalRecordInline(admin.TabularInline):
     extra = 0
-    readonly_fields = ("entered_by", "entered_at")
+    can_delete = False  # a wrong value is corrected, not erased
+    readonly_fields = ("visit", "entered_by", "entered_at")
     show_change_link = True
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("entered_by", "visit__protocol_visit")
 
 
 class BodyMeasurementInline(ClinicalRecordInline):
     model = BodyMeasurement
-    fields = ("taken_on", "weight_kg", "height_cm", "entered_by", "entered_at")
+    fields = ("taken_on", "weight_kg", "height_cm", "visit", "entered_by", "entered_at")
 
 
 class LungFunctionTestInline(ClinicalRecordInline):
@@ -36,12 +71,14 @@ class LungFunctionTestInline(ClinicalRecordInline):
         "fev1_l",
         "fev1_pct_predicted",
         "fvc_l",
+        "fvc_pct_predicted",
         "fev1_fvc",
         "gold_stage",
+        "dlco",
         "dlco_pct_predicted",
         "tlc_pct_predicted",
+        "visit",
         "entered_by",
-        "entered_at",
     )
     readonly_fields = ("fev1_fvc", "gold_stage", *ClinicalRecordInline.readonly_fields)
 
@@ -56,9 +93,26 @@ class LungFunctionTestInline(ClinicalRecordInline):
         return obj.gold_stage or "no obstruction"
 
 
+class SixMinuteWalkTestInline(ClinicalRecordInline):
+    model = SixMinuteWalkTest
+    fields = ("taken_on", "distance_m", "visit", "entered_by")
+
+
+class SymptomScoreInline(ClinicalRecordInline):
+    model = SymptomScore
+    fields = ("taken_on", "mmrc", "cat", "visit", "entered_by")
+
+
 class ChestCTInline(ClinicalRecordInline):
     model = ChestCT
-    fields = ("taken_on", "emphysema_present", "findings", "entered_by", "entered_at")
+    fields = (
+        "taken_on",
+        "emphysema_present",
+        "low_attenuation_pct",
+        "findings",
+        "visit",
+        "entered_by",
+    )
 
 
 class ClinicalAssessmentInline(ClinicalRecordInline):
@@ -70,8 +124,13 @@ class ClinicalAssessmentInline(ClinicalRecordInline):
         "a1at_screening",
         "dyspnoea_despite_optimised_therapy",
         "entered_by",
-        "entered_at",
     )
+
+
+class MedicationInline(admin.TabularInline):
+    model = Medication
+    fields = ("name", "dose", "started_on", "stopped_on")
+    extra = 0
 
 
 class CourseStateFilter(admin.SimpleListFilter):
@@ -88,7 +147,7 @@ class CourseStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Patient)
-class PatientAdmin(admin.ModelAdmin):
+class PatientAdmin(ClinicalRecordsSavedThroughServices, admin.ModelAdmin):
     list_display = ("mrn", "last_name", "first_name", "site", "date_of_birth", "coordinator")
     list_select_related = ("site", "coordinator")
     list_filter = ("site", CourseStateFilter)
@@ -113,18 +172,115 @@ class PatientAdmin(admin.ModelAdmin):
         ("Care", {"fields": ("coordinator",)}),
     )
     inlines = (
-        BodyMeasurementInline,
         LungFunctionTestInline,
+        SixMinuteWalkTestInline,
+        SymptomScoreInline,
         ChestCTInline,
         ClinicalAssessmentInline,
+        BodyMeasurementInline,
+        MedicationInline,
     )
 
-    def save_formset(self, request, form, formset, change):
-        records = formset.save(commit=False)
-        for record in records:
-            if record.entered_by_id is None:
-                record.entered_by = request.user
-            record.save()
-        for record in formset.deleted_objects:
-            record.delete()
-        formset.save_m2m()
+
+class VisitRecordFormSet(BaseInlineFormSet):
+    """Measurements entered at a visit belong to that visit's patient, before validation."""
+
+    def _construct_form(self, i, **kwargs):
+        form = super()._construct_form(i, **kwargs)
+        form.instance.patient_id = self.instance.course.patient_id
+        return form
+
+
+class VisitRecordInline(admin.TabularInline):
+    formset = VisitRecordFormSet
+    extra = 0
+    can_delete = False
+    readonly_fields = ("entered_by",)
+
+
+class VisitLungFunctionInline(VisitRecordInline):
+    model = LungFunctionTest
+    fields = (
+        "taken_on",
+        "fev1_l",
+        "fev1_pct_predicted",
+        "fvc_l",
+        "fvc_pct_predicted",
+        "dlco",
+        "dlco_pct_predicted",
+        "tlc_pct_predicted",
+        "entered_by",
+    )
+
+
+class VisitWalkInline(VisitRecordInline):
+    model = SixMinuteWalkTest
+    fields = ("taken_on", "distance_m", "entered_by")
+
+
+class VisitSymptomInline(VisitRecordInline):
+    model = SymptomScore
+    fields = ("taken_on", "mmrc", "cat", "entered_by")
+
+
+class VisitChestCTInline(VisitRecordInline):
+    model = ChestCT
+    fields = ("taken_on", "emphysema_present", "low_attenuation_pct", "findings", "entered_by")
+
+
+class AdverseEventInline(admin.StackedInline):
+    model = AdverseEvent
+    fields = (
+        ("onset_on", "grade", "serious"),
+        ("related_to_procedure", "related_to_product", "outcome"),
+        "description",
+        "entered_by",
+    )
+    readonly_fields = ("entered_by",)
+    extra = 0
+    can_delete = False
+
+
+class VisitAdverseEventFormSet(BaseInlineFormSet):
+    def _construct_form(self, i, **kwargs):
+        form = super()._construct_form(i, **kwargs)
+        form.instance.patient_id = self.instance.course.patient_id
+        form.instance.course_id = self.instance.course_id
+        return form
+
+
+class VisitAdverseEventInline(AdverseEventInline):
+    formset = VisitAdverseEventFormSet
+    fk_name = "visit"
+    exclude = ("patient", "course")
+
+
+class CourseAdverseEventFormSet(BaseInlineFormSet):
+    def _construct_form(self, i, **kwargs):
+        form = super()._construct_form(i, **kwargs)
+        form.instance.patient_id = self.instance.patient_id
+        return form
+
+
+class CourseAdverseEventInline(AdverseEventInline):
+    formset = CourseAdverseEventFormSet
+    fk_name = "course"
+    exclude = ("patient", "visit")
+
+
+@admin.register(AdverseEvent)
+class AdverseEventAdmin(admin.ModelAdmin):
+    list_display = ("onset_on", "patient", "grade", "serious", "related_to_product", "outcome")
+    list_select_related = ("patient",)
+    list_filter = ("grade", "serious", "related_to_procedure", "related_to_product", "outcome")
+    search_fields = ("=patient__mrn", "description")
+    readonly_fields = ("patient", "course", "visit", "entered_by", "entered_at")
+
+    def has_add_permission(self, request):
+        return False  # added from the course or visit page, so the alert rules apply
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        adverse_event_record(event=obj, by=request.user)

@@ -1,6 +1,14 @@
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from patients.admin import (
+    ClinicalRecordsSavedThroughServices,
+    VisitAdverseEventInline,
+    VisitChestCTInline,
+    VisitLungFunctionInline,
+    VisitSymptomInline,
+    VisitWalkInline,
+)
 from patients.models import Site
 from scheduling.alerts import alert_acknowledge
 from scheduling.models import Alert, DeliveryAttempt, Notification, Visit, VisitStatus
@@ -22,7 +30,7 @@ class OverdueFilter(admin.SimpleListFilter):
 
 
 @admin.register(Visit)
-class VisitAdmin(admin.ModelAdmin):
+class VisitAdmin(ClinicalRecordsSavedThroughServices, admin.ModelAdmin):
     list_display = (
         "course",
         "kind",
@@ -56,6 +64,14 @@ class VisitAdmin(admin.ModelAdmin):
     )
     date_hierarchy = "scheduled_at"
     actions = ["mark_done"]
+    # Entering a follow-up's measurements here marks the visit done.
+    inlines = (
+        VisitLungFunctionInline,
+        VisitWalkInline,
+        VisitSymptomInline,
+        VisitChestCTInline,
+        VisitAdverseEventInline,
+    )
 
     def has_add_permission(self, request):
         return False

@@ -1,5 +1,7 @@
 """Submit an admin change form the way a browser would: every field as the page shows it."""
 
+from django.forms import MultiWidget
+
 
 def _bound_values(form):
     data = {}
@@ -7,6 +9,8 @@ def _bound_values(form):
         value = bound.value()
         if value is None or value is False:
             continue
+        if isinstance(bound.field.widget, MultiWidget) and not isinstance(value, list | tuple):
+            value = bound.field.widget.decompress(value)
         if isinstance(value, list | tuple):
             for i, part in enumerate(value):
                 data[f"{bound.html_name}_{i}"] = part

@@ -193,8 +193,11 @@ def _patient_form(site, **overrides):
             for prefix in (
                 "bodymeasurements",
                 "lungfunctiontests",
+                "sixminutewalktests",
+                "symptomscores",
                 "chestcts",
                 "clinicalassessments",
+                "medications",
             )
             for key, value in (("TOTAL_FORMS", 0), ("INITIAL_FORMS", 0))
         },
@@ -263,3 +266,54 @@ def test_adding_a_course_takes_the_patients_site_and_the_default_protocol(
         protocol,
         CourseState.REFERRED,
     )
+
+
+def test_a_follow_ups_measurements_are_entered_at_the_visit(client, course, pathway, clinician):
+    from patients.models import SixMinuteWalkTest
+    from scheduling.models import Visit
+
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    visit = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
+    client.force_login(clinician)
+    url = reverse("admin:scheduling_visit_change", args=[visit.pk])
+    page = client.get(url)
+    data = change_form_data(page) | {
+        "sixminutewalktests-TOTAL_FORMS": "1",
+        "sixminutewalktests-0-taken_on": timezone.localdate().isoformat(),
+        "sixminutewalktests-0-distance_m": "1200",
+    }
+    refused = client.post(url, data)
+    assert refused.status_code == 200
+    assert (
+        "Six-minute walk distance must be between 0 m and 1000 m; 1200 m was entered."
+        in refused.content.decode()
+    )
+    data["sixminutewalktests-0-distance_m"] = "30"
+    response = client.post(url, data, follow=True)
+    walk = SixMinuteWalkTest.objects.get(visit=visit)
+    assert (walk.patient, walk.entered_by, walk.distance_m) == (course.patient, clinician, 30)
+    visit.refresh_from_db()
+    assert visit.status == "done"
+    assert any("A six-minute walk of 30 m is unusual" in m for m in messages_of(response))
+
+
+def test_an_adverse_event_entered_on_the_course_page_alerts(client, course, pathway, clinician):
+    from scheduling.models import Alert
+
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    client.force_login(clinician)
+    page = client.get(change_url(course))
+    prefix = "adverse_events"
+    data = change_form_data(page) | {
+        f"{prefix}-TOTAL_FORMS": "1",
+        f"{prefix}-0-onset_on": timezone.localdate().isoformat(),
+        f"{prefix}-0-grade": "3",
+        f"{prefix}-0-related_to_procedure": "yes",
+        f"{prefix}-0-related_to_product": "unknown",
+        f"{prefix}-0-outcome": "recovering",
+        f"{prefix}-0-description": "Pneumothorax needing a chest drain",
+    }
+    response = client.post(change_url(course), data)
+    assert response.status_code == 302, response.context["inline_admin_formsets"][1].formset.errors
+    alert = Alert.objects.get()
+    assert alert.kind == "adverse_event" and "Grade 3 adverse event" in alert.message
