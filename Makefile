@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 # Tests run with DEBUG off, like production; they need a key of their own.
-TEST_ENV := SECRET_KEY=test-only-secret-key-not-for-production DEBUG=0
+TEST_ENV := SECRET_KEY=test-only-secret-key-not-for-production DEBUG=0 \
+	EMAIL_URL=consolemail:// SMS_BACKEND=console
 
 .PHONY: run test lint bench install migrate seed clean
 

@@ -94,6 +94,7 @@ def main() -> None:
                 "DATABASE_URL": os.environ["DATABASE_URL"],
                 "REDIS_URL": redis.url,
                 "SECRET_KEY": "bench-only-key",
+                "EMAIL_URL": "consolemail://",
                 "DEBUG": "0",
                 "SMS_BACKEND": "null",
                 "NOTIFICATION_BATCH_SIZE": str(args.batch_size),

@@ -136,14 +136,17 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Email: any django-environ EMAIL_URL, e.g. smtp+tls://user:password@smtp.example.org:587.
 # The default prints messages to the console.
-vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+# Without DEBUG there is no default: a production that forgot to set a provider would
+# otherwise print patients' reminders to its logs and call them sent.
+_console_when_debugging = {"default": "consolemail://"} if DEBUG else {}
+vars().update(env.email_url("EMAIL_URL", **_console_when_debugging))
 # Links in alert emails point here.
 SITE_URL = env.str("SITE_URL", default="http://localhost:8000")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Pathway tracker <noreply@localhost>")
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 
 # SMS: "console" (prints), "null" (drops, for benchmarks) or "twilio".
-SMS_BACKEND = env.str("SMS_BACKEND", default="console")
+SMS_BACKEND = env.str("SMS_BACKEND", **({"default": "console"} if DEBUG else {}))
 SMS_TIMEOUT = env.int("SMS_TIMEOUT", default=10)
 TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")

@@ -92,6 +92,9 @@ class TransitionLogInline(admin.TabularInline):
 
 
 class VisitInline(admin.TabularInline):
+    """Visits as the course sees them; they are moved or marked done on the visit's own page,
+    through the services that keep their reminders right."""
+
     model = Visit
     fields = (
         "kind",
@@ -102,16 +105,13 @@ class VisitInline(admin.TabularInline):
         "place",
         "status",
     )
-    readonly_fields = (
-        "kind",
-        "protocol_visit",
-        "scheduled_at",
-        "window_opens_on",
-        "window_closes_on",
-    )
+    readonly_fields = fields
     extra = 0
     can_delete = False
     show_change_link = True
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -206,7 +206,7 @@ class TreatmentCourseAdmin(FSMAdminMixin, ClinicalRecordsSavedThroughServices, a
 
     def save_model(self, request, obj, form, change):
         if not change:
-            obj.site = obj.patient.site
+            obj.site, obj.referred_by = obj.patient.site, request.user
         super().save_model(request, obj, form, change)
 
     @admin.display(description="days in state", ordering="-state_changed_at")

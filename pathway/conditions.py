@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from pathway.coi import coi_ids_match
 from pathway.models import Protocol
-from patients.clinical import OBSTRUCTION_RATIO
+from patients.clinical import OBSTRUCTION_RATIO, ratio_display
 from patients.models import (
     A1ATScreening,
     BodyMeasurement,
@@ -75,14 +75,14 @@ def _spirometry_rules(facts: EvaluationFacts, protocol: Protocol, justification:
             for name in names
         ]
 
-    ratio, fev1_pct, stage = test.fev1_fvc, test.fev1_pct_predicted, test.gold_stage
+    ratio, fev1_pct, stage = ratio_display(test.fev1_fvc), test.fev1_pct_predicted, test.gold_stage
     values = {
         "fev1_fvc": str(ratio),
         "fev1_pct_predicted": str(fev1_pct),
         "taken_on": str(test.taken_on),
     }
     results = []
-    if ratio < OBSTRUCTION_RATIO:
+    if test.fev1_fvc < OBSTRUCTION_RATIO:
         results.append(
             RuleResult(
                 names[0],

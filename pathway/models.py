@@ -218,6 +218,14 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
         max_length=30, choices=CourseState.choices, blank=True, editable=False
     )
     referred_at = models.DateTimeField(default=timezone.now)
+    referred_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
     coi_id = models.CharField(
         "chain-of-identity id", max_length=30, unique=True, null=True, blank=True, editable=False
     )

@@ -18,11 +18,12 @@ from django.utils import timezone
 from django_fsm import can_proceed
 
 from pathway import conditions
-from pathway.coi import coi_id_format
+from pathway.coi import coi_id_format, coi_id_normalise, coi_ids_match
 from pathway.models import TRANSITION_LABELS, Protocol, TransitionLog, TreatmentCourse
 from pathway.selectors import course_dosing_weight, course_evaluation_facts
 from scheduling import services as scheduling
-from scheduling.models import VisitKind
+from scheduling.alerts import alert_raise
+from scheduling.models import AlertKind, Severity, VisitKind
 from scheduling.selectors import course_completion_visit_done
 
 
@@ -91,9 +92,11 @@ def course_create(
     *, patient, by: AbstractBaseUser, protocol: Protocol | None = None, note: str = ""
 ) -> TreatmentCourse:
     """Refer a patient: a new course at their site, on the default protocol unless given."""
+    if not by.has_perm("pathway.add_treatmentcourse"):
+        raise PermissionDenied("You do not have permission to refer a patient.")
     protocol = protocol or Protocol.objects.get(is_default=True)
     return TreatmentCourse.objects.create(
-        patient=patient, site=patient.site, protocol=protocol, notes=note
+        patient=patient, site=patient.site, protocol=protocol, notes=note, referred_by=by
     )
 
 
@@ -367,6 +370,8 @@ def course_record_transplant(
         weight=weight,
     )
     if refusals:
+        if not course.coi_id or not coi_ids_match(bedside_coi_id, course.coi_id):
+            _alert_coi_mismatch(course=course, bedside_coi_id=bedside_coi_id, by=by)
         raise TransitionRefused(refusals)
     dose = conditions.dose_million_per_kg(cells=cells_administered, weight_kg=weight.weight_kg)
     data = {
@@ -394,6 +399,22 @@ def course_record_transplant(
         return log
 
 
+def _alert_coi_mismatch(*, course: TreatmentCourse, bedside_coi_id: str, by) -> None:
+    """A product that does not match its patient reached the bedside: recorded and alerted at
+    once, outside the refused transition so that the record stays."""
+    entered = coi_id_normalise(bedside_coi_id)
+    alert_raise(
+        kind=AlertKind.COI_MISMATCH,
+        severity=Severity.URGENT,
+        course=course,
+        condition_key=f"coi_mismatch.c{course.pk}.{entered}",
+        message=(
+            f"{by.get_username()} read chain-of-identity id {bedside_coi_id} at the bedside for "
+            f"a course whose id is {course.coi_id or 'not issued'}. The transplant was blocked."
+        ),
+    )
+
+
 def course_complete(
     *, course: TreatmentCourse, by: AbstractBaseUser, note: str = ""
 ) -> TransitionLog:
@@ -410,6 +431,7 @@ def course_hold(*, course: TreatmentCourse, by: AbstractBaseUser, reason: str) -
     _authorise(course, "hold", by)
     reason = _require_reason(reason, "put a course on hold")
     with _changing(course):
+        scheduling.reminders_suspend(course=course)
         return _fire(course, "hold", by=by, note=reason)
 
 
@@ -419,7 +441,9 @@ def course_resume(
     """Resume a course on hold in the state it left."""
     _authorise(course, "resume", by)
     with _changing(course):
-        return _fire(course, "resume", by=by, note=note)
+        log = _fire(course, "resume", by=by, note=note)
+        scheduling.reminders_resume(course=course)
+        return log
 
 
 def course_withdraw(*, course: TreatmentCourse, by: AbstractBaseUser, reason: str) -> TransitionLog:

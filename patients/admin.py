@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.forms.models import BaseInlineFormSet
 
 from pathway.states import CourseState
+from patients.clinical import ratio_display
 from patients.models import (
     AdverseEvent,
     BodyMeasurement,
@@ -84,7 +85,7 @@ class LungFunctionTestInline(ClinicalRecordInline):
 
     @admin.display(description="FEV1/FVC")
     def fev1_fvc(self, obj):
-        return obj.fev1_fvc if obj.pk else "–"
+        return ratio_display(obj.fev1_fvc) if obj.pk else "–"
 
     @admin.display(description="GOLD")
     def gold_stage(self, obj):

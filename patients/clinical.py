@@ -1,6 +1,6 @@
 """Clinical classifications computed from measurements, never typed in."""
 
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 # Post-bronchodilator FEV1/FVC below this confirms airflow obstruction (GOLD).
 OBSTRUCTION_RATIO = Decimal("0.70")
@@ -10,8 +10,13 @@ _GOLD_GRADES = ((Decimal(80), 1), (Decimal(50), 2), (Decimal(30), 3), (Decimal(0
 
 
 def fev1_fvc_ratio(*, fev1_l: Decimal, fvc_l: Decimal) -> Decimal:
-    """FEV1/FVC to three decimals; 0.70 stays 0.70 so the boundary is exact."""
-    return (Decimal(fev1_l) / Decimal(fvc_l)).quantize(Decimal("0.001"))
+    """FEV1/FVC, unrounded: 1.63/2.33 = 0.69957… is obstruction, though it rounds to 0.700."""
+    return Decimal(fev1_l) / Decimal(fvc_l)
+
+
+def ratio_display(ratio: Decimal) -> Decimal:
+    """Three decimals, cut rather than rounded, so the shown value stays on its side of 0.70."""
+    return Decimal(ratio).quantize(Decimal("0.001"), rounding=ROUND_DOWN)
 
 
 def gold_stage(*, fev1_fvc: Decimal, fev1_pct_predicted: Decimal) -> int | None:

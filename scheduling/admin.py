@@ -11,7 +11,14 @@ from patients.admin import (
 )
 from patients.models import Site
 from scheduling.alerts import alert_acknowledge
-from scheduling.models import Alert, DeliveryAttempt, Notification, Visit, VisitStatus
+from scheduling.models import (
+    Alert,
+    DeliveryAttempt,
+    Notification,
+    Visit,
+    VisitKind,
+    VisitStatus,
+)
 from scheduling.selectors import overdue_visits
 from scheduling.services import visit_record_done, visit_reschedule
 
@@ -88,9 +95,12 @@ class VisitAdmin(ClinicalRecordsSavedThroughServices, admin.ModelAdmin):
                 visit=Visit.objects.get(pk=obj.pk), scheduled_at=obj.scheduled_at, place=obj.place
             )
 
-    @admin.action(description="Mark selected visits done (now)")
+    @admin.action(description="Mark selected follow-ups done (now)", permissions=["change"])
     def mark_done(self, request, queryset):
-        open_visits = queryset.filter(status__in=[VisitStatus.PLANNED, VisitStatus.BOOKED])
+        # Procedures are done by recording them on the course, which checks what they need.
+        open_visits = queryset.filter(
+            kind=VisitKind.FOLLOW_UP, status__in=[VisitStatus.PLANNED, VisitStatus.BOOKED]
+        )
         for visit in open_visits:
             visit_record_done(visit=visit, done_at=timezone.now())
         self.message_user(request, f"{len(open_visits)} visit(s) marked done.", messages.SUCCESS)
@@ -167,6 +177,7 @@ class NotificationAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Notification._meta.fields]
     inlines = (DeliveryAttemptInline,)
     show_full_result_count = False
+    ordering = ("-id",)  # the primary key's index; send_after is indexed only where pending
 
     def has_add_permission(self, request):
         return False

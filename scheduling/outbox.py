@@ -85,10 +85,16 @@ def notifications_claim(*, batch_size: int, now: dt.datetime | None = None) -> l
     return list(Notification.objects.filter(claim_token=token).values_list("id", flat=True))
 
 
-def _record_outcome(notification: Notification, *, error: str = "", provider_id: str = "") -> str:
-    """Write one attempt's outcome, if this run still holds the row. Returns the new status."""
+def _record_outcome(
+    notification: Notification, *, error: str = "", provider_id: str = "", new_try: bool = True
+) -> str:
+    """Write one attempt's outcome, if this run still holds the row. Returns the new status.
+
+    `new_try` is False when the outcome is the provider's later report on a send already
+    counted.
+    """
     now = timezone.now()
-    attempts = notification.attempts + 1
+    attempts = notification.attempts + int(new_try)
     if not error:
         changes = {
             "status": NotificationStatus.SENT,
@@ -156,12 +162,35 @@ def _alert_undeliverable(notification: Notification, error: str) -> None:
 
 
 def _reminder_still_applies(notification: Notification) -> bool:
-    visit = notification.visit
-    return visit.status in OPEN_VISIT_STATUSES and visit.scheduled_at > timezone.now()
+    """The visit is still ahead and the patient still consents to this channel."""
+    visit, patient = notification.visit, notification.patient
+    if visit.status not in OPEN_VISIT_STATUSES or visit.scheduled_at <= timezone.now():
+        return False
+    if notification.channel == Channel.EMAIL:
+        return patient.consent_email and bool(patient.email)
+    return patient.consent_sms and bool(patient.phone)
+
+
+def _still_held(notification: Notification) -> bool:
+    """Renew this run's claim just before sending; False if the row was reclaimed meanwhile.
+
+    A batch slower than the claim timeout loses its unsent rows to another worker, which
+    then sends them; this run must not send them too.
+    """
+    return bool(
+        Notification.objects.filter(
+            pk=notification.pk,
+            status=NotificationStatus.SENDING,
+            claim_token=notification.claim_token,
+        ).update(claimed_at=timezone.now())
+    )
 
 
 def notification_send_claimed(notification: Notification, *, sms=None) -> str:
     """Send one claimed notification and record the outcome. Returns its new status."""
+    if not _still_held(notification):
+        logger.warning("Notification %s was reclaimed before it was sent", notification.pk)
+        return NotificationStatus.SENDING
     if notification.template == NotificationTemplate.VISIT_REMINDER and not _reminder_still_applies(
         notification
     ):
@@ -216,7 +245,9 @@ def notification_record_provider_status(
             status=NotificationStatus.SENDING, claim_token=token
         )
         notification.status, notification.claim_token = NotificationStatus.SENDING, token
-        _record_outcome(notification, error=f"provider reported {status}: {error}".strip(": "))
+        _record_outcome(
+            notification, error=f"provider reported {status}: {error}".strip(": "), new_try=False
+        )
     return True
 
 

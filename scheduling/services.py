@@ -66,7 +66,30 @@ def reminders_schedule(*, visit: Visit, now: dt.datetime | None = None) -> list[
                     idempotency_key=f"reminder.v{visit.pk}.{lead_days}d.{channel}.{stamp}",
                 )
             )
-    return Notification.objects.bulk_create(reminders)
+    return _write_reminders(reminders)
+
+
+def _write_reminders(reminders: list[Notification]) -> list[Notification]:
+    """Write new reminders; one whose key exists (the visit moved back to a time it had) is
+    revived if it was cancelled, and left alone if it was already sent or is pending."""
+    existing = {
+        n.idempotency_key: n
+        for n in Notification.objects.filter(
+            idempotency_key__in=[r.idempotency_key for r in reminders]
+        )
+    }
+    for reminder in reminders:
+        earlier = existing.get(reminder.idempotency_key)
+        if earlier and earlier.status == NotificationStatus.CANCELLED:
+            Notification.objects.filter(pk=earlier.pk).update(
+                status=NotificationStatus.PENDING,
+                send_after=reminder.send_after,
+                attempts=0,
+                last_error="",
+            )
+    return Notification.objects.bulk_create(
+        [r for r in reminders if r.idempotency_key not in existing]
+    )
 
 
 def reminders_cancel(*, visits) -> int:
@@ -156,6 +179,12 @@ def visit_reschedule(*, visit: Visit, scheduled_at: dt.datetime, place: str | No
         raise ValueError(f"A {visit.get_status_display().lower()} visit cannot be moved.")
     course = visit.course
     zone = course.site.time_zone
+    if scheduled_at == visit.scheduled_at:
+        # Only the place changed: reminders read it when they are sent.
+        if place is not None:
+            visit.place = place
+            visit.save(update_fields=["place"])
+        return visit
     with transaction.atomic():
         reminders_cancel(visits=[visit])
         visit.scheduled_at = scheduled_at
@@ -197,6 +226,21 @@ def _move_follow_ups(course: TreatmentCourse) -> None:
         visit.window_opens_on, visit.window_closes_on = slot.window_opens_on, slot.window_closes_on
     Visit.objects.bulk_update(follow_ups, ["scheduled_at", "window_opens_on", "window_closes_on"])
     for visit in follow_ups:
+        reminders_schedule(visit=visit)
+
+
+def reminders_suspend(*, course: TreatmentCourse) -> int:
+    """A course on hold sends no reminders; its visits stay as booked."""
+    return reminders_cancel(
+        visits=Visit.objects.filter(course=course, status__in=OPEN_VISIT_STATUSES)
+    )
+
+
+def reminders_resume(*, course: TreatmentCourse) -> None:
+    """Write again the reminders of a resumed course's open visits that are still ahead."""
+    for visit in Visit.objects.filter(
+        course=course, status__in=OPEN_VISIT_STATUSES, scheduled_at__gt=timezone.now()
+    ).select_related("course__patient", "course__protocol", "course__site"):
         reminders_schedule(visit=visit)
 
 

@@ -317,3 +317,28 @@ def test_an_adverse_event_entered_on_the_course_page_alerts(client, course, path
     assert response.status_code == 302, response.context["inline_admin_formsets"][1].formset.errors
     alert = Alert.objects.get()
     assert alert.kind == "adverse_event" and "Grade 3 adverse event" in alert.message
+
+
+def test_marking_visits_done_needs_the_change_permission(client, course, pathway, coordinator):
+    from django.contrib.auth.models import Permission
+
+    from scheduling.models import Visit
+    from tests.factories import UserFactory
+
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    follow_up = Visit.objects.filter(course=course, kind="follow_up").first()
+    url = reverse("admin:scheduling_visit_changelist")
+    viewer = UserFactory(username="viewer")
+    viewer.user_permissions.add(Permission.objects.get(codename="view_visit"))
+
+    client.force_login(viewer)
+    action_form = client.get(url).context["action_form"]
+    assert action_form is None or "mark_done" not in dict(action_form.fields["action"].choices)
+    client.post(url, {"action": "mark_done", "_selected_action": [follow_up.pk]})
+    follow_up.refresh_from_db()
+    assert follow_up.status == "planned"
+
+    client.force_login(coordinator)
+    client.post(url, {"action": "mark_done", "_selected_action": [follow_up.pk]})
+    follow_up.refresh_from_db()
+    assert follow_up.status == "done"

@@ -180,25 +180,42 @@ def test_a_claimed_row_is_not_claimed_again_until_its_claim_times_out(harvest, s
         assert sorted(notifications_claim(batch_size=10)) == sorted(claimed)
 
 
-def test_a_late_worker_cannot_overwrite_a_newer_claim(harvest, settings, twilio):
+def test_a_batch_slower_than_its_claim_sends_nothing_another_worker_took(harvest, twilio, settings):
+    """Worker A claims, stalls past the claim timeout; B reclaims and sends. A must not send."""
+    from scheduling.outbox import notification_send_claimed
+
+    settings.NOTIFICATION_CLAIM_TIMEOUT = 300
     first = (
         Notification.objects.filter(visit=harvest, channel=Channel.SMS)
         .order_by("send_after")
         .first()
     )
     Notification.objects.exclude(pk=first.pk).update(status=NotificationStatus.CANCELLED)
-    from scheduling.outbox import notification_send_claimed
-
-    with time_machine.travel(REMINDERS_DUE, tick=False):
+    with time_machine.travel(REMINDERS_DUE, tick=False) as clock:
         [claimed_id] = notifications_claim(batch_size=10)
-        stale = Notification.objects.get(pk=claimed_id)
-        Notification.objects.filter(pk=claimed_id).update(
-            status=NotificationStatus.PENDING, claim_token=None
-        )
-        notifications_claim(batch_size=10)  # another worker takes it over
-        notification_send_claimed(stale)
+        stalled = Notification.objects.get(pk=claimed_id)  # worker A's copy, token and all
+        clock.shift(dt.timedelta(seconds=301))
+        assert notifications_reclaim_stale() == 1
+        assert notifications_dispatch_batch(batch_size=10).sent == 1  # worker B
+        assert notification_send_claimed(stalled) == NotificationStatus.SENDING  # A wakes up
+    assert len(twilio.received) == 1
     fresh = Notification.objects.get(pk=claimed_id)
-    assert fresh.status == NotificationStatus.SENDING and fresh.delivery_attempts.count() == 0
+    assert fresh.status == NotificationStatus.SENT and fresh.delivery_attempts.count() == 1
+
+
+def test_a_reminder_is_not_sent_once_consent_is_withdrawn(harvest, twilio, smtp):
+    patient = harvest.course.patient
+    patient.consent_sms = False
+    patient.save()
+    with at_first_reminder(harvest):
+        result = notifications_dispatch_batch(batch_size=10)
+    assert result.sent == 1 and not twilio.received and len(smtp.messages) == 1
+    assert (
+        Notification.objects.get(
+            visit=harvest, channel=Channel.SMS, send_after__lte=REMINDERS_DUE
+        ).status
+        == NotificationStatus.CANCELLED
+    )
 
 
 def test_a_reminder_for_a_visit_that_happened_is_not_sent(harvest, pathway, twilio, smtp):
@@ -231,10 +248,37 @@ def test_a_retried_sms_waits_out_the_quiet_hours(harvest, twilio, settings):
     assert timezone.localtime(sms.send_after, zone).time() == dt.time(8)
 
 
-def test_alert_notifications_carry_the_alert_template(harvest):
-    assert set(Notification.objects.values_list("template", flat=True)) == {
-        NotificationTemplate.VISIT_REMINDER
-    }
+def test_an_alert_reaches_the_coordinator_by_email(harvest, smtp, coordinator):
+    from scheduling.alerts import alert_raise
+
+    alert, created = alert_raise(
+        kind=AlertKind.VISIT_OVERDUE,
+        course=harvest.course,
+        visit=harvest,
+        condition_key="test.overdue",
+        message="The harvest is overdue.",
+    )
+    assert (
+        created
+        and not alert_raise(
+            kind=AlertKind.VISIT_OVERDUE,
+            course=harvest.course,
+            condition_key="test.overdue",
+            message="again",
+        )[1]
+    )
+    [email] = Notification.objects.filter(alert=alert)
+    assert (email.template, email.channel, email.user) == (
+        NotificationTemplate.ALERT,
+        Channel.EMAIL,
+        coordinator,
+    )
+    notifications_dispatch_batch(batch_size=10)
+    [message] = smtp.messages
+    assert (
+        message["To"] == coordinator.email
+        and "The harvest is overdue." in message.get_body(("plain",)).get_content()
+    )
 
 
 def signed_status(client, settings, **params):
@@ -281,7 +325,9 @@ def test_an_undelivered_report_puts_the_sms_back_for_a_retry(client, harvest, tw
             ErrorCode="30003",
         )
     sms.refresh_from_db()
-    assert sms.status == NotificationStatus.PENDING and sms.attempts == 2
+    # The provider's report is about the try already counted: no extra try is used up.
+    assert sms.status == NotificationStatus.PENDING and sms.attempts == 1
+    assert list(sms.delivery_attempts.values_list("succeeded", flat=True)) == [True, False]
     assert sms.send_after > REMINDERS_DUE
     assert "undelivered: 30003" in sms.last_error
 

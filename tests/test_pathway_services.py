@@ -317,12 +317,21 @@ def test_dose_per_kg_at_its_boundaries(course, pathway, clinician, cells, allowe
         assert snapshot(course) == before
 
 
-def test_a_mismatched_bedside_coi_id_blocks_the_transplant(course, pathway, clinician):
+def test_a_mismatched_bedside_coi_id_blocks_the_transplant_and_alerts_once(
+    course, pathway, clinician
+):
+    from scheduling.models import Alert
+
     pathway.advance(course, S.TRANSPLANT_SCHEDULED)
     before = snapshot(course)
     with pytest.raises(TransitionRefused, match="does not match this patient's"):
         _transplant(course, clinician, pathway, bedside_coi_id="ZZZ26-999999-A")
     assert snapshot(course) == before
+    with pytest.raises(TransitionRefused):
+        _transplant(course, clinician, pathway, bedside_coi_id="zzz26 999999 a")
+    [alert] = Alert.objects.all()
+    assert (alert.kind, alert.severity) == ("coi_mismatch", "urgent")
+    assert "ZZZ26-999999-A" in alert.message and course.coi_id in alert.message
 
 
 def test_the_latest_weight_sets_the_dose(course, pathway, clinician):
@@ -353,6 +362,12 @@ def test_a_reason_is_needed_to_withdraw(course, coordinator):
     with pytest.raises(TransitionRefused, match="Give a reason to withdraw"):
         services.course_withdraw(course=course, by=coordinator, reason="  ")
     assert TreatmentCourse.objects.get(pk=course.pk).state == S.REFERRED
+
+
+def test_only_a_coordinator_refers_a_patient(eligible_patient, lab):
+    with pytest.raises(PermissionDenied, match="permission to refer"):
+        services.course_create(patient=eligible_patient, by=lab)
+    assert not TreatmentCourse.objects.exists()
 
 
 def test_only_one_open_course_per_patient(course, coordinator):

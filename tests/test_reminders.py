@@ -188,3 +188,36 @@ def test_patient_messages_hold_no_diagnosis_or_treatment(course, pathway):
             assert word not in text, (word, notification.channel)
         if notification.channel == Channel.SMS:
             assert len(message.text) <= 160
+
+
+def test_moving_a_visit_away_and_back_revives_its_reminders(course, pathway):
+    visit = book_harvest(
+        course, pathway, timezone.now().replace(microsecond=0) + dt.timedelta(days=10)
+    )
+    original, before = visit.scheduled_at, pending(visit)
+    visit_reschedule(visit=visit, scheduled_at=original + dt.timedelta(days=1))
+    visit_reschedule(visit=visit, scheduled_at=original)
+    assert pending(visit) == before
+    assert Notification.objects.filter(visit=visit).count() == 8  # 4 revived, 4 cancelled
+
+
+def test_changing_only_the_place_keeps_the_reminders(course, pathway):
+    visit = book_harvest(course, pathway, timezone.now() + dt.timedelta(days=10))
+    before = pending(visit)
+    visit_reschedule(visit=visit, scheduled_at=visit.scheduled_at, place="Suite 9")
+    visit.refresh_from_db()
+    assert visit.place == "Suite 9" and pending(visit) == before
+    assert not Notification.objects.filter(
+        visit=visit, status=NotificationStatus.CANCELLED
+    ).exists()
+
+
+def test_a_course_on_hold_sends_no_reminders_until_it_resumes(course, pathway, coordinator):
+    visit = book_harvest(
+        course, pathway, timezone.now().replace(microsecond=0) + dt.timedelta(days=10)
+    )
+    before = pending(visit)
+    services.course_hold(course=course, by=coordinator, reason="In hospital")
+    assert pending(visit) == []
+    services.course_resume(course=course, by=coordinator)
+    assert pending(visit) == before

@@ -28,6 +28,18 @@ def test_without_debug_a_secret_key_is_required():
     assert "SECRET_KEY must be set when DEBUG is off." in result.stderr
 
 
+def test_without_debug_the_message_providers_must_be_chosen():
+    result = run_check(DEBUG="0", SECRET_KEY="a-real-secret", EMAIL_URL="", SMS_BACKEND="")
+    assert result.returncode != 0 and "EMAIL_URL" in result.stderr
+    chosen = run_check(
+        DEBUG="0",
+        SECRET_KEY="a-real-secret",
+        EMAIL_URL="smtp://relay.example:25",
+        SMS_BACKEND="twilio",
+    )
+    assert chosen.returncode == 0, chosen.stderr
+
+
 def test_debug_runs_on_a_development_key():
     assert run_check(DEBUG="1").returncode == 0
 
