@@ -19,17 +19,22 @@ from pathway import services
 from pathway.states import CourseState
 from patients.models import (
     A1ATScreening,
+    AdverseEvent,
     BodyMeasurement,
     ChestCT,
     ClinicalAssessment,
     LungFunctionTest,
+    Medication,
     Patient,
     Site,
+    SixMinuteWalkTest,
     SmokingStatus,
+    SymptomScore,
 )
+from patients.services import adverse_event_record, clinical_record_save
 from scheduling.alerts import alerts_scan_overdue
 from scheduling.models import Visit, VisitKind, VisitStatus
-from scheduling.services import visit_record_done, visit_reschedule
+from scheduling.services import visit_reschedule
 
 DEMO_PASSWORD = "pathway-demo"
 SITES = [
@@ -74,6 +79,14 @@ LAST_NAMES = [
     "Hughes",
     "Santos",
     "Novak",
+]
+
+MEDICATIONS = [
+    ("Tiotropium / olodaterol", "2.5/2.5 µg, 2 puffs daily"),
+    ("Budesonide / formoterol", "160/4.5 µg, 2 puffs twice daily"),
+    ("Salbutamol", "100 µg as needed"),
+    ("Roflumilast", "500 µg daily"),
+    ("Umeclidinium / vilanterol", "55/22 µg daily"),
 ]
 
 # How many demo courses end in each state.
@@ -240,6 +253,24 @@ class Command(BaseCommand):
             weight_kg=Decimal(rng.uniform(52, 95)).quantize(Decimal("0.1")),
             height_cm=Decimal(rng.uniform(155, 188)).quantize(Decimal("0.1")),
         )
+        SixMinuteWalkTest.objects.create(
+            patient=patient, taken_on=on, entered_by=by, distance_m=rng.randint(220, 420)
+        )
+        SymptomScore.objects.create(
+            patient=patient,
+            taken_on=on,
+            entered_by=by,
+            mmrc=rng.randint(2, 4),
+            cat=rng.randint(16, 30),
+        )
+        for name, dose in rng.sample(MEDICATIONS, 2):
+            Medication.objects.create(
+                patient=patient,
+                name=name,
+                dose=dose,
+                entered_by=by,
+                started_on=on - dt.timedelta(days=rng.randint(200, 2000)),
+            )
 
     def create_course(self, site, number, final_state):
         rng, u = self.random, self.users
@@ -381,11 +412,74 @@ class Command(BaseCommand):
         return int(Decimal("2.4") * weight * 1_000_000)
 
     def mark_past_follow_ups_done(self, course):
-        """Follow-ups due more than 3 days ago were attended (clinical entry comes later)."""
+        """Follow-ups due more than 3 days ago were attended and measured, mostly better than
+        at baseline; entering the measurements marks each visit done."""
+        rng, by = self.random, self.users["clinician"]
         attended_before = timezone.now() - dt.timedelta(days=3)
-        for visit in Visit.objects.filter(course=course, kind=VisitKind.FOLLOW_UP):
-            if visit.scheduled_at < attended_before:
-                visit_record_done(visit=visit, done_at=visit.scheduled_at)
+        patient = course.patient
+        baseline = patient.lungfunctiontests.filter(visit__isnull=True).first()
+        walk = patient.sixminutewalktests.filter(visit__isnull=True).first()
+        symptoms = patient.symptomscores.filter(visit__isnull=True).first()
+        visits = Visit.objects.filter(course=course, kind=VisitKind.FOLLOW_UP).select_related(
+            "protocol_visit", "course__site"
+        )
+        for visit in visits:
+            if visit.scheduled_at >= attended_before:
+                continue
+            on = timezone.localdate(visit.scheduled_at, course.site.time_zone)
+            progress = min(visit.protocol_visit.weeks_after_transplant / 24, 1)
+            dlco_gain = Decimal(1 + rng.uniform(-0.05, 0.30) * progress)
+            records = [
+                LungFunctionTest(
+                    visit=visit,
+                    taken_on=on,
+                    fev1_l=baseline.fev1_l
+                    + Decimal(rng.randint(-40, 150) * progress / 1000).quantize(Decimal("0.01")),
+                    fev1_pct_predicted=baseline.fev1_pct_predicted,
+                    fvc_l=baseline.fvc_l,
+                    dlco_pct_predicted=(baseline.dlco_pct_predicted * dlco_gain).quantize(
+                        Decimal("0.1")
+                    ),
+                    tlc_pct_predicted=baseline.tlc_pct_predicted,
+                ),
+                SixMinuteWalkTest(
+                    visit=visit,
+                    taken_on=on,
+                    distance_m=walk.distance_m + int(rng.randint(-10, 80) * progress),
+                ),
+                SymptomScore(
+                    visit=visit,
+                    taken_on=on,
+                    mmrc=max(symptoms.mmrc - rng.randint(0, 1), 0),
+                    cat=max(symptoms.cat - int(rng.randint(0, 7) * progress), 0),
+                ),
+            ]
+            if visit.protocol_visit.includes_ct:
+                records = [
+                    ChestCT(
+                        visit=visit,
+                        taken_on=on,
+                        emphysema_present=True,
+                        findings="Stable emphysema; no new findings.",
+                    )
+                ]
+            for record in records:
+                clinical_record_save(record=record, by=by)
+            if visit.protocol_visit.weeks_after_transplant == 4 and rng.random() < 0.3:
+                adverse_event_record(
+                    event=AdverseEvent(
+                        course=course,
+                        visit=visit,
+                        onset_on=on - dt.timedelta(days=20),
+                        grade=rng.choice([1, 1, 2, 3]),
+                        serious=False,
+                        related_to_procedure="yes",
+                        related_to_product="no",
+                        outcome="recovered",
+                        description="Transient bronchospasm and cough after the bronchoscopy.",
+                    ),
+                    by=by,
+                )
 
     def finish(self, course, final_state):
         u = self.users
