@@ -140,6 +140,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # otherwise print patients' reminders to its logs and call them sent.
 _console_when_debugging = {"default": "consolemail://"} if DEBUG else {}
 vars().update(env.email_url("EMAIL_URL", **_console_when_debugging))
+# Where samples are expanded: the location written in the chain of custody.
+MANUFACTURING_FACILITY = env.str("MANUFACTURING_FACILITY", default="Cell manufacturing facility")
 # Links in alert emails point here.
 SITE_URL = env.str("SITE_URL", default="http://localhost:8000")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Pathway tracker <noreply@localhost>")

@@ -1,20 +1,34 @@
+import segno
+from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
+from django.shortcuts import render
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_fsm import ConcurrentTransition
 from django_fsm.admin import FSMAdminMixin
 
 from pathway.conditions import RuleStatus, eligibility_checklist
+from pathway.custody import (
+    MANUAL_KINDS,
+    batch_record_qc,
+    custody_event_errors,
+    custody_event_record,
+)
 from pathway.models import (
     TRANSITION_LABELS,
+    Batch,
+    BatchStatus,
+    CustodyEvent,
     Protocol,
     ProtocolVisit,
     TransitionLog,
     TreatmentCourse,
 )
 from pathway.outcomes import CHANGES, course_outcomes
-from pathway.selectors import course_evaluation_facts
+from pathway.selectors import batches_due_for_release, course_evaluation_facts
 from pathway.services import COURSE_TRANSITION_SERVICES, TransitionRefused
 from pathway.states import CourseState
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
@@ -120,6 +134,44 @@ class VisitInline(admin.TabularInline):
         return super().get_queryset(request).select_related("protocol_visit")
 
 
+class CustodyEventInline(admin.TabularInline):
+    """The course's chain of custody as a timeline; events are added, never edited."""
+
+    model = CustodyEvent
+    fields = ("at", "kind", "coi_id", "location", "temperature_c", "by", "note", "corrects")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "chain of custody"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("by", "corrects")
+
+
+class AwaitingFilter(admin.SimpleListFilter):
+    title = "awaiting"
+    parameter_name = "awaiting"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("release", "Release (expanding, day 21 or later)"),
+            ("transplant", "Transplant booking"),
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() == "transplant":
+            return queryset.filter(state=CourseState.RELEASED)
+        if self.value() == "release":
+            return queryset.filter(pk__in=batches_due_for_release().values("course_id"))
+        return queryset
+
+
 _STATUS_MARKS = {RuleStatus.PASSED: "✔", RuleStatus.FAILED: "✘", RuleStatus.OVERRIDDEN: "⚠"}
 
 
@@ -128,7 +180,7 @@ class TreatmentCourseAdmin(FSMAdminMixin, ClinicalRecordsSavedThroughServices, a
     fsm_fields = ["state"]
     list_display = ("__str__", "site", "state", "days_in_state", "coi_id", "referred_at")
     list_select_related = ("patient", "site")
-    list_filter = ("state", "site", "protocol")
+    list_filter = ("state", AwaitingFilter, "site", "protocol")
     search_fields = ("=patient__mrn", "patient__last_name", "=coi_id")
     autocomplete_fields = ("patient",)
     readonly_fields = (
@@ -136,6 +188,7 @@ class TreatmentCourseAdmin(FSMAdminMixin, ClinicalRecordsSavedThroughServices, a
         "state",
         "state_changed_at",
         "coi_id",
+        "label_link",
         "eligibility",
         "evaluation_started_at",
         "harvested_at",
@@ -150,7 +203,7 @@ class TreatmentCourseAdmin(FSMAdminMixin, ClinicalRecordsSavedThroughServices, a
         "low_fev1_justification",
         "outcomes",
     )
-    inlines = (VisitInline, CourseAdverseEventInline, TransitionLogInline)
+    inlines = (VisitInline, CustodyEventInline, CourseAdverseEventInline, TransitionLogInline)
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
@@ -166,6 +219,7 @@ class TreatmentCourseAdmin(FSMAdminMixin, ClinicalRecordsSavedThroughServices, a
                         "state",
                         "state_changed_at",
                         "coi_id",
+                        "label_link",
                         "notes",
                     )
                 },
@@ -256,6 +310,43 @@ class TreatmentCourseAdmin(FSMAdminMixin, ClinicalRecordsSavedThroughServices, a
             '<table class="course-outcomes"><tr><th></th>{}</tr>{}</table>', header, body
         )
 
+    def get_urls(self):
+        label = path(
+            "<path:object_id>/label/",
+            self.admin_site.admin_view(self.label_view),
+            name="pathway_treatmentcourse_label",
+        )
+        return [label, *super().get_urls()]
+
+    def label_view(self, request, object_id):
+        """A printable label for the sample and the product: the id and its 2D code, the
+        patient's identifiers for the bedside check, and nothing about the diagnosis."""
+        course = self.get_object(request, object_id)
+        if course is None or not self.has_view_permission(request, course) or not course.coi_id:
+            raise Http404("No labelled course here.")
+        harvested_on = (
+            timezone.localdate(course.harvested_at, course.site.time_zone)
+            if course.harvested_at
+            else None
+        )
+        return render(
+            request,
+            "pathway/label.html",
+            {
+                "course": course,
+                "patient": course.patient,
+                "harvested_on": harvested_on,
+                "code": segno.make(course.coi_id, error="m").svg_inline(scale=4, border=2),
+            },
+        )
+
+    @admin.display(description="label")
+    def label_link(self, obj):
+        if not obj.coi_id:
+            return "Issued at the first harvest."
+        url = reverse("admin:pathway_treatmentcourse_label", args=[obj.pk])
+        return format_html('<a href="{}" target="_blank">Print the label</a>', url)
+
     # Times in transition forms and on this page are the course's site's local times.
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -315,3 +406,180 @@ class TransitionLogAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    """Batches in manufacturing: the lab enters QC here; release is signed on the course."""
+
+    list_display = (
+        "coi_id",
+        "course",
+        "status",
+        "expansion_day_column",
+        "qc_recorded_by",
+        "released_by",
+    )
+    list_select_related = ("course__patient", "course__site", "qc_recorded_by", "released_by")
+    list_filter = ("status", "course__site")
+    search_fields = ("=coi_id",)
+    readonly_fields = (
+        "course",
+        "coi_id",
+        "collected_at",
+        "received_at",
+        "temperature_c",
+        "transit_hours",
+        "status",
+        "expansion_day_column",
+        "qc_recorded_by",
+        "qc_recorded_at",
+        "released_by",
+        "released_at",
+        "release_meaning",
+    )
+    fieldsets = (
+        (None, {"fields": ("course", "coi_id", "status", "expansion_day_column")}),
+        ("Sample", {"fields": ("collected_at", "received_at", "temperature_c", "transit_hours")}),
+        (
+            "QC results",
+            {
+                "fields": (
+                    "identity_p63_pct",
+                    "purity_pct",
+                    "sterility_negative",
+                    "viability_pct",
+                    "viable_cells",
+                    "extra_qc_results",
+                    "qc_recorded_by",
+                    "qc_recorded_at",
+                ),
+            },
+        ),
+        ("Release", {"fields": ("released_by", "released_at", "release_meaning")}),
+    )
+
+    @admin.display(description="expansion day")
+    def expansion_day_column(self, obj):
+        return obj.expansion_day if obj.status == BatchStatus.EXPANDING else "–"
+
+    def has_add_permission(self, request):
+        return False  # a batch starts when the lab receives the sample
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.status != BatchStatus.EXPANDING:
+            return [f.name for f in Batch._meta.fields] + ["expansion_day_column"]
+        return self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        """QC goes through the service that logs it in the chain of custody."""
+        try:
+            batch_record_qc(
+                batch=Batch.objects.get(pk=obj.pk),
+                by=request.user,
+                **{
+                    name: form.cleaned_data[name]
+                    for name in (
+                        "identity_p63_pct",
+                        "purity_pct",
+                        "sterility_negative",
+                        "viability_pct",
+                        "viable_cells",
+                        "extra_qc_results",
+                    )
+                },
+            )
+        except ValidationError as error:
+            self.message_user(request, " ".join(error.messages), messages.ERROR)
+
+
+class CustodyEventForm(forms.ModelForm):
+    scanned_coi_id = forms.CharField(
+        label="Chain-of-identity id on the label",
+        max_length=30,
+        help_text="Scan or type it from the label; it must be this course's.",
+    )
+
+    class Meta:
+        model = CustodyEvent
+        fields = ("course", "kind", "at", "location", "temperature_c", "note", "corrects")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("course") and data.get("kind"):
+            for field, message in custody_event_errors(
+                course=data["course"],
+                kind=data["kind"],
+                at=data.get("at"),
+                scanned_coi_id=data.get("scanned_coi_id", ""),
+                corrects=data.get("corrects"),
+            ).items():
+                self.add_error(field, message)
+        return data
+
+
+@admin.register(CustodyEvent)
+class CustodyEventAdmin(admin.ModelAdmin):
+    """Custody events are appended, never changed: shipments and receipts are added here,
+    with the id read off the label; mistakes are put right by a correction."""
+
+    form = CustodyEventForm
+    list_display = ("at", "kind", "coi_id", "location", "by", "corrects")
+    list_select_related = ("by", "corrects")
+    list_filter = ("kind",)
+    search_fields = ("=coi_id",)
+    autocomplete_fields = ("course",)
+    raw_id_fields = ("corrects",)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return (
+                "course",
+                "kind",
+                "scanned_coi_id",
+                "at",
+                "location",
+                "temperature_c",
+                "note",
+                "corrects",
+            )
+        return (
+            "course",
+            "kind",
+            "coi_id",
+            "at",
+            "location",
+            "temperature_c",
+            "by",
+            "note",
+            "corrects",
+            "recorded_at",
+        )
+
+    def formfield_for_choice_field(self, db_field, request, **kwargs):
+        if db_field.name == "kind":
+            kwargs["choices"] = [(k.value, k.label) for k in MANUAL_KINDS]
+        return super().formfield_for_choice_field(db_field, request, **kwargs)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        created = custody_event_record(
+            course=obj.course,
+            kind=obj.kind,
+            by=request.user,
+            scanned_coi_id=form.cleaned_data["scanned_coi_id"],
+            at=obj.at,
+            location=obj.location,
+            temperature_c=obj.temperature_c,
+            note=obj.note,
+            corrects=obj.corrects,
+        )
+        obj.pk = created.pk

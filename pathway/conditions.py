@@ -302,6 +302,7 @@ class QCResults:
     sterility_negative: bool
     viability_pct: Decimal
     viable_cells: int
+    extra: dict = field(default_factory=dict)
 
 
 def minimum_cells(*, protocol: Protocol, weight_kg: Decimal) -> int:
@@ -335,6 +336,9 @@ def release_refusals(
         )
     if not qc.sterility_negative:
         refusals.append("Sterility is not negative.")
+    for test in protocol.extra_qc_tests:
+        if qc.extra.get(test) is not True:
+            refusals.append(f"{test}: not recorded as passed.")
     if qc.viability_pct < protocol.min_viability_pct:
         refusals.append(
             f"Viability is {_pct(qc.viability_pct)} %; the protocol needs at least "
@@ -350,6 +354,31 @@ def release_refusals(
                 f"of {_pct(protocol.dose_min_million_per_kg)} × 10⁶/kg for "
                 f"{_pct(weight.weight_kg)} kg ({needed / 1e6:.1f} × 10⁶ cells)."
             )
+    return refusals
+
+
+def dosing_weight_refusals(
+    *,
+    protocol: Protocol,
+    weighed_on: dt.date,
+    transplant_on: dt.date,
+    evaluation_started_on: dt.date | None,
+) -> list[str]:
+    """Why a weight may not be used for the dose; empty if it may."""
+    refusals = []
+    age = (transplant_on - weighed_on).days
+    if age < 0:
+        refusals.append("The weight cannot be dated after the transplant.")
+    elif age > protocol.dosing_weight_max_age_days:
+        refusals.append(
+            f"The weight was taken {age} days before the transplant; the protocol needs one "
+            f"from the last {protocol.dosing_weight_max_age_days} days."
+        )
+    if evaluation_started_on and weighed_on < evaluation_started_on:
+        refusals.append(
+            f"The weight is dated {weighed_on}, before the evaluation began on "
+            f"{evaluation_started_on}."
+        )
     return refusals
 
 

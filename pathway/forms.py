@@ -10,6 +10,7 @@ from django.contrib.admin import widgets
 from django.contrib.auth import get_user_model
 
 from pathway.coi import coi_id_is_valid, coi_id_normalise
+from pathway.services import RELEASE_MEANING
 
 
 def _note(label: str = "Note", *, required: bool = False) -> forms.CharField:
@@ -95,12 +96,19 @@ class ReceiveAtLabForm(forms.Form):
 
 
 class ReleaseForm(forms.Form):
-    identity_p63_pct = _decimal("Identity: P63+ cells (%)", 0, 100)
-    purity_pct = _decimal("Purity (%)", 0, 100)
-    sterility_negative = forms.BooleanField(label="Sterility negative", required=False)
-    viability_pct = _decimal("Viability (%)", 0, 100)
-    viable_cells = forms.IntegerField(
-        label="Total viable cells", min_value=1, help_text="e.g. 150000000 for 150 × 10⁶."
+    """The release signature: the signer's own password, and what the signature means."""
+
+    password = forms.CharField(
+        label="Your password",
+        strip=False,
+        widget=forms.PasswordInput,
+        help_text="Signing the release: you must not be the person who entered the QC results.",
+    )
+    meaning = forms.CharField(
+        label="Meaning of the signature",
+        initial=RELEASE_MEANING,
+        max_length=200,
+        widget=forms.TextInput(attrs={"size": 90}),
     )
     note = _note()
 
@@ -113,6 +121,16 @@ class RecordTransplantForm(forms.Form):
         help_text="Read it from the product label at the bedside; do not copy it from this page.",
     )
     cells_administered = forms.IntegerField(label="Cells administered", min_value=1)
+    weight_kg = _decimal("Weight used for the dose (kg)", 20, 350)
+    weighed_on = forms.DateField(label="Weighed on", widget=widgets.AdminDateWidget)
+    second_person = forms.ModelChoiceField(
+        queryset=get_user_model().objects.filter(is_active=True, is_staff=True),
+        label="Confirmed by",
+        help_text="The second person who checked the label and the dose.",
+    )
+    second_person_password = forms.CharField(
+        label="Their password", strip=False, widget=forms.PasswordInput
+    )
     discharged_at = _when("Discharged at", required=False)
     note = _note()
 

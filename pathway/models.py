@@ -103,6 +103,17 @@ class Protocol(models.Model):
         default=Decimal(15),
         help_text="A follow-up DLCO this much below baseline, relative, alerts the clinicians.",
     )
+    extra_qc_tests = models.JSONField(
+        "extra QC tests",
+        default=list,
+        blank=True,
+        help_text='Further release tests the lab must record as passed, e.g. ["Mycoplasma"].',
+    )
+    dosing_weight_max_age_days = models.PositiveSmallIntegerField(
+        "days a dosing weight stays valid",
+        default=30,
+        help_text="The dosing weight must be this recent, and taken since evaluation began.",
+    )
     delivery_max_attempts = models.PositiveSmallIntegerField(
         "tries to deliver a reminder",
         default=5,
@@ -480,6 +491,153 @@ class ReferenceFigure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_measure_display()}: {self.value} ({self.source})"
+
+
+class BatchStatus(models.TextChoices):
+    EXPANDING = "expanding", "Expanding"
+    REJECTED = "rejected", "Sample rejected"
+    FAILED_QC = "failed_qc", "Failed QC"
+    RELEASED = "released", "Released"
+
+
+class Batch(models.Model):
+    """One harvested sample's manufacturing run, from lab receipt to release or rejection."""
+
+    course = models.ForeignKey(TreatmentCourse, on_delete=models.PROTECT, related_name="batches")
+    coi_id = models.CharField("chain-of-identity id", max_length=30, editable=False)
+    collected_at = models.DateTimeField(editable=False)
+    received_at = models.DateTimeField(editable=False)
+    temperature_c = models.DecimalField(
+        "temperature on arrival (°C)", max_digits=4, decimal_places=1, editable=False
+    )
+    transit_hours = models.DecimalField(max_digits=5, decimal_places=1, editable=False)
+    status = models.CharField(
+        max_length=20, choices=BatchStatus.choices, default=BatchStatus.EXPANDING
+    )
+    identity_p63_pct = models.DecimalField(
+        "identity: P63+ cells (%)", max_digits=4, decimal_places=1, null=True, blank=True
+    )
+    purity_pct = models.DecimalField(
+        "purity (%)", max_digits=4, decimal_places=1, null=True, blank=True
+    )
+    sterility_negative = models.BooleanField("sterility negative", null=True, blank=True)
+    viability_pct = models.DecimalField(
+        "viability (%)", max_digits=4, decimal_places=1, null=True, blank=True
+    )
+    viable_cells = models.BigIntegerField("total viable cells", null=True, blank=True)
+    extra_qc_results = models.JSONField(
+        "extra QC results",
+        default=dict,
+        blank=True,
+        help_text='Each extra test of the protocol and whether it passed: {"Mycoplasma": true}.',
+    )
+    qc_recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+    qc_recorded_at = models.DateTimeField(null=True, blank=True, editable=False)
+    released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+    released_at = models.DateTimeField(null=True, blank=True, editable=False)
+    release_meaning = models.CharField(max_length=200, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-received_at"]
+        verbose_name_plural = "batches"
+        indexes = [models.Index(fields=["status", "received_at"])]
+
+    def __str__(self) -> str:
+        return f"Batch {self.coi_id} received {self.received_at:%Y-%m-%d}"
+
+    @property
+    def expansion_day(self) -> int:
+        """Days since the lab received the sample, in the site's calendar."""
+        zone = self.course.site.time_zone
+        end = self.released_at or timezone.now()
+        return (timezone.localdate(end, zone) - timezone.localdate(self.received_at, zone)).days
+
+    @property
+    def qc_recorded(self) -> bool:
+        return self.qc_recorded_at is not None
+
+
+class CustodyKind(models.TextChoices):
+    COLLECTED = "collected", "Collected (harvest)"
+    SHIPPED = "shipped", "Shipped to the lab"
+    RECEIVED_AT_LAB = "received_at_lab", "Received at the lab"
+    REJECTED = "rejected", "Rejected (cold chain)"
+    EXPANSION_STARTED = "expansion_started", "Expansion started"
+    QC_RECORDED = "qc_recorded", "QC recorded"
+    RELEASED = "released", "Released"
+    SHIPPED_TO_SITE = "shipped_to_site", "Shipped to the site"
+    RECEIVED_AT_SITE = "received_at_site", "Received at the site"
+    ADMINISTERED = "administered", "Administered"
+    CORRECTION = "correction", "Correction"
+
+
+class AppendOnlyError(Exception):
+    """Custody events are never changed or deleted; a correction is a new event."""
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyError("Custody events cannot be changed; record a correction instead.")
+
+    def delete(self):
+        raise AppendOnlyError("Custody events cannot be deleted; record a correction instead.")
+
+
+class CustodyEvent(models.Model):
+    """One step in the chain of custody of a course's sample and product. Append-only."""
+
+    course = models.ForeignKey(
+        TreatmentCourse, on_delete=models.PROTECT, related_name="custody_events"
+    )
+    batch = models.ForeignKey(
+        Batch, on_delete=models.PROTECT, null=True, blank=True, related_name="custody_events"
+    )
+    coi_id = models.CharField("chain-of-identity id", max_length=30)
+    kind = models.CharField(max_length=30, choices=CustodyKind.choices)
+    at = models.DateTimeField(default=timezone.now)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    location = models.CharField(max_length=200)
+    temperature_c = models.DecimalField(max_digits=4, decimal_places=1, null=True, blank=True)
+    note = models.TextField(blank=True)
+    corrects = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="corrections",
+        help_text="The event this one corrects.",
+    )
+    recorded_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["course", "at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.coi_id} at {self.at:%Y-%m-%d %H:%M}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not self._state.adding:
+            raise AppendOnlyError("Custody events cannot be changed; record a correction instead.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Custody events cannot be deleted; record a correction instead.")
 
 
 class TransitionLog(models.Model):

@@ -1,7 +1,10 @@
+import datetime as dt
+
+from django.db.models import Q
 from django.utils import timezone
 
 from pathway.conditions import EvaluationFacts
-from pathway.models import TreatmentCourse
+from pathway.models import Batch, BatchStatus, Protocol, TreatmentCourse
 from patients.models import BodyMeasurement, ChestCT, ClinicalAssessment, LungFunctionTest
 
 
@@ -25,3 +28,15 @@ def course_dosing_weight(*, course: TreatmentCourse) -> BodyMeasurement | None:
         started_on = timezone.localdate(course.evaluation_started_at, course.site.time_zone)
         weights = weights.filter(taken_on__gte=started_on)
     return weights.first()
+
+
+def batches_due_for_release(*, now=None):
+    """Expanding batches that have reached their protocol's first day of release."""
+    now = now or timezone.now()
+    due = Q(pk__in=[])
+    for protocol in Protocol.objects.all():
+        due |= Q(
+            course__protocol=protocol,
+            received_at__lte=now - dt.timedelta(days=protocol.expansion_min_days),
+        )
+    return Batch.objects.filter(due, status=BatchStatus.EXPANDING)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -19,8 +20,18 @@ from django_fsm import can_proceed
 
 from pathway import conditions
 from pathway.coi import coi_id_format, coi_id_normalise, coi_ids_match
-from pathway.models import TRANSITION_LABELS, Protocol, TransitionLog, TreatmentCourse
+from pathway.custody import custody_append
+from pathway.models import (
+    TRANSITION_LABELS,
+    Batch,
+    BatchStatus,
+    CustodyKind,
+    Protocol,
+    TransitionLog,
+    TreatmentCourse,
+)
 from pathway.selectors import course_dosing_weight, course_evaluation_facts
+from patients.models import BodyMeasurement
 from scheduling import services as scheduling
 from scheduling.alerts import alert_raise
 from scheduling.models import AlertKind, Severity, VisitKind
@@ -209,7 +220,7 @@ def course_record_harvest(
     )
     with _changing(course):
         scheduling.visit_mark_done(course=course, kind=VisitKind.HARVEST, done_at=performed_at)
-        return _fire(
+        log = _fire(
             course,
             "record_harvest",
             by=by,
@@ -223,6 +234,15 @@ def course_record_harvest(
             operator=operator,
             coi_id=coi_id,
         )
+        custody_append(
+            course=course,
+            kind=CustodyKind.COLLECTED,
+            by=by,
+            at=performed_at,
+            location=course.site.name,
+            note=f"Brushing by {operator.get_username()}.",
+        )
+        return log
 
 
 def course_receive_at_lab(
@@ -234,7 +254,8 @@ def course_receive_at_lab(
     transit_hours: Decimal,
     note: str = "",
 ) -> TransitionLog:
-    """Record the sample's arrival. A broken cold chain rejects it at once, for a re-harvest."""
+    """Record the sample's arrival and start its batch. A broken cold chain rejects it at once
+    and alerts the coordinator; the course goes back to eligible for a re-harvest."""
     _authorise(course, "receive_at_lab", by)
     _require_past(received_at, "receipt time")
     if course.harvested_at and received_at < course.harvested_at:
@@ -248,13 +269,79 @@ def course_receive_at_lab(
         "transit_hours": str(transit_hours),
         "cold_chain_broken": bool(breaches),
     }
+    lab = settings.MANUFACTURING_FACILITY
     with _changing(course):
         log = _fire(
             course, "receive_at_lab", by=by, note=note, data=receipt, received_at=received_at
         )
-        if breaches:
-            log = _fire(course, "reject_sample", by=by, note=" ".join(breaches), data=receipt)
-        return log
+        batch = Batch.objects.create(
+            course=course,
+            coi_id=course.coi_id,
+            collected_at=course.harvested_at,
+            received_at=received_at,
+            temperature_c=temperature_c,
+            transit_hours=transit_hours,
+        )
+        custody_append(
+            course=course,
+            batch=batch,
+            kind=CustodyKind.RECEIVED_AT_LAB,
+            by=by,
+            at=received_at,
+            location=lab,
+            temperature_c=temperature_c,
+            note=f"{transit_hours} h in transit.",
+        )
+        if not breaches:
+            custody_append(
+                course=course,
+                batch=batch,
+                kind=CustodyKind.EXPANSION_STARTED,
+                by=by,
+                at=received_at,
+                location=lab,
+            )
+            return log
+        reason = " ".join(breaches)
+        Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.REJECTED)
+        custody_append(
+            course=course,
+            batch=batch,
+            kind=CustodyKind.REJECTED,
+            by=by,
+            at=received_at,
+            location=lab,
+            note=reason,
+        )
+        alert_raise(
+            kind=AlertKind.COLD_CHAIN_BROKEN,
+            severity=Severity.URGENT,
+            course=course,
+            condition_key=f"cold_chain_broken.b{batch.pk}",
+            message=f"The sample {course.coi_id} was rejected: {reason} A re-harvest is needed.",
+        )
+        return _fire(course, "reject_sample", by=by, note=reason, data=receipt)
+
+
+def _current_batch(course: TreatmentCourse) -> Batch | None:
+    return course.batches.filter(status=BatchStatus.EXPANDING).first()
+
+
+def _end_batch(course: TreatmentCourse, status: BatchStatus, by, reason: str) -> None:
+    batch = _current_batch(course)
+    if batch is None:
+        return
+    Batch.objects.filter(pk=batch.pk).update(status=status)
+    kind = CustodyKind.REJECTED if status == BatchStatus.REJECTED else CustodyKind.CORRECTION
+    custody_append(
+        course=course,
+        batch=batch,
+        kind=kind,
+        by=by,
+        at=timezone.now(),
+        location=settings.MANUFACTURING_FACILITY,
+        note=f"{BatchStatus(status).label}: {reason}",
+    )
 
 
 def course_reject_sample(
@@ -263,6 +350,7 @@ def course_reject_sample(
     _authorise(course, "reject_sample", by)
     reason = _require_reason(reason, "reject a sample")
     with _changing(course):
+        _end_batch(course, BatchStatus.REJECTED, by, reason)
         return _fire(course, "reject_sample", by=by, note=reason)
 
 
@@ -270,54 +358,81 @@ def course_fail_qc(*, course: TreatmentCourse, by: AbstractBaseUser, reason: str
     _authorise(course, "fail_qc", by)
     reason = _require_reason(reason, "fail QC")
     with _changing(course):
+        _end_batch(course, BatchStatus.FAILED_QC, by, reason)
         return _fire(course, "fail_qc", by=by, note=reason)
+
+
+RELEASE_MEANING = "I release this product for clinical use: its QC results meet the specification."
 
 
 def course_release(
     *,
     course: TreatmentCourse,
     by: AbstractBaseUser,
-    identity_p63_pct: Decimal,
-    purity_pct: Decimal,
-    sterility_negative: bool,
-    viability_pct: Decimal,
-    viable_cells: int,
+    password: str,
+    meaning: str = RELEASE_MEANING,
     note: str = "",
 ) -> TransitionLog:
-    """Release the product when QC, the expansion day and the cell count all allow it."""
+    """Release the batch, signed: a second lab user, not the one who entered the QC results,
+    re-enters their password. Refused with reasons when any result is out of specification,
+    the expansion is outside its days, or the cells cannot make the minimum dose."""
     _authorise(course, "release", by)
+    batch = _current_batch(course)
+    if batch is None or not batch.qc_recorded:
+        raise TransitionRefused(["The batch's QC results are not recorded yet."])
+    if batch.qc_recorded_by_id == by.pk:
+        raise TransitionRefused(
+            ["You entered this batch's QC results: a second lab user must sign the release."]
+        )
+    if not by.check_password(password):
+        raise TransitionRefused(["The password is not correct; the release was not signed."])
     qc = conditions.QCResults(
-        identity_p63_pct=identity_p63_pct,
-        purity_pct=purity_pct,
-        sterility_negative=sterility_negative,
-        viability_pct=viability_pct,
-        viable_cells=viable_cells,
+        identity_p63_pct=batch.identity_p63_pct,
+        purity_pct=batch.purity_pct,
+        sterility_negative=bool(batch.sterility_negative),
+        viability_pct=batch.viability_pct,
+        viable_cells=batch.viable_cells,
+        extra=batch.extra_qc_results,
     )
     refusals = conditions.release_refusals(
         protocol=course.protocol,
-        expansion_day=course.expansion_day,
+        expansion_day=batch.expansion_day,
         qc=qc,
         weight=course_dosing_weight(course=course),
     )
     if refusals:
         raise TransitionRefused(refusals)
+    now = timezone.now()
     data = {
-        "expansion_day": course.expansion_day,
-        "identity_p63_pct": str(identity_p63_pct),
-        "purity_pct": str(purity_pct),
-        "sterility_negative": sterility_negative,
-        "viability_pct": str(viability_pct),
-        "viable_cells": viable_cells,
+        "batch": batch.pk,
+        "expansion_day": batch.expansion_day,
+        "qc_recorded_by": batch.qc_recorded_by.get_username(),
+        "signed_by": by.get_username(),
+        "signed_at": now.isoformat(),
+        "meaning": meaning,
+        "viable_cells": batch.viable_cells,
     }
     with _changing(course):
+        Batch.objects.filter(pk=batch.pk).update(
+            status=BatchStatus.RELEASED, released_by=by, released_at=now, release_meaning=meaning
+        )
+        custody_append(
+            course=course,
+            batch=batch,
+            kind=CustodyKind.RELEASED,
+            by=by,
+            at=now,
+            location=settings.MANUFACTURING_FACILITY,
+            note=f"Signed: {meaning}",
+        )
         return _fire(
             course,
             "release",
             by=by,
             note=note,
             data=data,
-            released_at=timezone.now(),
-            viable_cells=viable_cells,
+            released_at=now,
+            viable_cells=batch.viable_cells,
         )
 
 
@@ -344,6 +459,16 @@ def course_schedule_transplant(
         )
 
 
+def _confirm_second_person(*, by, second_person, password: str) -> list[str]:
+    if second_person is None:
+        return ["A second person must confirm the transplant."]
+    if second_person.pk == by.pk:
+        return ["The second person confirming the transplant must be someone else."]
+    if not second_person.is_active or not second_person.check_password(password):
+        return [f"The password of {second_person.get_username()} is not correct."]
+    return []
+
+
 def course_record_transplant(
     *,
     course: TreatmentCourse,
@@ -351,38 +476,64 @@ def course_record_transplant(
     performed_at: dt.datetime,
     bedside_coi_id: str,
     cells_administered: int,
+    weight_kg: Decimal,
+    weighed_on: dt.date,
+    second_person,
+    second_person_password: str,
     discharged_at: dt.datetime | None = None,
     note: str = "",
 ) -> TransitionLog:
-    """Record the transplant after the bedside identity and dose checks; book the follow-ups."""
+    """Record the transplant after the bedside checks: the product's chain-of-identity id
+    matches the patient's, the dose per kg of a recent weight is in range, and a second person
+    confirms. A mismatched id also raises an urgent alert. Books the follow-ups."""
     _authorise(course, "record_transplant", by)
     _require_past(performed_at, "transplant time")
     if course.released_at and performed_at < course.released_at:
         raise TransitionRefused(["The transplant cannot come before the product's release."])
     if discharged_at is not None and discharged_at < performed_at:
         raise TransitionRefused(["Discharge cannot come before the transplant."])
-    weight = course_dosing_weight(course=course)
-    refusals = conditions.transplant_refusals(
+    weight = BodyMeasurement(patient=course.patient, taken_on=weighed_on, weight_kg=weight_kg)
+    refusals = conditions.dosing_weight_refusals(
+        protocol=course.protocol,
+        weighed_on=weighed_on,
+        transplant_on=timezone.localdate(performed_at, course.site.time_zone),
+        evaluation_started_on=timezone.localdate(
+            course.evaluation_started_at, course.site.time_zone
+        )
+        if course.evaluation_started_at
+        else None,
+    )
+    refusals += conditions.transplant_refusals(
         protocol=course.protocol,
         course_coi_id=course.coi_id,
         bedside_coi_id=bedside_coi_id,
         cells_administered=cells_administered,
         weight=weight,
     )
+    coi_mismatch = not course.coi_id or not coi_ids_match(bedside_coi_id, course.coi_id)
+    if coi_mismatch:
+        _alert_coi_mismatch(course=course, bedside_coi_id=bedside_coi_id, by=by)
+    refusals += _confirm_second_person(
+        by=by, second_person=second_person, password=second_person_password
+    )
     if refusals:
-        if not course.coi_id or not coi_ids_match(bedside_coi_id, course.coi_id):
-            _alert_coi_mismatch(course=course, bedside_coi_id=bedside_coi_id, by=by)
         raise TransitionRefused(refusals)
-    dose = conditions.dose_million_per_kg(cells=cells_administered, weight_kg=weight.weight_kg)
+    dose = conditions.dose_million_per_kg(cells=cells_administered, weight_kg=weight_kg)
     data = {
         "performed_at": performed_at.isoformat(),
         "bedside_coi_id": bedside_coi_id,
         "cells_administered": cells_administered,
-        "weight_kg": str(weight.weight_kg),
-        "weight_taken_on": str(weight.taken_on),
+        "weight_kg": str(weight_kg),
+        "weighed_on": str(weighed_on),
         "dose_million_per_kg": f"{dose:.3f}",
+        "confirmed_by": second_person.get_username(),
     }
     with _changing(course):
+        if not BodyMeasurement.objects.filter(
+            patient=course.patient, taken_on=weighed_on, weight_kg=weight_kg
+        ).exists():
+            weight.entered_by = by
+            weight.save()
         log = _fire(
             course,
             "record_transplant",
@@ -393,6 +544,16 @@ def course_record_transplant(
             performed_on=timezone.localdate(performed_at, course.site.time_zone),
             cells_administered=cells_administered,
             discharged_at=discharged_at,
+        )
+        custody_append(
+            course=course,
+            batch=course.batches.filter(status=BatchStatus.RELEASED).first(),
+            kind=CustodyKind.ADMINISTERED,
+            by=by,
+            at=performed_at,
+            location=course.site.name,
+            note=f"{cells_administered / 1e6:.1f} × 10⁶ cells ({dose:.2f} × 10⁶/kg at "
+            f"{weight_kg} kg); confirmed by {second_person.get_username()}.",
         )
         scheduling.visit_mark_done(course=course, kind=VisitKind.TRANSPLANT, done_at=performed_at)
         scheduling.visits_schedule_follow_ups(course=course)

@@ -190,6 +190,7 @@ class AlertKind(models.TextChoices):
     ADVERSE_EVENT = "adverse_event", "Serious adverse event"
     FUNCTION_DECLINE = "function_decline", "Lung function fell from baseline"
     COI_MISMATCH = "coi_mismatch", "Chain-of-identity mismatch"
+    COLD_CHAIN_BROKEN = "cold_chain_broken", "Cold chain broken: sample rejected"
 
 
 class Severity(models.TextChoices):

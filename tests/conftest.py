@@ -7,9 +7,11 @@ from django.utils import timezone
 
 from pathway import services
 from pathway.coi import coi_id_format
+from pathway.custody import batch_record_qc
 from pathway.models import Protocol
 from pathway.states import CourseState
 from tests.factories import (
+    PASSWORD,
     BodyMeasurementFactory,
     ChestCTFactory,
     ClinicalAssessmentFactory,
@@ -32,6 +34,12 @@ def clinician(db):
 @pytest.fixture
 def lab(db):
     return UserFactory(username="lab", role="lab")
+
+
+@pytest.fixture
+def lab2(db):
+    """A second lab user: the one who signs releases of QC the first entered."""
+    return UserFactory(username="lab2", role="lab")
 
 
 @pytest.fixture
@@ -61,13 +69,13 @@ class Pathway:
     The path starts 40 days ago, so the transplant lands a week before the real now.
     """
 
-    def __init__(self, coordinator, clinician, lab, start=None):
-        self.coordinator, self.clinician, self.lab = coordinator, clinician, lab
+    def __init__(self, coordinator, clinician, lab, lab2, start=None):
+        self.coordinator, self.clinician, self.lab, self.lab2 = coordinator, clinician, lab, lab2
         self.start = start or timezone.now().replace(microsecond=0) - dt.timedelta(days=40)
 
     def starting(self, start):
         """The same people, on a path that starts at `start`."""
-        return Pathway(self.coordinator, self.clinician, self.lab, start=start)
+        return Pathway(self.coordinator, self.clinician, self.lab, self.lab2, start=start)
 
     def at(self, days: float) -> dt.datetime:
         return self.start + dt.timedelta(days=days)
@@ -109,15 +117,7 @@ class Pathway:
             (
                 CourseState.RELEASED,
                 31,
-                lambda: services.course_release(
-                    course=course,
-                    by=self.lab,
-                    identity_p63_pct=Decimal("92"),
-                    purity_pct=Decimal("95"),
-                    sterility_negative=True,
-                    viability_pct=Decimal("88"),
-                    viable_cells=150_000_000,
-                ),
+                lambda: self.release(course),
             ),
             (
                 CourseState.TRANSPLANT_SCHEDULED,
@@ -129,15 +129,37 @@ class Pathway:
             (
                 CourseState.FOLLOW_UP,
                 33.1,
-                lambda: services.course_record_transplant(
-                    course=course,
-                    by=self.clinician,
-                    performed_at=at(33),
-                    bedside_coi_id=course.coi_id,
-                    cells_administered=140_000_000,
-                ),
+                lambda: self.transplant(course),
             ),
         ]
+
+    def record_qc(self, course, **overrides):
+        """The first lab user enters the batch's QC results (by default, all in spec)."""
+        values = {
+            "identity_p63_pct": Decimal("92"),
+            "purity_pct": Decimal("95"),
+            "sterility_negative": True,
+            "viability_pct": Decimal("88"),
+            "viable_cells": 150_000_000,
+        } | overrides
+        return batch_record_qc(batch=course.batches.get(status="expanding"), by=self.lab, **values)
+
+    def release(self, course):
+        """QC entered by one lab user, the release signed by another."""
+        self.record_qc(course)
+        return services.course_release(course=course, by=self.lab2, password=PASSWORD)
+
+    def transplant(self, course, **overrides):
+        values = {
+            "performed_at": self.at(33),
+            "bedside_coi_id": course.coi_id,
+            "cells_administered": 140_000_000,
+            "weight_kg": Decimal(70),
+            "weighed_on": self.at(33).date(),
+            "second_person": self.coordinator,
+            "second_person_password": PASSWORD,
+        } | overrides
+        return services.course_record_transplant(course=course, by=self.clinician, **values)
 
     def evaluate(self, course):
         services.course_start_evaluation(course=course, by=self.coordinator)
@@ -147,7 +169,9 @@ class Pathway:
 
     def advance(self, course, to):
         """Take `course` along the happy path until it is in state `to`."""
-        for state, day, step in self.steps(course):
+        steps = self.steps(course)
+        path = [CourseState.REFERRED, *(state for state, _, _ in steps)]
+        for state, day, step in steps[path.index(course.state) :]:
             if course.state == to:
                 return course
             with time_machine.travel(self.at(day), tick=False):
@@ -158,8 +182,8 @@ class Pathway:
 
 
 @pytest.fixture
-def pathway(coordinator, clinician, lab):
-    return Pathway(coordinator, clinician, lab)
+def pathway(coordinator, clinician, lab, lab2):
+    return Pathway(coordinator, clinician, lab, lab2)
 
 
 @pytest.fixture

@@ -69,7 +69,11 @@ def test_an_expansion_past_day_35_alerts_coordinator_and_lab(
         alert = Alert.objects.get(kind=AlertKind.EXPANSION_OVERDUE)
         assert "on day 36" in alert.message and alert.severity == "urgent"
         emails = Notification.objects.filter(template=NotificationTemplate.ALERT)
-        assert set(emails.values_list("user__username", flat=True)) == {"coordinator", "lab"}
+        assert set(emails.values_list("user__username", flat=True)) == {
+            "coordinator",
+            "lab",
+            "lab2",
+        }
 
 
 def test_a_release_with_no_transplant_booked_alerts_after_14_days(course, pathway):

@@ -17,12 +17,14 @@ pytestmark = [
 ]
 
 
-def race(course_id, *attempts):
-    """Run each attempt(course) in its own thread and connection, all starting together."""
-    barrier = threading.Barrier(len(attempts))
-    outcomes = [None] * len(attempts)
+def run_together(jobs):
+    """Run each (course id, attempt) in its own thread and connection, all starting together.
 
-    def run(index, attempt):
+    Returns per job "won", "lost" (ConcurrentTransition) or the unexpected error."""
+    barrier = threading.Barrier(len(jobs))
+    outcomes = [None] * len(jobs)
+
+    def run(index, course_id, attempt):
         try:
             course = TreatmentCourse.objects.select_related("patient", "site", "protocol").get(
                 pk=course_id
@@ -37,12 +39,16 @@ def race(course_id, *attempts):
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=run, args=(i, a)) for i, a in enumerate(attempts)]
+    threads = [threading.Thread(target=run, args=(i, *job)) for i, job in enumerate(jobs)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
     return outcomes
+
+
+def race(course_id, *attempts):
+    return run_together([(course_id, attempt) for attempt in attempts])
 
 
 def test_the_same_transition_twice_at_once(course, coordinator, clinician):
@@ -87,3 +93,36 @@ def test_a_stale_page_cannot_overwrite_a_newer_state(course, coordinator, clinic
     # The stale copy is brought up to date, not left half-changed.
     assert stale.state == CourseState.INELIGIBLE
     assert TreatmentCourse.objects.get(pk=course.pk).state == CourseState.INELIGIBLE
+
+
+def test_chain_of_identity_ids_issued_at_once_are_unique(pathway, coordinator):
+    from pathway.services import course_create
+    from tests.factories import (
+        ChestCTFactory,
+        ClinicalAssessmentFactory,
+        LungFunctionTestFactory,
+        PatientFactory,
+    )
+
+    courses = []
+    for _ in range(4):
+        patient = PatientFactory()
+        for factory in (LungFunctionTestFactory, ChestCTFactory, ClinicalAssessmentFactory):
+            factory(patient=patient, taken_on=pathway.at(0).date())
+        course = course_create(patient=patient, by=coordinator)
+        pathway.advance(course, CourseState.HARVEST_SCHEDULED)
+        courses.append(course)
+    performed_at = pathway.at(2)
+
+    def harvest(course):
+        services.course_record_harvest(
+            course=course,
+            by=pathway.clinician,
+            performed_at=performed_at,
+            operator=pathway.clinician,
+        )
+
+    outcomes = run_together([(course.pk, harvest) for course in courses])
+    assert outcomes == ["won"] * 4
+    ids = list(TreatmentCourse.objects.values_list("coi_id", flat=True))
+    assert len(set(ids)) == 4 and all(ids)

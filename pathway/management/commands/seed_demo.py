@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from pathway import services
+from pathway.custody import batch_record_qc
 from pathway.states import CourseState
 from patients.models import (
     A1ATScreening,
@@ -173,6 +174,7 @@ class Command(BaseCommand):
             ("coordinator", "coordinator"),
             ("clinician", "clinician"),
             ("lab", "lab"),
+            ("lab2", "lab"),
         ]:
             user = User(
                 username=username,
@@ -343,15 +345,7 @@ class Command(BaseCommand):
             ),
             CourseState.RELEASED: (
                 day["release"],
-                lambda: services.course_release(
-                    course=course,
-                    by=u["lab"],
-                    identity_p63_pct=Decimal(rng.randint(85, 97)),
-                    purity_pct=Decimal(rng.randint(90, 99)),
-                    sterility_negative=True,
-                    viability_pct=Decimal(rng.randint(78, 95)),
-                    viable_cells=rng.randint(180, 320) * 1_000_000,
-                ),
+                lambda: self.release(course),
             ),
             CourseState.TRANSPLANT_SCHEDULED: (
                 day["schedule_transplant"],
@@ -364,14 +358,7 @@ class Command(BaseCommand):
             ),
             CourseState.FOLLOW_UP: (
                 day["transplant"] + 0.3,
-                lambda: services.course_record_transplant(
-                    course=course,
-                    by=u["clinician"],
-                    performed_at=timezone.now() - dt.timedelta(hours=2),
-                    bedside_coi_id=course.coi_id,
-                    cells_administered=self.dose(course),
-                    discharged_at=timezone.now() + dt.timedelta(hours=3),
-                ),
+                lambda: self.transplant(course),
             ),
         }
         for state in reached[1:]:
@@ -407,9 +394,35 @@ class Command(BaseCommand):
             return day["transplant"] + rng.choice([10, 40, 95, 130, 175])
         return day["transplant"] + 7 * 24 + rng.uniform(20, 60)  # completed
 
-    def dose(self, course):
+    def release(self, course):
+        """QC entered by one lab user, the release signed by the other."""
+        rng = self.random
+        batch_record_qc(
+            batch=course.batches.get(status="expanding"),
+            by=self.users["lab"],
+            identity_p63_pct=Decimal(rng.randint(85, 97)),
+            purity_pct=Decimal(rng.randint(90, 99)),
+            sterility_negative=True,
+            viability_pct=Decimal(rng.randint(78, 95)),
+            viable_cells=rng.randint(180, 320) * 1_000_000,
+        )
+        services.course_release(course=course, by=self.users["lab2"], password=DEMO_PASSWORD)
+
+    def transplant(self, course):
+        """At the bedside: today's weight, the label read, a coordinator as second person."""
         weight = course.patient.bodymeasurements.first().weight_kg
-        return int(Decimal("2.4") * weight * 1_000_000)
+        services.course_record_transplant(
+            course=course,
+            by=self.users["clinician"],
+            performed_at=timezone.now() - dt.timedelta(hours=2),
+            bedside_coi_id=course.coi_id,
+            cells_administered=int(Decimal("2.4") * weight * 1_000_000),
+            weight_kg=weight,
+            weighed_on=timezone.localdate(timezone=course.site.time_zone),
+            second_person=self.users["coordinator"],
+            second_person_password=DEMO_PASSWORD,
+            discharged_at=timezone.now() + dt.timedelta(hours=3),
+        )
 
     def mark_past_follow_ups_done(self, course):
         """Follow-ups due more than 3 days ago were attended and measured, mostly better than

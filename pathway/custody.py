@@ -1,0 +1,153 @@
+"""The chain of custody and the manufacturing batch: append-only events, QC entry."""
+
+import datetime as dt
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from pathway.coi import coi_id_is_valid, coi_ids_match
+from pathway.models import Batch, BatchStatus, CustodyEvent, CustodyKind, TreatmentCourse
+
+# The events staff record by hand; the others are written by the pathway's own steps.
+MANUAL_KINDS = (
+    CustodyKind.SHIPPED,
+    CustodyKind.SHIPPED_TO_SITE,
+    CustodyKind.RECEIVED_AT_SITE,
+    CustodyKind.CORRECTION,
+)
+
+
+def custody_append(
+    *,
+    course: TreatmentCourse,
+    kind: CustodyKind,
+    by: AbstractBaseUser,
+    at: dt.datetime,
+    location: str,
+    batch: Batch | None = None,
+    temperature_c: Decimal | None = None,
+    note: str = "",
+    corrects: CustodyEvent | None = None,
+) -> CustodyEvent:
+    """Add one event to the course's chain of custody (inside the caller's transaction)."""
+    return CustodyEvent.objects.create(
+        course=course,
+        batch=batch,
+        coi_id=course.coi_id,
+        kind=kind,
+        at=at,
+        by=by,
+        location=location,
+        temperature_c=temperature_c,
+        note=note,
+        corrects=corrects,
+    )
+
+
+def custody_event_record(
+    *,
+    course: TreatmentCourse,
+    kind: CustodyKind,
+    by: AbstractBaseUser,
+    scanned_coi_id: str,
+    at: dt.datetime,
+    location: str,
+    temperature_c: Decimal | None = None,
+    note: str = "",
+    corrects: CustodyEvent | None = None,
+) -> CustodyEvent:
+    """Record a shipment, a receipt at the site or a correction, with the id read off the label."""
+    if not by.has_perm("pathway.add_custodyevent"):
+        raise PermissionDenied("You do not have permission to record custody events.")
+    errors = custody_event_errors(
+        course=course, kind=kind, scanned_coi_id=scanned_coi_id, at=at, corrects=corrects
+    )
+    if errors:
+        raise ValidationError(errors)
+    return custody_append(
+        course=course,
+        kind=kind,
+        by=by,
+        at=at,
+        location=location,
+        temperature_c=temperature_c,
+        note=note,
+        corrects=corrects,
+        batch=course.batches.first(),
+    )
+
+
+def custody_event_errors(
+    *, course, kind, scanned_coi_id: str, at: dt.datetime | None, corrects
+) -> dict[str, str]:
+    """What is wrong with a hand-recorded custody event, by field; empty if nothing."""
+    errors = {}
+    if kind not in MANUAL_KINDS:
+        errors["kind"] = "This step is recorded by the pathway itself, not by hand."
+    if not coi_id_is_valid(scanned_coi_id):
+        errors["scanned_coi_id"] = (
+            "Not a valid chain-of-identity id: check for a mistyped character."
+        )
+    elif not course.coi_id or not coi_ids_match(scanned_coi_id, course.coi_id):
+        errors["scanned_coi_id"] = (
+            f"{scanned_coi_id} is not this course's chain-of-identity id ({course.coi_id})."
+        )
+    if at and at > timezone.now():
+        errors["at"] = "The time of the event cannot be in the future."
+    if kind == CustodyKind.CORRECTION and corrects is None:
+        errors["corrects"] = "Say which event this corrects."
+    if corrects is not None and corrects.course_id != course.pk:
+        errors["corrects"] = "The corrected event belongs to another course."
+    return errors
+
+
+def batch_record_qc(
+    *,
+    batch: Batch,
+    by: AbstractBaseUser,
+    identity_p63_pct: Decimal,
+    purity_pct: Decimal,
+    sterility_negative: bool,
+    viability_pct: Decimal,
+    viable_cells: int,
+    extra_qc_results: dict | None = None,
+) -> Batch:
+    """Enter (or correct, before release) a batch's QC results; logged in the chain of custody."""
+    if not by.has_perm("pathway.change_batch"):
+        raise PermissionDenied("You do not have permission to record QC results.")
+    if batch.status != BatchStatus.EXPANDING:
+        raise ValidationError(
+            "QC can only be recorded while the batch is expanding, not "
+            f"{batch.get_status_display().lower()}."
+        )
+    unknown = set(extra_qc_results or {}) - set(batch.course.protocol.extra_qc_tests)
+    if unknown:
+        raise ValidationError(
+            {"extra_qc_results": f"The protocol has no test named {', '.join(sorted(unknown))}."}
+        )
+    now = timezone.now()
+    batch.identity_p63_pct, batch.purity_pct = identity_p63_pct, purity_pct
+    batch.sterility_negative, batch.viability_pct = sterility_negative, viability_pct
+    batch.viable_cells, batch.extra_qc_results = viable_cells, extra_qc_results or {}
+    batch.qc_recorded_by, batch.qc_recorded_at = by, now
+    batch.full_clean()
+    with transaction.atomic():
+        batch.save()
+        custody_append(
+            course=batch.course,
+            batch=batch,
+            kind=CustodyKind.QC_RECORDED,
+            by=by,
+            at=now,
+            location=settings.MANUFACTURING_FACILITY,
+            note=(
+                f"P63+ {identity_p63_pct} %, purity {purity_pct} %, sterility "
+                f"{'negative' if sterility_negative else 'NOT negative'}, viability "
+                f"{viability_pct} %, {viable_cells / 1e6:.1f} × 10⁶ viable cells"
+            ),
+        )
+    return batch

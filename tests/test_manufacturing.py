@@ -1,0 +1,344 @@
+"""Chain of identity and custody, cold chain, QC and a signed release, the bedside checks."""
+
+import datetime as dt
+import re
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.db import connection
+from django.urls import reverse
+
+from pathway import services
+from pathway.coi import coi_id_format
+from pathway.custody import custody_event_record
+from pathway.models import AppendOnlyError, Batch, CustodyEvent, CustodyKind
+from pathway.services import TransitionRefused
+from pathway.states import CourseState
+from scheduling.models import Alert
+from tests.factories import PASSWORD
+from tests.test_pathway_services import snapshot
+
+pytestmark = pytest.mark.django_db
+S = CourseState
+
+
+def release_on_day(pathway, course, day, *, by=None, password=PASSWORD, **qc):
+    """QC by the first lab user, then the release signed on expansion day `day`."""
+    with time_machine.travel(pathway.at(2.9 + day - 0.1), tick=False):
+        pathway.record_qc(course, **qc)
+    with time_machine.travel(pathway.at(2.9 + day), tick=False):
+        return services.course_release(course=course, by=by or pathway.lab2, password=password)
+
+
+def test_the_happy_path_leaves_a_full_chain_of_custody(course, pathway):
+    pathway.advance(course, S.FOLLOW_UP)
+    kinds = list(course.custody_events.values_list("kind", flat=True))
+    assert kinds == [
+        CustodyKind.COLLECTED,
+        CustodyKind.RECEIVED_AT_LAB,
+        CustodyKind.EXPANSION_STARTED,
+        CustodyKind.QC_RECORDED,
+        CustodyKind.RELEASED,
+        CustodyKind.ADMINISTERED,
+    ]
+    assert set(course.custody_events.values_list("coi_id", flat=True)) == {course.coi_id}
+    batch = Batch.objects.get(course=course)
+    assert (batch.status, batch.released_by, batch.qc_recorded_by) == (
+        "released",
+        pathway.lab2,
+        pathway.lab,
+    )
+    assert batch.release_meaning.startswith("I release this product for clinical use")
+
+
+@pytest.mark.parametrize(
+    "qc, reason",
+    [
+        (
+            {"viability_pct": Decimal("69.9")},
+            "Viability is 69.9 %; the protocol needs at least 70 %.",
+        ),
+        ({"sterility_negative": False}, "Sterility is not negative."),
+        (
+            {"viable_cells": 48_999_999},
+            "cannot make the minimum dose of 0.7 × 10⁶/kg for 70 kg (49.0 × 10⁶ cells)",
+        ),
+    ],
+)
+def test_release_refused_for_each_out_of_spec_result(course, pathway, qc, reason):
+    pathway.advance(course, S.EXPANDING)
+    before = snapshot(course)
+    with pytest.raises(TransitionRefused) as refused:
+        release_on_day(pathway, course, 28, **qc)
+    assert any(reason in r for r in refused.value.reasons), refused.value.reasons
+    assert snapshot(course)[0] == before[0] and course.state == S.EXPANDING
+
+
+def test_identity_purity_and_extra_tests_are_held_to_the_protocol(course, pathway):
+    protocol = course.protocol
+    protocol.min_identity_p63_pct, protocol.min_purity_pct = Decimal(80), Decimal(90)
+    protocol.extra_qc_tests = ["Mycoplasma"]
+    protocol.save()
+    pathway.advance(course, S.EXPANDING)
+    with pytest.raises(TransitionRefused) as refused:
+        release_on_day(
+            pathway, course, 28, identity_p63_pct=Decimal("79.9"), purity_pct=Decimal("89.9")
+        )
+    assert set(refused.value.reasons) == {
+        "Identity: 79.9 % P63+ cells; the protocol needs at least 80 %.",
+        "Purity is 89.9 %; the protocol needs at least 90 %.",
+        "Mycoplasma: not recorded as passed.",
+    }
+    release_on_day(pathway, course, 28, extra_qc_results={"Mycoplasma": True})
+    assert course.state == S.RELEASED
+
+
+@pytest.mark.parametrize("day, allowed", [(20, False), (21, True), (35, True), (36, False)])
+def test_release_only_on_expansion_days_21_to_35(course, pathway, day, allowed):
+    pathway.advance(course, S.EXPANDING)
+    if allowed:
+        release_on_day(pathway, course, day)
+        assert course.state == S.RELEASED
+    else:
+        with pytest.raises(
+            TransitionRefused, match=f"Expansion is on day {day}; release is allowed on days 21–35."
+        ):
+            release_on_day(pathway, course, day)
+
+
+def test_the_user_who_entered_qc_cannot_sign_the_release(course, pathway):
+    pathway.advance(course, S.EXPANDING)
+    with pytest.raises(TransitionRefused, match="a second lab user must sign the release"):
+        release_on_day(pathway, course, 28, by=pathway.lab)
+    assert course.state == S.EXPANDING
+
+
+def test_a_release_signed_with_a_wrong_password_is_refused(course, pathway):
+    pathway.advance(course, S.EXPANDING)
+    with pytest.raises(TransitionRefused, match="The password is not correct"):
+        release_on_day(pathway, course, 28, password="not my password")
+    assert Batch.objects.get(course=course).status == "expanding"
+
+
+def test_release_needs_qc_first(course, pathway):
+    pathway.advance(course, S.EXPANDING)
+    with pytest.raises(TransitionRefused, match="QC results are not recorded"):
+        services.course_release(course=course, by=pathway.lab2, password=PASSWORD)
+
+
+@pytest.mark.parametrize("temperature, hours", [("1.9", "20"), ("8.1", "20"), ("5", "48.1")])
+def test_a_broken_cold_chain_rejects_the_batch_and_alerts(course, pathway, temperature, hours):
+    pathway.advance(course, S.HARVESTED)
+    services.course_receive_at_lab(
+        course=course,
+        by=pathway.lab,
+        received_at=pathway.at(2.9),
+        temperature_c=Decimal(temperature),
+        transit_hours=Decimal(hours),
+    )
+    assert course.state == S.ELIGIBLE
+    assert Batch.objects.get(course=course).status == "rejected"
+    [alert] = Alert.objects.filter(kind="cold_chain_broken")
+    assert alert.severity == "urgent" and "A re-harvest is needed." in alert.message
+    assert list(course.custody_events.values_list("kind", flat=True))[-1] == CustodyKind.REJECTED
+
+
+def test_a_re_harvest_starts_a_new_batch_under_the_same_coi_id(course, pathway):
+    pathway.advance(course, S.EXPANDING)
+    services.course_fail_qc(course=course, by=pathway.lab, reason="Mycoplasma positive")
+    first_coi = course.coi_id
+    later = pathway.starting(pathway.start + dt.timedelta(days=5))
+    later.advance(course, S.RELEASED)
+    assert course.coi_id == first_coi
+    assert list(
+        Batch.objects.filter(course=course).order_by("received_at").values_list("status", flat=True)
+    ) == [
+        "failed_qc",
+        "released",
+    ]
+
+
+# The bedside.
+
+
+def transplant(pathway, course, **overrides):
+    with time_machine.travel(pathway.at(33.1), tick=False):
+        return pathway.transplant(course, **overrides)
+
+
+@pytest.mark.parametrize(
+    "cells, allowed",
+    [(48_300_000, False), (49_000_000, True), (364_000_000, True), (364_700_000, False)],
+    ids=["0.69", "0.70", "5.20", "5.21"],
+)
+def test_dose_per_kg_at_its_boundaries(course, pathway, cells, allowed):
+    pathway.advance(course, S.TRANSPLANT_SCHEDULED)
+    before = snapshot(course)
+    if allowed:
+        transplant(pathway, course, cells_administered=cells)
+        assert course.state == S.FOLLOW_UP
+    else:
+        with pytest.raises(
+            TransitionRefused, match=re.escape("the protocol allows 0.7–5.2 × 10⁶/kg")
+        ):
+            transplant(pathway, course, cells_administered=cells)
+        assert snapshot(course) == before
+
+
+def test_the_weight_used_sets_the_dose(course, pathway):
+    pathway.advance(course, S.TRANSPLANT_SCHEDULED)
+    # 60 × 10⁶ cells is 0.6 × 10⁶/kg at 100 kg: too little, though enough at 70 kg.
+    with pytest.raises(TransitionRefused, match="for 100 kg"):
+        transplant(pathway, course, cells_administered=60_000_000, weight_kg=Decimal(100))
+
+
+@pytest.mark.parametrize("days_before, allowed", [(30, True), (31, False)])
+def test_the_dosing_weight_must_be_recent(course, pathway, days_before, allowed):
+    pathway.advance(course, S.TRANSPLANT_SCHEDULED)
+    weighed_on = pathway.at(33).date() - dt.timedelta(days=days_before)
+    if allowed:
+        transplant(pathway, course, weighed_on=weighed_on)
+        assert course.patient.bodymeasurements.filter(taken_on=weighed_on).exists()
+    else:
+        with pytest.raises(TransitionRefused, match="taken 31 days before the transplant"):
+            transplant(pathway, course, weighed_on=weighed_on)
+
+
+def test_a_mismatched_bedside_coi_id_blocks_the_transplant_and_alerts_once(course, pathway):
+    pathway.advance(course, S.TRANSPLANT_SCHEDULED)
+    before = snapshot(course)
+    with pytest.raises(TransitionRefused, match="does not match this patient's"):
+        transplant(pathway, course, bedside_coi_id="ZZZ26-999999-A")
+    assert snapshot(course) == before
+    with pytest.raises(TransitionRefused):
+        transplant(pathway, course, bedside_coi_id="zzz26 999999 a")
+    [alert] = Alert.objects.all()
+    assert (alert.kind, alert.severity) == ("coi_mismatch", "urgent")
+    assert "ZZZ26-999999-A" in alert.message and course.coi_id in alert.message
+
+
+@pytest.mark.parametrize(
+    "who, password, reason",
+    [
+        ("clinician", PASSWORD, "must be someone else"),
+        ("coordinator", "wrong", "The password of coordinator is not correct."),
+    ],
+)
+def test_a_second_person_must_confirm(course, pathway, who, password, reason):
+    pathway.advance(course, S.TRANSPLANT_SCHEDULED)
+    with pytest.raises(TransitionRefused, match=reason):
+        transplant(
+            pathway, course, second_person=getattr(pathway, who), second_person_password=password
+        )
+    assert course.state == S.TRANSPLANT_SCHEDULED
+
+
+# Custody events are append-only.
+
+
+@pytest.fixture
+def custody_event(course, pathway):
+    pathway.advance(course, S.HARVESTED)
+    return course.custody_events.get()
+
+
+def test_a_custody_event_cannot_be_changed_or_deleted_through_the_orm(custody_event):
+    custody_event.location = "Somewhere else"
+    with pytest.raises(AppendOnlyError):
+        custody_event.save()
+    with pytest.raises(AppendOnlyError):
+        custody_event.delete()
+    with pytest.raises(AppendOnlyError):
+        CustodyEvent.objects.filter(pk=custody_event.pk).update(location="x")
+    with pytest.raises(AppendOnlyError):
+        CustodyEvent.objects.all().delete()
+    assert CustodyEvent.objects.get(pk=custody_event.pk).location != "Somewhere else"
+
+
+@pytest.mark.postgres
+def test_the_database_refuses_to_change_a_custody_event(custody_event):
+    from django.db import DatabaseError, transaction
+
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(
+            "UPDATE pathway_custodyevent SET location = 'x' WHERE id = %s", [custody_event.pk]
+        )
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("DELETE FROM pathway_custodyevent WHERE id = %s", [custody_event.pk])
+
+
+def test_a_custody_event_cannot_be_changed_or_deleted_in_the_admin(
+    client, custody_event, admin_user
+):
+    client.force_login(admin_user)
+    change = reverse("admin:pathway_custodyevent_change", args=[custody_event.pk])
+    client.post(change, {"location": "Elsewhere", "note": "edited"})
+    delete = reverse("admin:pathway_custodyevent_delete", args=[custody_event.pk])
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    assert CustodyEvent.objects.get(pk=custody_event.pk).location == custody_event.location
+
+
+def test_a_correction_is_a_new_event_pointing_at_the_old(custody_event, course, coordinator):
+    correction = custody_event_record(
+        course=course,
+        kind=CustodyKind.CORRECTION,
+        by=coordinator,
+        scanned_coi_id=course.coi_id,
+        at=custody_event.at,
+        location=custody_event.location,
+        corrects=custody_event,
+        note="Collected at 09:40, not 10:40.",
+    )
+    assert correction.corrects == custody_event and course.custody_events.count() == 2
+
+
+def test_a_scanned_id_that_is_not_the_courses_is_refused(custody_event, course, coordinator):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="not this course's chain-of-identity id"):
+        custody_event_record(
+            course=course,
+            kind=CustodyKind.SHIPPED,
+            by=coordinator,
+            scanned_coi_id=coi_id_format(site_code="ZZZ", year=2026, number=999999),
+            at=custody_event.at,
+            location="Courier",
+        )
+    with pytest.raises(ValidationError, match="mistyped"):
+        custody_event_record(
+            course=course,
+            kind=CustodyKind.SHIPPED,
+            by=coordinator,
+            scanned_coi_id=course.coi_id[:-1] + ("0" if course.coi_id[-1] != "0" else "1"),
+            at=custody_event.at,
+            location="Courier",
+        )
+
+
+def test_the_label_shows_the_id_and_a_2d_code_and_no_diagnosis(
+    client, course, pathway, coordinator
+):
+    pathway.advance(course, S.HARVESTED)
+    client.force_login(coordinator)
+    page = client.get(reverse("admin:pathway_treatmentcourse_label", args=[course.pk]))
+    text = page.content.decode()
+    assert page.status_code == 200 and course.coi_id in text and "<svg" in text
+    for word in ("COPD", "emphysema", "P63", "progenitor", "stem"):
+        assert word.lower() not in text.lower()
+
+
+def test_a_course_without_a_coi_id_has_no_label(client, course, coordinator):
+    client.force_login(coordinator)
+    assert (
+        client.get(reverse("admin:pathway_treatmentcourse_label", args=[course.pk])).status_code
+        == 404
+    )
