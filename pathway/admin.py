@@ -408,6 +408,19 @@ class TransitionLogAdmin(admin.ModelAdmin):
         return False
 
 
+class DueForReleaseFilter(admin.SimpleListFilter):
+    title = "release"
+    parameter_name = "due"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Due for release (day 21 or later)")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(pk__in=batches_due_for_release().values("pk"))
+        return queryset
+
+
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
     """Batches in manufacturing: the lab enters QC here; release is signed on the course."""
@@ -421,7 +434,7 @@ class BatchAdmin(admin.ModelAdmin):
         "released_by",
     )
     list_select_related = ("course__patient", "course__site", "qc_recorded_by", "released_by")
-    list_filter = ("status", "course__site")
+    list_filter = ("status", DueForReleaseFilter, "course__site")
     search_fields = ("=coi_id",)
     readonly_fields = (
         "course",

@@ -342,3 +342,73 @@ def test_a_course_without_a_coi_id_has_no_label(client, course, coordinator):
         client.get(reverse("admin:pathway_treatmentcourse_label", args=[course.pk])).status_code
         == 404
     )
+
+
+# The same in the admin.
+
+
+def test_the_lab_enters_qc_on_the_batch_and_another_signs_the_release(client, course, pathway):
+    pathway.advance(course, S.EXPANDING)
+    batch = Batch.objects.get(course=course)
+    client.force_login(pathway.lab)
+    url = reverse("admin:pathway_batch_change", args=[batch.pk])
+    client.post(
+        url,
+        {
+            "identity_p63_pct": "91",
+            "purity_pct": "96",
+            "sterility_negative": "true",
+            "viability_pct": "85",
+            "viable_cells": "150000000",
+            "extra_qc_results": "{}",
+        },
+    )
+    batch.refresh_from_db()
+    assert (batch.viability_pct, batch.qc_recorded_by) == (Decimal(85), pathway.lab)
+    assert course.custody_events.filter(kind=CustodyKind.QC_RECORDED).exists()
+
+    release = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "release"])
+    with time_machine.travel(pathway.at(31), tick=False):
+        refused = client.post(release, {"password": PASSWORD, "meaning": "Released"})
+        assert any("second lab user must sign" in str(m) for m in refused.context["messages"])
+        client.force_login(pathway.lab2)
+        client.post(release, {"password": PASSWORD, "meaning": "Released for clinical use"})
+    course.refresh_from_db()
+    assert course.state == S.RELEASED
+    assert Batch.objects.get(pk=batch.pk).release_meaning == "Released for clinical use"
+
+
+def test_a_custody_event_with_another_courses_id_is_refused_in_the_admin(
+    client, course, pathway, coordinator
+):
+    pathway.advance(course, S.RELEASED)
+    client.force_login(coordinator)
+    url = reverse("admin:pathway_custodyevent_add")
+    data = {
+        "course": course.pk,
+        "kind": "shipped_to_site",
+        "at_0": "2026-01-01",
+        "at_1": "10:00",
+        "location": "Courier van 4",
+        "note": "",
+    }
+    wrong = client.post(
+        url, data | {"scanned_coi_id": coi_id_format(site_code="ZZZ", year=2026, number=1)}
+    )
+    assert wrong.status_code == 200
+    assert "is not this course&#x27;s chain-of-identity id" in wrong.content.decode()
+    done = client.post(url, data | {"scanned_coi_id": course.coi_id.lower()})
+    assert done.status_code == 302
+    assert course.custody_events.filter(kind="shipped_to_site", by=coordinator).exists()
+
+
+def test_batches_due_for_release_are_listed(client, course, pathway, admin_user):
+    pathway.advance(course, S.EXPANDING)
+    client.force_login(admin_user)
+    url = reverse("admin:pathway_batch_changelist")
+    with time_machine.travel(pathway.at(2.9 + 20), tick=False):
+        assert list(client.get(url, {"due": "yes"}).context["cl"].result_list) == []
+    with time_machine.travel(pathway.at(2.9 + 21), tick=False):
+        assert [b.course for b in client.get(url, {"due": "yes"}).context["cl"].result_list] == [
+            course
+        ]
