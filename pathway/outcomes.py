@@ -8,6 +8,7 @@ from django.db.models import (
     Aggregate,
     Avg,
     Count,
+    DurationField,
     ExpressionWrapper,
     F,
     FloatField,
@@ -32,13 +33,15 @@ class Median(Aggregate):
     template = "%(function)s(0.5) WITHIN GROUP (ORDER BY %(expressions)s)"
 
     def as_sqlite(self, compiler, connection, **extra):
-        return super().as_sql(
-            compiler,
-            connection,
-            function="MEDIAN",
-            template="%(function)s(%(expressions)s)",
-            **extra,
-        )
+        sqlite = self.copy()
+        sqlite.function, sqlite.template = "MEDIAN", "%(function)s(%(expressions)s)"
+        return super(Median, sqlite).as_sql(compiler, connection, **extra)
+
+
+class MedianDuration(Median):
+    """The median of a duration (SQLite hands back microseconds)."""
+
+    output_field = DurationField()
 
 
 class SqliteMedian:

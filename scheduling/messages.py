@@ -8,6 +8,13 @@ from django.utils import timezone
 
 from scheduling.channels import OutgoingMessage
 from scheduling.models import Channel, Notification, NotificationTemplate
+from scheduling.reports import (
+    report_chart_png,
+    report_context,
+    report_csv,
+    report_text,
+    weekly_report,
+)
 
 
 def _reminder_context(notification: Notification) -> dict:
@@ -33,8 +40,34 @@ def _alert_context(notification: Notification) -> dict:
     }
 
 
+CHART_FILENAME = "weekly-chart.png"
+
+
+def _weekly_report_message(notification: Notification) -> OutgoingMessage:
+    site = notification.report_site
+    report = weekly_report(week=notification.report_week, site=site)
+    scope = site.code if site else "all-sites"
+    html = render_to_string(
+        "scheduling/report/email.html", report_context(report) | {"chart_cid": CHART_FILENAME}
+    )
+    return OutgoingMessage(
+        to=notification.user.email,
+        subject=f"Weekly status report {report.week}: {report.scope}",
+        text=report_text(report),
+        html=html,
+        idempotency_key=notification.idempotency_key,
+        attachments=(
+            (f"pathway-{report.week}-{scope}.csv", report_csv(report), "text/csv"),
+            (CHART_FILENAME, report_chart_png(report), "image/png"),
+        ),
+        inline=(CHART_FILENAME,),
+    )
+
+
 def notification_message(notification: Notification) -> OutgoingMessage:
     """Render a notification for its channel."""
+    if notification.template == NotificationTemplate.WEEKLY_REPORT:
+        return _weekly_report_message(notification)
     if notification.template == NotificationTemplate.VISIT_REMINDER:
         context = _reminder_context(notification)
         to = (

@@ -65,6 +65,7 @@ class Channel(models.TextChoices):
 class NotificationTemplate(models.TextChoices):
     VISIT_REMINDER = "visit_reminder", "Appointment reminder"
     ALERT = "alert", "Coordinator alert"
+    WEEKLY_REPORT = "weekly_report", "Weekly status report"
 
 
 class NotificationStatus(models.TextChoices):
@@ -108,6 +109,17 @@ class Notification(models.Model):
         blank=True,
         related_name="notifications",
     )
+    report_week = models.CharField(
+        max_length=8, blank=True, help_text="The ISO week of a weekly report, e.g. 2026-W48."
+    )
+    report_site = models.ForeignKey(
+        "patients.Site",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The site of a weekly report; empty for the report across sites.",
+    )
     send_after = models.DateTimeField()
     status = models.CharField(
         max_length=20, choices=NotificationStatus.choices, default=NotificationStatus.PENDING
@@ -125,6 +137,7 @@ class Notification(models.Model):
         help_text="Which dispatch run holds the row; a late run cannot overwrite a newer one.",
     )
     sent_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(
         null=True,
         blank=True,

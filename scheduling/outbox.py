@@ -102,7 +102,7 @@ def _record_outcome(
             "provider_message_id": provider_id,
         }
     elif attempts >= notification.max_attempts:
-        changes = {"status": NotificationStatus.FAILED}
+        changes = {"status": NotificationStatus.FAILED, "failed_at": now}
     else:
         send_after = now + retry_delay(
             failed_attempts=attempts, base_seconds=settings.NOTIFICATION_RETRY_BASE_SECONDS
@@ -259,6 +259,7 @@ def notifications_dispatch_batch(*, batch_size: int | None = None) -> BatchResul
         return result
     sms = sms_backend()
     claimed = Notification.objects.filter(id__in=ids).select_related(
+        "report_site",
         "patient__site",
         "user",
         "visit__course__site",

@@ -9,6 +9,7 @@ from scheduling.outbox import (
     notifications_dispatch_batch,
     notifications_reclaim_stale,
 )
+from scheduling.reports import weekly_reports_queue
 
 
 @shared_task(ignore_result=True)
@@ -30,3 +31,9 @@ def dispatch_notification_batch() -> int:
 @shared_task(ignore_result=True)
 def scan_overdue() -> int:
     return alerts_scan_overdue()
+
+
+@shared_task(ignore_result=True)
+def queue_weekly_reports() -> int:
+    """Beat, every 5 minutes: the reports due on Monday 07:00 in each site's time."""
+    return weekly_reports_queue()

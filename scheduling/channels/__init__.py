@@ -14,3 +14,6 @@ class OutgoingMessage:
     idempotency_key: str
     subject: str = ""
     html: str = ""
+    # (filename, content, MIME type); an image whose filename is in `inline` is shown in the HTML.
+    attachments: tuple = ()
+    inline: tuple = ()

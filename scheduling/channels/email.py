@@ -1,4 +1,5 @@
 import smtplib
+from email.mime.image import MIMEImage
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
@@ -23,6 +24,14 @@ def email_send(message: OutgoingMessage) -> str:
     )
     if message.html:
         email.attach_alternative(message.html, "text/html")
+    for filename, content, mimetype in message.attachments:
+        if filename in message.inline:
+            image = MIMEImage(content, _subtype=mimetype.split("/")[1])
+            image.add_header("Content-ID", f"<{filename}>")
+            image.add_header("Content-Disposition", "inline", filename=filename)
+            email.attach(image)
+        else:
+            email.attach(filename, content, mimetype)
     try:
         email.send()
     except (smtplib.SMTPException, OSError) as error:
