@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
-from scheduling.views import sms_status_callback
+from scheduling.views import sms_status_callback, weekly_report_view
 
 admin.site.site_header = "COPD cell-therapy pathway"
 admin.site.site_title = "Pathway tracker"
@@ -10,6 +10,7 @@ admin.site.index_title = "Treatment pathway"
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("admin/reports/weekly/", admin.site.admin_view(weekly_report_view), name="weekly-report"),
     path("admin/", admin.site.urls),
     path("sms/status/", sms_status_callback, name="sms-status"),
 ]

@@ -1,10 +1,25 @@
+import base64
+from zoneinfo import ZoneInfo
+
 from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.auth.decorators import permission_required
 from django.http import HttpResponse, HttpResponseForbidden
+from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from twilio.request_validator import RequestValidator
 
+from patients.models import Site
 from scheduling.outbox import notification_record_provider_status
+from scheduling.reports import (
+    previous_week,
+    report_chart_png,
+    report_context,
+    report_csv,
+    weekly_report,
+)
 
 
 @csrf_exempt  # Twilio cannot send a CSRF token; its signature authenticates the request instead
@@ -25,3 +40,34 @@ def sms_status_callback(request):
         error=request.POST.get("ErrorCode", ""),
     )
     return HttpResponse(status=204)
+
+
+@permission_required("pathway.view_treatmentcourse")
+def weekly_report_view(request):
+    """The weekly report in the admin, for a chosen week and site, or as CSV."""
+    sites = list(Site.objects.all())
+    site = next((s for s in sites if s.code == request.GET.get("site")), None)
+    zone = site.time_zone if site else ZoneInfo(settings.TIME_ZONE)
+    week = request.GET.get("week") or previous_week(timezone.now(), zone)
+    try:
+        report = weekly_report(week=week, site=site)
+    except ValueError as error:
+        messages.error(request, str(error))
+        return redirect(request.path)
+    if request.GET.get("format") == "csv":
+        response = HttpResponse(report_csv(report), content_type="text/csv")
+        scope = site.code if site else "all-sites"
+        response["Content-Disposition"] = f'attachment; filename="pathway-{week}-{scope}.csv"'
+        return response
+    chart = base64.b64encode(report_chart_png(report)).decode()
+    context = (
+        admin.site.each_context(request)
+        | report_context(report)
+        | {
+            "title": f"Weekly status report {week}",
+            "sites": sites,
+            "chosen_site": site,
+            "chart_data_uri": f"data:image/png;base64,{chart}",
+        }
+    )
+    return render(request, "scheduling/report/admin.html", context)

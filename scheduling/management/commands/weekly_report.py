@@ -1,0 +1,32 @@
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from patients.models import Site
+from scheduling.reports import previous_week, report_csv, report_html, report_text, weekly_report
+
+
+class Command(BaseCommand):
+    help = "Print the weekly status report for any ISO week, one site or all."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--week", help="ISO week, e.g. 2026-W48 (default: last week)")
+        parser.add_argument("--site", help="site code, e.g. LDN (default: all sites)")
+        parser.add_argument("--format", choices=["text", "html", "csv"], default="text")
+
+    def handle(self, *args, week=None, site=None, format="text", **options):
+        chosen = None
+        if site:
+            chosen = Site.objects.filter(code=site.upper()).first()
+            if chosen is None:
+                codes = ", ".join(Site.objects.values_list("code", flat=True)) or "none yet"
+                raise CommandError(f"No site has the code {site!r}; the codes are: {codes}.")
+        zone = chosen.time_zone if chosen else ZoneInfo(settings.TIME_ZONE)
+        try:
+            report = weekly_report(week=week or previous_week(timezone.now(), zone), site=chosen)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        render = {"text": report_text, "html": report_html, "csv": report_csv}[format]
+        self.stdout.write(render(report), ending="")
