@@ -1,0 +1,379 @@
+"""The weekly status report, figure by figure, on a cohort built by hand."""
+
+import csv
+import datetime as dt
+import io
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from pathway import services
+from pathway.models import TreatmentCourse
+from pathway.states import CourseState
+from patients.models import AdverseEvent, LungFunctionTest, SixMinuteWalkTest, SymptomScore
+from patients.services import adverse_event_record, clinical_record_save
+from scheduling.alerts import alerts_scan_overdue
+from scheduling.models import Notification, NotificationStatus, NotificationTemplate, Visit
+from scheduling.reports import (
+    report_csv,
+    report_html,
+    report_text,
+    weekly_report,
+    weekly_reports_queue,
+)
+from tests.factories import (
+    ChestCTFactory,
+    ClinicalAssessmentFactory,
+    LungFunctionTestFactory,
+    PatientFactory,
+    SiteFactory,
+)
+
+pytestmark = pytest.mark.django_db
+LONDON = ZoneInfo("Europe/London")
+WEEK = "2026-W11"  # Monday 9 to Sunday 15 March 2026
+
+
+def london(*args):
+    return dt.datetime(*args, tzinfo=LONDON)
+
+
+def new_course(pathway, site, start, mrn, records=True):
+    """A patient referred at `start`, with evaluation records dated that day."""
+    with time_machine.travel(start, tick=False):
+        patient = PatientFactory(site=site, mrn=mrn)
+        if records:
+            for factory in (LungFunctionTestFactory, ChestCTFactory, ClinicalAssessmentFactory):
+                factory(patient=patient, taken_on=start.date())
+        return services.course_create(patient=patient, by=pathway.coordinator)
+
+
+def measure(visit, on, fev1, dlco, walk, cat, mmrc, by):
+    common = {"taken_on": on, "visit": visit, "patient": visit.course.patient if visit else None}
+    if visit is None:
+        common.pop("patient")
+    for record in (
+        LungFunctionTest(
+            fev1_l=Decimal(fev1),
+            fev1_pct_predicted=45,
+            fvc_l=Decimal("2.80"),
+            dlco_pct_predicted=Decimal(dlco),
+            **common,
+        ),
+        SixMinuteWalkTest(distance_m=walk, **common),
+        SymptomScore(cat=cat, mmrc=mmrc, **common),
+    ):
+        clinical_record_save(record=record, by=by)
+
+
+@pytest.fixture
+def cohort(pathway, coordinator, clinician):
+    site = SiteFactory(code="LDN", name="North London Chest Clinic", time_zone="Europe/London")
+    other_site = SiteFactory(code="OXF", name="Oxford", time_zone="Europe/London")
+    courses = {}
+    # A: referred and into evaluation in the week.
+    courses["A"] = new_course(pathway, site, london(2026, 3, 9, 10), "A-1")
+    with time_machine.travel(london(2026, 3, 9, 11), tick=False):
+        services.course_start_evaluation(course=courses["A"], by=pathway.coordinator)
+    # B: released the week before, transplanted on Tuesday 10 March.
+    courses["B"] = new_course(pathway, site, london(2026, 2, 5, 10), "B-1")
+    pathway.starting(london(2026, 2, 5, 10)).advance(courses["B"], CourseState.FOLLOW_UP)
+    # C: released on Sunday 15 March.
+    courses["C"] = new_course(pathway, site, london(2026, 2, 12, 10), "C-1")
+    pathway.starting(london(2026, 2, 12, 10)).advance(courses["C"], CourseState.RELEASED)
+    # D: expanding since 26 February.
+    courses["D"] = new_course(pathway, site, london(2026, 2, 23, 10), "D-1")
+    pathway.starting(london(2026, 2, 23, 10)).advance(courses["D"], CourseState.EXPANDING)
+    # E: transplanted on 3 January; its 4-week visit was missed and alerted on 10 February.
+    courses["E"] = new_course(pathway, site, london(2025, 12, 1, 10), "E-1")
+    pathway.starting(london(2025, 12, 1, 10)).advance(courses["E"], CourseState.FOLLOW_UP)
+    with time_machine.travel(london(2026, 2, 10, 9), tick=False):
+        alerts_scan_overdue()
+    # F: transplanted on 3 November, measured at 4 and 12 weeks; two adverse events.
+    courses["F"] = new_course(pathway, site, london(2025, 10, 1, 10), "F-1", records=False)
+    with time_machine.travel(london(2025, 10, 1, 12), tick=False):
+        for factory in (ChestCTFactory, ClinicalAssessmentFactory):
+            factory(patient=courses["F"].patient, taken_on=dt.date(2025, 10, 1))
+        for record in (
+            LungFunctionTest(
+                patient=courses["F"].patient,
+                taken_on=dt.date(2025, 10, 1),
+                fev1_l=Decimal("1.20"),
+                fev1_pct_predicted=45,
+                fvc_l=Decimal("2.80"),
+                dlco_pct_predicted=Decimal(40),
+            ),
+            SixMinuteWalkTest(
+                patient=courses["F"].patient, taken_on=dt.date(2025, 10, 1), distance_m=300
+            ),
+            SymptomScore(
+                patient=courses["F"].patient, taken_on=dt.date(2025, 10, 1), cat=20, mmrc=3
+            ),
+        ):
+            clinical_record_save(record=record, by=clinician)
+    pathway.starting(london(2025, 10, 1, 10)).advance(courses["F"], CourseState.FOLLOW_UP)
+    f_visits = {
+        v.protocol_visit.weeks_after_transplant: v
+        for v in Visit.objects.filter(course=courses["F"], kind="follow_up")
+    }
+    with time_machine.travel(london(2026, 3, 12, 12), tick=False):
+        measure(f_visits[4], dt.date(2025, 12, 1), "1.30", "44", 340, 18, 2, clinician)
+        measure(f_visits[12], dt.date(2026, 1, 26), "1.35", "46", 360, 15, 2, clinician)
+        for onset, grade in ((dt.date(2026, 1, 1), 1), (dt.date(2026, 3, 10), 2)):
+            adverse_event_record(
+                event=AdverseEvent(
+                    course=courses["F"],
+                    onset_on=onset,
+                    grade=grade,
+                    serious=False,
+                    outcome="recovered",
+                    description="Cough",
+                ),
+                by=clinician,
+            )
+    # Another site's patient, referred in the same week.
+    courses["G"] = new_course(pathway, other_site, london(2026, 3, 10, 10), "OTHER-999")
+    # Reminders: only these count.
+    Notification.objects.filter(template=NotificationTemplate.VISIT_REMINDER).update(
+        status=NotificationStatus.CANCELLED
+    )
+    visit = Visit.objects.filter(course=courses["E"], kind="follow_up").first()
+    g_visit = Visit.objects.create(
+        course=courses["G"], kind="follow_up", scheduled_at=london(2026, 3, 20, 10)
+    )
+    rows = [
+        (visit, NotificationStatus.SENT, {"sent_at": london(2026, 3, 10, 9)}),
+        (visit, NotificationStatus.SENT, {"sent_at": london(2026, 3, 15, 23, 59)}),
+        (visit, NotificationStatus.SENT, {"sent_at": london(2026, 3, 8, 23, 59)}),  # week before
+        (visit, NotificationStatus.FAILED, {"failed_at": london(2026, 3, 11, 9)}),
+        (visit, NotificationStatus.PENDING, {}),
+        (visit, NotificationStatus.PENDING, {}),
+        (visit, NotificationStatus.PENDING, {}),
+        (g_visit, NotificationStatus.SENT, {"sent_at": london(2026, 3, 10, 9)}),  # other site
+    ]
+    Notification.objects.bulk_create(
+        Notification(
+            template=NotificationTemplate.VISIT_REMINDER,
+            channel="email",
+            patient=v.course.patient,
+            visit=v,
+            status=status,
+            send_after=london(2026, 3, 1),
+            idempotency_key=f"test.{i}",
+            **extra,
+        )
+        for i, (v, status, extra) in enumerate(rows)
+    )
+    return site, courses
+
+
+def test_every_figure_of_a_sites_week(cohort):
+    site, courses = cohort
+    with time_machine.travel(london(2026, 3, 16, 9), tick=False):
+        report = weekly_report(week=WEEK, site=site)
+
+    assert (report.start, report.end) == (london(2026, 3, 9), london(2026, 3, 16))
+    states = dict(report.courses_by_state)
+    assert {label: n for label, n in states.items() if n} == {
+        "In evaluation": 1,
+        "Released": 1,
+        "Expanding": 1,
+        "Follow-up": 3,
+    }
+    assert report.referrals == 1  # A; G is another site's
+    assert dict(report.transitions) == {"Start evaluation": 1, "Release": 1, "Record transplant": 1}
+    assert report.completions == 0
+
+    [upcoming] = report.upcoming  # E's 12-week visit, due Saturday 28 March
+    assert (upcoming.course, upcoming.protocol_visit.weeks_after_transplant) == (courses["E"], 12)
+    [overdue] = report.overdue_visits  # E's 4-week visit, window closed 7 February
+    assert (overdue.course, overdue.window_closes_on) == (courses["E"], dt.date(2026, 2, 7))
+    [alert] = report.open_alerts
+    assert alert.visit == overdue and (report.end - alert.created_at).days == 33
+
+    [batch] = report.batches_in_expansion
+    assert batch.course == courses["D"]
+    from scheduling.reports import report_context
+
+    [row] = report_context(report)["batches"]
+    assert (row["day"], row["opens"], row["closes"]) == (
+        17,
+        dt.date(2026, 3, 19),
+        dt.date(2026, 4, 2),
+    )
+
+    outcomes = {row["weeks"]: row["measures"] for row in report.outcomes}
+    four, twelve = outcomes[4], outcomes[12]
+    assert four["fev1_ml"]["summary"].n == 1 and four["fev1_ml"]["summary"].mean == pytest.approx(
+        100
+    )
+    assert four["dlco_relative_pct"]["summary"].mean == pytest.approx(10)
+    assert four["dlco_pct_points"]["summary"].mean == pytest.approx(4)
+    assert four["walk_m"]["summary"].mean == pytest.approx(40)
+    assert (four["cat"]["summary"].mean, four["mmrc"]["summary"].mean) == (
+        pytest.approx(-2),
+        pytest.approx(-1),
+    )
+    assert twelve["fev1_ml"]["summary"].mean == pytest.approx(150)
+    assert twelve["dlco_relative_pct"]["summary"].mean == pytest.approx(15)
+    assert twelve["walk_m"]["summary"].median == pytest.approx(60)
+    assert four["fev1_ml"]["summary"].ci_low is None  # one patient: no interval
+
+    assert report.adverse_events_by_grade == [(1, 0, 1), (2, 1, 1), (3, 0, 0), (4, 0, 0), (5, 0, 0)]
+    assert report.reminders == {"sent": 2, "failed": 1, "pending": 3}
+    assert report.throughput_days == [
+        ("Referral → harvest", 2.0),
+        ("Harvest → release", 29.0),
+        ("Release → transplant", 2.0),
+    ]
+
+
+def test_a_sites_report_never_shows_another_sites_patients(cohort):
+    site, _courses = cohort
+    with time_machine.travel(london(2026, 3, 16, 9), tick=False):
+        report = weekly_report(week=WEEK, site=site)
+        rendered = report_text(report) + report_html(report) + report_csv(report)
+        everyone = report_csv(weekly_report(week=WEEK))
+    assert "OTHER-999" not in rendered and "OXF" not in rendered
+    assert "OTHER-999" in everyone
+    rows = list(csv.DictReader(io.StringIO(report_csv(report))))
+    assert sorted(r["mrn"] for r in rows) == ["A-1", "B-1", "C-1", "D-1", "E-1", "F-1"]
+
+
+def test_the_report_from_the_command_line(cohort, capsys):
+    with time_machine.travel(london(2026, 3, 16, 9), tick=False):
+        call_command("weekly_report", "--week", WEEK, "--site", "LDN")
+    out = capsys.readouterr().out
+    assert "Weekly status report: North London Chest Clinic" in out and "Referrals: 1" in out
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="A week looks like 2026-W48"):
+        call_command("weekly_report", "--week", "March")
+
+
+def test_the_report_in_the_admin(client, cohort, admin_user):
+    client.force_login(admin_user)
+    url = reverse("weekly-report")
+    with time_machine.travel(london(2026, 3, 16, 9), tick=False):
+        page = client.get(url, {"week": WEEK, "site": "LDN"})
+        download = client.get(url, {"week": WEEK, "site": "LDN", "format": "csv"})
+    assert (
+        page.status_code == 200
+        and "Weekly status report: North London Chest Clinic" in page.content.decode()
+    )
+    assert "data:image/png;base64," in page.content.decode()
+    assert download["Content-Type"] == "text/csv" and b"A-1" in download.content
+
+
+def _bulk_courses(site, n):
+    patients = PatientFactory.create_batch(n, site=site)
+    TreatmentCourse.objects.bulk_create(
+        TreatmentCourse(patient=p, site=site, protocol_id=1, referred_at=london(2026, 3, 10))
+        for p in patients
+    )
+
+
+def test_the_report_costs_the_same_queries_for_10_and_1000_courses(pathway):
+    site = SiteFactory()
+    counts = []
+    for n in (10, 990):
+        _bulk_courses(site, n)
+        with CaptureQueriesContext(connection) as queries:
+            report = weekly_report(week=WEEK, site=site)
+        counts.append(len(queries))
+    assert report.referrals == 1000
+    assert counts[0] == counts[1], counts
+
+
+# Delivery.
+
+
+@pytest.fixture
+def recipients(coordinator, django_user_model):
+    from django.contrib.auth.models import Group
+
+    london_site = SiteFactory(code="LDN", time_zone="Europe/London")
+    shanghai = SiteFactory(code="SHA", time_zone="Asia/Shanghai")
+    london_site.coordinators.add(coordinator)
+    shanghai.coordinators.add(coordinator)
+    lead = django_user_model.objects.create_user("lead", email="lead@clinic.test")
+    lead.groups.add(Group.objects.get(name="programme lead"))
+    return london_site, shanghai, lead
+
+
+def queued(week="2026-W13"):
+    """The report rows queued for `week` (last week's were due all this week, and are ignored)."""
+    return sorted(
+        Notification.objects.filter(
+            template=NotificationTemplate.WEEKLY_REPORT, report_week=week
+        ).values_list("idempotency_key", flat=True)
+    )
+
+
+def test_reports_go_out_at_07_00_on_monday_in_each_sites_time_across_dst(recipients, coordinator):
+    # British Summer Time began on Sunday 29 March 2026: 07:00 in London is 06:00 UTC.
+    with time_machine.travel(dt.datetime(2026, 3, 29, 22, 59, tzinfo=dt.UTC), tick=False):
+        weekly_reports_queue()  # Monday 06:59 in Shanghai: nothing yet
+    assert queued() == []
+    with time_machine.travel(dt.datetime(2026, 3, 29, 23, 0, tzinfo=dt.UTC), tick=False):
+        weekly_reports_queue()  # Monday 07:00 in Shanghai
+    assert queued() == [f"weekly.2026-W13.SHA.u{coordinator.pk}"]
+    with time_machine.travel(dt.datetime(2026, 3, 30, 5, 59, tzinfo=dt.UTC), tick=False):
+        weekly_reports_queue()  # 06:59 BST
+    assert len(queued()) == 1
+    with time_machine.travel(dt.datetime(2026, 3, 30, 6, 0, tzinfo=dt.UTC), tick=False):
+        weekly_reports_queue()  # 07:00 BST: London's coordinator and (TIME_ZONE London) the lead
+    lead = recipients[2]
+    assert queued() == sorted(
+        [
+            f"weekly.2026-W13.SHA.u{coordinator.pk}",
+            f"weekly.2026-W13.LDN.u{coordinator.pk}",
+            f"weekly.2026-W13.all.u{lead.pk}",
+        ]
+    )
+
+
+def test_a_second_run_sends_nothing_new(recipients):
+    monday = dt.datetime(2026, 3, 30, 7, 30, tzinfo=LONDON)
+    with time_machine.travel(monday, tick=False):
+        weekly_reports_queue()
+        first = queued()
+        weekly_reports_queue()
+    with time_machine.travel(monday + dt.timedelta(days=2), tick=False):
+        weekly_reports_queue()
+    assert queued() == first and len(first) == 3
+
+
+def test_the_email_arrives_with_html_text_csv_and_chart(recipients, coordinator, settings):
+    from scheduling.outbox import notifications_dispatch_batch
+    from tests.servers import SmtpSink
+
+    with SmtpSink() as smtp:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp.port
+        with time_machine.travel(dt.datetime(2026, 3, 30, 7, 30, tzinfo=LONDON), tick=False):
+            weekly_reports_queue()
+            notifications_dispatch_batch(batch_size=10)
+            notifications_dispatch_batch(batch_size=10)
+    assert len(smtp.messages) == 3
+    message = next(
+        m
+        for m in smtp.messages
+        if m["To"] == coordinator.email
+        and "North" not in m["Subject"]
+        and "Chest Clinic" in m["Subject"]
+    )
+    assert message["Subject"].startswith("Weekly status report 2026-W13")
+    assert "Courses by state" in message.get_body(("html",)).get_content()
+    assert "COURSES BY STATE" in message.get_body(("plain",)).get_content()
+    parts = {part.get_filename(): part for part in message.iter_attachments()}
+    csv_name = next(name for name in parts if name.endswith(".csv"))
+    assert parts[csv_name].get_content().startswith("course,site,mrn")
+    assert parts["weekly-chart.png"].get_content()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Notification.objects.filter(status=NotificationStatus.SENT).count() == 3
