@@ -32,6 +32,7 @@ from pathway.selectors import batches_due_for_release, course_evaluation_facts
 from pathway.services import COURSE_TRANSITION_SERVICES, TransitionRefused
 from pathway.states import CourseState
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
+from patients.admin_scoping import SiteScopedAdmin
 from scheduling.models import Visit
 
 
@@ -176,7 +177,9 @@ _STATUS_MARKS = {RuleStatus.PASSED: "✔", RuleStatus.FAILED: "✘", RuleStatus.
 
 
 @admin.register(TreatmentCourse)
-class TreatmentCourseAdmin(FSMAdminMixin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin):
+class TreatmentCourseAdmin(
+    FSMAdminMixin, SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin
+):
     fsm_fields = ["state"]
     list_display = ("__str__", "site", "state", "days_in_state", "coi_id", "referred_at")
     list_select_related = ("patient", "site")
@@ -392,7 +395,7 @@ class TreatmentCourseAdmin(FSMAdminMixin, ClinicalRecordsSavedThroughServices, a
 
 
 @admin.register(TransitionLog)
-class TransitionLogAdmin(admin.ModelAdmin):
+class TransitionLogAdmin(SiteScopedAdmin, admin.ModelAdmin):
     list_display = ("at", "course", "transition", "source_state", "target_state", "by")
     list_select_related = ("course__patient", "by")
     list_filter = ("transition", "target_state")
@@ -422,7 +425,7 @@ class DueForReleaseFilter(admin.SimpleListFilter):
 
 
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
+class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
     """Batches in manufacturing: the lab enters QC here; release is signed on the course."""
 
     list_display = (
@@ -535,7 +538,7 @@ class CustodyEventForm(forms.ModelForm):
 
 
 @admin.register(CustodyEvent)
-class CustodyEventAdmin(admin.ModelAdmin):
+class CustodyEventAdmin(SiteScopedAdmin, admin.ModelAdmin):
     """Custody events are appended, never changed: shipments and receipts are added here,
     with the id read off the label; mistakes are put right by a correction."""
 

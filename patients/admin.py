@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.forms.models import BaseInlineFormSet
 
 from pathway.states import CourseState
+from patients.admin_scoping import ScopedChoices, SiteScopedAdmin
 from patients.clinical import ratio_display
 from patients.models import (
     AdverseEvent,
@@ -44,13 +45,13 @@ class ClinicalRecordsSavedThroughServices:
 
 
 @admin.register(Site)
-class SiteAdmin(admin.ModelAdmin):
+class SiteAdmin(SiteScopedAdmin, admin.ModelAdmin):
     list_display = ("name", "code", "time_zone")
     search_fields = ("name", "code")
-    filter_horizontal = ("coordinators",)
+    filter_horizontal = ("coordinators", "members")
 
 
-class ClinicalRecordInline(admin.TabularInline):
+class ClinicalRecordInline(ScopedChoices, admin.TabularInline):
     extra = 0
     can_delete = False  # a wrong value is corrected, not erased
     readonly_fields = ("visit", "entered_by", "entered_at")
@@ -128,7 +129,7 @@ class ClinicalAssessmentInline(ClinicalRecordInline):
     )
 
 
-class MedicationInline(admin.TabularInline):
+class MedicationInline(ScopedChoices, admin.TabularInline):
     model = Medication
     fields = ("name", "dose", "started_on", "stopped_on")
     extra = 0
@@ -148,7 +149,7 @@ class CourseStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Patient)
-class PatientAdmin(ClinicalRecordsSavedThroughServices, admin.ModelAdmin):
+class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin):
     list_display = ("mrn", "last_name", "first_name", "site", "date_of_birth", "coordinator")
     list_select_related = ("site", "coordinator")
     list_filter = ("site", CourseStateFilter)
@@ -192,7 +193,7 @@ class VisitRecordFormSet(BaseInlineFormSet):
         return form
 
 
-class VisitRecordInline(admin.TabularInline):
+class VisitRecordInline(ScopedChoices, admin.TabularInline):
     formset = VisitRecordFormSet
     extra = 0
     can_delete = False
@@ -229,7 +230,7 @@ class VisitChestCTInline(VisitRecordInline):
     fields = ("taken_on", "emphysema_present", "low_attenuation_pct", "findings", "entered_by")
 
 
-class AdverseEventInline(admin.StackedInline):
+class AdverseEventInline(ScopedChoices, admin.StackedInline):
     model = AdverseEvent
     fields = (
         ("onset_on", "grade", "serious"),
@@ -270,7 +271,7 @@ class CourseAdverseEventInline(AdverseEventInline):
 
 
 @admin.register(AdverseEvent)
-class AdverseEventAdmin(admin.ModelAdmin):
+class AdverseEventAdmin(SiteScopedAdmin, admin.ModelAdmin):
     list_display = ("onset_on", "patient", "grade", "serious", "related_to_product", "outcome")
     list_select_related = ("patient",)
     list_filter = ("grade", "serious", "related_to_procedure", "related_to_product", "outcome")

@@ -24,7 +24,16 @@ class Site(models.Model):
     )
     time_zone = TimeZoneField(default="Europe/London")
     coordinators = models.ManyToManyField(
-        settings.AUTH_USER_MODEL, blank=True, related_name="coordinated_sites"
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="coordinated_sites",
+        help_text="They receive the site's alerts and weekly report, and work on its patients.",
+    )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="member_sites",
+        help_text="Clinicians and lab staff who work on this site's patients.",
     )
 
     class Meta:

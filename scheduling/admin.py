@@ -1,6 +1,9 @@
 from django.contrib import admin, messages
+from django.db.models import Q
+from django.http import Http404
 from django.utils import timezone
 
+from patients.access import user_sees_all_sites, user_sites
 from patients.admin import (
     ClinicalRecordsSavedThroughServices,
     VisitAdverseEventInline,
@@ -9,7 +12,7 @@ from patients.admin import (
     VisitSymptomInline,
     VisitWalkInline,
 )
-from patients.models import Site
+from patients.admin_scoping import SiteScopedAdmin
 from scheduling.alerts import alert_acknowledge
 from scheduling.models import (
     Alert,
@@ -32,12 +35,13 @@ class OverdueFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "yes":
-            return queryset.filter(pk__in=overdue_visits(sites=Site.objects.all()).values("pk"))
+            sites = user_sites(request.user)
+            return queryset.filter(pk__in=overdue_visits(sites=sites).values("pk"))
         return queryset
 
 
 @admin.register(Visit)
-class VisitAdmin(ClinicalRecordsSavedThroughServices, admin.ModelAdmin):
+class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin):
     list_display = (
         "course",
         "kind",
@@ -120,7 +124,7 @@ class OpenAlertFilter(admin.SimpleListFilter):
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(SiteScopedAdmin, admin.ModelAdmin):
     list_display = (
         "created_at",
         "severity",
@@ -177,6 +181,26 @@ class NotificationAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Notification._meta.fields]
     inlines = (DeliveryAttemptInline,)
     show_full_result_count = False
+
+    def get_queryset(self, request):
+        """Reminders to the user's sites' patients, their alerts and reports, and their own mail."""
+        queryset = super().get_queryset(request)
+        if user_sees_all_sites(request.user):
+            return queryset
+        sites = user_sites(request.user).values("pk")
+        return queryset.filter(
+            Q(patient__site__in=sites)
+            | Q(alert__site__in=sites)
+            | Q(report_site__in=sites)
+            | Q(user=request.user)
+        )
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise Http404("No such notification for you.")
+        return obj
+
     ordering = ("-id",)  # the primary key's index; send_after is indexed only where pending
 
     def has_add_permission(self, request):

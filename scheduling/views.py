@@ -4,6 +4,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse, HttpResponseForbidden
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -11,7 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from twilio.request_validator import RequestValidator
 
-from patients.models import Site
+from patients.access import user_sees_all_sites, user_sites
 from scheduling.outbox import notification_record_provider_status
 from scheduling.reports import (
     previous_week,
@@ -45,8 +46,13 @@ def sms_status_callback(request):
 @permission_required("pathway.view_treatmentcourse")
 def weekly_report_view(request):
     """The weekly report in the admin, for a chosen week and site, or as CSV."""
-    sites = list(Site.objects.all())
+    sites = list(user_sites(request.user))
     site = next((s for s in sites if s.code == request.GET.get("site")), None)
+    if site is None and not user_sees_all_sites(request.user):
+        # Only programme leads and auditors see the report across sites.
+        if not sites:
+            raise PermissionDenied("You belong to no site.")
+        site = sites[0]
     zone = site.time_zone if site else ZoneInfo(settings.TIME_ZONE)
     week = request.GET.get("week") or previous_week(timezone.now(), zone)
     try:

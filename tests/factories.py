@@ -37,15 +37,31 @@ class UserFactory(factory.django.DjangoModelFactory):
             user.groups.add(Group.objects.get(name=role_name))
         user.save()
 
+    @factory.post_generation
+    def sites(user, create, sites, **kwargs):
+        """Staff work at every site the test has made, unless given their `sites`."""
+        if sites is None and user.groups.exists():
+            sites = Site.objects.all()
+        for site in sites or ():
+            site.members.add(user)
+
 
 class SiteFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Site
         django_get_or_create = ("code",)
+        skip_postgeneration_save = True
 
     name = factory.Sequence(lambda n: f"Chest Clinic {n}")
     code = factory.Sequence(lambda n: "S" + "".join(chr(65 + int(d)) for d in f"{n:03d}"))
     time_zone = "Europe/London"
+
+    @factory.post_generation
+    def staff(site, create, staff, **kwargs):
+        """Everyone with a role works here too, unless given the site's `staff`."""
+        if staff is None:
+            staff = get_user_model().objects.filter(groups__isnull=False).distinct()
+        site.members.add(*staff)
 
 
 class PatientFactory(factory.django.DjangoModelFactory):

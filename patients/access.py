@@ -1,0 +1,31 @@
+"""Who may see which site's data. Programme leads, auditors and superusers see every site;
+everyone else sees the sites they coordinate or are a member of."""
+
+from django.db.models import Q, QuerySet
+
+from patients.models import Site
+
+ALL_SITES_GROUPS = ("programme lead", "auditor")
+
+
+def user_sees_all_sites(user) -> bool:
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    return user.groups.filter(name__in=ALL_SITES_GROUPS).exists()
+
+
+def user_sites(user) -> QuerySet[Site]:
+    if user_sees_all_sites(user):
+        return Site.objects.all()
+    if not user.is_authenticated:
+        return Site.objects.none()
+    return Site.objects.filter(Q(coordinators=user) | Q(members=user)).distinct()
+
+
+def scope_to_user_sites(queryset: QuerySet, user, site_path: str) -> QuerySet:
+    """`queryset` narrowed to the user's sites, through `site_path` (e.g. "course__site")."""
+    if user_sees_all_sites(user):
+        return queryset
+    return queryset.filter(**{f"{site_path}__in": user_sites(user).values("pk")})
