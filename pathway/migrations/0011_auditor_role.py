@@ -1,0 +1,29 @@
+"""The auditor: reads everything at every site, changes nothing."""
+
+from django.contrib.auth.management import create_permissions
+from django.db import migrations
+
+APPS = ("patients", "pathway", "scheduling")
+
+
+def create(apps, schema_editor):
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    auditor, _ = Group.objects.get_or_create(name="auditor")
+    auditor.permissions.add(
+        *Permission.objects.filter(content_type__app_label__in=APPS, codename__startswith="view_")
+    )
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("pathway", "0010_manufacturing_permissions"),
+        ("scheduling", "0009_weekly_reports_schedule_and_leads"),
+        ("patients", "0004_site_members"),
+    ]
+
+    operations = [migrations.RunPython(create, migrations.RunPython.noop)]
