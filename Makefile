@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 # Tests run with DEBUG off, like production; they need a key of their own.
 TEST_ENV := SECRET_KEY=test-only-secret-key-not-for-production DEBUG=0 \
-	EMAIL_URL=consolemail:// SMS_BACKEND=console
+	EMAIL_URL=consolemail:// SMS_BACKEND=console SECURE_SSL_REDIRECT=0
 
 .PHONY: run test lint bench install migrate seed clean
 

@@ -1,8 +1,13 @@
+from django.conf import settings
 from django.contrib import admin
+from django_otp.admin import OTPAdminSite
 from django.urls import path
 from django.views.generic import RedirectView
 
 from scheduling.views import sms_status_callback, weekly_report_view
+
+if settings.OTP_REQUIRED:
+    admin.site.__class__ = OTPAdminSite  # sign-in then asks for the TOTP token too
 
 admin.site.site_header = "COPD cell-therapy pathway"
 admin.site.site_title = "Pathway tracker"

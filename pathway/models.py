@@ -5,6 +5,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transition
+from simple_history.models import HistoricalRecords
 
 from pathway.states import FINAL_STATES, HOLDABLE_STATES, WITHDRAWABLE_STATES, CourseState
 
@@ -268,6 +269,7 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
     cells_administered = models.BigIntegerField(null=True, blank=True, editable=False)
     discharged_at = models.DateTimeField(null=True, blank=True, editable=False)
     notes = models.TextField(blank=True)
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["-referred_at"]
@@ -550,6 +552,7 @@ class Batch(models.Model):
     )
     released_at = models.DateTimeField(null=True, blank=True, editable=False)
     release_meaning = models.CharField(max_length=200, blank=True, editable=False)
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["-received_at"]

@@ -85,6 +85,7 @@ def _fire(
     getattr(course, name)(**transition_kwargs)
     now = timezone.now()
     course.state_changed_at = now
+    course._history_user = by  # the audit history names who, outside a request too
     # Raises ConcurrentTransition if another request moved the course since it was read.
     course.save()
     return TransitionLog.objects.create(
@@ -303,7 +304,8 @@ def course_receive_at_lab(
             )
             return log
         reason = " ".join(breaches)
-        Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.REJECTED)
+        batch.status = BatchStatus.REJECTED
+        batch.save(update_fields=["status"])
         custody_append(
             course=course,
             batch=batch,
@@ -331,7 +333,8 @@ def _end_batch(course: TreatmentCourse, status: BatchStatus, by, reason: str) ->
     batch = _current_batch(course)
     if batch is None:
         return
-    Batch.objects.filter(pk=batch.pk).update(status=status)
+    batch.status = status
+    batch.save(update_fields=["status"])
     kind = CustodyKind.REJECTED if status == BatchStatus.REJECTED else CustodyKind.CORRECTION
     custody_append(
         course=course,
@@ -413,9 +416,9 @@ def course_release(
         "viable_cells": batch.viable_cells,
     }
     with _changing(course):
-        Batch.objects.filter(pk=batch.pk).update(
-            status=BatchStatus.RELEASED, released_by=by, released_at=now, release_meaning=meaning
-        )
+        batch.status, batch.released_by = BatchStatus.RELEASED, by
+        batch.released_at, batch.release_meaning = now, meaning
+        batch.save(update_fields=["status", "released_by", "released_at", "release_meaning"])
         custody_append(
             course=course,
             batch=batch,

@@ -7,6 +7,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.deconstruct import deconstructible
 from phonenumber_field.modelfields import PhoneNumberField
+from simple_history.models import HistoricalRecords
 from timezone_field import TimeZoneField
 
 from patients.clinical import fev1_fvc_ratio, gold_stage
@@ -83,6 +84,7 @@ class Patient(models.Model):
         related_name="assigned_patients",
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["last_name", "first_name"]
@@ -170,6 +172,7 @@ class ClinicalRecord(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     entered_at = models.DateTimeField(default=timezone.now, editable=False)
+    history = HistoricalRecords(inherit=True)
 
     class Meta:
         abstract = True
@@ -405,6 +408,7 @@ class Medication(models.Model):
     entered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["patient", "-started_on"]
@@ -463,6 +467,7 @@ class AdverseEvent(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     entered_at = models.DateTimeField(default=timezone.now, editable=False)
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["-onset_on", "-id"]

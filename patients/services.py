@@ -32,6 +32,7 @@ def clinical_record_save(*, record: ClinicalRecord, by) -> list[str]:
     if record.visit_id and not record.patient_id:
         record.patient_id = record.visit.course.patient_id
     record.full_clean()
+    record._history_user = by
     with transaction.atomic():
         record.save()
         if record.visit_id:
@@ -97,6 +98,7 @@ def adverse_event_record(*, event: AdverseEvent, by) -> AdverseEvent:
     if event.course_id and not event.patient_id:
         event.patient_id = event.course.patient_id
     event.full_clean()
+    event._history_user = by
     with transaction.atomic():
         event.save()
         course = event.course

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from simple_history.models import HistoricalRecords
 
 
 class VisitKind(models.TextChoices):
@@ -47,6 +48,7 @@ class Visit(models.Model):
     )
     done_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["scheduled_at"]

@@ -5,6 +5,7 @@ import datetime as dt
 
 from django.db import transaction
 from django.utils import timezone
+from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
 from pathway.models import TreatmentCourse
 from scheduling.models import (
@@ -111,7 +112,7 @@ def visit_book(
     with transaction.atomic():
         replaced = Visit.objects.filter(course=course, kind=kind, status__in=OPEN_VISIT_STATUSES)
         reminders_cancel(visits=replaced)
-        replaced.update(status=VisitStatus.CANCELLED)
+        _change_each(replaced, status=VisitStatus.CANCELLED)
         visit = Visit.objects.create(
             course=course,
             kind=kind,
@@ -128,7 +129,7 @@ def visit_mark_done(*, course: TreatmentCourse, kind: VisitKind, done_at: dt.dat
     """Mark the open booking of a procedure done; its remaining reminders are cancelled."""
     visits = Visit.objects.filter(course=course, kind=kind, status__in=OPEN_VISIT_STATUSES)
     reminders_cancel(visits=visits)
-    return visits.update(status=VisitStatus.DONE, done_at=done_at)
+    return _change_each(visits, status=VisitStatus.DONE, done_at=done_at)
 
 
 def visit_record_done(*, visit: Visit, done_at: dt.datetime) -> Visit:
@@ -162,7 +163,7 @@ def visits_schedule_follow_ups(*, course: TreatmentCourse) -> list[Visit]:
                 status=VisitStatus.PLANNED,
             )
         )
-    visits = Visit.objects.bulk_create(visits)
+    visits = bulk_create_with_history(visits, Visit)
     for visit in visits:
         reminders_schedule(visit=visit)
     return visits
@@ -200,10 +201,8 @@ def visit_reschedule(*, visit: Visit, scheduled_at: dt.datetime, place: str | No
             reminders_schedule(visit=visit)
         if visit.kind == VisitKind.TRANSPLANT and visit.status == VisitStatus.DONE:
             transplanted_on = timezone.localdate(scheduled_at, zone)
-            TreatmentCourse.objects.filter(pk=course.pk).update(
-                transplanted_at=scheduled_at, transplanted_on=transplanted_on
-            )
             course.transplanted_at, course.transplanted_on = scheduled_at, transplanted_on
+            course.save(update_fields=["transplanted_at", "transplanted_on"])
             _move_follow_ups(course)
     return visit
 
@@ -224,7 +223,9 @@ def _move_follow_ups(course: TreatmentCourse) -> None:
         )
         visit.scheduled_at = slot.scheduled_at
         visit.window_opens_on, visit.window_closes_on = slot.window_opens_on, slot.window_closes_on
-    Visit.objects.bulk_update(follow_ups, ["scheduled_at", "window_opens_on", "window_closes_on"])
+    bulk_update_with_history(
+        follow_ups, Visit, ["scheduled_at", "window_opens_on", "window_closes_on"]
+    )
     for visit in follow_ups:
         reminders_schedule(visit=visit)
 
@@ -248,4 +249,14 @@ def visits_cancel_open(*, course: TreatmentCourse) -> int:
     """Cancel a course's open visits and every reminder not yet sent."""
     visits = Visit.objects.filter(course=course, status__in=OPEN_VISIT_STATUSES)
     reminders_cancel(visits=visits)
-    return visits.update(status=VisitStatus.CANCELLED)
+    return _change_each(visits, status=VisitStatus.CANCELLED)
+
+
+def _change_each(visits, **fields) -> int:
+    """Change a course's few visits one by one, so that the audit history records each."""
+    changed = list(visits)
+    for visit in changed:
+        for name, value in fields.items():
+            setattr(visit, name, value)
+        visit.save(update_fields=list(fields))
+    return len(changed)

@@ -404,11 +404,12 @@ def test_a_custody_event_with_another_courses_id_is_refused_in_the_admin(
 
 def test_batches_due_for_release_are_listed(client, course, pathway, admin_user):
     pathway.advance(course, S.EXPANDING)
-    client.force_login(admin_user)
     url = reverse("admin:pathway_batch_changelist")
     with time_machine.travel(pathway.at(2.9 + 20), tick=False):
+        client.force_login(admin_user)  # sessions end after 15 idle minutes: log in "then"
         assert list(client.get(url, {"due": "yes"}).context["cl"].result_list) == []
     with time_machine.travel(pathway.at(2.9 + 21), tick=False):
+        client.force_login(admin_user)
         assert [b.course for b in client.get(url, {"due": "yes"}).context["cl"].result_list] == [
             course
         ]

@@ -13,7 +13,9 @@ class ConsoleSmsBackend:
     """Prints each SMS: for development."""
 
     def send(self, message: OutgoingMessage) -> str:
-        logger.info("SMS to %s: %s", message.to, message.text)
+        # The number is masked: a log is no place for a patient's phone.
+        masked = message.to[:3] + "…" + message.to[-3:]
+        logger.info("SMS to %s: %s", masked, message.text)
         return f"console-{uuid.uuid4().hex[:12]}"
 
 
