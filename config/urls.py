@@ -1,8 +1,8 @@
 from django.conf import settings
 from django.contrib import admin
-from django_otp.admin import OTPAdminSite
 from django.urls import path
 from django.views.generic import RedirectView
+from django_otp.admin import OTPAdminSite
 
 from scheduling.views import sms_status_callback, weekly_report_view
 
