@@ -1,0 +1,151 @@
+"""Login security, production settings, and the audit history."""
+
+import datetime as dt
+import os
+import subprocess
+import sys
+
+import pytest
+import time_machine
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils import timezone
+
+from tests.factories import PASSWORD, PatientFactory, UserFactory
+from tests.test_settings import ROOT
+
+pytestmark = pytest.mark.django_db
+LOGIN = "/admin/login/"
+
+
+def login(client, username, password):
+    return client.post(LOGIN, {"username": username, "password": password, "next": "/admin/"})
+
+
+def test_repeated_failures_lock_the_account_until_the_cool_off(client, coordinator):
+    for _ in range(4):
+        assert login(client, "coordinator", "wrong password").status_code == 200
+    assert login(client, "coordinator", "wrong password").status_code == 429  # the fifth locks
+    locked = login(client, "coordinator", PASSWORD)
+    assert locked.status_code in (403, 429)
+    assert "_auth_user_id" not in client.session
+    with time_machine.travel(timezone.now() + dt.timedelta(minutes=31)):
+        assert login(client, "coordinator", PASSWORD).status_code == 302
+
+
+def test_a_successful_login_works(client, coordinator):
+    assert login(client, "coordinator", PASSWORD).status_code == 302
+    assert client.get("/admin/").status_code == 200
+
+
+def test_passwords_need_twelve_characters():
+    with pytest.raises(ValidationError, match="at least 12 characters"):
+        validate_password("Tr0ub4dor&3")
+    validate_password("correct horse battery staple")
+
+
+def test_a_session_ends_after_15_idle_minutes(client, coordinator):
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        client.force_login(coordinator)
+        assert client.get("/admin/").status_code == 200
+    with time_machine.travel(start + dt.timedelta(minutes=14), tick=False):
+        assert client.get("/admin/").status_code == 200  # activity renews the session
+    with time_machine.travel(start + dt.timedelta(minutes=14 + 16), tick=False):
+        assert client.get("/admin/").status_code == 302
+
+
+def run_manage(*args, **env):
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DEBUG", "SECRET_KEY", "SECURE_SSL_REDIRECT"}
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=base | env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+PRODUCTION = {
+    "DEBUG": "0",
+    "SECRET_KEY": "k7#Jd93!qLx0Zp2@Vw8Rt5^Yh1&Nm4*Bc6$Gf9%Ue3(Ai7)Os2_Lk",
+    "ALLOWED_HOSTS": "tracker.clinic.example",
+    "EMAIL_URL": "smtp+tls://relay.clinic.example:587",
+    "SMS_BACKEND": "twilio",
+}
+
+
+def test_the_deploy_check_passes_without_warnings():
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_two_factor_is_required_when_the_setting_says_so():
+    code = (
+        "import config.urls; from django.contrib import admin; print(admin.site.__class__.__name__)"
+    )
+    required = run_manage("shell", "-c", code, **PRODUCTION, OTP_REQUIRED="1")
+    assert required.stdout.strip().endswith("OTPAdminSite"), required.stderr
+    optional = run_manage("shell", "-c", code, **PRODUCTION)
+    assert (
+        optional.stdout.strip().endswith("AdminSite") and "OTP" not in optional.stdout.strip()[-20:]
+    )
+
+
+def test_an_unverified_user_cannot_use_the_two_factor_admin(rf, coordinator):
+    from django_otp.admin import OTPAdminSite
+    from django_otp.middleware import OTPMiddleware
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    TOTPDevice.objects.create(user=coordinator, name="phone", confirmed=True)
+    request = rf.get("/admin/")
+    request.user = coordinator
+    request.session = {}
+    OTPMiddleware(lambda r: None)(request)
+    assert OTPAdminSite().has_permission(request) is False
+
+
+def test_every_change_to_a_patient_is_kept_with_who_and_what(client, coordinator):
+    patient = PatientFactory(first_name="Ada")
+    client.force_login(coordinator)
+    url = reverse("admin:patients_patient_change", args=[patient.pk])
+    from tests.admin_forms import change_form_data
+
+    data = change_form_data(client.get(url)) | {"first_name": "Adele"}
+    assert client.post(url, data).status_code == 302
+    latest = patient.history.first()
+    assert (latest.first_name, latest.history_user, latest.history_type) == (
+        "Adele",
+        coordinator,
+        "~",
+    )
+    delta = latest.diff_against(latest.prev_record)
+    assert [(c.field, c.old, c.new) for c in delta.changes] == [("first_name", "Ada", "Adele")]
+
+
+def test_the_auditor_reads_history_and_changes_nothing(client, course, pathway):
+    auditor = UserFactory(username="auditor", role="auditor")
+    pathway.advance(course, "eligible")
+    client.force_login(auditor)
+    history = client.get(reverse("admin:pathway_treatmentcourse_history", args=[course.pk]))
+    assert history.status_code == 200
+    assert course.history.count() >= 3
+    assert {h.history_user for h in course.history.exclude(history_type="+")} == {
+        pathway.coordinator,
+        pathway.clinician,
+    }
+    page = client.get(reverse("admin:patients_patient_change", args=[course.patient.pk]))
+    assert page.status_code == 200 and not page.context["has_change_permission"]
+    assert (
+        client.post(
+            reverse("admin:patients_patient_change", args=[course.patient.pk]), {}
+        ).status_code
+        == 403
+    )
