@@ -67,8 +67,18 @@ def _changing(course: TreatmentCourse) -> Iterator[None]:
         with transaction.atomic():
             yield
     except BaseException:
-        course.refresh_from_db()
+        _reload(course)
         raise
+
+
+def _reload(course: TreatmentCourse) -> None:
+    """Put the in-memory course back as the database has it.
+
+    Not `refresh_from_db()`: django-fsm-2's version briefly unprotects the state field for the
+    whole class, which races when two threads fail a transition at once.
+    """
+    fresh = TreatmentCourse.objects.get(pk=course.pk)
+    course.__dict__.update(fresh.__dict__)
 
 
 def _fire(
