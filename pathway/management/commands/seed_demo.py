@@ -139,6 +139,7 @@ class Command(BaseCommand):
             ]
             for site in sites:
                 site.coordinators.add(self.users["coordinator"])
+                site.members.add(self.users["clinician"], self.users["lab"], self.users["lab2"])
             number = 0
             for state, count in STATE_COUNTS.items():
                 for _ in range(count):
@@ -175,6 +176,8 @@ class Command(BaseCommand):
             ("clinician", "clinician"),
             ("lab", "lab"),
             ("lab2", "lab"),
+            ("lead", "programme lead"),
+            ("auditor", "auditor"),
         ]:
             user = User(
                 username=username,
