@@ -589,18 +589,35 @@ class CustodyKind(models.TextChoices):
 
 
 class AppendOnlyError(Exception):
-    """Custody events are never changed or deleted; a correction is a new event."""
+    """Custody events and the transition log are never changed or deleted."""
 
 
 class AppendOnlyQuerySet(models.QuerySet):
     def update(self, **kwargs):
-        raise AppendOnlyError("Custody events cannot be changed; record a correction instead.")
+        raise AppendOnlyError(f"{self.model._meta.verbose_name_plural} cannot be changed.")
 
     def delete(self):
-        raise AppendOnlyError("Custody events cannot be deleted; record a correction instead.")
+        raise AppendOnlyError(f"{self.model._meta.verbose_name_plural} cannot be deleted.")
 
 
-class CustodyEvent(models.Model):
+class AppendOnly(models.Model):
+    """A model whose rows are written once: changing or deleting one raises AppendOnlyError."""
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError(f"A {self._meta.verbose_name} cannot be changed; add a new one.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError(f"A {self._meta.verbose_name} cannot be deleted.")
+
+
+class CustodyEvent(AppendOnly):
     """One step in the chain of custody of a course's sample and product. Append-only."""
 
     course = models.ForeignKey(
@@ -626,24 +643,14 @@ class CustodyEvent(models.Model):
     )
     recorded_at = models.DateTimeField(default=timezone.now, editable=False)
 
-    objects = AppendOnlyQuerySet.as_manager()
-
     class Meta:
         ordering = ["course", "at", "id"]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.coi_id} at {self.at:%Y-%m-%d %H:%M}"
 
-    def save(self, *args, **kwargs):
-        if self.pk is not None and not self._state.adding:
-            raise AppendOnlyError("Custody events cannot be changed; record a correction instead.")
-        super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):
-        raise AppendOnlyError("Custody events cannot be deleted; record a correction instead.")
-
-
-class TransitionLog(models.Model):
+class TransitionLog(AppendOnly):
     """What happened to a course: who, when, from, to, why. Written once, never edited."""
 
     course = models.ForeignKey(

@@ -413,3 +413,27 @@ def test_batches_due_for_release_are_listed(client, course, pathway, admin_user)
         assert [b.course for b in client.get(url, {"due": "yes"}).context["cl"].result_list] == [
             course
         ]
+
+
+def test_the_transition_log_is_append_only(course, coordinator):
+    log = services.course_start_evaluation(course=course, by=coordinator)
+    log.note = "rewritten"
+    with pytest.raises(AppendOnlyError):
+        log.save()
+    with pytest.raises(AppendOnlyError):
+        log.delete()
+    with pytest.raises(AppendOnlyError):
+        type(log).objects.filter(pk=log.pk).update(note="x")
+
+
+@pytest.mark.postgres
+def test_the_database_refuses_to_change_the_transition_log(course, coordinator):
+    from django.db import DatabaseError, transaction
+
+    log = services.course_start_evaluation(course=course, by=coordinator)
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("UPDATE pathway_transitionlog SET note = 'x' WHERE id = %s", [log.pk])
