@@ -33,6 +33,7 @@ from pathway.services import COURSE_TRANSITION_SERVICES, TransitionRefused
 from pathway.states import CourseState
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
 from patients.admin_scoping import SiteScopedAdmin
+from patients.paginator import EstimatedCountPaginator
 from scheduling.models import Visit
 
 
@@ -184,7 +185,9 @@ class TreatmentCourseAdmin(
     list_display = ("__str__", "site", "state", "days_in_state", "coi_id", "referred_at")
     list_select_related = ("patient", "site")
     list_filter = ("state", AwaitingFilter, "site", "protocol")
-    search_fields = ("=patient__mrn", "patient__last_name", "=coi_id")
+    search_fields = ("=patient__mrn", "^patient__last_name", "=coi_id")
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
     autocomplete_fields = ("patient",)
     readonly_fields = (
         "site",
@@ -399,7 +402,8 @@ class TransitionLogAdmin(SiteScopedAdmin, admin.ModelAdmin):
     list_display = ("at", "course", "transition", "source_state", "target_state", "by")
     list_select_related = ("course__patient", "by")
     list_filter = ("transition", "target_state")
-    date_hierarchy = "at"
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
 
     def has_add_permission(self, request):
         return False
@@ -439,6 +443,8 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
     list_select_related = ("course__patient", "course__site", "qc_recorded_by", "released_by")
     list_filter = ("status", DueForReleaseFilter, "course__site")
     search_fields = ("=coi_id",)
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
     readonly_fields = (
         "course",
         "coi_id",

@@ -277,7 +277,11 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
             (f"{name}_course", f"Can {label.lower()} a treatment course")
             for name, label in TRANSITIONS
         ]
-        indexes = [models.Index(fields=["site", "state"])]
+        indexes = [
+            models.Index(fields=["site", "state"]),
+            # The admin lists courses newest first, ten thousand or a million of them.
+            models.Index(fields=["-referred_at", "-id"], name="course_referred_idx"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["patient"],
@@ -557,7 +561,11 @@ class Batch(models.Model):
     class Meta:
         ordering = ["-received_at"]
         verbose_name_plural = "batches"
-        indexes = [models.Index(fields=["status", "received_at"])]
+        indexes = [
+            models.Index(fields=["status", "received_at"]),
+            models.Index(fields=["-received_at", "-id"], name="batch_received_idx"),
+            models.Index(fields=["coi_id"], name="batch_coi_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"Batch {self.coi_id} received {self.received_at:%Y-%m-%d}"
@@ -645,6 +653,7 @@ class CustodyEvent(AppendOnly):
 
     class Meta:
         ordering = ["course", "at", "id"]
+        indexes = [models.Index(fields=["coi_id"], name="custody_coi_idx")]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.coi_id} at {self.at:%Y-%m-%d %H:%M}"
@@ -666,7 +675,10 @@ class TransitionLog(AppendOnly):
 
     class Meta:
         ordering = ["course", "at", "id"]
-        indexes = [models.Index(fields=["at"])]
+        indexes = [
+            models.Index(fields=["at"]),
+            models.Index(fields=["course", "at", "id"], name="transition_log_course_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_transition_display()}: {self.source_state} → {self.target_state}"

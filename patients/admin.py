@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.forms.models import BaseInlineFormSet
 
+from pathway.models import TreatmentCourse
 from pathway.states import CourseState
 from patients.admin_scoping import ScopedChoices, SiteScopedAdmin
 from patients.clinical import ratio_display
@@ -16,6 +17,7 @@ from patients.models import (
     SixMinuteWalkTest,
     SymptomScore,
 )
+from patients.paginator import EstimatedCountPaginator
 from patients.services import adverse_event_record, clinical_record_save
 
 CLINICAL_RECORD_MODELS = (
@@ -144,7 +146,9 @@ class CourseStateFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value():
-            return queryset.filter(courses__state=self.value()).distinct()
+            # A semi-join, not DISTINCT over the patients table.
+            with_state = TreatmentCourse.objects.filter(state=self.value()).values("patient_id")
+            return queryset.filter(pk__in=with_state)
         return queryset
 
 
@@ -153,7 +157,9 @@ class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.M
     list_display = ("mrn", "last_name", "first_name", "site", "date_of_birth", "coordinator")
     list_select_related = ("site", "coordinator")
     list_filter = ("site", CourseStateFilter)
-    search_fields = ("=mrn", "last_name", "first_name")
+    search_fields = ("=mrn", "^last_name")  # both use an index
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
     autocomplete_fields = ("coordinator",)
     fieldsets = (
         (None, {"fields": ("site", "mrn", "first_name", "last_name", "date_of_birth", "sex")}),

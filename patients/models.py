@@ -95,7 +95,10 @@ class Patient(models.Model):
                 violation_error_message="A patient with this MRN already exists at this site.",
             ),
         ]
-        indexes = [models.Index(fields=["last_name", "first_name"])]
+        indexes = [
+            models.Index(fields=["last_name", "first_name"]),
+            models.Index(fields=["mrn"], name="patient_mrn_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.last_name}, {self.first_name} ({self.mrn})"

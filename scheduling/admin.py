@@ -13,6 +13,7 @@ from patients.admin import (
     VisitWalkInline,
 )
 from patients.admin_scoping import SiteScopedAdmin
+from patients.paginator import EstimatedCountPaginator
 from scheduling.alerts import alert_acknowledge
 from scheduling.models import (
     Alert,
@@ -52,7 +53,9 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
     )
     list_select_related = ("course__patient", "course__site", "protocol_visit")
     list_filter = ("status", OverdueFilter, "kind", "course__site")
-    search_fields = ("=course__patient__mrn", "course__patient__last_name")
+    search_fields = ("=course__patient__mrn", "^course__patient__last_name")
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
     fields = (
         "course",
         "kind",
@@ -73,7 +76,6 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
         "status",
         "done_at",
     )
-    date_hierarchy = "scheduled_at"
     actions = ["mark_done"]
     # Entering a follow-up's measurements here marks the visit done.
     inlines = (
@@ -136,7 +138,9 @@ class AlertAdmin(SiteScopedAdmin, admin.ModelAdmin):
     )
     list_select_related = ("site", "course__patient", "acknowledged_by")
     list_filter = (OpenAlertFilter, "severity", "kind", "site")
-    search_fields = ("=course__patient__mrn", "=course__coi_id", "message")
+    search_fields = ("=course__patient__mrn", "=course__coi_id")
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
     readonly_fields = [f.name for f in Alert._meta.fields]
     actions = ["acknowledge"]
 

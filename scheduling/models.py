@@ -52,7 +52,10 @@ class Visit(models.Model):
 
     class Meta:
         ordering = ["scheduled_at"]
-        indexes = [models.Index(fields=["status", "window_closes_on"])]
+        indexes = [
+            models.Index(fields=["status", "window_closes_on"]),
+            models.Index(fields=["scheduled_at", "id"], name="visit_scheduled_idx"),
+        ]
 
     def __str__(self) -> str:
         label = self.protocol_visit.name if self.protocol_visit_id else self.get_kind_display()
@@ -248,6 +251,7 @@ class Alert(models.Model):
                 name="alert_open_idx",
                 condition=models.Q(acknowledged_at__isnull=True),
             ),
+            models.Index(fields=["-created_at", "-id"], name="alert_created_idx"),
         ]
 
     def __str__(self) -> str:

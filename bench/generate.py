@@ -1,0 +1,154 @@
+"""Fill the benchmark database quickly: server-side INSERT … SELECT generate_series, so no row
+crosses the wire. Ids are explicit and ranges are contiguous, so later phases can add more."""
+
+from django.db import connection
+
+SITES = 20
+STATES = [
+    "referred",
+    "evaluation",
+    "eligible",
+    "ineligible",
+    "harvest_scheduled",
+    "harvested",
+    "expanding",
+    "released",
+    "transplant_scheduled",
+    "follow_up",
+    "follow_up",
+    "completed",
+    "withdrawn",
+]
+
+
+def _execute(sql: str, params=None) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def sites() -> None:
+    _execute(
+        """
+        INSERT INTO patients_site (id, name, code, time_zone)
+        SELECT i, 'Bench site ' || i, 'B' || chr(64 + i), 'Europe/London'
+        FROM generate_series(1, %s) AS i
+        """,
+        [SITES],
+    )
+
+
+def patients_and_courses(first: int, last: int) -> None:
+    """Patients `first`..`last`, each with one course (same id), spread over sites and states."""
+    _execute(
+        """
+        INSERT INTO patients_patient (id, mrn, first_name, last_name, date_of_birth, sex, email,
+            phone, consent_email, consent_sms, preferred_language, smoking_status, created_at,
+            site_id)
+        SELECT i, 'MRN' || lpad(i::text, 8, '0'), 'First' || i, 'Last' || lpad(i::text, 8, '0'),
+            date '1950-01-01' + (i % 9000), 'female', 'p' || i || '@example.com',
+            '+4479' || lpad(i::text, 8, '0'), true, true, 'en', 'never', now(), 1 + i %% %s
+        FROM generate_series(%s, %s) AS i
+        """,
+        [SITES, first, last],
+    )
+    _execute(
+        """
+        INSERT INTO pathway_treatmentcourse (id, state, state_changed_at, state_before_hold,
+            referred_at, low_fev1_justification, notes, patient_id, protocol_id, site_id,
+            transplanted_at, transplanted_on, coi_id)
+        SELECT i, (%s::text[])[1 + i %% %s], now() - (i %% 90) * interval '1 day', '',
+            now() - (i %% 700) * interval '1 day', '', '', i,
+            (SELECT id FROM pathway_protocol WHERE is_default), 1 + i %% %s,
+            now() - (i %% 200) * interval '1 day', (now() - (i %% 200) * interval '1 day')::date,
+            'BB26-' || lpad(i::text, 6, '0') || '-X'
+        FROM generate_series(%s, %s) AS i
+        """,
+        [STATES, len(STATES), SITES, first, last],
+    )
+
+
+def visits(first: int, last: int, per_course: int) -> None:
+    """Visits `first`..`last`: visit v belongs to course 1 + (v - 1) / per_course."""
+    _execute(
+        """
+        INSERT INTO scheduling_visit (id, kind, scheduled_at, place, window_opens_on,
+            window_closes_on, status, created_at, course_id, protocol_visit_id)
+        SELECT v, 'follow_up', now() + ((v %% 400) - 200) * interval '1 day', '',
+            (now() + ((v %% 400) - 207) * interval '1 day')::date,
+            (now() + ((v %% 400) - 193) * interval '1 day')::date,
+            CASE WHEN v %% 400 < 180 THEN 'done' ELSE 'planned' END, now(),
+            1 + (v - 1) / %s,
+            (SELECT min(id) FROM pathway_protocolvisit) + v %% 4
+        FROM generate_series(%s, %s) AS v
+        """,
+        [per_course, first, last],
+    )
+
+
+def notifications(
+    first: int, last: int, *, status: str, per_course_visits: int, visits_total: int, due: int = 0
+) -> None:
+    """Notifications `first`..`last` with `status`: sent ones in the past, pending ones in the
+    future except the first `due`, which are due now."""
+    if status == "sent":
+        timing = (
+            "now() - (n % 300 + 1) * interval '1 day', 'sent', now() - (n % 300) * interval '1 day'"
+        )
+    else:
+        timing = (
+            f"CASE WHEN n - {first} < {due} THEN now() - interval '1 minute' "
+            "ELSE now() + (n % 60 + 1) * interval '1 day' END, 'pending', NULL"
+        )
+    _execute(
+        f"""
+        INSERT INTO scheduling_notification (id, template, channel, send_after, status, sent_at,
+            attempts, max_attempts, last_error, provider_message_id, idempotency_key, created_at,
+            patient_id, visit_id, report_week)
+        SELECT n, 'visit_reminder', CASE WHEN n % 2 = 0 THEN 'email' ELSE 'sms' END, {timing},
+            0, 5, '', '', 'bench.' || n, now(),
+            1 + ((1 + (n - 1) % {visits_total}) - 1) / {per_course_visits},
+            1 + (n - 1) % {visits_total}, ''
+        FROM generate_series({first}, {last}) AS n
+        """
+    )
+
+
+def alerts_and_batches(first: int, last: int) -> None:
+    _execute(
+        """
+        INSERT INTO scheduling_alert (id, kind, severity, message, condition_key, created_at,
+            course_id, site_id, acknowledged_at)
+        SELECT i, 'visit_overdue', 'warning', 'Bench alert ' || i, 'bench.' || i,
+            now() - (i %% 300) * interval '1 day', i, 1 + i %% 20,
+            CASE WHEN i %% 5 = 0 THEN NULL ELSE now() END
+        FROM generate_series(%s, %s) AS i
+        """,
+        [first, last],
+    )
+    _execute(
+        """
+        INSERT INTO pathway_batch (id, coi_id, collected_at, received_at, temperature_c,
+            transit_hours, status, extra_qc_results, course_id, release_meaning)
+        SELECT i, 'BB26-' || lpad(i::text, 6, '0') || '-X', now() - (i %% 400) * interval '1 day',
+            now() - (i %% 400) * interval '1 day', 4.5, 20,
+            CASE WHEN i %% 10 = 0 THEN 'expanding' ELSE 'released' END, '{}', i, ''
+        FROM generate_series(%s, %s) AS i
+        """,
+        [first, last],
+    )
+
+
+def reset_sequences() -> None:
+    for table in (
+        "patients_site",
+        "patients_patient",
+        "pathway_treatmentcourse",
+        "scheduling_visit",
+        "scheduling_notification",
+        "scheduling_alert",
+        "pathway_batch",
+    ):
+        _execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
+        )
+    _execute("ANALYZE")
