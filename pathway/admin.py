@@ -35,6 +35,7 @@ from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEve
 from patients.admin_scoping import SiteScopedAdmin
 from patients.paginator import EstimatedCountPaginator
 from scheduling.models import Visit
+from scheduling.services import follow_ups_recompute
 
 
 class ProtocolVisitInline(admin.TabularInline):
@@ -44,6 +45,16 @@ class ProtocolVisitInline(admin.TabularInline):
 
 @admin.register(Protocol)
 class ProtocolAdmin(admin.ModelAdmin):
+    actions = ["recompute_follow_ups"]
+
+    @admin.action(
+        description="Move open follow-ups and reminders to the amended schedule",
+        permissions=["change"],
+    )
+    def recompute_follow_ups(self, request, queryset):
+        moved = sum(follow_ups_recompute(protocol=protocol) for protocol in queryset)
+        self.message_user(request, f"{moved} open follow-up(s) moved.", messages.SUCCESS)
+
     list_display = (
         "name",
         "is_default",
