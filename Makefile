@@ -7,7 +7,7 @@ PORT ?= 8000
 TEST_ENV := SECRET_KEY=test-only-secret-key-not-for-production DEBUG=0 \
 	EMAIL_URL=consolemail:// SMS_BACKEND=console SECURE_SSL_REDIRECT=0
 
-.PHONY: run test lint bench install migrate seed clean
+.PHONY: run test lint bench bench-small install migrate seed clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +38,14 @@ lint: install
 	$(TEST_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
 	$(TEST_ENV) $(BIN)/python manage.py check
 
-# Benchmarks run on PostgreSQL (a database of their own, <name>_bench) and a redis-server of their own.
+# Benchmarks run on PostgreSQL (a database of their own, <name>_bench) and redis-servers of
+# their own; results go to bench/results/. `bench-small` is the fiftieth-size smoke run.
+BENCH_DB := $${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/tracker}
 bench: install
-	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/tracker} $(TEST_ENV) $(BIN)/python bench/dispatch_throughput.py
+	DATABASE_URL=$(BENCH_DB) $(BIN)/python bench/run.py
+
+bench-small: install
+	DATABASE_URL=$(BENCH_DB) $(BIN)/python bench/run.py --small
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

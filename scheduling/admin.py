@@ -183,6 +183,7 @@ class NotificationAdmin(admin.ModelAdmin):
     list_filter = ("status", "channel", "template")
     search_fields = ("=patient__mrn", "=idempotency_key")
     readonly_fields = [f.name for f in Notification._meta.fields]
+    paginator = EstimatedCountPaginator
     inlines = (DeliveryAttemptInline,)
     show_full_result_count = False
 

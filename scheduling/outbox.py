@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from scheduling.alerts import alert_raise
@@ -82,7 +82,43 @@ def notifications_claim(*, batch_size: int, now: dt.datetime | None = None) -> l
         Notification.objects.filter(id__in=ids, status=NotificationStatus.PENDING).update(
             status=NotificationStatus.SENDING, claimed_at=now, claim_token=token
         )
-    return list(Notification.objects.filter(claim_token=token).values_list("id", flat=True))
+    # Through the primary key: claim_token has no index, and needs none.
+    claimed = Notification.objects.filter(id__in=ids, claim_token=token)
+    return list(claimed.values_list("id", flat=True))
+
+
+# The common case in one round trip on PostgreSQL: mark the row sent (if this run still holds
+# it) and write its attempt, together.
+_SUCCESS_SQL = """
+WITH sent AS (
+    UPDATE scheduling_notification
+    SET status = 'sent', sent_at = %(now)s, provider_message_id = %(provider_id)s,
+        attempts = attempts + 1, last_error = '', claim_token = NULL
+    WHERE id = %(id)s AND status = 'sending' AND claim_token = %(token)s
+    RETURNING id
+)
+INSERT INTO scheduling_deliveryattempt (notification_id, at, succeeded, error, provider_message_id)
+SELECT id, %(now)s, true, '', %(provider_id)s FROM sent
+"""
+
+
+def _record_success(notification: Notification, *, provider_id: str) -> str:
+    if connection.vendor != "postgresql":
+        return _record_outcome(notification, provider_id=provider_id)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SUCCESS_SQL,
+            {
+                "now": timezone.now(),
+                "provider_id": provider_id,
+                "id": notification.pk,
+                "token": notification.claim_token,
+            },
+        )
+        if cursor.rowcount:
+            return NotificationStatus.SENT
+    logger.warning("Notification %s was reclaimed before its outcome was recorded", notification.pk)
+    return NotificationStatus.SENDING
 
 
 def _record_outcome(
@@ -210,7 +246,7 @@ def notification_send_claimed(notification: Notification, *, sms=None) -> str:
         # A bug or bad data must not wedge the row: it is retried, then alerted like a failure.
         logger.exception("Could not send notification %s", notification.pk)
         return _record_outcome(notification, error=f"{error.__class__.__name__}: {error}")
-    return _record_outcome(notification, provider_id=provider_id)
+    return _record_success(notification, provider_id=provider_id)
 
 
 # Twilio's final statuses for a message it accepted, and whether it reached the phone.

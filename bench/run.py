@@ -1,0 +1,598 @@
+"""`make bench`: fill PostgreSQL with a national programme, measure the targets of issue 9 as
+ratios taken in the same run, and write bench/results/results.{md,json}.
+
+    python bench/run.py            # 100,000 courses, 1,000,000 visits and pending notifications,
+                                   # 9,000,000 sent notifications
+    python bench/run.py --small    # a 50th of that: the smoke run `make test` includes
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+FULL = {"patients": 100_000, "visits_per_course": 10, "pending": 1_000_000, "sent": 9_000_000}
+SMALL = {key: value // 50 if key != "visits_per_course" else value for key, value in FULL.items()}
+REASSIGN = "UPDATE pathway_treatmentcourse SET protocol_id = %s WHERE id BETWEEN %s AND %s"
+BASE_ROWS = 10_000  # the "10k rows" state every ratio compares against
+DUE = 6_000  # due rows added per state: enough for the ticks measured on it
+CHANGELISTS = (
+    "patients/patient",
+    "pathway/treatmentcourse",
+    "scheduling/visit",
+    "scheduling/notification",
+    "scheduling/alert",
+    "pathway/batch",
+)
+
+
+def worker_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (the pool), in MiB, from /proc."""
+
+    def rss(p: int) -> int:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except FileNotFoundError:
+            pass
+        return 0
+
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(c) for c in children.read_text().split()] if children.exists() else []
+    return (rss(pid) + sum(rss(k) for k in kids)) / 1024
+
+
+def setup_django(database_url: str) -> None:
+    os.environ.update(
+        {
+            "DATABASE_URL": database_url,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "SECRET_KEY": "bench-only-key",
+            "DEBUG": "0",
+            "EMAIL_URL": "dummymail://",
+            "SMS_BACKEND": "null",
+            "SECURE_SSL_REDIRECT": "0",
+            "ALLOWED_HOSTS": "testserver",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    import django
+
+    django.setup()
+
+
+def fresh_database() -> str:
+    import psycopg2
+
+    url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tracker")
+    if not url.startswith("postgres"):
+        sys.exit("bench: DATABASE_URL must be PostgreSQL")
+    base, name = url.rsplit("/", 1)
+    admin = psycopg2.connect(f"{base}/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}_bench"')
+        cursor.execute(f'CREATE DATABASE "{name}_bench"')
+    admin.close()
+    return f"{base}/{name}_bench"
+
+
+def timed(function, repeat: int = 5) -> tuple[float, object]:
+    """Median seconds of `repeat` calls, and the last result."""
+    times, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+class Bench:
+    def __init__(self, sizes: dict):
+        self.sizes = sizes
+        self.results: dict = {"sizes": sizes}
+        self.rows = {"patients": 0, "visits": 0, "notifications": 0}
+
+    # Data.
+
+    def grow(self, *, patients: int, pending: int, sent: int) -> float:
+        """Add rows up to the given totals; returns seconds taken."""
+        from bench import generate
+
+        started = time.perf_counter()
+        per = self.sizes["visits_per_course"]
+        if self.rows["patients"] == 0:
+            generate.sites()
+        first, last = self.rows["patients"] + 1, patients
+        generate.patients_and_courses(first, last)
+        generate.alerts_and_batches(first, last)
+        generate.visits(self.rows["visits"] + 1, last * per, per)
+        self.rows["patients"], self.rows["visits"] = last, last * per
+        n = self.rows["notifications"]
+        generate.notifications(
+            n + 1,
+            n + pending,
+            status="pending",
+            per_course_visits=per,
+            visits_total=self.rows["visits"],
+            due=DUE,
+        )
+        generate.notifications(
+            n + pending + 1,
+            n + pending + sent,
+            status="sent",
+            per_course_visits=per,
+            visits_total=self.rows["visits"],
+        )
+        self.rows["notifications"] = n + pending + sent
+        generate.reset_sequences()
+        return time.perf_counter() - started
+
+    # Measurements.
+
+    def tick(self) -> float:
+        """Claim 500 due rows and mark them sent: the dispatcher's database work per batch."""
+        from scheduling.models import Notification, NotificationStatus
+        from scheduling.outbox import notifications_claim
+
+        def once():
+            ids = notifications_claim(batch_size=500)
+            Notification.objects.filter(id__in=ids).update(status=NotificationStatus.SENT)
+            return len(ids)
+
+        seconds, claimed = timed(once)
+        assert claimed == 500, claimed
+        return seconds
+
+    def claim_explain(self) -> tuple[str, float]:
+        from django.db import connection, transaction
+
+        sql = (
+            "SELECT id FROM scheduling_notification WHERE status = 'pending' "
+            "AND send_after <= now() ORDER BY send_after LIMIT 500 FOR UPDATE SKIP LOCKED"
+        )
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            transaction.set_rollback(True)
+        with transaction.atomic(), connection.cursor() as cursor:
+            started = time.perf_counter()
+            cursor.execute(sql)
+            cursor.fetchall()
+            seconds = time.perf_counter() - started
+            transaction.set_rollback(True)
+        return plan, seconds
+
+    def changelists(self) -> dict:
+        from django.contrib.auth import get_user_model
+        from django.db import connection
+        from django.test import Client
+        from django.test.utils import CaptureQueriesContext
+
+        admin, _ = get_user_model().objects.get_or_create(
+            username="bench-admin", defaults={"is_staff": True, "is_superuser": True}
+        )
+        client = Client()
+        client.force_login(admin)
+        figures = {}
+        for path in CHANGELISTS:
+            url = f"/admin/{path}/"
+            client.get(url)  # warm
+            with CaptureQueriesContext(connection) as queries:
+                assert client.get(url).status_code == 200
+            counts = [q["sql"] for q in queries.captured_queries]
+            seconds, _ = timed(lambda url=url: client.get(url), repeat=3)
+            figures[path] = {
+                "queries": len(counts),
+                "seconds": seconds,
+                # The paginator's estimate query counts only small tables (see its plan).
+                "unfiltered_count": any(
+                    "COUNT(*)" in q.upper()
+                    and "WHERE" not in q.upper()
+                    and "RELTUPLES" not in q.upper()
+                    for q in counts
+                ),
+                "distinct": any("SELECT DISTINCT" in q for q in counts),
+            }
+        return figures
+
+    def report(self) -> dict:
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+        from django.utils import timezone
+
+        from scheduling.reports import previous_week, weekly_report
+
+        week = previous_week(timezone.now(), timezone.get_current_timezone())
+        with CaptureQueriesContext(connection) as queries:
+            started = time.perf_counter()
+            weekly_report(week=week)
+            seconds = time.perf_counter() - started
+        return {"queries": len(queries), "seconds": seconds}
+
+    def tick_during_report(self) -> float:
+        """Tick time while the weekly report for all sites runs, over and over, beside it."""
+        from django.db import connection
+        from django.utils import timezone
+
+        from scheduling.reports import previous_week, weekly_report
+
+        stop = threading.Event()
+
+        def keep_reporting():
+            week = previous_week(timezone.now(), timezone.get_current_timezone())
+            while not stop.is_set():
+                weekly_report(week=week)
+            connection.close()
+
+        reader = threading.Thread(target=keep_reporting)
+        reader.start()
+        time.sleep(0.5)
+        try:
+            return self.tick()
+        finally:
+            stop.set()
+            reader.join()
+
+    def batching(self) -> dict:
+        """In-process dispatch to the no-op channels: batches of 1 against batches of 100."""
+        from scheduling.outbox import notifications_dispatch_batch
+
+        figures = {}
+        for batch, count in ((1, 300), (100, 3_000)):
+            self._due(count)
+            started = time.perf_counter()
+            sent = 0
+            while sent < count:
+                sent += notifications_dispatch_batch(batch_size=batch).claimed
+            figures[f"batch_{batch}_per_second"] = count / (time.perf_counter() - started)
+        figures["ratio"] = figures["batch_100_per_second"] / figures["batch_1_per_second"]
+        return figures
+
+    def _due(self, count: int) -> None:
+        """Exactly `count` due rows: what earlier measurements left due is marked sent first."""
+        from django.db import connection
+
+        from bench import generate
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE scheduling_notification SET status = 'sent', sent_at = now() "
+                "WHERE status IN ('pending', 'sending') AND send_after <= now()"
+            )
+        n = self.rows["notifications"]
+        generate.notifications(
+            n + 1,
+            n + count,
+            status="pending",
+            per_course_visits=self.sizes["visits_per_course"],
+            visits_total=self.rows["visits"],
+            due=count,
+        )
+        self.rows["notifications"] += count
+        generate.reset_sequences()
+
+    def _worker_env(self, *, batch: int) -> dict:
+        from django.db import connection
+
+        db = connection.settings_dict
+        return {
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "SECRET_KEY": "bench-only-key",
+            "DEBUG": "0",
+            "EMAIL_URL": "dummymail://",
+            "SMS_BACKEND": "null",
+            "LOG_LEVEL": "WARNING",
+            "NOTIFICATION_BATCH_SIZE": str(batch),
+        }
+
+    def end_to_end(self) -> dict:
+        """Tick → Redis → worker → PostgreSQL → the no-op channels, as deployed."""
+        from django.utils import timezone
+
+        from config.celery import app
+        from scheduling.models import Notification, NotificationStatus
+        from scheduling.tasks import dispatch_due_notifications
+        from tests.servers import CeleryWorker, RedisServer, wait_until
+
+        def all_sent():
+            return not Notification.objects.filter(
+                status__in=[NotificationStatus.PENDING, NotificationStatus.SENDING],
+                send_after__lte=timezone.now(),
+            ).exists()
+
+        figures = {}
+        for batch, processes, count in ((1, 1, 300), (100, 1, 5_000), (100, 2, 5_000)):
+            self._due(count)
+            name = f"batch_{batch}_processes_{processes}"
+            env = self._worker_env(batch=batch)
+            with RedisServer() as redis:
+                env["REDIS_URL"] = redis.url
+                with CeleryWorker(name, env, concurrency=processes) as worker:
+                    idle_rss = worker_rss_mb(worker.process.pid)
+                    started = time.perf_counter()
+                    with app.connection_for_write(redis.url) as broker:
+                        dispatch_due_notifications.apply_async(connection=broker)
+                    wait_until(all_sent, timeout=600, interval=0.05, what="all due sent")
+                    seconds = time.perf_counter() - started
+            figures[name] = {
+                "notifications": count,
+                "per_second": count / seconds,
+                "idle_worker_rss_mb": idle_rss,
+            }
+        figures["batch_ratio"] = (
+            figures["batch_100_processes_1"]["per_second"]
+            / figures["batch_1_processes_1"]["per_second"]
+        )
+        return figures
+
+    def messages_per_tick(self) -> dict:
+        """How many batch messages one tick sends for 1,234 due rows in batches of 100."""
+        from unittest import mock
+
+        from scheduling import tasks
+
+        self._due(1_234)
+        with mock.patch.object(tasks.dispatch_notification_batch, "delay") as delay:
+            tasks.dispatch_due_notifications.apply()
+        return {
+            "due": 1_234,
+            "batch": 100,
+            "messages": delay.call_count,
+            "bound": math.ceil(1_234 / 100),
+        }
+
+    def worker_memory(self) -> dict:
+        """A worker's resident memory with no future reminders, and with 100,000 of them."""
+        from django.db import connection
+
+        from tests.servers import CeleryWorker, RedisServer
+
+        def idle_rss() -> float:
+            with (
+                RedisServer() as redis,
+                CeleryWorker(
+                    "rss", self._worker_env(batch=100) | {"REDIS_URL": redis.url}, concurrency=1
+                ) as worker,
+            ):
+                time.sleep(3)
+                return worker_rss_mb(worker.process.pid)
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE scheduling_notification SET status = 'cancelled' WHERE status = 'pending'"
+            )
+        without = idle_rss()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE scheduling_notification SET status = 'pending' WHERE id IN ("
+                "SELECT id FROM scheduling_notification WHERE status = 'cancelled' "
+                "AND send_after > now() LIMIT 100000)"
+            )
+            scheduled = cursor.rowcount
+        with_reminders = idle_rss()
+        return {
+            "future_reminders": scheduled,
+            "rss_mb_without": without,
+            "rss_mb_with": with_reminders,
+            "ratio": with_reminders / without,
+        }
+
+    def amendment(self) -> dict:
+        """Moving every open follow-up of a protocol: 1 share of courses, then 2 shares."""
+        from django.db import connection
+
+        from pathway.models import Protocol, ProtocolVisit
+        from scheduling.services import _follow_ups_recompute_in_python, follow_ups_recompute
+
+        default = Protocol.objects.get(is_default=True)
+        share = self.rows["patients"] // 5
+        timings = {}
+        for name, courses in (("one", share), ("two", 2 * share)):
+            protocol = Protocol.objects.create(name=f"bench {name}")
+            ProtocolVisit.objects.bulk_create(
+                ProtocolVisit(
+                    protocol=protocol,
+                    name=v.name,
+                    weeks_after_transplant=v.weeks_after_transplant,
+                    window_days=v.window_days,
+                    includes_ct=v.includes_ct,
+                    completes_course=v.completes_course,
+                )
+                for v in default.visits.all()
+            )
+            with connection.cursor() as cursor:
+                start = 1 if name == "one" else share + 1
+                cursor.execute(
+                    REASSIGN,
+                    [protocol.pk, start, start + courses - 1],
+                )
+            started = time.perf_counter()
+            moved = follow_ups_recompute(protocol=protocol)
+            timings[name] = {"visits": moved, "seconds": time.perf_counter() - started}
+        ratio = timings["two"]["seconds"] / timings["one"]["seconds"]
+        per_visit_sql = timings["two"]["seconds"] / timings["two"]["visits"]
+        # The per-row way, on a sample: the Python path one course at a time.
+        sample = Protocol.objects.create(name="bench sample")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                REASSIGN,
+                [sample.pk, 3 * share + 1, 3 * share + 200],
+            )
+        started = time.perf_counter()
+        moved = _follow_ups_recompute_in_python(sample)
+        per_visit_rows = (time.perf_counter() - started) / max(moved, 1)
+        return {**timings, "ratio": ratio, "sql_vs_per_row": per_visit_rows / per_visit_sql}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--small", action="store_true")
+    args = parser.parse_args()
+    sizes = SMALL if args.small else FULL
+    setup_django(fresh_database())
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    bench = Bench(sizes)
+    r = bench.results
+    started = time.perf_counter()
+
+    base_patients = BASE_ROWS // sizes["visits_per_course"]
+    r["generate_base_seconds"] = bench.grow(
+        patients=base_patients, pending=8_000, sent=BASE_ROWS - 8_000
+    )
+    r["base"] = {"tick": bench.tick(), "changelists": bench.changelists(), "report": bench.report()}
+
+    r["generate_full_seconds"] = bench.grow(
+        patients=sizes["patients"],
+        pending=sizes["pending"] - 8_000,
+        sent=sizes["sent"] - (BASE_ROWS - 8_000),
+    )
+    plan, claim_seconds = bench.claim_explain()
+    r["full"] = {
+        "tick": bench.tick(),
+        "claim_seconds": claim_seconds,
+        "claim_plan": plan,
+        "changelists": bench.changelists(),
+        "report": bench.report(),
+    }
+    r["full"]["tick_during_report"] = bench.tick_during_report()
+    r["batching"] = bench.batching()
+    r["messages_per_tick"] = bench.messages_per_tick()
+    r["end_to_end"] = bench.end_to_end()
+    r["amendment"] = bench.amendment()
+    r["worker_memory"] = bench.worker_memory()
+    r["total_seconds"] = time.perf_counter() - started
+    r["machine"] = (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    write(r, small=args.small)
+
+
+def write(r: dict, *, small: bool) -> None:
+    base, full = r["base"], r["full"]
+    targets = [
+        ("1. tick (claim + mark 500) full ÷ 10k rows", full["tick"] / base["tick"], "≤ 1.5"),
+        (
+            "1. claim query uses the partial index",
+            "notification_due_idx" in full["claim_plan"],
+            "yes",
+        ),
+        ("1. claiming 500 (ms)", full["claim_seconds"] * 1000, "≤ 1"),
+        (
+            "2. batch 100 ÷ batch 1, end to end (1 worker process)",
+            r["end_to_end"]["batch_ratio"],
+            "≥ 10",
+        ),
+        (
+            "2. batch 100 ÷ batch 1, in-process dispatch only",
+            r["batching"]["ratio"],
+            "(for reference)",
+        ),
+        (
+            "2. Celery messages for one tick of 1,234 due (batch 100)",
+            r["messages_per_tick"]["messages"],
+            f"≤ {r['messages_per_tick']['bound']}",
+        ),
+        (
+            "2. end to end, 1 worker process (notifications/s)",
+            r["end_to_end"]["batch_100_processes_1"]["per_second"],
+            "reported",
+        ),
+        (
+            "2. end to end, 2 worker processes (notifications/s)",
+            r["end_to_end"]["batch_100_processes_2"]["per_second"],
+            "reported",
+        ),
+        (
+            "3. tick during the weekly report ÷ idle tick",
+            full["tick_during_report"] / full["tick"],
+            "≤ 3",
+        ),
+        (
+            "4. changelist queries equal at 10k and full",
+            all(
+                full["changelists"][p]["queries"] == base["changelists"][p]["queries"]
+                for p in CHANGELISTS
+            ),
+            "yes",
+        ),
+        (
+            "4. slowest changelist full ÷ 10k",
+            max(
+                full["changelists"][p]["seconds"] / base["changelists"][p]["seconds"]
+                for p in CHANGELISTS
+            ),
+            "≤ 2",
+        ),
+        (
+            "4. unfiltered COUNT(*) or DISTINCT on a changelist",
+            any(c["unfiltered_count"] or c["distinct"] for c in full["changelists"].values()),
+            "no",
+        ),
+        ("5. amendment T(2 shares) ÷ T(1 share)", r["amendment"]["ratio"], "≤ 2.2"),
+        ("5. amendment in SQL ÷ per-row saves, speed-up", r["amendment"]["sql_vs_per_row"], "≥ 10"),
+        (
+            "6. worker memory with 100k future reminders ÷ with none",
+            r["worker_memory"]["ratio"],
+            "≤ 1.1",
+        ),
+        (
+            "7. weekly report queries equal at 10k and full",
+            full["report"]["queries"] == base["report"]["queries"],
+            "yes",
+        ),
+        ("7. weekly report, all sites, full size (s)", full["report"]["seconds"], "reported"),
+    ]
+    r["targets"] = [{"target": t, "measured": m, "goal": g} for t, m, g in targets]
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    name = "results-small" if small else "results"
+    (out / f"{name}.json").write_text(json.dumps(r, indent=2, default=str))
+    lines = [
+        f"# Benchmark results{' (small)' if small else ''}",
+        "",
+        f"Machine: {r['machine']}. Rows: {r['sizes']}. Generated in "
+        f"{r['generate_base_seconds'] + r['generate_full_seconds']:.0f} s; "
+        f"whole run {r['total_seconds']:.0f} s.",
+        "",
+        "| target | measured | goal |",
+        "|---|---|---|",
+    ]
+    for t, m, g in targets:
+        shown = (
+            f"{m:.2f}"
+            if isinstance(m, float)
+            else ("yes" if m is True else "no" if m is False else m)
+        )
+        lines.append(f"| {t} | {shown} | {g} |")
+    lines += [
+        "",
+        "Changelists (queries, seconds) at 10k rows and full size:",
+        "",
+        "| page | 10k | full |",
+        "|---|---|---|",
+    ]
+    for p in CHANGELISTS:
+        b, f = base["changelists"][p], full["changelists"][p]
+        lines.append(
+            f"| {p} | {b['queries']}, {b['seconds']:.3f} | {f['queries']}, {f['seconds']:.3f} |"
+        )
+    lines += ["", "The claim query's plan at full size:", "", "```", full["claim_plan"], "```", ""]
+    (out / f"{name}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
