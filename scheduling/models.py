@@ -97,15 +97,23 @@ class Notification(models.Model):
         blank=True,
         related_name="notifications",
     )
+    # The outbox is the biggest table and every index costs each send: only those that pay.
+    # Staff, alert and report links are rare: partial indexes below cover them.
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
         null=True,
         blank=True,
         related_name="notifications",
+        db_index=False,
     )
     visit = models.ForeignKey(
-        Visit, on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
+        Visit,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="notifications",
+        db_index=False,  # (visit, status) below serves it
     )
     alert = models.ForeignKey(
         "scheduling.Alert",
@@ -113,6 +121,7 @@ class Notification(models.Model):
         null=True,
         blank=True,
         related_name="notifications",
+        db_index=False,
     )
     report_week = models.CharField(
         max_length=8, blank=True, help_text="The ISO week of a weekly report, e.g. 2026-W48."
@@ -124,6 +133,7 @@ class Notification(models.Model):
         blank=True,
         related_name="+",
         help_text="The site of a weekly report; empty for the report across sites.",
+        db_index=False,
     )
     send_after = models.DateTimeField()
     status = models.CharField(
@@ -133,7 +143,8 @@ class Notification(models.Model):
     max_attempts = models.PositiveSmallIntegerField(default=5)
     last_error = models.TextField(blank=True)
     provider_message_id = models.CharField(max_length=100, blank=True)
-    idempotency_key = models.CharField(max_length=200, unique=True)
+    # Unique through the constraint below: `unique=True` would add a second, LIKE-ready index.
+    idempotency_key = models.CharField(max_length=200)
     claimed_at = models.DateTimeField(null=True, blank=True)
     claim_token = models.UUIDField(
         null=True,
@@ -166,6 +177,21 @@ class Notification(models.Model):
             ),
             models.Index(fields=["visit", "status"]),
             models.Index(
+                fields=["user"],
+                name="notification_user_idx",
+                condition=models.Q(user__isnull=False),
+            ),
+            models.Index(
+                fields=["alert"],
+                name="notification_alert_idx",
+                condition=models.Q(alert__isnull=False),
+            ),
+            models.Index(
+                fields=["report_site"],
+                name="notification_report_site_idx",
+                condition=models.Q(report_site__isnull=False),
+            ),
+            models.Index(
                 fields=["provider_message_id"],
                 name="notification_provider_id_idx",
                 condition=models.Q(status="sent"),
@@ -175,6 +201,9 @@ class Notification(models.Model):
             models.CheckConstraint(
                 condition=models.Q(patient__isnull=False) | models.Q(user__isnull=False),
                 name="notification_has_recipient",
+            ),
+            models.UniqueConstraint(
+                fields=["idempotency_key"], name="notification_idempotency_key_unique"
             ),
         ]
 
