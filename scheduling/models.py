@@ -51,7 +51,7 @@ class Visit(models.Model):
     history = HistoricalRecords()
 
     class Meta:
-        ordering = ["scheduled_at"]
+        ordering = ["scheduled_at", "id"]  # all of it in one index, for long lists
         indexes = [
             models.Index(fields=["status", "window_closes_on"]),
             models.Index(fields=["scheduled_at", "id"], name="visit_scheduled_idx"),
