@@ -412,16 +412,17 @@ class Command(BaseCommand):
         services.course_release(course=course, by=self.users["lab2"], password=DEMO_PASSWORD)
 
     def transplant(self, course):
-        """At the bedside: today's weight, the label read, a coordinator as second person."""
+        """At the bedside: weighed that day, the label read, a coordinator as second person."""
         weight = course.patient.bodymeasurements.first().weight_kg
+        performed_at = timezone.now() - dt.timedelta(hours=2)
         services.course_record_transplant(
             course=course,
             by=self.users["clinician"],
-            performed_at=timezone.now() - dt.timedelta(hours=2),
+            performed_at=performed_at,
             bedside_coi_id=course.coi_id,
             cells_administered=int(Decimal("2.4") * weight * 1_000_000),
             weight_kg=weight,
-            weighed_on=timezone.localdate(timezone=course.site.time_zone),
+            weighed_on=timezone.localdate(performed_at, course.site.time_zone),
             second_person=self.users["coordinator"],
             second_person_password=DEMO_PASSWORD,
             discharged_at=timezone.now() + dt.timedelta(hours=3),
