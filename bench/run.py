@@ -438,6 +438,7 @@ class Bench:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--small", action="store_true")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     sizes = SMALL if args.small else FULL
     setup_django(fresh_database())
@@ -477,10 +478,10 @@ def main() -> None:
     r["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    write(r, small=args.small)
+    write(r, small=args.small, out=Path(args.output))
 
 
-def write(r: dict, *, small: bool) -> None:
+def write(r: dict, *, small: bool, out: Path) -> None:
     base, full = r["base"], r["full"]
     targets = [
         ("1. tick (claim + mark 500) full ÷ 10k rows", full["tick"] / base["tick"], "≤ 1.5"),
@@ -556,7 +557,6 @@ def write(r: dict, *, small: bool) -> None:
         ("7. weekly report, all sites, full size (s)", full["report"]["seconds"], "reported"),
     ]
     r["targets"] = [{"target": t, "measured": m, "goal": g} for t, m, g in targets]
-    out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     name = "results-small" if small else "results"
     (out / f"{name}.json").write_text(json.dumps(r, indent=2, default=str))
