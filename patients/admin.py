@@ -3,6 +3,7 @@ from django.forms.models import BaseInlineFormSet
 
 from pathway.models import TreatmentCourse
 from pathway.states import CourseState
+from patients.admin_export import export_as_csv
 from patients.admin_scoping import ScopedChoices, SiteScopedAdmin
 from patients.clinical import ratio_display
 from patients.models import (
@@ -19,6 +20,9 @@ from patients.models import (
 )
 from patients.paginator import EstimatedCountPaginator
 from patients.services import adverse_event_record, clinical_record_save
+
+# Every list can be exported as a coordinator has filtered it (site scoping included).
+admin.site.add_action(export_as_csv)
 
 CLINICAL_RECORD_MODELS = (
     BodyMeasurement,

@@ -174,3 +174,23 @@ def test_a_guessed_url_of_another_site_is_not_found(client, pathway):
         "OTH" not in {s.code for s in report.context["sites"]}
         and report.context["report"].site.code == "OWN"
     )
+
+
+def test_a_filtered_list_exports_as_csv_within_the_users_sites(client, pathway):
+    import csv
+    import io
+
+    own, _other = build_site("OWN", pathway), build_site("OTH", pathway)
+    coordinator = UserFactory(
+        username="exporter", role="coordinator", sites=[own[type(own[Patient].site)]]
+    )
+    client.force_login(coordinator)
+    url = admin_url(Patient, "changelist")
+    everyone = list(Patient.objects.values_list("pk", flat=True))
+    response = client.post(
+        url, {"action": "export_as_csv", "_selected_action": everyone, "select_across": "1"}
+    )
+    assert response["Content-Type"] == "text/csv"
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[0][0] == "MRN"
+    assert [r[0] for r in rows[1:]] == [own[Patient].mrn]
