@@ -1,7 +1,8 @@
 """The staff roles as groups, each with the permissions its work needs."""
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
+
+from patients.role_migrations import grant
 
 ROLE_PERMISSIONS = {
     "coordinator": [
@@ -44,19 +45,7 @@ ROLE_PERMISSIONS = {
 
 
 def create_roles(apps, schema_editor):
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, names in ROLE_PERMISSIONS.items():
-        group, _ = Group.objects.get_or_create(name=role)
-        for name in names:
-            app_label, codename = name.split(".")
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
+    grant(apps, ROLE_PERMISSIONS)
 
 
 class Migration(migrations.Migration):

@@ -1,16 +1,14 @@
 """The auditor: reads everything at every site, changes nothing."""
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
+
+from patients.role_migrations import create_all_permissions
 
 APPS = ("patients", "pathway", "scheduling")
 
 
 def create(apps, schema_editor):
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
+    create_all_permissions(apps)
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     auditor, _ = Group.objects.get_or_create(name="auditor")

@@ -1,7 +1,8 @@
 """Clinicians record the new clinical records; coordinators read them."""
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
+
+from patients import role_migrations
 
 MODELS = ("sixminutewalktest", "symptomscore", "medication", "adverseevent")
 ROLE_PERMISSIONS = {
@@ -11,17 +12,9 @@ ROLE_PERMISSIONS = {
 
 
 def grant(apps, schema_editor):
-    app_config = apps.get_app_config("patients")
-    app_config.models_module = True
-    create_permissions(app_config, apps=apps, verbosity=0)
-    app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, codenames in ROLE_PERMISSIONS.items():
-        group, _ = Group.objects.get_or_create(name=role)
-        group.permissions.add(
-            *Permission.objects.filter(content_type__app_label="patients", codename__in=codenames)
-        )
+    role_migrations.grant(
+        apps, {role: [f"patients.{c}" for c in codenames] for role, codenames in ROLE_PERMISSIONS.items()}
+    )
 
 
 class Migration(migrations.Migration):

@@ -1,7 +1,8 @@
 """Let each role see the alerts and deliveries its work needs."""
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
+
+from patients import role_migrations
 
 ROLE_PERMISSIONS = {
     "coordinator": [
@@ -13,17 +14,9 @@ ROLE_PERMISSIONS = {
 
 
 def grant(apps, schema_editor):
-    app_config = apps.get_app_config("scheduling")
-    app_config.models_module = True
-    create_permissions(app_config, apps=apps, verbosity=0)
-    app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, codenames in ROLE_PERMISSIONS.items():
-        group, _ = Group.objects.get_or_create(name=role)
-        group.permissions.add(
-            *Permission.objects.filter(content_type__app_label="scheduling", codename__in=codenames)
-        )
+    role_migrations.grant(
+        apps, {role: [f"scheduling.{c}" for c in codenames] for role, codenames in ROLE_PERMISSIONS.items()}
+    )
 
 
 class Migration(migrations.Migration):

@@ -1,7 +1,8 @@
 """The weekly-report job, and the programme lead role that receives the report across sites."""
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
+
+from patients.role_migrations import grant
 
 LEAD_PERMISSIONS = [
     ("patients", "view_site"), ("patients", "view_patient"),
@@ -12,17 +13,7 @@ LEAD_PERMISSIONS = [
 
 
 def create(apps, schema_editor):
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    lead, _ = Group.objects.get_or_create(name="programme lead")
-    for app_label, codename in LEAD_PERMISSIONS:
-        lead.permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
+    grant(apps, {"programme lead": [f"{app}.{codename}" for app, codename in LEAD_PERMISSIONS]})
     IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
     every, _ = IntervalSchedule.objects.get_or_create(every=5, period="minutes")
