@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.shortcuts import render
+from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -31,6 +32,7 @@ from pathway.outcomes import CHANGES, course_outcomes
 from pathway.selectors import batches_due_for_release, course_evaluation_facts
 from pathway.services import COURSE_TRANSITION_SERVICES, TransitionRefused
 from pathway.states import CourseState
+from pathway.timeline import course_timeline
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
 from patients.admin_scoping import SiteScopedAdmin
 from patients.paginator import EstimatedCountPaginator
@@ -193,7 +195,7 @@ class TreatmentCourseAdmin(
     FSMAdminMixin, SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin
 ):
     fsm_fields = ["state"]
-    list_display = ("__str__", "site", "state", "days_in_state", "coi_id", "referred_at")
+    list_display = ("__str__", "site", "state_badge", "days_in_state", "coi_id", "referred_at")
     list_select_related = ("patient", "site")
     list_filter = ("state", AwaitingFilter, "site", "protocol")
     search_fields = ("=patient__mrn", "^patient__last_name", "=coi_id")
@@ -204,6 +206,7 @@ class TreatmentCourseAdmin(
         "site",
         "state",
         "state_changed_at",
+        "timeline",
         "coi_id",
         "label_link",
         "eligibility",
@@ -222,10 +225,14 @@ class TreatmentCourseAdmin(
     )
     inlines = (VisitInline, CustodyEventInline, CourseAdverseEventInline, TransitionLogInline)
 
+    class Media:
+        css = {"all": ("pathway/admin.css",)}
+
     def get_fieldsets(self, request, obj=None):
         if obj is None:
             return ((None, {"fields": ("patient", "protocol", "notes")}),)
         return (
+            ("Pathway at a glance", {"fields": ("timeline",)}),
             (
                 None,
                 {
@@ -279,6 +286,16 @@ class TreatmentCourseAdmin(
         if not change:
             obj.site, obj.referred_by = obj.patient.site, request.user
         super().save_model(request, obj, form, change)
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, obj):
+        return format_html(
+            '<span class="state-badge state-{}">{}</span>', obj.state, obj.get_state_display()
+        )
+
+    @admin.display(description="")
+    def timeline(self, obj):
+        return render_to_string("pathway/timeline.html", {"timeline": course_timeline(course=obj)})
 
     @admin.display(description="days in state", ordering="-state_changed_at")
     def days_in_state(self, obj):

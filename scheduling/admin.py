@@ -23,7 +23,7 @@ from scheduling.models import (
     VisitKind,
     VisitStatus,
 )
-from scheduling.selectors import overdue_visits
+from scheduling.selectors import UPCOMING_DAYS, overdue_visits, upcoming_procedures
 from scheduling.services import visit_record_done, visit_reschedule
 
 
@@ -41,6 +41,20 @@ class OverdueFilter(admin.SimpleListFilter):
         return queryset
 
 
+class UpcomingProceduresFilter(admin.SimpleListFilter):
+    title = "procedures"
+    parameter_name = "upcoming"
+
+    def lookups(self, request, model_admin):
+        return [("yes", f"Booked in the next {UPCOMING_DAYS} days")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            sites = user_sites(request.user)
+            return queryset.filter(pk__in=upcoming_procedures(sites=sites).values("pk"))
+        return queryset
+
+
 @admin.register(Visit)
 class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin):
     list_display = (
@@ -52,7 +66,7 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
         "status",
     )
     list_select_related = ("course__patient", "course__site", "protocol_visit")
-    list_filter = ("status", OverdueFilter, "kind", "course__site")
+    list_filter = ("status", OverdueFilter, UpcomingProceduresFilter, "kind", "course__site")
     search_fields = ("=course__patient__mrn", "^course__patient__last_name")
     show_full_result_count = False
     paginator = EstimatedCountPaginator

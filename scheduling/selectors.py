@@ -3,7 +3,7 @@ import datetime as dt
 from django.db.models import Case, Count, DateField, F, Value, When
 from django.utils import timezone
 
-from pathway.models import TreatmentCourse
+from pathway.models import Batch, BatchStatus, TreatmentCourse
 from patients.models import Site
 from scheduling.models import OPEN_VISIT_STATUSES, Alert, Visit, VisitKind, VisitStatus
 
@@ -38,8 +38,21 @@ def overdue_visits(*, sites, now: dt.datetime | None = None):
     )
 
 
+def upcoming_procedures(*, sites, now: dt.datetime | None = None):
+    """Open harvests and transplants booked in the next 14 days."""
+    now = now or timezone.now()
+    return Visit.objects.filter(
+        course__site__in=sites,
+        status__in=OPEN_VISIT_STATUSES,
+        kind__in=[VisitKind.HARVEST, VisitKind.TRANSPLANT],
+        scheduled_at__gte=now,
+        scheduled_at__lt=now + dt.timedelta(days=UPCOMING_DAYS),
+    )
+
+
 def site_dashboard(*, sites=None, now: dt.datetime | None = None) -> list[dict]:
-    """Per site: open alerts, overdue visits, procedures in the next 14 days. Four queries."""
+    """Per site: open alerts, overdue visits, procedures in the next 14 days and batches in
+    expansion. Five queries."""
     now = now or timezone.now()
     sites = list(sites if sites is not None else Site.objects.all())
     open_alerts = dict(
@@ -55,13 +68,13 @@ def site_dashboard(*, sites=None, now: dt.datetime | None = None) -> list[dict]:
         .values_list("course__site", "n")
     )
     upcoming = dict(
-        Visit.objects.filter(
-            course__site__in=sites,
-            status__in=OPEN_VISIT_STATUSES,
-            kind__in=[VisitKind.HARVEST, VisitKind.TRANSPLANT],
-            scheduled_at__gte=now,
-            scheduled_at__lt=now + dt.timedelta(days=UPCOMING_DAYS),
-        )
+        upcoming_procedures(sites=sites, now=now)
+        .values_list("course__site")
+        .annotate(n=Count("id"))
+        .values_list("course__site", "n")
+    )
+    expanding = dict(
+        Batch.objects.filter(course__site__in=sites, status=BatchStatus.EXPANDING)
         .values_list("course__site")
         .annotate(n=Count("id"))
         .values_list("course__site", "n")
@@ -69,6 +82,7 @@ def site_dashboard(*, sites=None, now: dt.datetime | None = None) -> list[dict]:
     return [
         {
             "site": site,
+            "batches_in_expansion": expanding.get(site.pk, 0),
             "open_alerts": open_alerts.get(site.pk, 0),
             "overdue_visits": overdue.get(site.pk, 0),
             "upcoming_procedures": upcoming.get(site.pk, 0),

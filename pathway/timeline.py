@@ -1,0 +1,260 @@
+"""The pathway at a glance: each step of a course with its date done or due, and what to do next.
+
+Dates are the site's calendar dates, as a coordinator at that site reads them.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db import models
+from django.utils import timezone
+
+from pathway.models import TransitionLog, TreatmentCourse
+from pathway.states import CourseState
+from scheduling.models import OPEN_VISIT_STATUSES, Visit, VisitKind, VisitStatus
+
+
+class StepStatus(models.TextChoices):
+    DONE = "done", "Done"
+    CURRENT = "current", "In progress"
+    DUE = "due", "Due"
+    OVERDUE = "overdue", "Overdue"
+    UPCOMING = "upcoming", "Not yet"
+    MISSED = "missed", "Missed"
+    SKIPPED = "skipped", "Not reached"
+
+
+@dataclass(frozen=True)
+class TimelineStep:
+    name: str
+    status: StepStatus
+    when: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class CourseTimeline:
+    steps: list[TimelineStep]
+    next_action: str
+    next_action_overdue: bool = False
+
+
+_ENDED = {
+    CourseState.WITHDRAWN: "withdrawn",
+    CourseState.INELIGIBLE: "found ineligible",
+}
+
+
+def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) -> CourseTimeline:
+    """The steps of the course in pathway order, in three queries at most."""
+    now = now or timezone.now()
+    zone, protocol = course.site.time_zone, course.protocol
+    today = timezone.localdate(now, zone)
+
+    def on(moment: dt.datetime) -> dt.date:
+        return timezone.localdate(moment, zone)
+
+    logged = dict(
+        TransitionLog.objects.filter(course=course, transition__in=("approve", "decline"))
+        .order_by("at")
+        .values_list("transition", "at")
+    )
+    visits = list(
+        Visit.objects.filter(course=course)
+        .exclude(status=VisitStatus.CANCELLED)
+        .select_related("protocol_visit")
+        .order_by("scheduled_at", "id")
+    )
+    procedure = {visit.kind: visit for visit in visits if visit.kind != VisitKind.FOLLOW_UP}
+    follow_ups = [visit for visit in visits if visit.kind == VisitKind.FOLLOW_UP]
+
+    steps = [TimelineStep("Referral", StepStatus.DONE, f"{on(course.referred_at)}")]
+
+    # Evaluation
+    if "approve" in logged:
+        steps.append(
+            TimelineStep("Evaluation", StepStatus.DONE, f"{on(logged['approve'])}", "eligible")
+        )
+    elif "decline" in logged:
+        steps.append(
+            TimelineStep("Evaluation", StepStatus.DONE, f"{on(logged['decline'])}", "ineligible")
+        )
+    elif course.evaluation_started_at:
+        steps.append(
+            TimelineStep(
+                "Evaluation", StepStatus.CURRENT, f"since {on(course.evaluation_started_at)}"
+            )
+        )
+    else:
+        steps.append(TimelineStep("Evaluation", StepStatus.UPCOMING))
+
+    steps.append(
+        _procedure_step(
+            "Harvest", course.harvested_at, procedure.get(VisitKind.HARVEST), today, zone
+        )
+    )
+
+    # Expansion and release: the lab's window counts from the day the sample arrived.
+    if course.lab_received_at:
+        received_on = on(course.lab_received_at)
+        opens = received_on + dt.timedelta(days=protocol.expansion_min_days)
+        closes = received_on + dt.timedelta(days=protocol.expansion_max_days)
+        window = f"release window {opens} – {closes}"
+        limits = f"{protocol.expansion_min_days}–{protocol.expansion_max_days} days"
+        if course.released_at:
+            days = (on(course.released_at) - received_on).days
+            steps.append(
+                TimelineStep(
+                    "Expansion", StepStatus.DONE, f"from {received_on}", f"{days} days ({limits})"
+                )
+            )
+            steps.append(TimelineStep("Release", StepStatus.DONE, f"{on(course.released_at)}"))
+        else:
+            day = (today - received_on).days
+            late = today > closes
+            steps.append(
+                TimelineStep(
+                    "Expansion",
+                    StepStatus.OVERDUE if late else StepStatus.CURRENT,
+                    f"from {received_on}",
+                    f"day {day} of {limits}",
+                )
+            )
+            steps.append(
+                TimelineStep(
+                    "Release",
+                    StepStatus.OVERDUE
+                    if late
+                    else StepStatus.DUE
+                    if today >= opens
+                    else StepStatus.UPCOMING,
+                    window,
+                )
+            )
+    else:
+        steps.append(
+            TimelineStep(
+                "Expansion",
+                StepStatus.UPCOMING,
+                detail=f"{protocol.expansion_min_days}–{protocol.expansion_max_days} days",
+            )
+        )
+        steps.append(TimelineStep("Release", StepStatus.UPCOMING))
+
+    transplant = _procedure_step(
+        "Transplant", course.transplanted_at, procedure.get(VisitKind.TRANSPLANT), today, zone
+    )
+    if transplant.status == StepStatus.UPCOMING and course.released_at:
+        book_by = on(course.released_at) + dt.timedelta(days=protocol.transplant_booking_max_days)
+        transplant = TimelineStep(
+            "Transplant",
+            StepStatus.OVERDUE if today > book_by else StepStatus.DUE,
+            f"book by {book_by}",
+        )
+    steps.append(transplant)
+
+    follow_up_steps = [(visit, _follow_up_step(visit, today, zone)) for visit in follow_ups]
+    if follow_up_steps:
+        steps += [step for _, step in follow_up_steps]
+    else:
+        steps += [
+            TimelineStep(
+                protocol_visit.name,
+                StepStatus.UPCOMING,
+                detail=f"{protocol_visit.weeks_after_transplant} weeks after the transplant, "
+                f"± {protocol_visit.window_days} days",
+            )
+            for protocol_visit in protocol.visits.all()
+        ]
+
+    if course.state == CourseState.COMPLETED:
+        steps.append(TimelineStep("Completion", StepStatus.DONE, f"{on(course.state_changed_at)}"))
+    else:
+        steps.append(TimelineStep("Completion", StepStatus.UPCOMING))
+
+    if course.state in _ENDED:
+        steps = [
+            step
+            if step.status in (StepStatus.DONE, StepStatus.MISSED)
+            else TimelineStep(step.name, StepStatus.SKIPPED, detail=step.detail)
+            for step in steps
+        ]
+    return CourseTimeline(steps, *_next_action(course, steps, follow_up_steps, on))
+
+
+def _procedure_step(name, performed_at, visit, today, zone) -> TimelineStep:
+    if performed_at:
+        return TimelineStep(name, StepStatus.DONE, f"{timezone.localdate(performed_at, zone)}")
+    if visit is None or visit.status not in OPEN_VISIT_STATUSES:
+        return TimelineStep(name, StepStatus.UPCOMING)
+    booked_on = timezone.localdate(visit.scheduled_at, zone)
+    last_day = visit.window_closes_on or booked_on
+    return TimelineStep(
+        name,
+        StepStatus.OVERDUE if today > last_day else StepStatus.DUE,
+        f"booked for {booked_on}",
+        visit.place,
+    )
+
+
+def _follow_up_step(visit: Visit, today: dt.date, zone) -> TimelineStep:
+    name = str(visit.protocol_visit.name if visit.protocol_visit_id else visit.get_kind_display())
+    window = f"window {visit.window_opens_on} – {visit.window_closes_on}"
+    if visit.status == VisitStatus.DONE:
+        done_on = timezone.localdate(visit.done_at or visit.scheduled_at, zone)
+        return TimelineStep(name, StepStatus.DONE, f"{done_on}", window)
+    if visit.status == VisitStatus.MISSED:
+        return TimelineStep(name, StepStatus.MISSED, window)
+    if visit.window_closes_on and today > visit.window_closes_on:
+        status = StepStatus.OVERDUE
+    elif visit.window_opens_on and today >= visit.window_opens_on:
+        status = StepStatus.DUE
+    else:
+        status = StepStatus.UPCOMING
+    booked = f"booked for {timezone.localdate(visit.scheduled_at, zone)}"
+    return TimelineStep(name, status, window, booked)
+
+
+def _next_action(course, steps, follow_up_steps, on) -> tuple[str, bool]:
+    """What the coordinator or the lab does next, and whether it is already late."""
+    state = course.state
+    step = {s.name: s for s in steps}
+    if state in _ENDED:
+        return f"None: the course was {_ENDED[state]} on {on(course.state_changed_at)}.", False
+    if state == CourseState.COMPLETED:
+        return "None: the course is complete.", False
+    if state == CourseState.ON_HOLD:
+        return f"On hold since {on(course.state_changed_at)}: resume it or withdraw it.", False
+    if state == CourseState.REFERRED:
+        return "Start the evaluation.", False
+    if state == CourseState.EVALUATION:
+        return "Review the eligibility checklist, then approve or decline.", False
+    if state == CourseState.ELIGIBLE:
+        return "Schedule the harvest bronchoscopy.", False
+    if state == CourseState.HARVEST_SCHEDULED:
+        harvest = step["Harvest"]
+        return f"Record the harvest ({harvest.when}).", harvest.status == StepStatus.OVERDUE
+    if state == CourseState.HARVESTED:
+        return "Receive the sample at the lab.", False
+    if state == CourseState.EXPANDING:
+        release = step["Release"]
+        if release.status == StepStatus.OVERDUE:
+            return f"Release is overdue ({step['Expansion'].detail}): decide on the batch.", True
+        return f"Record QC and release the batch ({release.when}).", False
+    if state == CourseState.RELEASED:
+        transplant = step["Transplant"]
+        return (
+            f"Schedule the transplant ({transplant.when}).",
+            transplant.status == StepStatus.OVERDUE,
+        )
+    if state == CourseState.TRANSPLANT_SCHEDULED:
+        transplant = step["Transplant"]
+        return (
+            f"Record the transplant ({transplant.when}).",
+            transplant.status == StepStatus.OVERDUE,
+        )
+    for visit, follow_up in follow_up_steps:
+        if visit.status in OPEN_VISIT_STATUSES:
+            late = follow_up.status == StepStatus.OVERDUE
+            return f"Record the {follow_up.name} ({follow_up.when}).", late
+    return "Complete the course.", False

@@ -1,0 +1,164 @@
+import datetime as dt
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from pathway import services
+from pathway.states import CourseState
+from pathway.timeline import StepStatus, course_timeline
+from scheduling.models import VisitKind
+from scheduling.selectors import site_dashboard
+from scheduling.services import visit_record_done
+
+pytestmark = pytest.mark.django_db
+
+
+def steps_of(course, now=None):
+    timeline = course_timeline(course=course, now=now)
+    return {step.name: step for step in timeline.steps}, timeline
+
+
+def test_a_new_referral_shows_every_step_ahead_and_its_next_action(course):
+    steps, timeline = steps_of(course)
+    assert list(steps) == [
+        "Referral",
+        "Evaluation",
+        "Harvest",
+        "Expansion",
+        "Release",
+        "Transplant",
+        "4-week lung function",
+        "12-week lung function",
+        "24-week lung function",
+        "6-month chest CT",
+        "Completion",
+    ]
+    assert steps["Referral"].status == StepStatus.DONE
+    assert {steps[name].status for name in list(steps)[1:]} == {StepStatus.UPCOMING}
+    assert steps["4-week lung function"].detail == "4 weeks after the transplant, ± 7 days"
+    assert timeline.next_action == "Start the evaluation."
+
+
+def test_a_booked_harvest_is_due_then_overdue_once_its_day_has_passed(course, pathway):
+    pathway.advance(course, CourseState.HARVEST_SCHEDULED)
+    harvest_day = timezone.localdate(pathway.at(2), course.site.time_zone)
+    steps, timeline = steps_of(course, now=pathway.at(1))
+    assert steps["Harvest"].status == StepStatus.DUE
+    assert steps["Harvest"].when == f"booked for {harvest_day}"
+    assert steps["Evaluation"].status == StepStatus.DONE
+    assert timeline.next_action == f"Record the harvest (booked for {harvest_day})."
+
+    steps, timeline = steps_of(course, now=pathway.at(4))
+    assert steps["Harvest"].status == StepStatus.OVERDUE
+    assert timeline.next_action_overdue
+
+
+def test_an_expansion_counts_its_days_and_turns_red_after_its_window(course, pathway):
+    pathway.advance(course, CourseState.EXPANDING)
+    received_on = timezone.localdate(pathway.at(2.9), course.site.time_zone)
+    window = (
+        f"release window {received_on + dt.timedelta(days=21)} – "
+        f"{received_on + dt.timedelta(days=35)}"
+    )
+
+    steps, timeline = steps_of(course, now=pathway.at(2.9) + dt.timedelta(days=10))
+    assert steps["Expansion"].status == StepStatus.CURRENT
+    assert steps["Expansion"].detail == "day 10 of 21–35 days"
+    assert steps["Release"].status == StepStatus.UPCOMING and steps["Release"].when == window
+    assert timeline.next_action == f"Record QC and release the batch ({window})."
+
+    steps, _ = steps_of(course, now=pathway.at(2.9) + dt.timedelta(days=21))
+    assert steps["Release"].status == StepStatus.DUE
+
+    steps, timeline = steps_of(course, now=pathway.at(2.9) + dt.timedelta(days=36))
+    assert steps["Expansion"].status == StepStatus.OVERDUE
+    assert steps["Release"].status == StepStatus.OVERDUE
+    assert timeline.next_action_overdue and "day 36 of 21–35 days" in timeline.next_action
+
+
+def test_a_released_product_must_be_booked_within_the_protocols_days(course, pathway):
+    pathway.advance(course, CourseState.RELEASED)
+    book_by = timezone.localdate(pathway.at(31), course.site.time_zone) + dt.timedelta(days=14)
+    steps, timeline = steps_of(course, now=pathway.at(32))
+    assert steps["Release"].status == StepStatus.DONE
+    assert steps["Expansion"].detail == "28 days (21–35 days)"
+    assert steps["Transplant"] == steps["Transplant"].__class__(
+        "Transplant", StepStatus.DUE, f"book by {book_by}"
+    )
+    assert timeline.next_action == f"Schedule the transplant (book by {book_by})."
+    steps, timeline = steps_of(course, now=pathway.at(46))
+    assert steps["Transplant"].status == StepStatus.OVERDUE and timeline.next_action_overdue
+
+
+def test_follow_ups_appear_with_their_windows_after_the_transplant(course, pathway):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    zone = course.site.time_zone
+    transplanted_on = timezone.localdate(pathway.at(33), zone)
+    four_weeks = transplanted_on + dt.timedelta(weeks=4)
+    window = f"window {four_weeks - dt.timedelta(days=7)} – {four_weeks + dt.timedelta(days=7)}"
+
+    steps, timeline = steps_of(course)
+    assert steps["Transplant"].status == StepStatus.DONE
+    assert steps["Transplant"].when == str(transplanted_on)
+    assert steps["4-week lung function"].status == StepStatus.UPCOMING
+    assert steps["4-week lung function"].when == window
+    assert timeline.next_action == f"Record the 4-week lung function ({window})."
+
+    steps, timeline = steps_of(course, now=pathway.at(33 + 28 + 8))
+    assert steps["4-week lung function"].status == StepStatus.OVERDUE
+    assert timeline.next_action_overdue
+
+    visit = course.visits.get(kind=VisitKind.FOLLOW_UP, protocol_visit__weeks_after_transplant=4)
+    with time_machine.travel(pathway.at(33 + 28), tick=False):
+        visit_record_done(visit=visit, done_at=timezone.now())
+    steps, timeline = steps_of(course, now=pathway.at(33 + 29))
+    assert steps["4-week lung function"].status == StepStatus.DONE
+    assert timeline.next_action.startswith("Record the 12-week lung function")
+
+
+def test_a_withdrawn_course_strikes_out_what_it_did_not_reach(course, pathway, coordinator):
+    pathway.advance(course, CourseState.EXPANDING)
+    services.course_withdraw(course=course, by=coordinator, reason="Patient moved away")
+    steps, timeline = steps_of(course)
+    assert steps["Harvest"].status == StepStatus.DONE
+    assert steps["Release"].status == StepStatus.SKIPPED
+    assert steps["Completion"].status == StepStatus.SKIPPED
+    assert timeline.next_action.startswith("None: the course was withdrawn on ")
+
+
+def test_the_course_page_shows_the_timeline_in_constant_queries(client, course, pathway):
+    client.force_login(pathway.coordinator)
+    url = reverse("admin:pathway_treatmentcourse_change", args=[course.pk])
+    page = client.get(url).content.decode()
+    assert "Pathway at a glance" in page and "Next:</strong> Start the evaluation." in page
+    assert "pathway/admin.css" in page
+
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get(url).content.decode()
+    assert page.count('class="step step-') == 11
+    assert "step step-done" in page and "Record the 4-week lung function" in page
+    timeline_queries = [
+        q["sql"]
+        for q in queries
+        if '"pathway_transitionlog"' in q["sql"] and '"transition" IN' in q["sql"]
+    ]
+    assert len(timeline_queries) == 1
+
+
+def test_the_course_list_shows_state_badges(client, course, pathway):
+    client.force_login(pathway.coordinator)
+    page = client.get(reverse("admin:pathway_treatmentcourse_changelist")).content.decode()
+    assert '<span class="state-badge state-referred">Referred</span>' in page
+
+
+def test_the_dashboard_counts_batches_in_expansion(course, pathway):
+    [row] = site_dashboard(sites=[course.site])
+    assert row["batches_in_expansion"] == 0
+    pathway.advance(course, CourseState.EXPANDING)
+    [row] = site_dashboard(sites=[course.site])
+    assert row["batches_in_expansion"] == 1
