@@ -1,27 +1,43 @@
 """The pathway's state diagram, generated from the transitions in the code."""
 
-from pathway.models import TRANSITIONS, TreatmentCourse
-from pathway.states import HOLDABLE_STATES, WITHDRAWABLE_STATES, CourseState
+import graphviz
+from django_fsm.management.commands.graph_transitions import generate_dot, node_name
+
+from pathway.models import TreatmentCourse
+from pathway.states import HOLDABLE_STATES, CourseState
+
+# Allowed from every open state: drawn once each, from one box, instead of a dozen arrows.
+FROM_ANY_OPEN_STATE = ("hold", "resume", "withdraw")
 
 
-def pathway_mermaid() -> str:
-    """A Mermaid state diagram; hold and withdraw, allowed from every open state, are drawn once."""
-    lines = ["stateDiagram-v2", f"    [*] --> {CourseState.REFERRED}"]
-    order = [name for name, _ in TRANSITIONS]
-    transitions = sorted(
-        TreatmentCourse._meta.get_field("state").get_all_transitions(TreatmentCourse),
-        key=lambda t: order.index(t.name),
+def pathway_dot() -> str:
+    """The Graphviz source of the diagram: django-fsm-2's `graph_transitions` for the main path
+    (its node and edge lines sorted, as it emits them in set order), plus hold, resume and
+    withdraw drawn once."""
+    field = TreatmentCourse._meta.get_field("state")
+    generated = generate_dot([(field, TreatmentCourse)], ignore_transitions=FROM_ANY_OPEN_STATE)
+    lines = generated.source.splitlines()
+    opening, statements, closing = lines[:3], sorted(lines[3:-2]), lines[-2:]
+
+    def node(state: CourseState) -> str:
+        return node_name(field, state)
+
+    extra = graphviz.Digraph()
+    extra.node("start", label="", shape="point")
+    extra.edge("start", node(CourseState.REFERRED))
+    extra.node(node(CourseState.ON_HOLD), label=CourseState.ON_HOLD.label, shape="circle")
+    extra.node(node(CourseState.WITHDRAWN), label=CourseState.WITHDRAWN.label, shape="doublecircle")
+    extra.node(
+        "open",
+        label=f"any of the {len(HOLDABLE_STATES)} open states",
+        shape="box",
+        style="dashed",
     )
-    for transition in transitions:
-        if transition.name not in {"hold", "resume", "withdraw"}:
-            lines.append(f"    {transition.source} --> {transition.target}: {transition.name}")
-    lines += [
-        f"    {CourseState.ON_HOLD} --> {CourseState.WITHDRAWN}: withdraw",
-        f"    note right of {CourseState.ON_HOLD}",
-        f"        hold: from any of {len(HOLDABLE_STATES)} open states",
-        "        resume: back to the state it left",
-        f"        withdraw: from any of {len(WITHDRAWABLE_STATES)} open states",
-        "    end note",
-    ]
-    lines += [f"    {state} --> [*]" for state in ("ineligible", "completed", "withdrawn")]
-    return "\n".join(lines)
+    extra.edge("open", node(CourseState.ON_HOLD), label="hold")
+    extra.edge(
+        node(CourseState.ON_HOLD), "open", label="resume (to the state it left)", style="dashed"
+    )
+    extra.edge("open", node(CourseState.WITHDRAWN), label="withdraw")
+    extra.edge(node(CourseState.ON_HOLD), node(CourseState.WITHDRAWN), label="withdraw")
+    added = ["\t" + line for line in extra.source.splitlines()[1:-1]]
+    return "\n".join([*opening, *statements, *added, *closing]) + "\n"
