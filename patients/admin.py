@@ -1,11 +1,15 @@
+import json
+
 from django.contrib import admin, messages
 from django.forms.models import BaseInlineFormSet
+from django.http import HttpResponse
 
 from pathway.models import TreatmentCourse
 from pathway.states import CourseState
 from patients.admin_export import export_as_csv
 from patients.admin_scoping import ScopedChoices, SiteScopedAdmin
 from patients.clinical import ratio_display
+from patients.fhir import FHIR_JSON, fhir_bundle_for_patients, fhir_export_allowed
 from patients.models import (
     AdverseEvent,
     BodyMeasurement,
@@ -192,6 +196,20 @@ class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.M
         BodyMeasurementInline,
         MedicationInline,
     )
+    actions = ("export_fhir_bundle",)
+
+    @admin.action(description="Export as FHIR R4 bundle", permissions=["fhir_export"])
+    def export_fhir_bundle(self, request, queryset):
+        bundle = fhir_bundle_for_patients(patients=queryset)
+        response = HttpResponse(
+            json.dumps(bundle, indent=2, ensure_ascii=False),
+            content_type=f"{FHIR_JSON}; charset=utf-8",
+        )
+        response["Content-Disposition"] = 'attachment; filename="patients.fhir.json"'
+        return response
+
+    def has_fhir_export_permission(self, request) -> bool:
+        return fhir_export_allowed(user=request.user)
 
 
 class VisitRecordFormSet(BaseInlineFormSet):
