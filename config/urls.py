@@ -4,7 +4,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 from django_otp.admin import OTPAdminSite
 
-from scheduling.views import sms_status_callback, weekly_report_view
+from scheduling.views import calendar_feed_view, sms_status_callback, weekly_report_view
 
 if settings.OTP_REQUIRED:
     admin.site.__class__ = OTPAdminSite  # sign-in then asks for the TOTP token too
@@ -18,4 +18,6 @@ urlpatterns = [
     path("admin/reports/weekly/", admin.site.admin_view(weekly_report_view), name="weekly-report"),
     path("admin/", admin.site.urls),
     path("sms/status/", sms_status_callback, name="sms-status"),
+    # Outside /admin/: calendar applications cannot sign in; the secret link is the credential.
+    path("calendar/<str:token>.ics", calendar_feed_view, name="calendar-feed"),
 ]

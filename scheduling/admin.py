@@ -1,6 +1,8 @@
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404
+from django.urls import reverse
 from django.utils import timezone
 
 from patients.access import user_sees_all_sites, user_sites
@@ -15,8 +17,15 @@ from patients.admin import (
 from patients.admin_scoping import SiteScopedAdmin
 from patients.paginator import EstimatedCountPaginator
 from scheduling.alerts import alert_acknowledge
+from scheduling.calendar_feed import (
+    calendar_feed_sites,
+    calendar_feed_token_hash,
+    calendar_feed_token_issue,
+    calendar_feed_token_revoke,
+)
 from scheduling.models import (
     Alert,
+    CalendarFeedToken,
     DeliveryAttempt,
     Notification,
     Visit,
@@ -227,3 +236,88 @@ class NotificationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ActiveLinkFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "active"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Active"), ("no", "Revoked")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(revoked_at__isnull=self.value() == "yes")
+        return queryset
+
+
+@admin.register(CalendarFeedToken)
+class CalendarFeedTokenAdmin(admin.ModelAdmin):
+    """Each user's own calendar links: issued by choosing a site, revoked by an action."""
+
+    list_display = ("site", "user", "created_at", "last_used_at", "revoked_at")
+    list_select_related = ("site", "user")
+    list_filter = (ActiveLinkFilter,)
+    readonly_fields = ("site", "user", "created_at", "last_used_at", "revoked_at", "revoked_by")
+    actions = ["revoke", "issue_again"]
+
+    def get_queryset(self, request):
+        """A link is its owner's secret: only superusers see other people's."""
+        queryset = super().get_queryset(request)
+        return queryset if request.user.is_superuser else queryset.filter(user=request.user)
+
+    def get_fields(self, request, obj=None):
+        return ("site",) if obj is None else self.readonly_fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.readonly_fields
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "site":
+            kwargs["queryset"] = calendar_feed_sites(user=request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # revoked, not deleted: the record of who had a link stays
+
+    def add_view(self, request, form_url="", extra_context=None):
+        extra_context = {"title": "Issue a calendar link for a site", **(extra_context or {})}
+        return super().add_view(request, form_url, extra_context)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return  # nothing on a link can be edited
+        token = calendar_feed_token_issue(user=request.user, site=obj.site)
+        # The service returns only the secret; the admin goes on with the row it made.
+        obj.pk = CalendarFeedToken.objects.get(token_hash=calendar_feed_token_hash(token)).pk
+        obj.refresh_from_db()
+        self._show_link(request, obj.site, token)
+
+    @admin.action(description="Revoke selected calendar links", permissions=["change"])
+    def revoke(self, request, queryset):
+        done = sum(calendar_feed_token_revoke(token_or_feed=f, by=request.user) for f in queryset)
+        self.message_user(request, f"{done} calendar link(s) revoked.", messages.SUCCESS)
+
+    @admin.action(
+        description="Issue a new link for the sites of my selected links (the old ones stop)",
+        permissions=["add"],
+    )
+    def issue_again(self, request, queryset):
+        mine = queryset.filter(user=request.user).select_related("site")
+        for site in {feed.site for feed in mine}:
+            try:
+                token = calendar_feed_token_issue(user=request.user, site=site)
+            except PermissionDenied as denied:
+                self.message_user(request, str(denied), messages.ERROR)
+                continue
+            self._show_link(request, site, token)
+
+    def _show_link(self, request, site, token):
+        url = request.build_absolute_uri(reverse("calendar-feed", args=[token]))
+        self.message_user(
+            request,
+            f"Calendar link for {site}: {url} — subscribe to it from your calendar application "
+            '("add calendar from URL"). Copy it now: it is shown only this once. Anyone with '
+            "the link can read the site's visit times and MRNs; revoke it here if it leaks.",
+            messages.SUCCESS,
+        )

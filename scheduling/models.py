@@ -285,3 +285,53 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.message[:60]}"
+
+
+class CalendarFeedToken(models.Model):
+    """A secret link to one site's calendar of visits, for one user's calendar application.
+
+    Calendar applications cannot sign in, so the link is the credential. Only its SHA-256 is
+    stored: a copy of the database does not give anyone a working link. A link stops working
+    when it is revoked, when its user is deactivated and when they leave the site.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="calendar_feed_tokens"
+    )
+    site = models.ForeignKey("patients.Site", on_delete=models.CASCADE, related_name="+")
+    # Unique through the constraint below: `unique=True` would add a second, LIKE-ready index.
+    token_hash = models.CharField(
+        max_length=64, editable=False, help_text="SHA-256 of the secret, in hex."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
+    last_used_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When a calendar application last read the feed, to the minute.",
+    )
+
+    class Meta:
+        verbose_name = "calendar link"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["token_hash"], name="calendar_feed_token_hash_unique"),
+            # Issuing a new link revokes the old one; this catches two issued at once.
+            models.UniqueConstraint(
+                fields=["user", "site"],
+                name="calendar_feed_one_active_per_user_site",
+                condition=models.Q(revoked_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.site} calendar of {self.user}"

@@ -5,14 +5,19 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponse, HttpResponseForbidden
+from django.http import Http404, HttpResponse, HttpResponseForbidden
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 from twilio.request_validator import RequestValidator
 
 from patients.access import user_sees_all_sites, user_sites
+from scheduling.calendar_feed import (
+    calendar_feed_ics,
+    calendar_feed_token_mark_used,
+    calendar_feed_token_resolve,
+)
 from scheduling.outbox import notification_record_provider_status
 from scheduling.reports import (
     previous_week,
@@ -77,3 +82,23 @@ def weekly_report_view(request):
         }
     )
     return render(request, "scheduling/report/admin.html", context)
+
+
+@require_safe
+def calendar_feed_view(request, token):
+    """A site's visits for a calendar application, behind a secret link instead of a login."""
+    feed = calendar_feed_token_resolve(token=token)
+    if feed is None:
+        # Unknown, revoked or no longer allowed: the same answer, so a link reveals nothing.
+        raise Http404("No such calendar.")
+    now = timezone.now()
+    calendar_feed_token_mark_used(feed=feed, now=now)
+    response = HttpResponse(
+        calendar_feed_ics(site=feed.site, now=now), content_type="text/calendar; charset=utf-8"
+    )
+    # Private: a shared cache must not serve one user's link to another's request.
+    response["Cache-Control"] = "private, max-age=300"
+    response["Content-Disposition"] = f'inline; filename="{feed.site.code.lower()}-visits.ics"'
+    # A link pasted somewhere public should not end up in a search engine.
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    return response
