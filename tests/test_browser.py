@@ -1,0 +1,264 @@
+"""A coordinator's day in a real browser: Debian's Chromium, driven by Playwright, against a
+live server on PostgreSQL.
+
+Screenshots of each step go to var/screenshots/ (git-ignored). With UPDATE_DOCS_SCREENSHOTS=1,
+the few the README shows are copied to docs/screenshots/.
+"""
+
+import datetime as dt
+import os
+import re
+import shutil
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from pathway import services
+from pathway.states import CourseState
+from patients.models import Site
+from scheduling.alerts import alerts_scan_overdue
+from tests.factories import (
+    PASSWORD,
+    BodyMeasurementFactory,
+    ChestCTFactory,
+    ClinicalAssessmentFactory,
+    LungFunctionTestFactory,
+    PatientFactory,
+    SiteFactory,
+)
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "var" / "screenshots"
+DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
+FOR_THE_README = ("01-dashboard", "06-harvest-booked", "07-follow-ups", "10-label")
+CHANGE_PAGE = re.compile(r"/\d+/change/(\?|$)")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Chromium is not installed: apt-get install -y chromium (.ci/run does)")
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are
+    # still synchronous, so Django's guard against async contexts does not apply to them.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+class Shots:
+    def __init__(self):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.taken = []
+
+    def __call__(self, page, name):
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=path)
+        self.taken.append(path)
+
+    def publish(self):
+        if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
+            DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            for path in self.taken:
+                if path.stem in FOR_THE_README:
+                    shutil.copy(path, DOCS_SCREENSHOTS / path.name)
+
+
+def log_in(context, base, user):
+    page = context.new_page()
+    page.goto(f"{base}/admin/login/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{base}/admin/")
+    return page
+
+
+def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, settings):
+    # django_db_setup first, so the live server (and its connection) stops before the test
+    # database is dropped.
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False  # plain http here
+    coordinator, clinician = pathway.coordinator, pathway.clinician
+    site = SiteFactory(name="Leeds Chest Clinic", code="LDS")
+    other_site = SiteFactory(name="Bristol Lung Unit", code="BRS", staff=[])
+    now = timezone.now()
+
+    def course_at(mrn, state, start):
+        patient = PatientFactory(site=site, mrn=mrn, last_name=f"Patient{mrn[-2:]}")
+        LungFunctionTestFactory(patient=patient)
+        ChestCTFactory(patient=patient)
+        ClinicalAssessmentFactory(patient=patient)
+        BodyMeasurementFactory(patient=patient)
+        with time_machine.travel(start - dt.timedelta(days=3), tick=False):
+            course = services.course_create(patient=patient, by=coordinator)
+        return pathway.starting(start).advance(course, state)
+
+    to_book = course_at("LDS-1001", CourseState.ELIGIBLE, now - dt.timedelta(days=2))
+    to_transplant = course_at(
+        "LDS-1002", CourseState.TRANSPLANT_SCHEDULED, now - dt.timedelta(days=34)
+    )
+    overdue = course_at("LDS-1003", CourseState.FOLLOW_UP, now - dt.timedelta(days=130))
+    assert alerts_scan_overdue() >= 1
+    stranger = PatientFactory(site=other_site, mrn="BRS-2001", last_name="Elsewhere")
+
+    base = live_server.url
+    shots = Shots()
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+
+    # 1. The coordinator signs in and lands on the dashboard of their site.
+    page = log_in(context, base, coordinator)
+    dashboard = page.locator("#pathway-dashboard")
+    assert "Leeds Chest Clinic" in dashboard.inner_text()
+    assert "Bristol Lung Unit" not in dashboard.inner_text()
+    shots(page, "01-dashboard")
+
+    # 2. Finds a patient by MRN.
+    page.goto(f"{base}/admin/patients/patient/")
+    page.fill("#searchbar", "LDS-1001")
+    page.press("#searchbar", "Enter")
+    page.wait_for_url(re.compile(r"q=LDS-1001"))
+    rows = page.locator("#result_list tbody tr")
+    assert rows.count() == 1 and "LDS-1001" in rows.first.inner_text()
+    shots(page, "02-patient-search")
+
+    # 3. Opens the course from the course list, found by the same MRN.
+    page.goto(f"{base}/admin/pathway/treatmentcourse/?q=LDS-1001")
+    assert page.locator(".state-badge").first.inner_text() == "Eligible"
+    shots(page, "03-course-list")
+    page.locator("#result_list tbody tr th a").first.click()
+    page.wait_for_url(CHANGE_PAGE)
+
+    # 4. Reads the eligibility checklist and the timeline.
+    checklist = page.locator("table.eligibility-checklist").inner_text()
+    assert "✔" in checklist and "✘" not in checklist
+    assert "FEV1" in checklist
+    timeline = page.locator(".pathway-timeline")
+    assert "Schedule the harvest bronchoscopy." in timeline.inner_text()
+    assert "step-upcoming" in (
+        timeline.locator("li", has_text="Harvest").first.get_attribute("class")
+    )
+    shots(page, "04-course")
+
+    # 5. Books the harvest through the transition's form; the timeline moves.
+    page.click("button[name=_fsm_transition_to][value=schedule_harvest]")
+    page.wait_for_url(re.compile(r"/transition/schedule_harvest/$"))
+    harvest_day = timezone.localdate(now, site.time_zone) + dt.timedelta(days=9)
+    page.fill("#id_scheduled_at_0", harvest_day.isoformat())
+    page.fill("#id_scheduled_at_1", "09:30")
+    page.fill("#id_place", "Endoscopy suite 2")
+    shots(page, "05-schedule-harvest-form")
+    page.click("input[type=submit][value=Apply]")
+    page.wait_for_url(CHANGE_PAGE)
+    assert "Schedule harvest: the course is now harvest scheduled." in page.inner_text(
+        ".messagelist"
+    )
+    harvest = page.locator(".pathway-timeline li", has_text="Harvest").first
+    assert "step-due" in harvest.get_attribute("class")
+    assert f"booked for {harvest_day}" in harvest.inner_text()
+    to_book.refresh_from_db()
+    assert to_book.state == CourseState.HARVEST_SCHEDULED
+    shots(page, "06-harvest-booked")
+
+    # 6. The clinician records a transplant at the bedside, the coordinator confirming as the
+    #    second person; the coordinator then sees the follow-ups appear on the timeline.
+    bedside = log_in(browser.new_context(), base, clinician)
+    bedside.goto(f"{base}/admin/pathway/treatmentcourse/{to_transplant.pk}/change/")
+    follow_up_steps = page.locator(".pathway-timeline li", has_text="week lung function")
+    bedside.click("button[name=_fsm_transition_to][value=record_transplant]")
+    today = timezone.localdate(now, site.time_zone)
+    bedside.fill("#id_performed_at_0", today.isoformat())
+    bedside.fill("#id_performed_at_1", "08:15")
+    bedside.fill("#id_bedside_coi_id", to_transplant.coi_id)
+    bedside.fill("#id_cells_administered", "140000000")
+    bedside.fill("#id_weight_kg", str(Decimal("70.0")))
+    bedside.fill("#id_weighed_on", today.isoformat())
+    bedside.select_option("#id_second_person", label=str(coordinator))
+    bedside.fill("#id_second_person_password", PASSWORD)
+    bedside.click("input[type=submit][value=Apply]")
+    bedside.wait_for_url(CHANGE_PAGE)
+    assert "the course is now follow-up" in bedside.inner_text(".messagelist")
+    bedside.context.close()
+
+    page.goto(f"{base}/admin/pathway/treatmentcourse/{to_transplant.pk}/change/")
+    four_weeks = today + dt.timedelta(weeks=4)
+    first = follow_up_steps.first
+    assert first.inner_text().startswith("4-week lung function")
+    assert (
+        f"window {four_weeks - dt.timedelta(days=7)} – {four_weeks + dt.timedelta(days=7)}"
+        in first.inner_text()
+    )
+    assert follow_up_steps.count() == 3
+    transplant = page.locator(".pathway-timeline li", has_text="Transplant").first
+    assert "step-done" in transplant.get_attribute("class")
+    shots(page, "07-follow-ups")
+
+    # 7. Acknowledges the overdue alert from the dashboard.
+    page.goto(f"{base}/admin/")
+    open_alerts = page.locator("#pathway-dashboard tbody tr", has_text="Leeds").locator("td").nth(1)
+    assert int(open_alerts.inner_text()) >= 1
+    open_alerts.locator("a").click()
+    page.wait_for_url(re.compile(r"/alert/\?"))
+    alert_rows = page.locator("#result_list tbody tr", has_text="4-week lung function")
+    assert alert_rows.count() == 1
+    shots(page, "08-alerts")
+    alert_rows.first.locator("input.action-select").check()
+    page.select_option("select[name=action]", "acknowledge")
+    page.click("button[name=index]")
+    page.wait_for_selector(".messagelist")
+    assert "acknowledged" in page.inner_text(".messagelist")
+    assert overdue.alerts.filter(acknowledged_by=coordinator).count() == 1
+
+    # 8. Opens the weekly report page.
+    page.goto(f"{base}/admin/")
+    page.click("text=Weekly status report")
+    page.wait_for_url(re.compile(r"/reports/weekly/"))
+    assert "Leeds Chest Clinic" in page.inner_text("#content")
+    assert "Bristol Lung Unit" not in page.inner_text("#content")
+    shots(page, "09-weekly-report")
+
+    # 9. Prints the product label, which fits one 100 × 60 mm label.
+    page.goto(f"{base}/admin/pathway/treatmentcourse/{to_transplant.pk}/change/")
+    with context.expect_page() as opened:
+        page.click("text=Print the label")
+    label = opened.value
+    label.wait_for_load_state()
+    assert to_transplant.coi_id in label.inner_text("body")
+    assert label.locator(".code svg").count() == 1
+    shots(label, "10-label")
+    pdf = label.pdf(prefer_css_page_size=True, print_background=True)
+    assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page\b", pdf)) == 1
+    (SCREENSHOTS / "10-label.pdf").write_bytes(pdf)
+
+    # 10. Another site's patient is out of reach: not found, not openable.
+    page.goto(f"{base}/admin/patients/patient/?q=BRS-2001")
+    assert "0 patients" in page.inner_text("#changelist")
+    assert page.locator("#result_list tbody tr").count() == 0
+    response = page.goto(f"{base}/admin/patients/patient/{stranger.pk}/change/")
+    assert response.status in (200, 404)
+    assert "Elsewhere" not in page.content()
+    assert "BRS-2001" not in page.content()
+    shots(page, "11-other-site")
+
+    assert Site.objects.count() == 2
+    context.close()
+    shots.publish()
