@@ -352,6 +352,10 @@ def test_the_command_says_clearly_what_it_cannot_find(db):
         call_command("fhir_export")
     with pytest.raises(CommandError, match="not allowed with argument"):
         call_command("fhir_export", "--patient", "NOPE", "--site", "LDN")
+    with pytest.raises(CommandError, match="has control characters"):
+        call_command("fhir_export", "--patient", "12\x003")
+    with pytest.raises(CommandError, match="has control characters"):
+        call_command("fhir_export", "--site", "L\x00N")
 
 
 def test_an_mrn_used_at_two_sites_needs_its_site(db, capsys):

@@ -4,8 +4,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from patients.cli import site_from_code, text_argument
 from patients.fhir import fhir_bundle_for_patients
-from patients.models import Patient, Site
+from patients.models import Patient
 
 
 class Command(BaseCommand):
@@ -34,6 +35,7 @@ class Command(BaseCommand):
             self.stdout.write(text)
 
     def patient(self, mrn: str):
+        mrn = text_argument(mrn, name="patient")
         matches = Patient.objects.filter(mrn=mrn)
         if not matches.exists() and ":" in mrn:
             code, _, bare_mrn = mrn.partition(":")
@@ -50,8 +52,4 @@ class Command(BaseCommand):
         return matches
 
     def site_patients(self, code: str):
-        chosen = Site.objects.filter(code=code.upper()).first()
-        if chosen is None:
-            codes = ", ".join(Site.objects.values_list("code", flat=True)) or "none yet"
-            raise CommandError(f"No site has the code {code!r}; the codes are: {codes}.")
-        return Patient.objects.filter(site=chosen)
+        return Patient.objects.filter(site=site_from_code(code))

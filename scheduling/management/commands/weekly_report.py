@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from patients.models import Site
+from patients.cli import site_from_code, text_argument
 from scheduling.reports import previous_week, report_csv, report_html, report_text, weekly_report
 
 
@@ -17,14 +17,11 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=["text", "html", "csv"], default="text")
 
     def handle(self, *args, week=None, site=None, format="text", **options):
-        chosen = None
-        if site:
-            chosen = Site.objects.filter(code=site.upper()).first()
-            if chosen is None:
-                codes = ", ".join(Site.objects.values_list("code", flat=True)) or "none yet"
-                raise CommandError(f"No site has the code {site!r}; the codes are: {codes}.")
+        chosen = site_from_code(site) if site else None
         zone = chosen.time_zone if chosen else ZoneInfo(settings.TIME_ZONE)
         try:
+            if week:
+                text_argument(week, name="week")
             report = weekly_report(week=week or previous_week(timezone.now(), zone), site=chosen)
         except ValueError as error:
             raise CommandError(str(error)) from None

@@ -1,0 +1,24 @@
+"""Reading management commands' arguments: refused with a clear error, never passed raw to SQL."""
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import CommandError
+
+from patients.models import Site
+
+
+def text_argument(value: str, *, name: str) -> str:
+    # PostgreSQL refuses NUL in any string, with an error that names no argument.
+    if not value.isprintable():
+        raise CommandError(f"--{name} {value!r} has control characters in it.")
+    return value
+
+
+def site_from_code(code: str) -> Site:
+    """The site a --site argument names, or an error that lists the codes there are."""
+    code = text_argument(code, name="site").strip().upper()
+    try:
+        Site._meta.get_field("code").run_validators(code)
+        return Site.objects.get(code=code)
+    except (ValidationError, Site.DoesNotExist):
+        codes = ", ".join(Site.objects.values_list("code", flat=True)) or "none yet"
+        raise CommandError(f"No site has the code {code!r}; the codes are: {codes}.") from None
