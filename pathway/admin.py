@@ -275,6 +275,10 @@ class TreatmentCourseAdmin(
             fields = (*fields, "patient", "protocol")
         return fields
 
+    def get_queryset(self, request):
+        # The course page's timeline, label and checklist read all three.
+        return super().get_queryset(request).select_related("patient", "site", "protocol")
+
     def get_changeform_initial_data(self, request):
         initial = super().get_changeform_initial_data(request)
         default = Protocol.objects.filter(is_default=True).first()

@@ -46,7 +46,7 @@ _ENDED = {
 
 
 def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) -> CourseTimeline:
-    """The steps of the course in pathway order, in three queries at most."""
+    """The steps of the course in pathway order: two queries, three before the transplant."""
     now = now or timezone.now()
     zone, protocol = course.site.time_zone, course.protocol
     today = timezone.localdate(now, zone)
@@ -88,9 +88,16 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
     else:
         steps.append(TimelineStep("Evaluation", StepStatus.UPCOMING))
 
+    # A course on hold waits for what it was waiting for before.
+    waiting_in = course.state_before_hold if course.state == CourseState.ON_HOLD else course.state
     steps.append(
         _procedure_step(
-            "Harvest", course.harvested_at, procedure.get(VisitKind.HARVEST), today, zone
+            "Harvest",
+            pending=waiting_in in (CourseState.ELIGIBLE, CourseState.HARVEST_SCHEDULED),
+            performed_at=course.harvested_at,
+            visit=procedure.get(VisitKind.HARVEST),
+            today=today,
+            zone=zone,
         )
     )
 
@@ -142,14 +149,20 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
         steps.append(TimelineStep("Release", StepStatus.UPCOMING))
 
     transplant = _procedure_step(
-        "Transplant", course.transplanted_at, procedure.get(VisitKind.TRANSPLANT), today, zone
+        "Transplant",
+        pending=waiting_in in (CourseState.RELEASED, CourseState.TRANSPLANT_SCHEDULED),
+        performed_at=course.transplanted_at,
+        visit=procedure.get(VisitKind.TRANSPLANT),
+        today=today,
+        zone=zone,
     )
     if transplant.status == StepStatus.UPCOMING and course.released_at:
-        book_by = on(course.released_at) + dt.timedelta(days=protocol.transplant_booking_max_days)
+        # The same deadline as the "transplant not booked" alert: to the minute, not the day.
+        book_by = course.released_at + dt.timedelta(days=protocol.transplant_booking_max_days)
         transplant = TimelineStep(
             "Transplant",
-            StepStatus.OVERDUE if today > book_by else StepStatus.DUE,
-            f"book by {book_by}",
+            StepStatus.OVERDUE if now > book_by else StepStatus.DUE,
+            f"book by {on(book_by)}",
         )
     steps.append(transplant)
 
@@ -182,12 +195,25 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
     return CourseTimeline(steps, *_next_action(course, steps, follow_up_steps, on))
 
 
-def _procedure_step(name, performed_at, visit, today, zone) -> TimelineStep:
-    if performed_at:
-        return TimelineStep(name, StepStatus.DONE, f"{timezone.localdate(performed_at, zone)}")
-    if visit is None or visit.status not in OPEN_VISIT_STATUSES:
+def _procedure_step(
+    name: str, *, pending: bool, performed_at, visit: Visit | None, today: dt.date, zone
+) -> TimelineStep:
+    """A harvest or a transplant. While the course waits for one (again, after a rejected
+    sample), its latest booking counts, not a procedure done before."""
+    if not pending:
+        if performed_at:
+            return TimelineStep(name, StepStatus.DONE, f"{timezone.localdate(performed_at, zone)}")
         return TimelineStep(name, StepStatus.UPCOMING)
+    if visit is None or visit.status == VisitStatus.DONE:
+        earlier = (
+            f"again: the sample of {timezone.localdate(performed_at, zone)} was not used"
+            if performed_at
+            else ""
+        )
+        return TimelineStep(name, StepStatus.UPCOMING, detail=earlier)
     booked_on = timezone.localdate(visit.scheduled_at, zone)
+    if visit.status == VisitStatus.MISSED:
+        return TimelineStep(name, StepStatus.MISSED, f"missed on {booked_on}", visit.place)
     last_day = visit.window_closes_on or booked_on
     return TimelineStep(
         name,
@@ -198,7 +224,7 @@ def _procedure_step(name, performed_at, visit, today, zone) -> TimelineStep:
 
 
 def _follow_up_step(visit: Visit, today: dt.date, zone) -> TimelineStep:
-    name = str(visit.protocol_visit.name if visit.protocol_visit_id else visit.get_kind_display())
+    name = visit.label
     window = f"window {visit.window_opens_on} – {visit.window_closes_on}"
     if visit.status == VisitStatus.DONE:
         done_on = timezone.localdate(visit.done_at or visit.scheduled_at, zone)
@@ -211,8 +237,11 @@ def _follow_up_step(visit: Visit, today: dt.date, zone) -> TimelineStep:
         status = StepStatus.DUE
     else:
         status = StepStatus.UPCOMING
-    booked = f"booked for {timezone.localdate(visit.scheduled_at, zone)}"
-    return TimelineStep(name, status, window, booked)
+    # A planned follow-up's time is only its due date until the patient is booked.
+    booked = "booked for" if visit.status == VisitStatus.BOOKED else "due"
+    return TimelineStep(
+        name, status, window, f"{booked} {timezone.localdate(visit.scheduled_at, zone)}"
+    )
 
 
 def _next_action(course, steps, follow_up_steps, on) -> tuple[str, bool]:
@@ -233,6 +262,8 @@ def _next_action(course, steps, follow_up_steps, on) -> tuple[str, bool]:
         return "Schedule the harvest bronchoscopy.", False
     if state == CourseState.HARVEST_SCHEDULED:
         harvest = step["Harvest"]
+        if harvest.status == StepStatus.MISSED:
+            return f"Rebook the harvest (the booking was {harvest.when}).", True
         return f"Record the harvest ({harvest.when}).", harvest.status == StepStatus.OVERDUE
     if state == CourseState.HARVESTED:
         return "Receive the sample at the lab.", False
@@ -249,6 +280,8 @@ def _next_action(course, steps, follow_up_steps, on) -> tuple[str, bool]:
         )
     if state == CourseState.TRANSPLANT_SCHEDULED:
         transplant = step["Transplant"]
+        if transplant.status == StepStatus.MISSED:
+            return f"Rebook the transplant (the booking was {transplant.when}).", True
         return (
             f"Record the transplant ({transplant.when}).",
             transplant.status == StepStatus.OVERDUE,

@@ -282,10 +282,6 @@ def _patient(patient: Patient) -> dict:
     }
 
 
-def _visit_label(visit: Visit) -> str:
-    return visit.protocol_visit.name if visit.protocol_visit_id else visit.get_kind_display()
-
-
 def _appointment(visit: Visit, patient: Patient) -> dict:
     start = _instant(visit.scheduled_at)
     participants = [
@@ -302,7 +298,7 @@ def _appointment(visit: Visit, patient: Patient) -> dict:
         "id": _resource_id(visit),
         "status": APPOINTMENT_STATUS[visit.status],
         "serviceType": [{"text": visit.get_kind_display()}],
-        "description": _visit_label(visit),
+        "description": visit.label,
         "start": start,
         # The tracker keeps when a visit starts, not how long it lasts, and R4 wants an end
         # with every start (app-2): the end repeats the start rather than invent a length.
@@ -359,7 +355,7 @@ def _care_plan(course, visits, procedures: dict, observations_by_visit: dict) ->
         ):
             outcomes.insert(0, _ref_to(procedures[visit.kind]))
         activity = {
-            "reference": _reference(visit, display=_visit_label(visit)),
+            "reference": _reference(visit, display=visit.label),
             "outcomeReference": outcomes,
         }
         activities.append((visit.scheduled_at, activity))

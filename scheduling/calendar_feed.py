@@ -192,7 +192,7 @@ def _is_due_only(visit: Visit) -> bool:
 
 
 def _visit_event(visit: Visit, *, zone, now: dt.datetime, host: str, base_url: str) -> Event:
-    label = visit.protocol_visit.name if visit.protocol_visit_id else visit.get_kind_display()
+    label = visit.label
     mrn = visit.course.patient.mrn
     local = timezone.localtime(visit.scheduled_at, zone)
     link = base_url + reverse("admin:scheduling_visit_change", args=[visit.pk])

@@ -58,8 +58,14 @@ class Visit(models.Model):
         ]
 
     def __str__(self) -> str:
-        label = self.protocol_visit.name if self.protocol_visit_id else self.get_kind_display()
-        return f"{label} on {timezone.localdate(self.scheduled_at, self.course.site.time_zone)}"
+        return (
+            f"{self.label} on {timezone.localdate(self.scheduled_at, self.course.site.time_zone)}"
+        )
+
+    @property
+    def label(self) -> str:
+        """The follow-up's name in the protocol, or the kind of procedure."""
+        return self.protocol_visit.name if self.protocol_visit_id else self.get_kind_display()
 
 
 class Channel(models.TextChoices):

@@ -10,7 +10,7 @@ from django.utils import timezone
 from pathway import services
 from pathway.states import CourseState
 from pathway.timeline import StepStatus, course_timeline
-from scheduling.models import VisitKind
+from scheduling.models import VisitKind, VisitStatus
 from scheduling.selectors import site_dashboard
 from scheduling.services import visit_record_done
 
@@ -150,6 +150,15 @@ def test_the_course_page_shows_the_timeline_in_constant_queries(client, course, 
     assert len(timeline_queries) == 1
 
 
+def test_the_timeline_costs_two_queries_once_the_follow_ups_exist(
+    course, pathway, django_assert_num_queries
+):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    loaded = type(course).objects.select_related("site", "protocol").get(pk=course.pk)
+    with django_assert_num_queries(2):
+        course_timeline(course=loaded)
+
+
 def test_the_course_list_shows_state_badges(client, course, pathway):
     client.force_login(pathway.coordinator)
     page = client.get(reverse("admin:pathway_treatmentcourse_changelist")).content.decode()
@@ -162,3 +171,59 @@ def test_the_dashboard_counts_batches_in_expansion(course, pathway):
     pathway.advance(course, CourseState.EXPANDING)
     [row] = site_dashboard(sites=[course.site])
     assert row["batches_in_expansion"] == 1
+
+
+def test_after_a_failed_batch_the_harvest_is_due_again_not_done(course, pathway):
+    pathway.advance(course, CourseState.EXPANDING)
+    first_harvest = timezone.localdate(pathway.at(2), course.site.time_zone)
+    with time_machine.travel(pathway.at(10), tick=False):
+        services.course_fail_qc(course=course, by=pathway.lab, reason="Sterility positive")
+    steps, timeline = steps_of(course, now=pathway.at(10))
+    assert steps["Harvest"].status == StepStatus.UPCOMING
+    assert steps["Harvest"].detail == f"again: the sample of {first_harvest} was not used"
+    assert timeline.next_action == "Schedule the harvest bronchoscopy."
+
+    with time_machine.travel(pathway.at(11), tick=False):
+        services.course_schedule_harvest(
+            course=course, by=pathway.coordinator, scheduled_at=pathway.at(15), place="Suite 1"
+        )
+    second_harvest = timezone.localdate(pathway.at(15), course.site.time_zone)
+    steps, timeline = steps_of(course, now=pathway.at(12))
+    assert steps["Harvest"].status == StepStatus.DUE
+    assert timeline.next_action == f"Record the harvest (booked for {second_harvest})."
+    steps, timeline = steps_of(course, now=pathway.at(17))
+    assert steps["Harvest"].status == StepStatus.OVERDUE and timeline.next_action_overdue
+
+
+def test_a_missed_harvest_asks_to_rebook_it(course, pathway):
+    pathway.advance(course, CourseState.HARVEST_SCHEDULED)
+    visit = course.visits.get(kind=VisitKind.HARVEST)
+    visit.status = VisitStatus.MISSED
+    visit.save()
+    booked_on = timezone.localdate(pathway.at(2), course.site.time_zone)
+    steps, timeline = steps_of(course, now=pathway.at(3))
+    assert steps["Harvest"].status == StepStatus.MISSED
+    assert timeline.next_action == f"Rebook the harvest (the booking was missed on {booked_on})."
+    assert timeline.next_action_overdue
+
+
+def test_the_booking_deadline_is_the_alerts_to_the_minute(course, pathway):
+    pathway.advance(course, CourseState.RELEASED)
+    deadline = course.released_at + dt.timedelta(days=14)
+    steps, _ = steps_of(course, now=deadline)
+    assert steps["Transplant"].status == StepStatus.DUE
+    steps, _ = steps_of(course, now=deadline + dt.timedelta(minutes=1))
+    assert steps["Transplant"].status == StepStatus.OVERDUE
+
+
+def test_a_planned_follow_up_is_due_and_a_booked_one_is_booked(course, pathway):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    steps, _ = steps_of(course)
+    four_weeks = course.visits.get(protocol_visit__weeks_after_transplant=4)
+    local_day = timezone.localdate(four_weeks.scheduled_at, course.site.time_zone)
+    assert four_weeks.status == VisitStatus.PLANNED
+    assert steps["4-week lung function"].detail == f"due {local_day}"
+    four_weeks.status = VisitStatus.BOOKED
+    four_weeks.save()
+    steps, _ = steps_of(course)
+    assert steps["4-week lung function"].detail == f"booked for {local_day}"
