@@ -6,8 +6,9 @@ from django_fsm.management.commands.graph_transitions import generate_dot, node_
 from pathway.models import TreatmentCourse
 from pathway.states import HOLDABLE_STATES, CourseState
 
-# Allowed from every open state: drawn once each, from one box, instead of a dozen arrows.
-FROM_ANY_OPEN_STATE = ("hold", "resume", "withdraw")
+# Hold and withdraw leave any open state, resume goes back to one: each is drawn once, to or
+# from one box, instead of a dozen arrows.
+DRAWN_ONCE = ("hold", "resume", "withdraw")
 
 
 def pathway_dot() -> str:
@@ -15,7 +16,7 @@ def pathway_dot() -> str:
     (its node and edge lines sorted, as it emits them in set order), plus hold, resume and
     withdraw drawn once."""
     field = TreatmentCourse._meta.get_field("state")
-    generated = generate_dot([(field, TreatmentCourse)], ignore_transitions=FROM_ANY_OPEN_STATE)
+    generated = generate_dot([(field, TreatmentCourse)], ignore_transitions=DRAWN_ONCE)
     lines = generated.source.splitlines()
     opening, statements, closing = lines[:3], sorted(lines[3:-2]), lines[-2:]
 

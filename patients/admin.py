@@ -6,6 +6,7 @@ from django.http import HttpResponse
 
 from pathway.models import TreatmentCourse
 from pathway.states import CourseState
+from patients.access import user_sites
 from patients.admin_export import export_as_csv
 from patients.admin_scoping import ScopedChoices, SiteScopedAdmin
 from patients.clinical import ratio_display
@@ -200,7 +201,7 @@ class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.M
 
     @admin.action(description="Export as FHIR R4 bundle", permissions=["fhir_export"])
     def export_fhir_bundle(self, request, queryset):
-        bundle = fhir_bundle_for_patients(patients=queryset)
+        bundle = fhir_bundle_for_patients(patients=queryset, sites=user_sites(request.user))
         response = HttpResponse(
             json.dumps(bundle, indent=2, ensure_ascii=False),
             content_type=f"{FHIR_JSON}; charset=utf-8",

@@ -103,18 +103,22 @@ def fhir_export_allowed(*, user) -> bool:
     return user.has_perms(FHIR_EXPORT_PERMISSIONS)
 
 
-def fhir_bundle_for_patients(*, patients: QuerySet[Patient]) -> dict:
+def fhir_bundle_for_patients(
+    *, patients: QuerySet[Patient], sites: QuerySet[Site] | None = None
+) -> dict:
     """A FHIR R4 collection Bundle of `patients` and everything recorded on their pathway.
 
+    With `sites`, only the courses (and their visits and adverse events) run at those sites:
+    a patient who moved sites takes no earlier site's course to someone who cannot see it.
     Reads in a constant number of queries, whatever the number of patients.
     """
+    courses = TreatmentCourse.objects.select_related("protocol").order_by("referred_at", "pk")
+    adverse_events = AdverseEvent.objects.order_by("onset_on", "pk")
+    if sites is not None:
+        courses = courses.filter(site__in=sites)
+        adverse_events = adverse_events.filter(course__site__in=sites)
     patients = patients.select_related("site").prefetch_related(
-        Prefetch(
-            "courses",
-            queryset=TreatmentCourse.objects.select_related("protocol").order_by(
-                "referred_at", "pk"
-            ),
-        ),
+        Prefetch("courses", queryset=courses),
         Prefetch(
             "courses__visits",
             queryset=Visit.objects.select_related("protocol_visit").order_by("scheduled_at", "pk"),
@@ -123,7 +127,7 @@ def fhir_bundle_for_patients(*, patients: QuerySet[Patient]) -> dict:
         Prefetch(
             "sixminutewalktests", queryset=SixMinuteWalkTest.objects.order_by("taken_on", "pk")
         ),
-        Prefetch("adverse_events", queryset=AdverseEvent.objects.order_by("onset_on", "pk")),
+        Prefetch("adverse_events", queryset=adverse_events),
     )
     builder = _BundleBuilder()
     for patient in patients.order_by("site__code", "mrn", "pk"):

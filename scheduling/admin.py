@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
@@ -291,11 +292,11 @@ class CalendarFeedTokenAdmin(admin.ModelAdmin):
         # The service returns only the secret; the admin goes on with the row it made.
         obj.pk = CalendarFeedToken.objects.get(token_hash=calendar_feed_token_hash(token)).pk
         obj.refresh_from_db()
-        self._show_link(request, obj.site, token)
+        request.issued_calendar_link = self._link(request, token)
 
     @admin.action(description="Revoke selected calendar links", permissions=["change"])
     def revoke(self, request, queryset):
-        done = sum(calendar_feed_token_revoke(token_or_feed=f, by=request.user) for f in queryset)
+        done = sum(calendar_feed_token_revoke(feed=f, by=request.user) for f in queryset)
         self.message_user(request, f"{done} calendar link(s) revoked.", messages.SUCCESS)
 
     @admin.action(
@@ -304,20 +305,29 @@ class CalendarFeedTokenAdmin(admin.ModelAdmin):
     )
     def issue_again(self, request, queryset):
         mine = queryset.filter(user=request.user).select_related("site")
+        links = []
         for site in {feed.site for feed in mine}:
             try:
                 token = calendar_feed_token_issue(user=request.user, site=site)
             except PermissionDenied as denied:
                 self.message_user(request, str(denied), messages.ERROR)
                 continue
-            self._show_link(request, site, token)
+            links.append((site, self._link(request, token)))
+        return self._show_links(request, links) if links else None
 
-    def _show_link(self, request, site, token):
-        url = request.build_absolute_uri(reverse("calendar-feed", args=[token]))
-        self.message_user(
-            request,
-            f"Calendar link for {site}: {url} — subscribe to it from your calendar application "
-            '("add calendar from URL"). Copy it now: it is shown only this once. Anyone with '
-            "the link can read the site's visit times and MRNs; revoke it here if it leaks.",
-            messages.SUCCESS,
-        )
+    # The secret is shown in the page that issued it, not passed on in a message: messages
+    # travel in a cookie, and the secret is stored nowhere.
+
+    def _link(self, request, token: str) -> str:
+        return request.build_absolute_uri(reverse("calendar-feed", args=[token]))
+
+    def _show_links(self, request, links):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Your new calendar link" if len(links) == 1 else "Your new calendar links",
+            "links": links,
+        }
+        return TemplateResponse(request, "scheduling/calendar_links_issued.html", context)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return self._show_links(request, [(obj.site, request.issued_calendar_link)])

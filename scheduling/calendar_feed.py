@@ -13,6 +13,7 @@ import secrets
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
@@ -76,6 +77,8 @@ def calendar_feed_token_issue(*, user, site: Site) -> str:
     token = secrets.token_urlsafe(32)
     now = timezone.now()
     with transaction.atomic():
+        # One issue at a time per user, so two at once cannot both be the active link.
+        get_user_model().objects.select_for_update().get(pk=user.pk)
         CalendarFeedToken.objects.filter(user=user, site=site, revoked_at__isnull=True).update(
             revoked_at=now, revoked_by=user
         )
@@ -85,15 +88,8 @@ def calendar_feed_token_issue(*, user, site: Site) -> str:
     return token
 
 
-def calendar_feed_token_revoke(*, token_or_feed: str | CalendarFeedToken, by) -> bool:
+def calendar_feed_token_revoke(*, feed: CalendarFeedToken, by) -> bool:
     """Stop a link working: its own user or a superuser may. False if it already had."""
-    feed = token_or_feed
-    if not isinstance(feed, CalendarFeedToken):
-        feed = CalendarFeedToken.objects.filter(
-            token_hash=calendar_feed_token_hash(token_or_feed)
-        ).first()
-        if feed is None:
-            return False
     if feed.user_id != by.pk and not by.is_superuser:
         raise PermissionDenied("Only its owner can revoke a calendar link.")
     now = timezone.now()
@@ -109,14 +105,18 @@ def calendar_feed_token_resolve(*, token: str) -> CalendarFeedToken | None:
     """The active link a raw token stands for, or None.
 
     An unknown and a revoked token cost the same single lookup by hash; the owner's access is
-    checked again on every read, so leaving the site or the role ends the feed.
+    checked again on every read, so leaving the site or the role revokes the link.
     """
     feed = (
         CalendarFeedToken.objects.select_related("user", "site")
         .filter(token_hash=calendar_feed_token_hash(token), revoked_at__isnull=True)
         .first()
     )
-    if feed is None or not calendar_feed_may_subscribe(user=feed.user, site=feed.site):
+    if feed is None:
+        return None
+    if not calendar_feed_may_subscribe(user=feed.user, site=feed.site):
+        # For good: a link that leaked must not come back when its owner does.
+        CalendarFeedToken.objects.filter(pk=feed.pk).update(revoked_at=timezone.now())
         return None
     return feed
 

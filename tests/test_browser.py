@@ -18,7 +18,6 @@ from django.utils import timezone
 
 from pathway import services
 from pathway.states import CourseState
-from patients.models import Site
 from scheduling.alerts import alerts_scan_overdue
 from tests.factories import (
     PASSWORD,
@@ -254,11 +253,10 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
     assert "0 patients" in page.inner_text("#changelist")
     assert page.locator("#result_list tbody tr").count() == 0
     response = page.goto(f"{base}/admin/patients/patient/{stranger.pk}/change/")
-    assert response.status in (200, 404)
+    assert response.status == 404
     assert "Elsewhere" not in page.content()
     assert "BRS-2001" not in page.content()
     shots(page, "11-other-site")
 
-    assert Site.objects.count() == 2
     context.close()
     shots.publish()

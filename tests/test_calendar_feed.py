@@ -17,6 +17,7 @@ from pathway import services
 from pathway.models import Protocol
 from scheduling.calendar_feed import (
     calendar_feed_ics,
+    calendar_feed_token_hash,
     calendar_feed_token_issue,
     calendar_feed_token_resolve,
     calendar_feed_token_revoke,
@@ -197,6 +198,10 @@ def test_cancelled_visits_and_those_beyond_the_horizon_are_left_out(client, coor
     assert set(events_by_uid(calendar)) == {uid_of(harvest), uid_of(shown)}
 
 
+def feed_of(token):
+    return CalendarFeedToken.objects.get(token_hash=calendar_feed_token_hash(token))
+
+
 def test_unknown_revoked_and_no_longer_allowed_links_are_not_found_alike(
     client, coordinator, harvest
 ):
@@ -205,8 +210,8 @@ def test_unknown_revoked_and_no_longer_allowed_links_are_not_found_alike(
     assert unknown.status_code == 404
 
     revoked = calendar_feed_token_issue(user=coordinator, site=site)
-    assert calendar_feed_token_revoke(token_or_feed=revoked, by=coordinator) is True
-    assert calendar_feed_token_revoke(token_or_feed=revoked, by=coordinator) is False
+    assert calendar_feed_token_revoke(feed=feed_of(revoked), by=coordinator) is True
+    assert calendar_feed_token_revoke(feed=feed_of(revoked), by=coordinator) is False
     response = client.get(feed_url(revoked))
     assert response.status_code == 404
     assert response.content == unknown.content
@@ -217,7 +222,11 @@ def test_unknown_revoked_and_no_longer_allowed_links_are_not_found_alike(
     assert client.get(feed_url(token)).status_code == 404
     assert calendar_feed_token_resolve(token=token) is None
 
-    site.members.add(coordinator)
+    site.members.add(coordinator)  # back at the site: the old link stays revoked
+    assert client.get(feed_url(token)).status_code == 404
+    assert feed_of(token).revoked_at is not None
+
+    token = calendar_feed_token_issue(user=coordinator, site=site)
     read_feed(client, token)
     coordinator.is_active = False
     coordinator.save(update_fields=["is_active"])
@@ -238,9 +247,9 @@ def test_a_new_link_revokes_the_users_earlier_one_for_that_site(client, coordina
 def test_only_the_owner_or_a_superuser_revokes_a_link(coordinator, clinician, harvest):
     token = calendar_feed_token_issue(user=coordinator, site=harvest.course.site)
     with pytest.raises(PermissionDenied):
-        calendar_feed_token_revoke(token_or_feed=token, by=clinician)
+        calendar_feed_token_revoke(feed=feed_of(token), by=clinician)
     admin = UserFactory(username="root", is_superuser=True)
-    assert calendar_feed_token_revoke(token_or_feed=token, by=admin) is True
+    assert calendar_feed_token_revoke(feed=feed_of(token), by=admin) is True
 
 
 def test_a_link_is_issued_only_for_a_site_the_user_works_at(coordinator, lab, other_site, site):
@@ -331,11 +340,11 @@ def test_a_coordinator_issues_a_link_in_the_admin_and_sees_it_once(client, coord
     page = client.get(admin_url("add"))
     assert page.status_code == 200
     assert set(page.context["adminform"].form.fields["site"].queryset) >= {site}
-    response = client.post(admin_url("add"), {"site": site.pk}, follow=True)
+    response = client.post(admin_url("add"), {"site": site.pk})
     assert response.status_code == 200
-    shown = [str(m) for m in response.context["messages"]]
-    link = next(m for m in shown if "/calendar/" in m)
-    url = link.split("Calendar link for Manhattan Chest Clinic: ", 1)[1].split(" ", 1)[0]
+    [(shown_site, url)] = response.context["links"]
+    assert shown_site == site and f'value="{url}"' in response.content.decode()
+    assert "/calendar/" not in response.cookies.get("messages", "").__str__()
     assert url.startswith("http://testserver/calendar/") and url.endswith(".ics")
     token = url.rsplit("/", 1)[1].removesuffix(".ics")
     client.logout()
@@ -383,10 +392,9 @@ def test_a_new_link_for_the_same_site_is_issued_from_the_list(client, coordinato
     response = client.post(
         admin_url("changelist"),
         {"action": "issue_again", "_selected_action": [CalendarFeedToken.objects.get().pk]},
-        follow=True,
     )
-    (link,) = [str(m) for m in response.context["messages"] if "/calendar/" in str(m)]
-    token = link.split("/calendar/", 1)[1].split(".ics", 1)[0]
+    [(_, url)] = response.context["links"]
+    token = url.split("/calendar/", 1)[1].split(".ics", 1)[0]
     assert token != old
     assert calendar_feed_token_resolve(token=old) is None
     assert calendar_feed_token_resolve(token=token).site == site

@@ -317,6 +317,22 @@ def test_the_admin_action_exports_only_the_selected_patients_of_the_users_sites(
     assert {e["resource"]["resourceType"] for e in bundle["entry"]} == EXPECTED_TYPES
 
 
+def test_a_patient_who_moved_site_takes_no_earlier_sites_course_along(client, transplanted):
+    patient = transplanted.patient
+    new_site = SiteFactory(code="NEW", staff=[])
+    patient.site = new_site
+    patient.save()
+    exporter = UserFactory(username="exporter", role="coordinator", sites=[new_site])
+    client.force_login(exporter)
+
+    bundle = validated(json.loads(admin_export(client, patient).content))
+
+    assert [p["identifier"][0]["value"] for p in resources(bundle, "Patient")] == [patient.mrn]
+    for kind in ("CarePlan", "Appointment", "Procedure", "AdverseEvent"):
+        assert resources(bundle, kind) == [], kind
+    assert transplanted.coi_id not in json.dumps(bundle)
+
+
 def test_the_admin_action_needs_leave_to_see_everything_the_bundle_holds(client, transplanted):
     # A programme lead reads patients and courses, but not their clinical records.
     lead = UserFactory(username="lead", role="programme lead")
@@ -326,6 +342,8 @@ def test_the_admin_action_needs_leave_to_see_everything_the_bundle_holds(client,
 
     assert response.status_code == 302
     assert not response.get("Content-Type", "").startswith("application/fhir+json")
+    listing = client.get(reverse("admin:patients_patient_changelist"))
+    assert "export_fhir_bundle" not in dict(listing.context["action_form"].fields["action"].choices)
 
 
 def test_the_command_exports_a_patient_or_a_site(transplanted, tmp_path, capsys):

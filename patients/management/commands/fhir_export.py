@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from patients.cli import site_from_code, text_argument
 from patients.fhir import fhir_bundle_for_patients
-from patients.models import Patient
+from patients.models import Patient, Site
 
 
 class Command(BaseCommand):
@@ -23,8 +23,14 @@ class Command(BaseCommand):
         parser.add_argument("--output", metavar="FILE", help="write here (default: stdout)")
 
     def handle(self, *args, patient=None, site=None, output=None, **options):
-        patients = self.patient(patient) if patient else self.site_patients(site)
-        bundle = fhir_bundle_for_patients(patients=patients)
+        if patient:
+            bundle = fhir_bundle_for_patients(patients=self.patient(patient))
+        else:
+            chosen = site_from_code(site)
+            bundle = fhir_bundle_for_patients(
+                patients=Patient.objects.filter(site=chosen),
+                sites=Site.objects.filter(pk=chosen.pk),
+            )
         text = json.dumps(bundle, indent=2, ensure_ascii=False)
         if output:
             with open(output, "w", encoding="utf-8") as file:
@@ -50,6 +56,3 @@ class Command(BaseCommand):
                 f"give the site too, e.g. --patient {sorted(sites)[0]}:{mrn}."
             )
         return matches
-
-    def site_patients(self, code: str):
-        return Patient.objects.filter(site=site_from_code(code))
