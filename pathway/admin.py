@@ -11,6 +11,7 @@ from django.utils.html import format_html, format_html_join
 from django_fsm import ConcurrentTransition
 from django_fsm.admin import FSMAdminMixin
 
+from pathway.badges import state_badge
 from pathway.conditions import RuleStatus, eligibility_checklist
 from pathway.custody import (
     MANUAL_KINDS,
@@ -293,9 +294,7 @@ class TreatmentCourseAdmin(
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj):
-        return format_html(
-            '<span class="state-badge state-{}">{}</span>', obj.state, obj.get_state_display()
-        )
+        return state_badge(obj.state)
 
     @admin.display(description="")
     def timeline(self, obj):

@@ -1,9 +1,13 @@
 import json
 
 from django.contrib import admin, messages
+from django.db.models import OuterRef, Subquery
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpResponse
+from django.utils import timezone
+from django.utils.html import format_html
 
+from pathway.badges import state_badge
 from pathway.models import TreatmentCourse
 from pathway.states import CourseState
 from patients.access import user_sites
@@ -163,7 +167,15 @@ class CourseStateFilter(admin.SimpleListFilter):
 
 @admin.register(Patient)
 class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin):
-    list_display = ("mrn", "last_name", "first_name", "site", "date_of_birth", "coordinator")
+    list_display = (
+        "mrn",
+        "last_name",
+        "first_name",
+        "site",
+        "date_of_birth",
+        "coordinator",
+        "latest_course",
+    )
     list_select_related = ("site", "coordinator")
     list_filter = ("site", CourseStateFilter)
     search_fields = ("=mrn", "^last_name")  # both use an index
@@ -198,6 +210,30 @@ class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.M
         MedicationInline,
     )
     actions = ("export_fhir_bundle",)
+
+    class Media:
+        css = {"all": ("pathway/admin.css",)}
+
+    def get_queryset(self, request):
+        # One subquery per listed row, on the courses' patient index, whatever the table size.
+        latest = TreatmentCourse.objects.filter(patient=OuterRef("pk")).order_by(
+            "-referred_at", "-pk"
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                latest_course_state=Subquery(latest.values("state")[:1]),
+                latest_course_since=Subquery(latest.values("state_changed_at")[:1]),
+            )
+        )
+
+    @admin.display(description="course")
+    def latest_course(self, obj):
+        if obj.latest_course_state is None:
+            return "–"
+        days = (timezone.now() - obj.latest_course_since).days
+        return format_html("{} {} d", state_badge(obj.latest_course_state), days)
 
     @admin.action(description="Export as FHIR R4 bundle", permissions=["fhir_export"])
     def export_fhir_bundle(self, request, queryset):

@@ -227,3 +227,10 @@ def test_a_planned_follow_up_is_due_and_a_booked_one_is_booked(course, pathway):
     four_weeks.save()
     steps, _ = steps_of(course)
     assert steps["4-week lung function"].detail == f"booked for {local_day}"
+
+
+def test_the_patient_list_shows_each_patients_latest_course_state(client, course, pathway):
+    pathway.advance(course, CourseState.EXPANDING)
+    client.force_login(pathway.coordinator)
+    page = client.get(reverse("admin:patients_patient_changelist")).content.decode()
+    assert '<span class="state-badge state-expanding">Expanding</span>' in page
