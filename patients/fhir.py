@@ -167,8 +167,8 @@ class _BundleBuilder:
             if walk.visit_id:
                 observations_by_visit[walk.visit_id].append(observation)
         for course in patient.courses.all():
-            procedures = _procedures(course)
             visits = course.visits.all()
+            procedures = _procedures(course, visits)
             self.add(_care_plan(course, visits, procedures, observations_by_visit))
             for visit in visits:
                 self.add(_appointment(visit, patient))
@@ -313,51 +313,35 @@ def _appointment(visit: Visit, patient: Patient) -> dict:
     }
 
 
-def _procedures(course: TreatmentCourse) -> dict[str, dict]:
-    """The course's harvest and transplant, where done, by visit kind."""
+def _procedures(course: TreatmentCourse, visits) -> dict[int, dict]:
+    """Each harvest and transplant performed (a harvest repeated after a failed batch too),
+    by the booking it was recorded against."""
     procedures = {}
-    performed = (
-        (VisitKind.HARVEST, course.harvested_at, ""),
-        (
-            VisitKind.TRANSPLANT,
-            course.transplanted_at,
-            f"{course.cells_administered:,} viable cells administered."
-            if course.cells_administered
-            else "",
-        ),
-    )
-    for kind, performed_at, note in performed:
-        if performed_at is None:
+    for visit in visits:
+        if visit.kind == VisitKind.FOLLOW_UP or visit.status != VisitStatus.DONE:
             continue
-        procedures[kind] = {
+        note = ""
+        if visit.kind == VisitKind.TRANSPLANT and course.cells_administered:
+            note = f"{course.cells_administered:,} viable cells administered."
+        procedures[visit.pk] = {
             "resourceType": "Procedure",
-            "id": _resource_id(course, kind),
+            "id": _resource_id(visit, "procedure"),
             "basedOn": [_reference(course)],
             "status": "completed",
-            "code": {"coding": [BRONCHOSCOPY], "text": VisitKind(kind).label},
+            "code": {"coding": [BRONCHOSCOPY], "text": visit.get_kind_display()},
             "subject": _reference(course.patient),
-            "performedDateTime": _instant(performed_at),
+            "performedDateTime": _instant(visit.done_at or visit.scheduled_at),
             "note": [{"text": note}],
         }
     return procedures
 
 
 def _care_plan(course, visits, procedures: dict, observations_by_visit: dict) -> dict:
-    performed_at = {
-        VisitKind.HARVEST: course.harvested_at,
-        VisitKind.TRANSPLANT: course.transplanted_at,
-    }
     activities = []
     for visit in visits:
         outcomes = [_ref_to(o) for o in observations_by_visit.get(visit.pk, ())]
-        # The procedure is the outcome of the booking it was recorded against: the one marked
-        # done at the moment it was performed (an earlier, cancelled booking is not).
-        if (
-            visit.kind in procedures
-            and visit.status == VisitStatus.DONE
-            and visit.done_at == performed_at[visit.kind]
-        ):
-            outcomes.insert(0, _ref_to(procedures[visit.kind]))
+        if visit.pk in procedures:
+            outcomes.insert(0, _ref_to(procedures[visit.pk]))
         activity = {
             "reference": _reference(visit, display=visit.label),
             "outcomeReference": outcomes,

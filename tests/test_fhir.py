@@ -11,6 +11,7 @@ import json
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -166,6 +167,32 @@ def test_a_transplanted_course_exports_as_a_valid_collection_of_every_resource_t
     assert len(resources(bundle, "Procedure")) == 2
     assert len(resources(bundle, "Appointment")) == transplanted.visits.count()
     assert len(resources(bundle, "AdverseEvent")) == 1
+
+
+def test_a_harvest_repeated_after_a_failed_batch_exports_both_harvests(course, pathway):
+    pathway.advance(course, CourseState.EXPANDING)
+    with time_machine.travel(pathway.at(10), tick=False):
+        services.course_fail_qc(course=course, by=pathway.lab, reason="Sterility positive")
+    with time_machine.travel(pathway.at(11), tick=False):
+        services.course_schedule_harvest(
+            course=course, by=pathway.coordinator, scheduled_at=pathway.at(15), place="Suite 1"
+        )
+    with time_machine.travel(pathway.at(15.1), tick=False):
+        services.course_record_harvest(
+            course=course,
+            by=pathway.clinician,
+            performed_at=pathway.at(15),
+            operator=pathway.clinician,
+        )
+
+    bundle = export(course.patient)
+
+    harvests = sorted(p["performedDateTime"] for p in resources(bundle, "Procedure"))
+    assert harvests == [pathway.at(2).isoformat(), pathway.at(15).isoformat()]
+    [care_plan] = resources(bundle, "CarePlan")
+    outcomes = [ref for a in care_plan["activity"] for ref in a.get("outcomeReference", [])]
+    procedure_urls = {f"urn:uuid:{p['id']}" for p in resources(bundle, "Procedure")}
+    assert procedure_urls <= {ref["reference"] for ref in outcomes}
 
 
 def test_every_reference_resolves_within_the_bundle_and_ids_are_stable(transplanted):
