@@ -211,10 +211,11 @@ class CeleryWorker:
         self.name = name
         self.env = env
         self.concurrency = concurrency
-        self.log_path = (log_dir or ROOT / "var") / f"worker-{name}-{uuid.uuid4().hex[:6]}.log"
+        self.log_dir = log_dir or ROOT / "var"
         self.process = None
 
     def start(self):
+        self.log_path = self.log_dir / f"worker-{self.name}-{uuid.uuid4().hex[:6]}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
@@ -248,6 +249,15 @@ class CeleryWorker:
 
     def output(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def restart_if_exited(self) -> bool:
+        """What a process supervisor (systemd's Restart=always) does: start again a worker that
+        died. kombu's Redis transport can still crash a worker when the broker restarts."""
+        if self.process.poll() is None:
+            return False
+        self.log.close()
+        self.start()
+        return True
 
     def kill(self):
         """SIGKILL the worker and its pool at once, as a crash or an OOM kill would."""
