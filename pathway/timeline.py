@@ -39,6 +39,8 @@ class CourseTimeline:
     next_action_overdue: bool = False
 
 
+_LATE = (StepStatus.OVERDUE, StepStatus.MISSED)
+
 _ENDED = {
     CourseState.WITHDRAWN: "withdrawn",
     CourseState.INELIGIBLE: "found ineligible",
@@ -262,9 +264,7 @@ def _next_action(course, steps, follow_up_steps, on) -> tuple[str, bool]:
         return "Schedule the harvest bronchoscopy.", False
     if state == CourseState.HARVEST_SCHEDULED:
         harvest = step["Harvest"]
-        if harvest.status == StepStatus.MISSED:
-            return f"Rebook the harvest (the booking was {harvest.when}).", True
-        return f"Record the harvest ({harvest.when}).", harvest.status == StepStatus.OVERDUE
+        return f"Record the harvest ({harvest.when}).", harvest.status in _LATE
     if state == CourseState.HARVESTED:
         return "Receive the sample at the lab.", False
     if state == CourseState.EXPANDING:
@@ -280,11 +280,9 @@ def _next_action(course, steps, follow_up_steps, on) -> tuple[str, bool]:
         )
     if state == CourseState.TRANSPLANT_SCHEDULED:
         transplant = step["Transplant"]
-        if transplant.status == StepStatus.MISSED:
-            return f"Rebook the transplant (the booking was {transplant.when}).", True
         return (
             f"Record the transplant ({transplant.when}).",
-            transplant.status == StepStatus.OVERDUE,
+            transplant.status in _LATE,
         )
     for visit, follow_up in follow_up_steps:
         if visit.status in OPEN_VISIT_STATUSES:

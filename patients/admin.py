@@ -160,7 +160,9 @@ class CourseStateFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value():
             # A semi-join, not DISTINCT over the patients table.
-            with_state = TreatmentCourse.objects.filter(state=self.value()).values("patient_id")
+            with_state = TreatmentCourse.objects.filter(
+                state=self.value(), site__in=user_sites(request.user)
+            ).values("patient_id")
             return queryset.filter(pk__in=with_state)
         return queryset
 
@@ -216,9 +218,10 @@ class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.M
 
     def get_queryset(self, request):
         # One subquery per listed row, on the courses' patient index, whatever the table size.
-        latest = TreatmentCourse.objects.filter(patient=OuterRef("pk")).order_by(
-            "-referred_at", "-pk"
-        )
+        # Only courses at the user's sites: a patient who moved shows nothing of the old one.
+        latest = TreatmentCourse.objects.filter(
+            patient=OuterRef("pk"), site__in=user_sites(request.user)
+        ).order_by("-referred_at", "-pk")
         return (
             super()
             .get_queryset(request)

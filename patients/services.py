@@ -10,7 +10,7 @@ from django.utils import timezone
 from patients.models import AdverseEvent, ClinicalRecord, LungFunctionTest
 from patients.selectors import course_baseline_lung_function
 from scheduling.alerts import alert_raise
-from scheduling.models import OPEN_VISIT_STATUSES, AlertKind, Severity, Visit
+from scheduling.models import OPEN_VISIT_STATUSES, AlertKind, Severity, Visit, VisitKind
 from scheduling.services import visit_record_done
 
 
@@ -39,7 +39,9 @@ def clinical_record_save(*, record: ClinicalRecord, by) -> list[str]:
             visit = Visit.objects.select_related("course__site", "course__protocol").get(
                 pk=record.visit_id
             )
-            if visit.status in OPEN_VISIT_STATUSES:
+            # A procedure is done only when it is recorded on the course, which checks what it
+            # needs; a measurement taken at its booking leaves it booked.
+            if visit.kind == VisitKind.FOLLOW_UP and visit.status in OPEN_VISIT_STATUSES:
                 visit_record_done(visit=visit, done_at=_visit_done_at(visit, record.taken_on))
             if isinstance(record, LungFunctionTest):
                 _alert_on_decline(record, visit)

@@ -282,7 +282,13 @@ class CalendarFeedTokenAdmin(admin.ModelAdmin):
         return False  # revoked, not deleted: the record of who had a link stays
 
     def add_view(self, request, form_url="", extra_context=None):
-        extra_context = {"title": "Issue a calendar link for a site", **(extra_context or {})}
+        # One link at a time: it is shown once, on the page that answers this form.
+        extra_context = {
+            "title": "Issue a calendar link for a site",
+            "show_save_and_add_another": False,
+            "show_save_and_continue": False,
+            **(extra_context or {}),
+        }
         return super().add_view(request, form_url, extra_context)
 
     def save_model(self, request, obj, form, change):

@@ -6,6 +6,7 @@ sockets exactly as production talks to the real thing.
 """
 
 import asyncio
+import contextlib
 import email
 import json
 import logging
@@ -255,6 +256,8 @@ class CeleryWorker:
         died. kombu's Redis transport can still crash a worker when the broker restarts."""
         if self.process.poll() is None:
             return False
+        with contextlib.suppress(ProcessLookupError):  # its pool, if it outlived the worker
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.log.close()
         self.start()
         return True

@@ -340,6 +340,8 @@ def test_a_coordinator_issues_a_link_in_the_admin_and_sees_it_once(client, coord
     page = client.get(admin_url("add"))
     assert page.status_code == 200
     assert set(page.context["adminform"].form.fields["site"].queryset) >= {site}
+    assert 'name="_addanother"' not in page.content.decode()
+    assert 'name="_continue"' not in page.content.decode()
     response = client.post(admin_url("add"), {"site": site.pk})
     assert response.status_code == 200
     [(shown_site, url)] = response.context["links"]

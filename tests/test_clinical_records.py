@@ -95,6 +95,17 @@ BOUNDARIES = [
 ]
 
 
+def test_a_measurement_at_a_booked_harvest_leaves_the_harvest_booked(course, pathway, clinician):
+    pathway.advance(course, CourseState.HARVEST_SCHEDULED)
+    harvest = Visit.objects.get(course=course, kind="harvest")
+    walk = SixMinuteWalkTest(
+        visit=harvest, taken_on=timezone.localdate(pathway.at(0.2)), distance_m=350
+    )
+    clinical_record_save(record=walk, by=clinician)
+    harvest.refresh_from_db()
+    assert harvest.status == "booked" and harvest.done_at is None
+
+
 @pytest.mark.parametrize("model, base, field, inside, outside, message", BOUNDARIES)
 def test_each_range_at_its_boundary(clinician, model, base, field, inside, outside, message):
     patient = PatientFactory()

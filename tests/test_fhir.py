@@ -401,6 +401,12 @@ def test_the_command_says_clearly_what_it_cannot_find(db):
         call_command("fhir_export", "--patient", "12\x003")
     with pytest.raises(CommandError, match="has control characters"):
         call_command("fhir_export", "--site", "L\x00N")
+    with pytest.raises(CommandError, match="--patient is empty"):
+        call_command("fhir_export", "--patient", "")
+    with pytest.raises(CommandError, match="has control characters"):
+        call_command("fhir_export", "--site", "LDN", "--output", "out\x00.json")
+    with pytest.raises(CommandError, match="Cannot write /nonexistent/dir/out"):
+        call_command("fhir_export", "--site", "LDN", "--output", "/nonexistent/dir/out.json")
 
 
 def test_an_mrn_used_at_two_sites_needs_its_site(db, capsys):

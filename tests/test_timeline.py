@@ -13,6 +13,7 @@ from pathway.timeline import StepStatus, course_timeline
 from scheduling.models import VisitKind, VisitStatus
 from scheduling.selectors import site_dashboard
 from scheduling.services import visit_record_done
+from tests.factories import SiteFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -195,18 +196,6 @@ def test_after_a_failed_batch_the_harvest_is_due_again_not_done(course, pathway)
     assert steps["Harvest"].status == StepStatus.OVERDUE and timeline.next_action_overdue
 
 
-def test_a_missed_harvest_asks_to_rebook_it(course, pathway):
-    pathway.advance(course, CourseState.HARVEST_SCHEDULED)
-    visit = course.visits.get(kind=VisitKind.HARVEST)
-    visit.status = VisitStatus.MISSED
-    visit.save()
-    booked_on = timezone.localdate(pathway.at(2), course.site.time_zone)
-    steps, timeline = steps_of(course, now=pathway.at(3))
-    assert steps["Harvest"].status == StepStatus.MISSED
-    assert timeline.next_action == f"Rebook the harvest (the booking was missed on {booked_on})."
-    assert timeline.next_action_overdue
-
-
 def test_the_booking_deadline_is_the_alerts_to_the_minute(course, pathway):
     pathway.advance(course, CourseState.RELEASED)
     deadline = course.released_at + dt.timedelta(days=14)
@@ -234,3 +223,16 @@ def test_the_patient_list_shows_each_patients_latest_course_state(client, course
     client.force_login(pathway.coordinator)
     page = client.get(reverse("admin:patients_patient_changelist")).content.decode()
     assert '<span class="state-badge state-expanding">Expanding</span>' in page
+
+    moved_to = SiteFactory(code="NEW", staff=[])
+    course.patient.site = moved_to
+    course.patient.save()
+    newcomer = UserFactory(username="newcomer", role="coordinator", sites=[moved_to])
+    client.force_login(newcomer)
+    listing = client.get(reverse("admin:patients_patient_changelist"))
+    assert [p.pk for p in listing.context["cl"].result_list] == [course.patient.pk]
+    assert "state-expanding" not in listing.content.decode()
+    filtered = client.get(
+        reverse("admin:patients_patient_changelist"), {"course_state": "expanding"}
+    )
+    assert list(filtered.context["cl"].result_list) == []

@@ -23,7 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--output", metavar="FILE", help="write here (default: stdout)")
 
     def handle(self, *args, patient=None, site=None, output=None, **options):
-        if patient:
+        if patient is not None:
             bundle = fhir_bundle_for_patients(patients=self.patient(patient))
         else:
             chosen = site_from_code(site)
@@ -33,8 +33,11 @@ class Command(BaseCommand):
             )
         text = json.dumps(bundle, indent=2, ensure_ascii=False)
         if output:
-            with open(output, "w", encoding="utf-8") as file:
-                file.write(text + "\n")
+            try:
+                with open(text_argument(output, name="output"), "w", encoding="utf-8") as file:
+                    file.write(text + "\n")
+            except OSError as error:
+                raise CommandError(f"Cannot write {output}: {error.strerror}.") from None
             # On stderr, so that a pipe or redirect of stdout never mixes it into the JSON.
             self.stderr.write(f"Wrote {len(bundle.get('entry', []))} resources to {output}.")
         else:
