@@ -150,6 +150,13 @@ class Protocol(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def release_window(self, received_on: dt.date) -> tuple[dt.date, dt.date]:
+        """The first and last day a batch received on `received_on` may be released."""
+        return (
+            received_on + dt.timedelta(days=self.expansion_min_days),
+            received_on + dt.timedelta(days=self.expansion_max_days),
+        )
+
 
 class ProtocolVisit(models.Model):
     """One follow-up visit of a protocol, anchored to the transplant date."""

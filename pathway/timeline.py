@@ -106,8 +106,7 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
     # Expansion and release: the lab's window counts from the day the sample arrived.
     if course.lab_received_at:
         received_on = on(course.lab_received_at)
-        opens = received_on + dt.timedelta(days=protocol.expansion_min_days)
-        closes = received_on + dt.timedelta(days=protocol.expansion_max_days)
+        opens, closes = protocol.release_window(received_on)
         window = f"release window {opens} – {closes}"
         limits = f"{protocol.expansion_min_days}–{protocol.expansion_max_days} days"
         if course.released_at:

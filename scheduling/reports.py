@@ -317,14 +317,15 @@ def report_context(report: WeeklyReport) -> dict:
     for batch in report.batches_in_expansion:
         zone, protocol = batch.course.site.time_zone, batch.course.protocol
         received_on = timezone.localdate(batch.received_at, zone)
+        opens, closes = protocol.release_window(received_on)
         batches.append(
             {
                 "batch": batch,
                 "day": (
                     timezone.localdate(report.end - dt.timedelta(seconds=1), zone) - received_on
                 ).days,
-                "opens": received_on + dt.timedelta(days=protocol.expansion_min_days),
-                "closes": received_on + dt.timedelta(days=protocol.expansion_max_days),
+                "opens": opens,
+                "closes": closes,
             }
         )
     outcomes = []
