@@ -142,8 +142,8 @@ class Bench:
 
     def tick(self) -> float:
         """Claim 500 due rows and mark them sent: the dispatcher's database work per batch."""
+        from delivery.outbox import notifications_claim
         from scheduling.models import Notification, NotificationStatus
-        from scheduling.outbox import notifications_claim
 
         def once():
             ids = notifications_claim(batch_size=500)
@@ -211,7 +211,7 @@ class Bench:
         from django.test.utils import CaptureQueriesContext
         from django.utils import timezone
 
-        from scheduling.reports import previous_week, weekly_report
+        from reporting.weekly_report import previous_week, weekly_report
 
         week = previous_week(timezone.now(), timezone.get_current_timezone())
         with CaptureQueriesContext(connection) as queries:
@@ -225,7 +225,7 @@ class Bench:
         from django.db import connection
         from django.utils import timezone
 
-        from scheduling.reports import previous_week, weekly_report
+        from reporting.weekly_report import previous_week, weekly_report
 
         stop = threading.Event()
 
@@ -246,7 +246,7 @@ class Bench:
 
     def batching(self) -> dict:
         """In-process dispatch to the no-op channels: batches of 1 against batches of 100."""
-        from scheduling.outbox import notifications_dispatch_batch
+        from delivery.outbox import notifications_dispatch_batch
 
         figures = {}
         for batch, count in ((1, 300), (100, 3_000)):
@@ -301,8 +301,8 @@ class Bench:
         from django.utils import timezone
 
         from config.celery import app
+        from delivery.tasks import dispatch_due_notifications
         from scheduling.models import Notification, NotificationStatus
-        from scheduling.tasks import dispatch_due_notifications
         from tests.servers import CeleryWorker, RedisServer, wait_until
 
         def all_sent():
@@ -392,8 +392,8 @@ class Bench:
         """Moving every open follow-up of a protocol: 1 share of courses, then 2 shares."""
         from django.db import connection
 
+        from pathway.amendments import _follow_ups_recompute_in_python, follow_ups_recompute
         from pathway.models import Protocol, ProtocolVisit
-        from scheduling.services import _follow_ups_recompute_in_python, follow_ups_recompute
 
         default = Protocol.objects.get(is_default=True)
         share = self.rows["patients"] // 5

@@ -40,10 +40,16 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_celery_beat",
     "phonenumber_field",
+    # The project's apps, floor by floor: each imports only the ones above it in this list.
+    "common",
     "patients",
-    "pathway",
     "scheduling",
+    "pathway",
+    "reporting",
+    "delivery",
 ]
+# The admin's site scoping (common/) applies the patients app's rule of who sees which site.
+SITE_SCOPE_FUNCTION = "patients.access.scope_to_user_sites"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -202,7 +208,7 @@ TWILIO_STATUS_CALLBACK = env.bool("TWILIO_STATUS_CALLBACK", default=False)
 # Only for tests and staging: send Twilio API calls to another server (a local stub).
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
 
-# The outbox dispatcher (see scheduling/outbox.py).
+# The outbox dispatcher (see delivery/outbox.py).
 NOTIFICATION_BATCH_SIZE = env.int("NOTIFICATION_BATCH_SIZE", default=100)
 # A row claimed by a worker that has not finished within this time is claimed again.
 NOTIFICATION_CLAIM_TIMEOUT = env.int("NOTIFICATION_CLAIM_TIMEOUT", default=300)

@@ -4,7 +4,8 @@ from django.urls import path
 from django.views.generic import RedirectView
 from django_otp.admin import OTPAdminSite
 
-from scheduling.views import calendar_feed_view, sms_status_callback, weekly_report_view
+from delivery.views import sms_status_callback
+from reporting.views import calendar_feed_view, weekly_report_view
 
 if settings.OTP_REQUIRED:
     admin.site.__class__ = OTPAdminSite  # sign-in then asks for the TOTP token too

@@ -11,6 +11,9 @@ from django.utils.html import format_html, format_html_join
 from django_fsm import ConcurrentTransition
 from django_fsm.admin import FSMAdminMixin
 
+from common.admin_scoping import SiteScopedAdmin
+from common.paginator import EstimatedCountPaginator
+from pathway.amendments import follow_ups_recompute
 from pathway.badges import state_badge
 from pathway.conditions import RuleStatus, eligibility_checklist
 from pathway.custody import (
@@ -29,16 +32,13 @@ from pathway.models import (
     TransitionLog,
     TreatmentCourse,
 )
-from pathway.outcomes import CHANGES, course_outcomes
 from pathway.selectors import batches_due_for_release, course_evaluation_facts
 from pathway.services import COURSE_TRANSITION_SERVICES, TransitionRefused
 from pathway.states import CourseState
-from pathway.timeline import course_timeline
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
-from patients.admin_scoping import SiteScopedAdmin
-from patients.paginator import EstimatedCountPaginator
+from reporting.outcomes import CHANGES, course_outcomes
+from reporting.timeline import course_timeline
 from scheduling.models import Visit
-from scheduling.services import follow_ups_recompute
 
 
 class ProtocolVisitInline(admin.TabularInline):
@@ -298,7 +298,9 @@ class TreatmentCourseAdmin(
 
     @admin.display(description="")
     def timeline(self, obj):
-        return render_to_string("pathway/timeline.html", {"timeline": course_timeline(course=obj)})
+        return render_to_string(
+            "reporting/timeline.html", {"timeline": course_timeline(course=obj)}
+        )
 
     @admin.display(description="days in state", ordering="-state_changed_at")
     def days_in_state(self, obj):

@@ -10,6 +10,12 @@ from simple_history.models import HistoricalRecords
 from pathway.states import FINAL_STATES, HOLDABLE_STATES, WITHDRAWABLE_STATES, CourseState
 
 
+def expansion_day(*, received_at: dt.datetime, at: dt.datetime, zone) -> int:
+    """The day of expansion at `at`: whole days since the lab received the sample, counted in
+    the site's calendar (the day of receipt is day 0). The release window's days are these."""
+    return (timezone.localdate(at, zone) - timezone.localdate(received_at, zone)).days
+
+
 def _default_reminder_lead_days() -> list[int]:
     return [7, 1]
 
@@ -307,13 +313,14 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
 
     @property
     def expansion_day(self) -> int | None:
-        """Days since the lab received the sample, counted in the site's calendar."""
+        """The day of expansion of the latest sample, today or on the day it was released."""
         if not self.lab_received_at:
             return None
-        zone = self.site.time_zone
-        return (
-            timezone.localdate(timezone=zone) - timezone.localdate(self.lab_received_at, zone)
-        ).days
+        return expansion_day(
+            received_at=self.lab_received_at,
+            at=self.released_at or timezone.now(),
+            zone=self.site.time_zone,
+        )
 
     # Transitions: they set fields and nothing else.
 
@@ -579,10 +586,12 @@ class Batch(models.Model):
 
     @property
     def expansion_day(self) -> int:
-        """Days since the lab received the sample, in the site's calendar."""
-        zone = self.course.site.time_zone
-        end = self.released_at or timezone.now()
-        return (timezone.localdate(end, zone) - timezone.localdate(self.received_at, zone)).days
+        """The day of expansion, today or on the day the batch was released."""
+        return expansion_day(
+            received_at=self.received_at,
+            at=self.released_at or timezone.now(),
+            zone=self.course.site.time_zone,
+        )
 
     @property
     def qc_recorded(self) -> bool:

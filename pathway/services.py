@@ -191,6 +191,30 @@ def _require_past(when: dt.datetime, what: str) -> None:
         raise TransitionRefused([f"The {what} cannot be in the future."])
 
 
+def _schedule_procedure(
+    course: TreatmentCourse,
+    name: str,
+    kind: VisitKind,
+    *,
+    by: AbstractBaseUser,
+    scheduled_at: dt.datetime,
+    place: str,
+    note: str,
+) -> TransitionLog:
+    """Book a harvest or a transplant: the booking and the step, together."""
+    _authorise(course, name, by)
+    _require_future(scheduled_at, kind.value)
+    with _changing(course):
+        scheduling.visit_book(course=course, kind=kind, scheduled_at=scheduled_at, place=place)
+        return _fire(
+            course,
+            name,
+            by=by,
+            note=note,
+            data={"scheduled_at": scheduled_at.isoformat(), "place": place},
+        )
+
+
 def course_schedule_harvest(
     *,
     course: TreatmentCourse,
@@ -199,19 +223,15 @@ def course_schedule_harvest(
     place: str,
     note: str = "",
 ) -> TransitionLog:
-    _authorise(course, "schedule_harvest", by)
-    _require_future(scheduled_at, "harvest")
-    with _changing(course):
-        scheduling.visit_book(
-            course=course, kind=VisitKind.HARVEST, scheduled_at=scheduled_at, place=place
-        )
-        return _fire(
-            course,
-            "schedule_harvest",
-            by=by,
-            note=note,
-            data={"scheduled_at": scheduled_at.isoformat(), "place": place},
-        )
+    return _schedule_procedure(
+        course,
+        "schedule_harvest",
+        VisitKind.HARVEST,
+        by=by,
+        scheduled_at=scheduled_at,
+        place=place,
+        note=note,
+    )
 
 
 def course_record_harvest(
@@ -457,19 +477,15 @@ def course_schedule_transplant(
     place: str,
     note: str = "",
 ) -> TransitionLog:
-    _authorise(course, "schedule_transplant", by)
-    _require_future(scheduled_at, "transplant")
-    with _changing(course):
-        scheduling.visit_book(
-            course=course, kind=VisitKind.TRANSPLANT, scheduled_at=scheduled_at, place=place
-        )
-        return _fire(
-            course,
-            "schedule_transplant",
-            by=by,
-            note=note,
-            data={"scheduled_at": scheduled_at.isoformat(), "place": place},
-        )
+    return _schedule_procedure(
+        course,
+        "schedule_transplant",
+        VisitKind.TRANSPLANT,
+        by=by,
+        scheduled_at=scheduled_at,
+        place=place,
+        note=note,
+    )
 
 
 def _confirm_second_person(*, by, second_person, password: str) -> list[str]:

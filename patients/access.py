@@ -5,7 +5,9 @@ from django.db.models import Q, QuerySet
 
 from patients.models import Site
 
-ALL_SITES_GROUPS = ("programme lead", "auditor")
+PROGRAMME_LEAD_GROUP = "programme lead"
+AUDITOR_GROUP = "auditor"
+ALL_SITES_GROUPS = (PROGRAMME_LEAD_GROUP, AUDITOR_GROUP)
 
 
 def user_sees_all_sites(user) -> bool:

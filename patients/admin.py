@@ -7,14 +7,15 @@ from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from common.admin_export import export_as_csv
+from common.admin_scoping import ScopedChoices, SiteScopedAdmin
+from common.paginator import EstimatedCountPaginator
 from pathway.badges import state_badge
 from pathway.models import TreatmentCourse
+from pathway.records import adverse_event_record, clinical_record_save
 from pathway.states import CourseState
 from patients.access import user_sites
-from patients.admin_export import export_as_csv
-from patients.admin_scoping import ScopedChoices, SiteScopedAdmin
 from patients.clinical import ratio_display
-from patients.fhir import FHIR_JSON, fhir_bundle_for_patients, fhir_export_allowed
 from patients.models import (
     AdverseEvent,
     BodyMeasurement,
@@ -27,8 +28,7 @@ from patients.models import (
     SixMinuteWalkTest,
     SymptomScore,
 )
-from patients.paginator import EstimatedCountPaginator
-from patients.services import adverse_event_record, clinical_record_save
+from reporting.fhir import FHIR_JSON, fhir_bundle_for_patients, fhir_export_allowed
 
 # Every list can be exported as a coordinator has filtered it (site scoping included).
 admin.site.add_action(export_as_csv)
@@ -245,7 +245,7 @@ class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.M
             json.dumps(bundle, indent=2, ensure_ascii=False),
             content_type=f"{FHIR_JSON}; charset=utf-8",
         )
-        response["Content-Disposition"] = 'attachment; filename="patients.fhir.json"'
+        response["Content-Disposition"] = 'attachment; filename="reporting.fhir.json"'
         return response
 
     def has_fhir_export_permission(self, request) -> bool:

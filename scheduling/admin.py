@@ -6,6 +6,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
+from common.admin_scoping import SiteScopedAdmin
+from common.paginator import EstimatedCountPaginator
 from patients.access import user_sees_all_sites, user_sites
 from patients.admin import (
     ClinicalRecordsSavedThroughServices,
@@ -15,15 +17,13 @@ from patients.admin import (
     VisitSymptomInline,
     VisitWalkInline,
 )
-from patients.admin_scoping import SiteScopedAdmin
-from patients.paginator import EstimatedCountPaginator
-from scheduling.alerts import alert_acknowledge
-from scheduling.calendar_feed import (
+from reporting.calendar_feed import (
     calendar_feed_sites,
     calendar_feed_token_hash,
     calendar_feed_token_issue,
     calendar_feed_token_revoke,
 )
+from scheduling.alerts import alert_acknowledge
 from scheduling.models import (
     Alert,
     CalendarFeedToken,
@@ -33,7 +33,7 @@ from scheduling.models import (
     VisitKind,
     VisitStatus,
 )
-from scheduling.selectors import UPCOMING_DAYS, overdue_visits, upcoming_procedures
+from scheduling.selectors import UPCOMING_PROCEDURE_DAYS, upcoming_procedures
 from scheduling.services import visit_record_done, visit_reschedule
 
 
@@ -47,7 +47,8 @@ class OverdueFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() == "yes":
             sites = user_sites(request.user)
-            return queryset.filter(pk__in=overdue_visits(sites=sites).values("pk"))
+            overdue = Visit.objects.overdue(sites=sites, at=timezone.now())
+            return queryset.filter(pk__in=overdue.values("pk"))
         return queryset
 
 
@@ -56,7 +57,7 @@ class UpcomingProceduresFilter(admin.SimpleListFilter):
     parameter_name = "upcoming"
 
     def lookups(self, request, model_admin):
-        return [("yes", f"Booked in the next {UPCOMING_DAYS} days")]
+        return [("yes", f"Booked in the next {UPCOMING_PROCEDURE_DAYS} days")]
 
     def queryset(self, request, queryset):
         if self.value() == "yes":
@@ -333,7 +334,7 @@ class CalendarFeedTokenAdmin(admin.ModelAdmin):
             "title": "Your new calendar link" if len(links) == 1 else "Your new calendar links",
             "links": links,
         }
-        return TemplateResponse(request, "scheduling/calendar_links_issued.html", context)
+        return TemplateResponse(request, "reporting/calendar_links_issued.html", context)
 
     def response_add(self, request, obj, post_url_continue=None):
         return self._show_links(request, [(obj.site, request.issued_calendar_link)])

@@ -7,11 +7,8 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from pathway.models import Protocol, TreatmentCourse
-from pathway.states import CourseState
 from patients.models import Site
 from scheduling.models import (
-    OPEN_VISIT_STATUSES,
     Alert,
     AlertKind,
     Channel,
@@ -30,7 +27,7 @@ ALSO_TOLD = {
 }
 
 
-def alert_recipients(*, course: TreatmentCourse, kind: str):
+def alert_recipients(*, course, kind: str):
     """The patient's coordinator (else the site's coordinators), and any group the kind names."""
     User = get_user_model()
     coordinator_id = course.patient.coordinator_id
@@ -47,7 +44,7 @@ def alert_recipients(*, course: TreatmentCourse, kind: str):
 def alert_raise(
     *,
     kind: AlertKind,
-    course: TreatmentCourse,
+    course,
     condition_key: str,
     message: str,
     severity: Severity = Severity.WARNING,
@@ -99,21 +96,15 @@ def alert_acknowledge(*, alert: Alert, by) -> bool:
     )
 
 
-def _local_midnight(day: dt.date, zone) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(0), tzinfo=zone)
-
-
-def alerts_scan_overdue(*, now: dt.datetime | None = None) -> int:
-    """Raise an alert for each overdue visit, expansion and unbooked transplant; returns how
-    many were new. Running it again raises nothing twice."""
+def alerts_scan_overdue_visits(*, now: dt.datetime | None = None) -> int:
+    """Raise an alert for each overdue visit; returns how many were new. Running it again
+    raises nothing twice."""
     now = now or timezone.now()
     raised = 0
     for site in Site.objects.all():
         today = timezone.localdate(now, site.time_zone)
         overdue_visits = (
-            Visit.objects.filter(
-                course__site=site, status__in=OPEN_VISIT_STATUSES, window_closes_on__lt=today
-            )
+            Visit.objects.overdue(sites=[site], at=now)
             .exclude(alerts__kind=AlertKind.VISIT_OVERDUE)
             .select_related("course__patient", "course__site", "course__protocol", "protocol_visit")
         )
@@ -127,44 +118,4 @@ def alerts_scan_overdue(*, now: dt.datetime | None = None) -> int:
                 message=f"The {visit} is overdue: its window closed {days} day(s) ago, on "
                 f"{visit.window_closes_on}.",
             )[1]
-        for protocol in Protocol.objects.all():
-            raised += _scan_expansions(site, protocol, today, now)
-    return raised
-
-
-def _scan_expansions(site: Site, protocol: Protocol, today: dt.date, now: dt.datetime) -> int:
-    raised = 0
-    last_day = protocol.expansion_max_days
-    received_before = _local_midnight(today - dt.timedelta(days=last_day), site.time_zone)
-    overdue = TreatmentCourse.objects.filter(
-        site=site,
-        protocol=protocol,
-        state=CourseState.EXPANDING,
-        lab_received_at__lt=received_before,
-    ).select_related("patient", "site", "protocol")
-    for course in overdue:
-        raised += alert_raise(
-            kind=AlertKind.EXPANSION_OVERDUE,
-            severity=Severity.URGENT,
-            course=course,
-            condition_key=f"expansion_overdue.c{course.pk}.{course.lab_received_at:%Y%m%d}",
-            message=f"The expansion of {course.coi_id} is on day {course.expansion_day} and not "
-            f"released; release was due by day {last_day}.",
-        )[1]
-    booking_days = protocol.transplant_booking_max_days
-    unbooked = TreatmentCourse.objects.filter(
-        site=site,
-        protocol=protocol,
-        state=CourseState.RELEASED,
-        released_at__lt=now - dt.timedelta(days=booking_days),
-    ).select_related("patient", "site", "protocol")
-    for course in unbooked:
-        released_on = timezone.localdate(course.released_at, site.time_zone)
-        raised += alert_raise(
-            kind=AlertKind.TRANSPLANT_NOT_BOOKED,
-            course=course,
-            condition_key=f"transplant_not_booked.c{course.pk}.{course.released_at:%Y%m%d}",
-            message=f"The product {course.coi_id} was released on {released_on} and no "
-            f"transplant is booked after {booking_days} days.",
-        )[1]
     return raised

@@ -1,7 +1,11 @@
+import datetime as dt
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
+
+from patients.sites import local_date_by_site
 
 
 class VisitKind(models.TextChoices):
@@ -19,6 +23,22 @@ class VisitStatus(models.TextChoices):
 
 
 OPEN_VISIT_STATUSES = (VisitStatus.PLANNED, VisitStatus.BOOKED)
+
+
+class VisitQuerySet(models.QuerySet):
+    def open(self):
+        """Visits still to take place: planned or booked."""
+        return self.filter(status__in=OPEN_VISIT_STATUSES)
+
+    def overdue(self, *, sites, at: dt.datetime):
+        """Open visits at `sites` whose window closed before the day of `at` in their site's
+        calendar. The one definition of overdue; `Visit.is_overdue` is the same for one visit."""
+        return (
+            self.open()
+            .filter(course__site__in=sites)
+            .annotate(site_today=local_date_by_site(sites, at, site_path="course__site_id"))
+            .filter(window_closes_on__lt=models.F("site_today"))
+        )
 
 
 class Visit(models.Model):
@@ -50,6 +70,8 @@ class Visit(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     history = HistoricalRecords()
 
+    objects = VisitQuerySet.as_manager()
+
     class Meta:
         ordering = ["scheduled_at", "id"]  # all of it in one index, for long lists
         indexes = [
@@ -66,6 +88,15 @@ class Visit(models.Model):
     def label(self) -> str:
         """The follow-up's name in the protocol, or the kind of procedure."""
         return self.protocol_visit.name if self.protocol_visit_id else self.get_kind_display()
+
+    def is_overdue(self, *, today: dt.date) -> bool:
+        """Open, and its window closed before `today` (a date in the site's calendar): the
+        same rule as `Visit.objects.overdue`."""
+        return (
+            self.status in OPEN_VISIT_STATUSES
+            and self.window_closes_on is not None
+            and self.window_closes_on < today
+        )
 
 
 class Channel(models.TextChoices):

@@ -8,10 +8,10 @@ from django.utils import timezone
 
 from pathway import services
 from pathway.models import Batch, CustodyEvent, TransitionLog
+from pathway.records import adverse_event_record
 from pathway.states import CourseState
 from patients.access import user_sees_all_sites
 from patients.models import AdverseEvent, Patient
-from patients.services import adverse_event_record
 from scheduling.alerts import alert_raise
 from scheduling.models import Alert, AlertKind, Notification, Visit
 from tests.factories import (

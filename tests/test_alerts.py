@@ -7,11 +7,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from pathway.scans import alerts_scan_overdue
 from pathway.services import course_create
 from pathway.states import CourseState
-from scheduling.alerts import alert_acknowledge, alert_raise, alerts_scan_overdue
+from reporting.dashboard import site_dashboard
+from scheduling.alerts import alert_acknowledge, alert_raise
 from scheduling.models import Alert, AlertKind, Notification, NotificationTemplate, Visit
-from scheduling.selectors import site_dashboard
 from tests.factories import PatientFactory
 
 pytestmark = pytest.mark.django_db

@@ -6,9 +6,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from pathway.amendments import follow_ups_recompute
 from pathway.states import CourseState
 from scheduling.models import Notification, NotificationStatus, Visit
-from scheduling.services import follow_ups_recompute
 
 pytestmark = pytest.mark.django_db
 

@@ -17,8 +17,8 @@ import time_machine
 from django.utils import timezone
 
 from pathway import services
+from pathway.scans import alerts_scan_overdue
 from pathway.states import CourseState
-from scheduling.alerts import alerts_scan_overdue
 from tests.factories import (
     PASSWORD,
     BodyMeasurementFactory,

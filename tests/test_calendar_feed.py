@@ -15,7 +15,7 @@ from icalendar import Calendar
 
 from pathway import services
 from pathway.models import Protocol
-from scheduling.calendar_feed import (
+from reporting.calendar_feed import (
     calendar_feed_ics,
     calendar_feed_token_hash,
     calendar_feed_token_issue,

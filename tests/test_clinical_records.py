@@ -5,6 +5,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from pathway.records import adverse_event_record, clinical_record_save
 from pathway.states import CourseState
 from patients.models import (
     AdverseEvent,
@@ -14,7 +15,6 @@ from patients.models import (
     SixMinuteWalkTest,
     SymptomScore,
 )
-from patients.services import adverse_event_record, clinical_record_save
 from scheduling.models import Alert, AlertKind, Notification, NotificationTemplate, Visit
 from tests.factories import PatientFactory
 

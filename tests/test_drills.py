@@ -8,17 +8,17 @@ import time_machine
 from django.db import connection
 from django.utils import timezone
 
-from pathway import services
-from pathway.models import TransitionLog
-from pathway.states import CourseState
-from scheduling.alerts import alerts_scan_overdue
-from scheduling.models import Alert, Notification, NotificationStatus, Visit
-from scheduling.outbox import (
+from delivery.outbox import (
     notification_batches_due,
     notifications_dispatch_batch,
     notifications_reclaim_stale,
 )
-from scheduling.reports import weekly_reports_queue
+from pathway import services
+from pathway.models import TransitionLog
+from pathway.scans import alerts_scan_overdue
+from pathway.states import CourseState
+from reporting.weekly_report import weekly_reports_queue
+from scheduling.models import Alert, Notification, NotificationStatus, Visit
 from tests.servers import CeleryWorker, RedisServer, SmtpSink, wait_until
 from tests.test_concurrency import run_together
 from tests.test_worker import due_emails, sent_count, tick, worker_env

@@ -21,15 +21,15 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 
 from pathway import services
+from pathway.records import adverse_event_record, clinical_record_save
 from pathway.states import CourseState
-from patients.fhir import APPOINTMENT_STATUS, fhir_bundle_for_patients
 from patients.models import (
     AdverseEvent,
     LungFunctionTest,
     Patient,
     SixMinuteWalkTest,
 )
-from patients.services import adverse_event_record, clinical_record_save
+from reporting.fhir import APPOINTMENT_STATUS, fhir_bundle_for_patients
 from scheduling.models import Visit, VisitKind
 from tests.factories import LungFunctionTestFactory, PatientFactory, SiteFactory, UserFactory
 

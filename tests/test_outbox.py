@@ -6,6 +6,12 @@ import time_machine
 from django.utils import timezone
 from twilio.request_validator import RequestValidator
 
+from delivery.outbox import (
+    notification_batches_due,
+    notifications_claim,
+    notifications_dispatch_batch,
+    notifications_reclaim_stale,
+)
 from pathway import services
 from pathway.states import CourseState
 from scheduling.models import (
@@ -18,12 +24,6 @@ from scheduling.models import (
     NotificationTemplate,
     Visit,
     VisitKind,
-)
-from scheduling.outbox import (
-    notification_batches_due,
-    notifications_claim,
-    notifications_dispatch_batch,
-    notifications_reclaim_stale,
 )
 from tests.servers import SmtpSink, TwilioStub
 
@@ -182,7 +182,7 @@ def test_a_claimed_row_is_not_claimed_again_until_its_claim_times_out(harvest, s
 
 def test_a_batch_slower_than_its_claim_sends_nothing_another_worker_took(harvest, twilio, settings):
     """Worker A claims, stalls past the claim timeout; B reclaims and sends. A must not send."""
-    from scheduling.outbox import notification_send_claimed
+    from delivery.outbox import notification_send_claimed
 
     settings.NOTIFICATION_CLAIM_TIMEOUT = 300
     first = (

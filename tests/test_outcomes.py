@@ -8,12 +8,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from pathway.models import OutcomeMeasure, ProtocolVisit, TreatmentCourse
-from pathway.outcomes import cohort_outcomes, course_outcomes
+from pathway.records import clinical_record_save
 from pathway.services import course_create
 from pathway.states import CourseState
-from pathway.statistics import t_975
 from patients.models import LungFunctionTest, SixMinuteWalkTest, SymptomScore
-from patients.services import clinical_record_save
+from reporting.outcomes import cohort_outcomes, course_outcomes
+from reporting.statistics import t_975
 from scheduling.models import Visit, VisitKind, VisitStatus
 from tests.factories import ChestCTFactory, ClinicalAssessmentFactory, PatientFactory
 

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pathway.models import TransitionLog, TreatmentCourse
+from pathway.records import clinical_record_save
 from pathway.states import CourseState
 from patients.models import LungFunctionTest, SixMinuteWalkTest
-from patients.services import clinical_record_save
 
 pytestmark = pytest.mark.django_db
 FIXTURES = settings(

@@ -5,9 +5,9 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from delivery.messages import notification_message
 from pathway import services
 from pathway.states import CourseState
-from scheduling.messages import notification_message
 from scheduling.models import Channel, Notification, NotificationStatus, Visit, VisitKind
 from scheduling.rules import after_quiet_hours, reminder_time
 from scheduling.services import visit_reschedule

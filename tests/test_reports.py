@@ -15,18 +15,13 @@ from django.urls import reverse
 
 from pathway import services
 from pathway.models import TreatmentCourse
+from pathway.records import adverse_event_record, clinical_record_save
+from pathway.scans import alerts_scan_overdue
 from pathway.states import CourseState
 from patients.models import AdverseEvent, LungFunctionTest, SixMinuteWalkTest, SymptomScore
-from patients.services import adverse_event_record, clinical_record_save
-from scheduling.alerts import alerts_scan_overdue
+from reporting.weekly_render import report_csv, report_html, report_text
+from reporting.weekly_report import weekly_report, weekly_reports_queue
 from scheduling.models import Notification, NotificationStatus, NotificationTemplate, Visit
-from scheduling.reports import (
-    report_csv,
-    report_html,
-    report_text,
-    weekly_report,
-    weekly_reports_queue,
-)
 from tests.factories import (
     ChestCTFactory,
     ClinicalAssessmentFactory,
@@ -199,7 +194,7 @@ def test_every_figure_of_a_sites_week(cohort):
 
     [batch] = report.batches_in_expansion
     assert batch.course == courses["D"]
-    from scheduling.reports import report_context
+    from reporting.weekly_render import report_context
 
     [row] = report_context(report)["batches"]
     assert (row["day"], row["opens"], row["closes"]) == (
@@ -351,7 +346,7 @@ def test_a_second_run_sends_nothing_new(recipients):
 
 
 def test_the_email_arrives_with_html_text_csv_and_chart(recipients, coordinator, settings):
-    from scheduling.outbox import notifications_dispatch_batch
+    from delivery.outbox import notifications_dispatch_batch
     from tests.servers import SmtpSink
 
     with SmtpSink() as smtp:

@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from pathway import services
 from pathway.states import CourseState
-from pathway.timeline import StepStatus, course_timeline
+from reporting.dashboard import site_dashboard
+from reporting.timeline import StepStatus, course_timeline
 from scheduling.models import VisitKind, VisitStatus
-from scheduling.selectors import site_dashboard
 from scheduling.services import visit_record_done
 from tests.factories import SiteFactory, UserFactory
 

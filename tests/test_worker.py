@@ -11,6 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from config.celery import app
+from delivery.tasks import dispatch_due_notifications
 from pathway import services
 from pathway.states import CourseState
 from scheduling.models import (
@@ -21,7 +22,6 @@ from scheduling.models import (
     Visit,
     VisitKind,
 )
-from scheduling.tasks import dispatch_due_notifications
 from tests.servers import CeleryWorker, RedisServer, SmtpSink, TwilioStub, wait_until
 
 pytestmark = [

@@ -17,7 +17,10 @@ from django.utils import timezone
 
 from pathway import services
 from pathway.custody import batch_record_qc
+from pathway.records import adverse_event_record, clinical_record_save
+from pathway.scans import alerts_scan_overdue
 from pathway.states import CourseState
+from patients.access import AUDITOR_GROUP, PROGRAMME_LEAD_GROUP
 from patients.models import (
     A1ATScreening,
     AdverseEvent,
@@ -32,8 +35,7 @@ from patients.models import (
     SmokingStatus,
     SymptomScore,
 )
-from patients.services import adverse_event_record, clinical_record_save
-from scheduling.alerts import alerts_scan_overdue
+from patients.selectors import baseline_records
 from scheduling.models import Visit, VisitKind, VisitStatus
 from scheduling.services import visit_reschedule
 
@@ -176,8 +178,8 @@ class Command(BaseCommand):
             ("clinician", "clinician"),
             ("lab", "lab"),
             ("lab2", "lab"),
-            ("lead", "programme lead"),
-            ("auditor", "auditor"),
+            ("lead", PROGRAMME_LEAD_GROUP),
+            ("auditor", AUDITOR_GROUP),
         ]:
             user = User(
                 username=username,
@@ -434,9 +436,12 @@ class Command(BaseCommand):
         rng, by = self.random, self.users["clinician"]
         attended_before = timezone.now() - dt.timedelta(days=3)
         patient = course.patient
-        baseline = patient.lungfunctiontests.filter(visit__isnull=True).first()
-        walk = patient.sixminutewalktests.filter(visit__isnull=True).first()
-        symptoms = patient.symptomscores.filter(visit__isnull=True).first()
+        baseline, walk, symptoms = (
+            baseline_records(
+                model, patient_id=patient.pk, transplanted_on=course.transplanted_on
+            ).first()
+            for model in (LungFunctionTest, SixMinuteWalkTest, SymptomScore)
+        )
         visits = Visit.objects.filter(course=course, kind=VisitKind.FOLLOW_UP).select_related(
             "protocol_visit", "course__site"
         )

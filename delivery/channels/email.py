@@ -4,7 +4,7 @@ from email.mime.image import MIMEImage
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 
-from scheduling.channels import DeliveryError, OutgoingMessage
+from delivery.channels import DeliveryError, OutgoingMessage
 
 
 def email_send(message: OutgoingMessage) -> str:

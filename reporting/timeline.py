@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from django.db import models
 from django.utils import timezone
 
-from pathway.models import TransitionLog, TreatmentCourse
+from pathway.models import TransitionLog, TreatmentCourse, expansion_day
 from pathway.states import CourseState
 from scheduling.models import OPEN_VISIT_STATUSES, Visit, VisitKind, VisitStatus
 
@@ -110,7 +110,9 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
         window = f"release window {opens} – {closes}"
         limits = f"{protocol.expansion_min_days}–{protocol.expansion_max_days} days"
         if course.released_at:
-            days = (on(course.released_at) - received_on).days
+            days = expansion_day(
+                received_at=course.lab_received_at, at=course.released_at, zone=zone
+            )
             steps.append(
                 TimelineStep(
                     "Expansion", StepStatus.DONE, f"from {received_on}", f"{days} days ({limits})"
@@ -118,7 +120,7 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
             )
             steps.append(TimelineStep("Release", StepStatus.DONE, f"{on(course.released_at)}"))
         else:
-            day = (today - received_on).days
+            day = expansion_day(received_at=course.lab_received_at, at=now, zone=zone)
             late = today > closes
             steps.append(
                 TimelineStep(
@@ -215,10 +217,9 @@ def _procedure_step(
     booked_on = timezone.localdate(visit.scheduled_at, zone)
     if visit.status == VisitStatus.MISSED:
         return TimelineStep(name, StepStatus.MISSED, f"missed on {booked_on}", visit.place)
-    last_day = visit.window_closes_on or booked_on
     return TimelineStep(
         name,
-        StepStatus.OVERDUE if today > last_day else StepStatus.DUE,
+        StepStatus.OVERDUE if visit.is_overdue(today=today) else StepStatus.DUE,
         f"booked for {booked_on}",
         visit.place,
     )
@@ -232,7 +233,7 @@ def _follow_up_step(visit: Visit, today: dt.date, zone) -> TimelineStep:
         return TimelineStep(name, StepStatus.DONE, f"{done_on}", window)
     if visit.status == VisitStatus.MISSED:
         return TimelineStep(name, StepStatus.MISSED, window)
-    if visit.window_closes_on and today > visit.window_closes_on:
+    if visit.is_overdue(today=today):
         status = StepStatus.OVERDUE
     elif visit.window_opens_on and today >= visit.window_opens_on:
         status = StepStatus.DUE

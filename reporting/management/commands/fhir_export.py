@@ -4,9 +4,10 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from patients.cli import site_from_code, text_argument
-from patients.fhir import fhir_bundle_for_patients
+from common.cli import text_argument
+from patients.cli import site_from_code
 from patients.models import Patient, Site
+from reporting.fhir import fhir_bundle_for_patients
 
 
 class Command(BaseCommand):

@@ -19,8 +19,9 @@ from django.db.models import (
 from django.db.models.functions import Cast, NullIf
 
 from pathway.models import OutcomeMeasure, ReferenceFigure
-from pathway.statistics import summarise
 from patients.models import LungFunctionTest, SixMinuteWalkTest, SymptomScore
+from patients.selectors import baseline_records
+from reporting.statistics import summarise
 from scheduling.models import Visit, VisitKind, VisitStatus
 
 
@@ -64,14 +65,17 @@ class SqliteMedian:
 
 
 def _value(model, field: str, *, baseline: bool):
-    records = model.objects.filter(patient_id=OuterRef("course__patient_id"))
     if baseline:
-        records = records.filter(
-            visit__isnull=True, taken_on__lte=OuterRef("course__transplanted_on")
+        records = baseline_records(
+            model,
+            patient_id=OuterRef("course__patient_id"),
+            transplanted_on=OuterRef("course__transplanted_on"),
         )
     else:
-        records = records.filter(visit_id=OuterRef("pk"))
-    return Cast(Subquery(records.order_by("-taken_on", "-id").values(field)[:1]), FloatField())
+        records = model.objects.filter(
+            patient_id=OuterRef("course__patient_id"), visit_id=OuterRef("pk")
+        ).order_by("-taken_on", "-id")
+    return Cast(Subquery(records.values(field)[:1]), FloatField())
 
 
 def _change(model, field: str, scale: float = 1):

@@ -4,8 +4,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from patients.cli import site_from_code, text_argument
-from scheduling.reports import previous_week, report_csv, report_html, report_text, weekly_report
+from common.cli import text_argument
+from patients.cli import site_from_code
+from reporting.weekly_render import report_csv, report_html, report_text
+from reporting.weekly_report import previous_week, weekly_report
 
 
 class Command(BaseCommand):

@@ -6,15 +6,10 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from scheduling.channels import OutgoingMessage
+from delivery.channels import OutgoingMessage
+from reporting.weekly_render import report_chart_png, report_context, report_csv, report_text
+from reporting.weekly_report import weekly_report
 from scheduling.models import Channel, Notification, NotificationTemplate
-from scheduling.reports import (
-    report_chart_png,
-    report_context,
-    report_csv,
-    report_text,
-    weekly_report,
-)
 
 
 def _reminder_context(notification: Notification) -> dict:
@@ -48,7 +43,7 @@ def _weekly_report_message(notification: Notification) -> OutgoingMessage:
     report = weekly_report(week=notification.report_week, site=site)
     scope = site.code if site else "all-sites"
     html = render_to_string(
-        "scheduling/report/email.html", report_context(report) | {"chart_cid": CHART_FILENAME}
+        "reporting/report/email.html", report_context(report) | {"chart_cid": CHART_FILENAME}
     )
     return OutgoingMessage(
         to=notification.user.email,
@@ -76,13 +71,13 @@ def notification_message(notification: Notification) -> OutgoingMessage:
             else str(notification.patient.phone)
         )
         if notification.channel == Channel.SMS:
-            text = render_to_string("scheduling/messages/visit_reminder_sms.txt", context).strip()
+            text = render_to_string("delivery/messages/visit_reminder_sms.txt", context).strip()
             return OutgoingMessage(to=to, text=text, idempotency_key=notification.idempotency_key)
         return OutgoingMessage(
             to=to,
             subject=f"Reminder: your appointment on {context['date']}",
-            text=render_to_string("scheduling/messages/visit_reminder.txt", context),
-            html=render_to_string("scheduling/messages/visit_reminder.html", context),
+            text=render_to_string("delivery/messages/visit_reminder.txt", context),
+            html=render_to_string("delivery/messages/visit_reminder.html", context),
             idempotency_key=notification.idempotency_key,
         )
     context = _alert_context(notification)
@@ -93,7 +88,7 @@ def notification_message(notification: Notification) -> OutgoingMessage:
             f"[{alert.get_severity_display()}] {alert.get_kind_display()}: "
             f"course #{alert.course_id}"
         ),
-        text=render_to_string("scheduling/messages/alert.txt", context),
-        html=render_to_string("scheduling/messages/alert.html", context),
+        text=render_to_string("delivery/messages/alert.txt", context),
+        html=render_to_string("delivery/messages/alert.html", context),
         idempotency_key=notification.idempotency_key,
     )

@@ -1,9 +1,7 @@
 """The weekly status report: what happened in an ISO week and what comes next, for one site
 or all of them, computed in the database in a fixed number of queries."""
 
-import csv
 import datetime as dt
-import io
 import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -11,30 +9,25 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import (
-    Case,
     Count,
-    DateField,
     DurationField,
     ExpressionWrapper,
     F,
     Q,
-    Value,
-    When,
 )
-from django.template.loader import render_to_string
 from django.utils import timezone
 
 from pathway.models import (
     TRANSITIONS,
     Batch,
     BatchStatus,
-    OutcomeMeasure,
     TransitionLog,
     TreatmentCourse,
 )
-from pathway.outcomes import MedianDuration, cohort_outcomes
 from pathway.states import CourseState
+from patients.access import PROGRAMME_LEAD_GROUP
 from patients.models import AdverseEvent, Site
+from reporting.outcomes import MedianDuration, cohort_outcomes
 from scheduling.models import (
     OPEN_VISIT_STATUSES,
     Alert,
@@ -45,7 +38,8 @@ from scheduling.models import (
     Visit,
 )
 
-UPCOMING_DAYS = 14
+# The report lists the visits booked in the two weeks after its week.
+LOOKAHEAD_DAYS = 14
 THROUGHPUT_WEEKS = 13
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 
@@ -110,13 +104,6 @@ class WeeklyReport:
         return self.site.time_zone if self.site else ZoneInfo(settings.TIME_ZONE)
 
 
-def _local_today_by_site(sites, at: dt.datetime, path: str) -> Case:
-    return Case(
-        *(When(**{path: s.pk}, then=Value(timezone.localdate(at, s.time_zone))) for s in sites),
-        output_field=DateField(),
-    )
-
-
 def weekly_report(*, week: str, site: Site | None = None) -> WeeklyReport:
     """The report for ISO `week`, for `site` or (None) across all sites."""
     zone = site.time_zone if site else ZoneInfo(settings.TIME_ZONE)
@@ -135,12 +122,11 @@ def weekly_report(*, week: str, site: Site | None = None) -> WeeklyReport:
     upcoming = visits.filter(
         status__in=OPEN_VISIT_STATUSES,
         scheduled_at__gte=end,
-        scheduled_at__lt=end + dt.timedelta(days=UPCOMING_DAYS),
+        scheduled_at__lt=end + dt.timedelta(days=LOOKAHEAD_DAYS),
     ).order_by("scheduled_at")
     overdue = (
-        visits.filter(status__in=OPEN_VISIT_STATUSES)
-        .annotate(site_day=_local_today_by_site(sites, end, "course__site_id"))
-        .filter(window_closes_on__lt=F("site_day"))
+        Visit.objects.overdue(sites=sites, at=end)
+        .select_related("course__patient", "course__site", "protocol_visit")
         .order_by("window_closes_on")
     )
     alerts = (
@@ -220,144 +206,8 @@ def _throughput(courses, end: dt.datetime) -> list[tuple[str, float | None]]:
     return result
 
 
-def report_csv(report: WeeklyReport) -> str:
-    """The underlying rows: one per course in scope, with its steps' dates."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(
-        [
-            "course",
-            "site",
-            "mrn",
-            "state",
-            "days_in_state",
-            "referred_on",
-            "harvested_on",
-            "released_on",
-            "transplanted_on",
-            "coi_id",
-        ]
-    )
-    for course in report.courses().iterator(chunk_size=2000):
-        zone = course.site.time_zone
-
-        def day(value, zone=zone):
-            return timezone.localdate(value, zone).isoformat() if value else ""
-
-        writer.writerow(
-            [
-                course.pk,
-                course.site.code,
-                course.patient.mrn,
-                course.state,
-                course.days_in_state,
-                day(course.referred_at),
-                day(course.harvested_at),
-                day(course.released_at),
-                day(course.transplanted_at),
-                course.coi_id or "",
-            ]
-        )
-    return out.getvalue()
-
-
-def report_chart_png(report: WeeklyReport) -> bytes:
-    """Courses by state, and the latest follow-up's outcomes against the reference figures."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 4), dpi=100)
-    states, outcomes = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
-    labels = [label for label, _ in report.courses_by_state]
-    counts = [count for _, count in report.courses_by_state]
-    states.barh(labels[::-1], counts[::-1], color="#417690")
-    states.set_title(f"Courses by state: {report.scope}")
-    states.set_xlabel("courses")
-
-    latest = next(
-        (row for row in reversed(report.outcomes) if row["measures"]["walk_m"]["summary"].n), None
-    )
-    if latest:
-        names, means, errors, references = [], [], [], []
-        for key, label in (
-            ("dlco_relative_pct", "DLCO %"),
-            ("walk_m", "6MWD m"),
-            ("fev1_ml", "FEV1 mL"),
-        ):
-            summary = latest["measures"][key]["summary"]
-            reported = [
-                r.value for r in latest["measures"][key]["references"] if r.kind == "reported"
-            ]
-            names.append(label)
-            means.append(summary.mean or 0)
-            errors.append((summary.ci_high - summary.mean) if summary.ci_high is not None else 0)
-            references.append(float(reported[0]) if reported else None)
-        outcomes.bar(
-            names, means, yerr=errors, color="#79aec8", capsize=4, label="programme (95 % CI)"
-        )
-        for x, value in enumerate(references):
-            if value is not None:
-                outcomes.plot([x - 0.4, x + 0.4], [value, value], color="#ba2121", linewidth=2)
-        outcomes.set_title(f"{latest['visit']}: change (red: published)", fontsize=10)
-        outcomes.axhline(0, color="#999", linewidth=0.5)
-    else:
-        outcomes.text(0.5, 0.5, "No follow-up measured yet", ha="center", va="center")
-        outcomes.set_axis_off()
-    figure.tight_layout()
-    out = io.BytesIO()
-    figure.savefig(out, format="png")
-    return out.getvalue()
-
-
-def report_context(report: WeeklyReport) -> dict:
-    """What the report's templates read, with the per-row figures worked out."""
-    batches = []
-    for batch in report.batches_in_expansion:
-        zone, protocol = batch.course.site.time_zone, batch.course.protocol
-        received_on = timezone.localdate(batch.received_at, zone)
-        opens, closes = protocol.release_window(received_on)
-        batches.append(
-            {
-                "batch": batch,
-                "day": (
-                    timezone.localdate(report.end - dt.timedelta(seconds=1), zone) - received_on
-                ).days,
-                "opens": opens,
-                "closes": closes,
-            }
-        )
-    outcomes = []
-    for row in report.outcomes:
-        lines = [
-            {"label": OutcomeMeasure(key).label, **values}
-            for key, values in row["measures"].items()
-            if values["summary"].n
-        ]
-        if lines:
-            outcomes.append({"visit": row["visit"], "lines": lines})
-    return {
-        "report": report,
-        "last_day": report.end - dt.timedelta(days=1),
-        "upcoming_days": UPCOMING_DAYS,
-        "throughput_weeks": THROUGHPUT_WEEKS,
-        "batches": batches,
-        "outcomes": outcomes,
-    }
-
-
-def report_html(report: WeeklyReport) -> str:
-    return render_to_string("scheduling/report/body.html", report_context(report))
-
-
-def report_text(report: WeeklyReport) -> str:
-    return render_to_string("scheduling/report/email.txt", report_context(report))
-
-
 # Reports go out on Monday at 07:00 in each site's own time, for the week just ended.
 SEND_WEEKDAY, SEND_TIME = 0, dt.time(7, 0)
-PROGRAMME_LEAD_GROUP = "programme lead"
 
 
 def _due_week(now: dt.datetime, zone: ZoneInfo) -> str | None:

@@ -19,11 +19,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from delivery.channels import DeliveryError
+from delivery.channels.email import email_send
+from delivery.channels.sms import sms_backend
+from delivery.messages import notification_message
 from scheduling.alerts import alert_raise
-from scheduling.channels import DeliveryError
-from scheduling.channels.email import email_send
-from scheduling.channels.sms import sms_backend
-from scheduling.messages import notification_message
 from scheduling.models import (
     OPEN_VISIT_STATUSES,
     AlertKind,

@@ -3,13 +3,13 @@
 from celery import shared_task
 from django.conf import settings
 
-from scheduling.alerts import alerts_scan_overdue
-from scheduling.outbox import (
+from delivery.outbox import (
     notification_batches_due,
     notifications_dispatch_batch,
     notifications_reclaim_stale,
 )
-from scheduling.reports import weekly_reports_queue
+from pathway.scans import alerts_scan_overdue
+from reporting.weekly_report import weekly_reports_queue
 
 
 @shared_task(ignore_result=True)

@@ -5,47 +5,19 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse, HttpResponseForbidden
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST, require_safe
-from twilio.request_validator import RequestValidator
+from django.views.decorators.http import require_safe
 
 from patients.access import user_sees_all_sites, user_sites
-from scheduling.calendar_feed import (
+from reporting.calendar_feed import (
     calendar_feed_ics,
     calendar_feed_token_mark_used,
     calendar_feed_token_resolve,
 )
-from scheduling.outbox import notification_record_provider_status
-from scheduling.reports import (
-    previous_week,
-    report_chart_png,
-    report_context,
-    report_csv,
-    weekly_report,
-)
-
-
-@csrf_exempt  # Twilio cannot send a CSRF token; its signature authenticates the request instead
-@require_POST
-def sms_status_callback(request):
-    """Twilio's delivery report for a message we sent, signed with our auth token."""
-    # Twilio signs the public URL it called, which behind a proxy is SITE_URL's, not ours.
-    url = settings.SITE_URL.rstrip("/") + request.get_full_path()
-    signature = request.headers.get("X-Twilio-Signature", "")
-    validator = RequestValidator(settings.TWILIO_AUTH_TOKEN)
-    if not settings.TWILIO_AUTH_TOKEN or not validator.validate(
-        url, request.POST.dict(), signature
-    ):
-        return HttpResponseForbidden("Bad signature.")
-    notification_record_provider_status(
-        provider_message_id=request.POST.get("MessageSid", ""),
-        status=request.POST.get("MessageStatus", ""),
-        error=request.POST.get("ErrorCode", ""),
-    )
-    return HttpResponse(status=204)
+from reporting.weekly_render import report_chart_png, report_context, report_csv
+from reporting.weekly_report import previous_week, weekly_report
 
 
 @permission_required("pathway.view_treatmentcourse")
@@ -81,7 +53,7 @@ def weekly_report_view(request):
             "chart_data_uri": f"data:image/png;base64,{chart}",
         }
     )
-    return render(request, "scheduling/report/admin.html", context)
+    return render(request, "reporting/report/admin.html", context)
 
 
 @require_safe

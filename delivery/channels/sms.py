@@ -4,7 +4,7 @@ import uuid
 from django.conf import settings
 from django.urls import reverse
 
-from scheduling.channels import DeliveryError, OutgoingMessage
+from delivery.channels import DeliveryError, OutgoingMessage
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,108 @@
+"""A protocol amendment: every open follow-up of the protocol's courses moves to its new date
+and window, and the reminders not yet sent are written anew."""
+
+from django.db import connection, transaction
+
+from pathway.models import TreatmentCourse
+from scheduling.models import OPEN_VISIT_STATUSES, Visit, VisitKind
+from scheduling.services import follow_ups_move
+
+# A protocol amendment moves every open follow-up at once: done in SQL on PostgreSQL, where a
+# national programme has hundreds of thousands of them.
+_RECOMPUTE_VISITS_SQL = """
+UPDATE scheduling_visit AS v
+SET scheduled_at = ((c.transplanted_on + pv.weeks_after_transplant * 7)::timestamp
+                    + (c.transplanted_at AT TIME ZONE s.time_zone)::time) AT TIME ZONE s.time_zone,
+    window_opens_on = c.transplanted_on + pv.weeks_after_transplant * 7 - pv.window_days,
+    window_closes_on = c.transplanted_on + pv.weeks_after_transplant * 7 + pv.window_days
+FROM pathway_treatmentcourse AS c, pathway_protocolvisit AS pv, patients_site AS s
+WHERE v.course_id = c.id AND v.protocol_visit_id = pv.id AND c.site_id = s.id
+  AND c.protocol_id = %(protocol)s AND v.kind = 'follow_up' AND v.status IN ('planned', 'booked')
+  AND c.transplanted_on IS NOT NULL
+"""
+_CANCEL_REMINDERS_SQL = """
+UPDATE scheduling_notification AS n SET status = 'cancelled'
+FROM scheduling_visit AS v, pathway_treatmentcourse AS c
+WHERE n.visit_id = v.id AND v.course_id = c.id AND c.protocol_id = %(protocol)s
+  AND v.kind = 'follow_up' AND v.status IN ('planned', 'booked') AND n.status = 'pending'
+"""
+# One reminder per lead time and consented channel, at the appointment's local clock time; an
+# SMS in the patient's quiet hours waits for them to end; keys as reminders_schedule makes them.
+_WRITE_REMINDERS_SQL = """
+INSERT INTO scheduling_notification (template, channel, patient_id, visit_id, send_after, status,
+    attempts, max_attempts, last_error, provider_message_id, idempotency_key, created_at,
+    report_week)
+SELECT 'visit_reminder', r.channel, r.patient_id, r.visit_id, r.send_after, 'pending', 0,
+    %(max_attempts)s, '', '',
+    'reminder.v' || r.visit_id || '.' || r.lead || 'd.' || r.channel || '.'
+        || floor(extract(epoch FROM r.scheduled_at))::bigint,
+    now(), ''
+FROM (
+    SELECT v.id AS visit_id, p.id AS patient_id, v.scheduled_at, lead, ch.channel,
+        CASE WHEN ch.channel = 'sms' AND (
+                 (%(quiet_start)s::time > %(quiet_end)s::time AND
+                  ((due AT TIME ZONE pz)::time >= %(quiet_start)s::time
+                   OR (due AT TIME ZONE pz)::time < %(quiet_end)s::time))
+              OR (%(quiet_start)s::time <= %(quiet_end)s::time AND
+                  (due AT TIME ZONE pz)::time >= %(quiet_start)s::time
+                  AND (due AT TIME ZONE pz)::time < %(quiet_end)s::time))
+             THEN (((due AT TIME ZONE pz)::date
+                    + CASE WHEN (due AT TIME ZONE pz)::time >= %(quiet_end)s::time
+                           THEN 1 ELSE 0 END)
+                   + %(quiet_end)s::time) AT TIME ZONE pz
+             ELSE due END AS send_after
+    FROM scheduling_visit AS v
+    JOIN pathway_treatmentcourse AS c ON c.id = v.course_id
+    JOIN patients_patient AS p ON p.id = c.patient_id
+    JOIN patients_site AS s ON s.id = c.site_id
+    CROSS JOIN unnest(%(leads)s::int[]) AS lead
+    CROSS JOIN LATERAL (
+        SELECT 'email' AS channel WHERE p.consent_email AND p.email <> ''
+        UNION ALL SELECT 'sms' WHERE p.consent_sms AND p.phone <> ''
+    ) AS ch
+    CROSS JOIN LATERAL (
+        SELECT ((v.scheduled_at AT TIME ZONE s.time_zone) - lead * interval '1 day')
+               AT TIME ZONE s.time_zone AS due,
+               coalesce(p.time_zone, s.time_zone) AS pz
+    ) AS t
+    WHERE c.protocol_id = %(protocol)s AND v.kind = 'follow_up'
+      AND v.status IN ('planned', 'booked')
+) AS r
+WHERE r.send_after > now() AND r.send_after < r.scheduled_at
+ON CONFLICT (idempotency_key) DO UPDATE
+    SET status = 'pending', send_after = EXCLUDED.send_after, attempts = 0, last_error = ''
+    WHERE scheduling_notification.status = 'cancelled'
+"""
+
+
+def follow_ups_recompute(*, protocol) -> int:
+    """After a protocol amendment, move every open follow-up of the protocol's courses to its
+    new date and window, and rewrite the reminders not yet sent. Returns the visits moved."""
+    if connection.vendor != "postgresql":
+        return _follow_ups_recompute_in_python(protocol)
+    params = {
+        "protocol": protocol.pk,
+        "max_attempts": protocol.delivery_max_attempts,
+        "leads": sorted(set(protocol.reminder_lead_days)),
+        "quiet_start": protocol.quiet_hours_start,
+        "quiet_end": protocol.quiet_hours_end,
+    }
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_RECOMPUTE_VISITS_SQL, params)
+        moved = cursor.rowcount
+        cursor.execute(_CANCEL_REMINDERS_SQL, params)
+        cursor.execute(_WRITE_REMINDERS_SQL, params)
+    return moved
+
+
+def _follow_ups_recompute_in_python(protocol) -> int:
+    """The same for SQLite's small databases, one course at a time."""
+    courses = TreatmentCourse.objects.filter(protocol=protocol, transplanted_on__isnull=False)
+    moved = 0
+    with transaction.atomic():
+        for course in courses.select_related("site", "patient", "protocol"):
+            moved += Visit.objects.filter(
+                course=course, kind=VisitKind.FOLLOW_UP, status__in=OPEN_VISIT_STATUSES
+            ).count()
+            follow_ups_move(course=course)
+    return moved
