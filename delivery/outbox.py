@@ -19,9 +19,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from delivery.channels import DeliveryError
-from delivery.channels.email import email_send
-from delivery.channels.sms import sms_backend
+from delivery.channels import DeliveryChannel, DeliveryError
+from delivery.channels.email import EmailChannel
+from delivery.channels.sms import TWILIO_PERMANENT_ERRORS, sms_backend
 from delivery.messages import notification_message
 from scheduling.alerts import alert_raise
 from scheduling.models import (
@@ -122,12 +122,17 @@ def _record_success(notification: Notification, *, provider_id: str) -> str:
 
 
 def _record_outcome(
-    notification: Notification, *, error: str = "", provider_id: str = "", new_try: bool = True
+    notification: Notification,
+    *,
+    error: str = "",
+    provider_id: str = "",
+    new_try: bool = True,
+    permanent: bool = False,
 ) -> str:
     """Write one attempt's outcome, if this run still holds the row. Returns the new status.
 
     `new_try` is False when the outcome is the provider's later report on a send already
-    counted.
+    counted. A `permanent` failure is not retried: the row fails, and is alerted, at once.
     """
     now = timezone.now()
     attempts = notification.attempts + int(new_try)
@@ -137,7 +142,7 @@ def _record_outcome(
             "sent_at": now,
             "provider_message_id": provider_id,
         }
-    elif attempts >= notification.max_attempts:
+    elif permanent or attempts >= notification.max_attempts:
         changes = {"status": NotificationStatus.FAILED, "failed_at": now}
     else:
         send_after = now + retry_delay(
@@ -165,7 +170,7 @@ def _record_outcome(
             provider_message_id=provider_id,
         )
         if changes["status"] == NotificationStatus.FAILED:
-            _alert_undeliverable(notification, error)
+            _alert_undeliverable(notification, error, attempts=attempts, permanent=permanent)
     return changes["status"]
 
 
@@ -179,7 +184,9 @@ def _after_patients_quiet_hours(notification: Notification, at: dt.datetime) -> 
     )
 
 
-def _alert_undeliverable(notification: Notification, error: str) -> None:
+def _alert_undeliverable(
+    notification: Notification, error: str, *, attempts: int, permanent: bool
+) -> None:
     if notification.template != NotificationTemplate.VISIT_REMINDER:
         return  # an alert that cannot be emailed stays visible in the admin instead
     visit = notification.visit
@@ -191,8 +198,14 @@ def _alert_undeliverable(notification: Notification, error: str) -> None:
         condition_key=f"delivery_failed.n{notification.pk}",
         message=(
             f"A {notification.get_channel_display()} reminder to {notification.patient.first_name} "
-            f"{notification.patient.last_name} for the {visit} could not be delivered after "
-            f"{notification.max_attempts} tries. Last error: {error}"
+            f"{notification.patient.last_name} for the {visit} could not be delivered "
+            + (
+                "and will not be retried: the provider refused the address. Check it with the "
+                "patient."
+                if permanent
+                else f"after {attempts} tries."
+            )
+            + f" Last error: {error}"
         ),
     )
 
@@ -222,7 +235,13 @@ def _still_held(notification: Notification) -> bool:
     )
 
 
-def notification_send_claimed(notification: Notification, *, sms=None) -> str:
+def _channels() -> dict[str, DeliveryChannel]:
+    return {Channel.EMAIL: EmailChannel(), Channel.SMS: sms_backend()}
+
+
+def notification_send_claimed(
+    notification: Notification, *, channels: dict[str, DeliveryChannel] | None = None
+) -> str:
     """Send one claimed notification and record the outcome. Returns its new status."""
     if not _still_held(notification):
         logger.warning("Notification %s was reclaimed before it was sent", notification.pk)
@@ -236,12 +255,13 @@ def notification_send_claimed(notification: Notification, *, sms=None) -> str:
         return NotificationStatus.CANCELLED
     try:
         message = notification_message(notification)
-        if notification.channel == Channel.EMAIL:
-            provider_id = email_send(message)
-        else:
-            provider_id = (sms or sms_backend()).send(message)
+        provider_id = (channels or _channels())[notification.channel].send(message)
     except DeliveryError as error:
-        return _record_outcome(notification, error=str(error) or error.__class__.__name__)
+        return _record_outcome(
+            notification,
+            error=str(error) or error.__class__.__name__,
+            permanent=error.permanent,
+        )
     except Exception as error:
         # A bug or bad data must not wedge the row: it is retried, then alerted like a failure.
         logger.exception("Could not send notification %s", notification.pk)
@@ -259,7 +279,8 @@ def notification_record_provider_status(
     """Apply the provider's later word on a message it accepted.
 
     A message that never reached the phone is retried like any failed send (and alerted
-    once the tries run out). Returns whether a sent notification was found to update.
+    once the tries run out), unless the provider's error says the number will never work.
+    Returns whether a sent notification was found to update.
     """
     if status not in PROVIDER_FINAL_STATUSES:
         return False  # queued, sending, sent: nothing final yet
@@ -282,7 +303,10 @@ def notification_record_provider_status(
         )
         notification.status, notification.claim_token = NotificationStatus.SENDING, token
         _record_outcome(
-            notification, error=f"provider reported {status}: {error}".strip(": "), new_try=False
+            notification,
+            error=f"provider reported {status}: {error}".strip(": "),
+            new_try=False,
+            permanent=error.isdigit() and int(error) in TWILIO_PERMANENT_ERRORS,
         )
     return True
 
@@ -293,7 +317,7 @@ def notifications_dispatch_batch(*, batch_size: int | None = None) -> BatchResul
     result = BatchResult(claimed=len(ids))
     if not ids:
         return result
-    sms = sms_backend()
+    channels = _channels()
     claimed = Notification.objects.filter(id__in=ids).select_related(
         "report_site",
         "patient__site",
@@ -304,7 +328,7 @@ def notifications_dispatch_batch(*, batch_size: int | None = None) -> BatchResul
         "alert__site",
     )
     for notification in claimed:
-        status = notification_send_claimed(notification, sms=sms)
+        status = notification_send_claimed(notification, channels=channels)
         if status == NotificationStatus.SENT:
             result.sent += 1
         elif status == NotificationStatus.PENDING:

@@ -1,4 +1,6 @@
-"""Celery tasks: thin wrappers over the outbox and alert services. They take no objects."""
+"""Celery tasks: thin wrappers over the outbox, the scan and the report queue. They take no
+objects. Their names are those they had when they lived in `scheduling`: beat's rows in the
+database, and any message still queued, name them so."""
 
 from celery import shared_task
 from django.conf import settings
@@ -12,7 +14,7 @@ from pathway.scans import alerts_scan_overdue
 from reporting.weekly_report import weekly_reports_queue
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="scheduling.tasks.dispatch_due_notifications", ignore_result=True)
 def dispatch_due_notifications() -> int:
     """Beat, every minute: one batch task per batch of due rows. Returns how many it sent."""
     notifications_reclaim_stale()
@@ -22,18 +24,18 @@ def dispatch_due_notifications() -> int:
     return batches
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="scheduling.tasks.dispatch_notification_batch", ignore_result=True)
 def dispatch_notification_batch() -> int:
     """Claim and deliver one batch. Losing this message loses nothing: the rows stay due."""
     return notifications_dispatch_batch().sent
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="scheduling.tasks.scan_overdue", ignore_result=True)
 def scan_overdue() -> int:
     return alerts_scan_overdue()
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="scheduling.tasks.queue_weekly_reports", ignore_result=True)
 def queue_weekly_reports() -> int:
     """Beat, every 5 minutes: the reports due on Monday 07:00 in each site's time."""
     return weekly_reports_queue()

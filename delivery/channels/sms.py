@@ -4,9 +4,15 @@ import uuid
 from django.conf import settings
 from django.urls import reverse
 
-from delivery.channels import DeliveryError, OutgoingMessage
+from delivery.channels import DeliveryChannel, DeliveryError, OutgoingMessage
 
 logger = logging.getLogger(__name__)
+
+
+# Twilio's errors about the recipient's number itself: no retry can make them succeed.
+# 21211 not a valid number, 21610 the recipient replied STOP, 21612 unroutable,
+# 21614 not a mobile number, 21635 a landline.
+TWILIO_PERMANENT_ERRORS = frozenset({21211, 21610, 21612, 21614, 21635})
 
 
 class ConsoleSmsBackend:
@@ -42,7 +48,7 @@ class TwilioSmsBackend:
             self.client.api.base_url = settings.TWILIO_API_BASE_URL
 
     def send(self, message: OutgoingMessage) -> str:
-        from twilio.base.exceptions import TwilioException
+        from twilio.base.exceptions import TwilioException, TwilioRestException
 
         options = {}
         if settings.TWILIO_STATUS_CALLBACK:
@@ -51,6 +57,9 @@ class TwilioSmsBackend:
             sent = self.client.messages.create(
                 to=message.to, from_=settings.TWILIO_FROM_NUMBER, body=message.text, **options
             )
+        except TwilioRestException as error:
+            permanent = error.code in TWILIO_PERMANENT_ERRORS
+            raise DeliveryError(f"sms: {error}", permanent=permanent) from error
         except (TwilioException, OSError) as error:
             raise DeliveryError(f"sms: {error}") from error
         return sent.sid
@@ -59,7 +68,7 @@ class TwilioSmsBackend:
 _BACKENDS = {"console": ConsoleSmsBackend, "null": NullSmsBackend, "twilio": TwilioSmsBackend}
 
 
-def sms_backend():
+def sms_backend() -> DeliveryChannel:
     try:
         return _BACKENDS[settings.SMS_BACKEND]()
     except KeyError:
