@@ -7,6 +7,7 @@ sockets exactly as production talks to the real thing.
 
 import asyncio
 import contextlib
+import datetime as dt
 import email
 import json
 import logging
@@ -23,9 +24,15 @@ from collections import Counter
 from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from aiosmtpd.controller import Controller
+from django.db import connection
+from django.utils import timezone
+
+from config.celery import app
+from delivery.tasks import dispatch_due_notifications
+from scheduling.models import Channel, Notification, NotificationStatus, NotificationTemplate
 
 ROOT = Path(__file__).resolve().parent.parent
 logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd narrates every command
@@ -47,14 +54,22 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.1, what: str = 
 
 
 class SmtpSink:
-    """Accepts every message and keeps it; `delay` slows each one, like a busy relay."""
+    """Accepts every message and keeps it; `delay` slows each one, like a busy relay.
+    `refuse` maps an address to the SMTP reply its RCPT gets instead (e.g. "550 5.1.1 …")."""
 
     def __init__(self, delay: float = 0.0):
         self.messages = []
+        self.refuse = {}
         self.delay = delay
         self.lock = threading.Lock()
         self.port = free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         if self.delay:
@@ -82,13 +97,14 @@ class SmtpSink:
 
 class TwilioStub:
     """Answers POST /2010-04-01/Accounts/<sid>/Messages.json like Twilio; `fail_next` requests
-    get a 500 first."""
+    get a 500 first; a number in `refuse` gets Twilio's 400 with that error code."""
 
     account_sid = "AC" + "0" * 32
 
     def __init__(self):
         self.received = []
         self.fail_next = 0
+        self.refuse = {}
         self.lock = threading.Lock()
         stub = self
 
@@ -99,10 +115,14 @@ class TwilioStub:
                 with stub.lock:
                     failing = stub.fail_next > 0
                     stub.fail_next -= failing
-                    if not failing:
+                    refused = None if failing else stub.refuse.get(form.get("To"))
+                    if not failing and refused is None:
                         stub.received.append(form)
                 if failing:
                     self._reply(500, {"code": 20500, "message": "Internal error", "status": 500})
+                    return
+                if refused is not None:
+                    self._reply(400, {"code": refused, "message": "Refused", "status": 400})
                     return
                 self._reply(
                     201,
@@ -281,3 +301,55 @@ class CeleryWorker:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# Helpers the worker tests and the drills share: a worker's environment, beat's tick, counts.
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    credentials = quote(db["USER"] or "")
+    if db["PASSWORD"]:
+        credentials += ":" + quote(db["PASSWORD"])
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def worker_env(redis, smtp, twilio=None, **extra) -> dict:
+    env = {
+        "DEBUG": "0",
+        "SECRET_KEY": "worker-test-key",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": redis.url,
+        "EMAIL_URL": smtp.url,
+        "SMS_BACKEND": "null",
+    }
+    if twilio:
+        env |= twilio.settings()
+    return env | {key: str(value) for key, value in extra.items()}
+
+
+def tick(redis):
+    """What beat does every minute: one dispatch tick, sent through the test's own Redis."""
+    with app.connection_for_write(redis.url) as broker:
+        dispatch_due_notifications.apply_async(connection=broker)
+
+
+def sent_count() -> int:
+    return Notification.objects.filter(status=NotificationStatus.SENT).count()
+
+
+def due_emails(visit, count) -> list[str]:
+    """`count` due email reminders for one visit, each with its own idempotency key."""
+    keys = [f"drill.v{visit.pk}.{i}" for i in range(count)]
+    Notification.objects.bulk_create(
+        Notification(
+            template=NotificationTemplate.VISIT_REMINDER,
+            channel=Channel.EMAIL,
+            patient=visit.course.patient,
+            visit=visit,
+            idempotency_key=key,
+            send_after=timezone.now() - dt.timedelta(minutes=1),
+        )
+        for key in keys
+    )
+    return [f"<{key}@pathway-tracker>" for key in keys]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.test_settings import ROOT
+from tests.servers import ROOT
 
 pytestmark = pytest.mark.postgres
 

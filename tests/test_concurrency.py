@@ -1,50 +1,18 @@
 """Two people pressing the same button at the same moment: exactly one wins."""
 
-import threading
-
 import pytest
-from django.db import connection
 from django_fsm import ConcurrentTransition
 
 from pathway import services
 from pathway.models import TransitionLog, TreatmentCourse
 from pathway.states import CourseState
+from tests.support import run_together
 
 # serialized_rollback brings back the rows data migrations made (groups, default protocol).
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
-
-
-def run_together(jobs):
-    """Run each (course id, attempt) in its own thread and connection, all starting together.
-
-    Returns per job "won", "lost" (ConcurrentTransition) or the unexpected error."""
-    barrier = threading.Barrier(len(jobs))
-    outcomes = [None] * len(jobs)
-
-    def run(index, course_id, attempt):
-        try:
-            course = TreatmentCourse.objects.select_related("patient", "site", "protocol").get(
-                pk=course_id
-            )
-            barrier.wait(timeout=10)
-            attempt(course)
-            outcomes[index] = "won"
-        except ConcurrentTransition:
-            outcomes[index] = "lost"
-        except Exception as error:  # reported below, so a surprise fails the test
-            outcomes[index] = repr(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i, *job)) for i, job in enumerate(jobs)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return outcomes
 
 
 def race(course_id, *attempts):

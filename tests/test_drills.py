@@ -19,9 +19,17 @@ from pathway.scans import alerts_scan_overdue
 from pathway.states import CourseState
 from reporting.weekly_report import weekly_reports_queue
 from scheduling.models import Alert, Notification, NotificationStatus, Visit
-from tests.servers import CeleryWorker, RedisServer, SmtpSink, wait_until
-from tests.test_concurrency import run_together
-from tests.test_worker import due_emails, sent_count, tick, worker_env
+from tests.servers import (
+    CeleryWorker,
+    RedisServer,
+    SmtpSink,
+    due_emails,
+    sent_count,
+    tick,
+    wait_until,
+    worker_env,
+)
+from tests.support import run_together
 
 pytestmark = [
     pytest.mark.postgres,

@@ -85,3 +85,20 @@ def test_a_back_import_is_found(tmp_path, line):
     found = back_imports(tmp_path)
     assert len(found) == 1
     assert found[0].startswith("scheduling/rules.py (floor 2) imports")
+
+
+@pytest.mark.django_db
+def test_beat_runs_only_tasks_the_workers_know_by_those_names():
+    """Moving a task's module must not orphan beat's rows, which name tasks by string."""
+    from django_celery_beat.models import PeriodicTask
+
+    from config.celery import app
+
+    app.loader.import_default_modules()
+    scheduled = set(PeriodicTask.objects.values_list("task", flat=True))
+    assert scheduled >= {
+        "scheduling.tasks.dispatch_due_notifications",
+        "scheduling.tasks.scan_overdue",
+        "scheduling.tasks.queue_weekly_reports",
+    }
+    assert scheduled <= set(app.tasks)

@@ -17,7 +17,7 @@ from pathway.services import TransitionRefused
 from pathway.states import CourseState
 from scheduling.models import Alert
 from tests.factories import PASSWORD
-from tests.test_pathway_services import snapshot
+from tests.support import snapshot
 
 pytestmark = pytest.mark.django_db
 S = CourseState

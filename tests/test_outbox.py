@@ -342,3 +342,76 @@ def test_a_report_with_a_bad_signature_is_refused(client, harvest, twilio, setti
     assert response.status_code == 403
     sms.refresh_from_db()
     assert sms.status == NotificationStatus.SENT
+
+
+def _only(harvest, channel):
+    """The harvest's first reminder on `channel`; every other reminder is cancelled."""
+    first = (
+        Notification.objects.filter(visit=harvest, channel=channel).order_by("send_after").first()
+    )
+    Notification.objects.exclude(pk=first.pk).update(status=NotificationStatus.CANCELLED)
+    return first
+
+
+def test_a_number_the_provider_refuses_for_good_fails_at_once_and_alerts(
+    harvest, smtp, twilio, coordinator
+):
+    sms = _only(harvest, Channel.SMS)
+    twilio.refuse[str(harvest.course.patient.phone)] = 21211  # not a valid phone number
+    with time_machine.travel(REMINDERS_DUE, tick=False):
+        result = notifications_dispatch_batch(batch_size=10)
+    sms.refresh_from_db()
+    assert (result.failed, sms.status, sms.attempts) == (1, NotificationStatus.FAILED, 1)
+    assert "21211" in sms.last_error
+    [alert] = Alert.objects.filter(kind=AlertKind.DELIVERY_FAILED)
+    assert "will not be retried" in alert.message
+    with time_machine.travel(REMINDERS_DUE + dt.timedelta(minutes=1), tick=False):
+        notifications_dispatch_batch(batch_size=10)
+    assert [m["To"] for m in smtp.messages] == [coordinator.email]
+    assert twilio.received == []
+
+
+def test_a_provider_error_that_may_pass_is_retried(harvest, twilio):
+    sms = _only(harvest, Channel.SMS)
+    twilio.refuse[str(harvest.course.patient.phone)] = 20429  # too many requests
+    with time_machine.travel(REMINDERS_DUE, tick=False):
+        notifications_dispatch_batch(batch_size=10)
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts) == (NotificationStatus.PENDING, 1)
+    assert not Alert.objects.filter(kind=AlertKind.DELIVERY_FAILED).exists()
+
+
+@pytest.mark.parametrize(
+    ("reply", "status"),
+    [
+        ("550 5.1.1 No such mailbox", NotificationStatus.FAILED),
+        ("450 4.2.1 Mailbox busy, try later", NotificationStatus.PENDING),
+    ],
+)
+def test_a_mailbox_refused_for_good_fails_at_once_and_one_refused_for_now_is_retried(
+    harvest, smtp, reply, status
+):
+    email = _only(harvest, Channel.EMAIL)
+    smtp.refuse[harvest.course.patient.email] = reply
+    with time_machine.travel(REMINDERS_DUE, tick=False):
+        notifications_dispatch_batch(batch_size=10)
+    email.refresh_from_db()
+    assert (email.status, email.attempts) == (status, 1)
+    assert reply[:3] in email.last_error
+
+
+def test_an_undelivered_report_for_a_number_that_stopped_fails_at_once(
+    client, harvest, twilio, settings
+):
+    sms = sent_sms(harvest, twilio)
+    with at_first_reminder(harvest):
+        signed_status(
+            client,
+            settings,
+            MessageSid=sms.provider_message_id,
+            MessageStatus="undelivered",
+            ErrorCode="21610",  # the patient replied STOP to this sender
+        )
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts) == (NotificationStatus.FAILED, 1)
+    assert Alert.objects.filter(kind=AlertKind.DELIVERY_FAILED).count() == 1

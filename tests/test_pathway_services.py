@@ -4,15 +4,15 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.core.exceptions import PermissionDenied
-from django.forms.models import model_to_dict
 from django.utils import timezone
 
 from pathway import services
-from pathway.models import TransitionLog, TreatmentCourse
+from pathway.models import TreatmentCourse
 from pathway.services import TransitionRefused
 from pathway.states import CourseState
 from scheduling.models import Visit, VisitKind, VisitStatus
 from tests.factories import PASSWORD
+from tests.support import snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -21,16 +21,6 @@ S = CourseState
 
 def available(course, user):
     return {t.name for t in course.get_available_user_state_transitions(user)}
-
-
-def snapshot(course):
-    """Everything stored about a course, its log and its visits, fresh from the database."""
-    fresh = TreatmentCourse.objects.get(pk=course.pk)
-    return (
-        model_to_dict(fresh) | {"state": fresh.state, "state_changed_at": fresh.state_changed_at},
-        list(TransitionLog.objects.filter(course=course).values_list("id", flat=True)),
-        list(Visit.objects.filter(course=course).values_list("id", "status")),
-    )
 
 
 def test_the_happy_path_logs_every_step(course, pathway, coordinator):

@@ -18,8 +18,16 @@ from tests.factories import (
     LungFunctionTestFactory,
     PatientFactory,
 )
-from tests.servers import CeleryWorker, RedisServer, SmtpSink, TwilioStub, wait_until
-from tests.test_worker import sent_count, tick, worker_env
+from tests.servers import (
+    CeleryWorker,
+    RedisServer,
+    SmtpSink,
+    TwilioStub,
+    sent_count,
+    tick,
+    wait_until,
+    worker_env,
+)
 
 pytestmark = [
     pytest.mark.postgres,

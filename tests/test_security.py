@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.factories import PASSWORD, PatientFactory, UserFactory
-from tests.test_settings import ROOT
+from tests.servers import ROOT
 
 pytestmark = pytest.mark.django_db
 LOGIN = "/admin/login/"

@@ -4,62 +4,34 @@ flushing, killing and restarting it disturbs nobody else."""
 
 import datetime as dt
 import time
-from urllib.parse import quote
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
-from config.celery import app
-from delivery.tasks import dispatch_due_notifications
 from pathway import services
 from pathway.states import CourseState
 from scheduling.models import (
-    Channel,
     Notification,
     NotificationStatus,
-    NotificationTemplate,
     Visit,
     VisitKind,
 )
-from tests.servers import CeleryWorker, RedisServer, SmtpSink, TwilioStub, wait_until
+from tests.servers import (
+    CeleryWorker,
+    RedisServer,
+    SmtpSink,
+    TwilioStub,
+    due_emails,
+    sent_count,
+    tick,
+    wait_until,
+    worker_env,
+)
 
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    credentials = quote(db["USER"] or "")
-    if db["PASSWORD"]:
-        credentials += ":" + quote(db["PASSWORD"])
-    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-def worker_env(redis, smtp, twilio=None, **extra) -> dict:
-    env = {
-        "DEBUG": "0",
-        "SECRET_KEY": "worker-test-key",
-        "DATABASE_URL": database_url(),
-        "REDIS_URL": redis.url,
-        "EMAIL_URL": smtp.url,
-        "SMS_BACKEND": "null",
-    }
-    if twilio:
-        env |= twilio.settings()
-    return env | {key: str(value) for key, value in extra.items()}
-
-
-def tick(redis):
-    """What beat does every minute: one dispatch tick, sent through the test's own Redis."""
-    with app.connection_for_write(redis.url) as broker:
-        dispatch_due_notifications.apply_async(connection=broker)
-
-
-def sent_count() -> int:
-    return Notification.objects.filter(status=NotificationStatus.SENT).count()
 
 
 @pytest.fixture
@@ -72,23 +44,6 @@ def booked_harvest(course, pathway):
         scheduled_at=timezone.now() + dt.timedelta(days=10),
     )
     return Visit.objects.get(course=course, kind=VisitKind.HARVEST)
-
-
-def due_emails(visit, count) -> list[str]:
-    """`count` due email reminders for one visit, each with its own idempotency key."""
-    keys = [f"drill.v{visit.pk}.{i}" for i in range(count)]
-    Notification.objects.bulk_create(
-        Notification(
-            template=NotificationTemplate.VISIT_REMINDER,
-            channel=Channel.EMAIL,
-            patient=visit.course.patient,
-            visit=visit,
-            idempotency_key=key,
-            send_after=timezone.now() - dt.timedelta(minutes=1),
-        )
-        for key in keys
-    )
-    return [f"<{key}@pathway-tracker>" for key in keys]
 
 
 def test_a_due_reminder_reaches_the_smtp_relay_and_the_sms_provider(booked_harvest):

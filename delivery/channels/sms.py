@@ -59,7 +59,8 @@ class TwilioSmsBackend:
             )
         except TwilioRestException as error:
             permanent = error.code in TWILIO_PERMANENT_ERRORS
-            raise DeliveryError(f"sms: {error}", permanent=permanent) from error
+            message = f"sms: {error} (Twilio error {error.code})"
+            raise DeliveryError(message, permanent=permanent) from error
         except (TwilioException, OSError) as error:
             raise DeliveryError(f"sms: {error}") from error
         return sent.sid
