@@ -35,3 +35,28 @@ def test_the_rendered_diagram_shows_every_transition_and_the_readme_shows_it():
 def test_the_readme_opens_with_the_two_commands():
     head = README.read_text()[:400]
     assert "make run" in head and "make test" in head
+
+
+# `pathway/services.py: course_release` in docs/rules.md; `pathway/services.py`: `course_release`,
+# `_authorise` in the README's tables.
+CITED = re.compile(r"`([a-z_]+(?:/[a-z_]+)+\.py)(?:: |`: `)([A-Za-z_][\w.]*)`((?:, `[\w.]+`)*)")
+
+
+def cited_functions():
+    for doc in (ROOT / "README.md", DOCS / "rules.md"):
+        for match in CITED.finditer(doc.read_text(encoding="utf-8")):
+            names = [match[2], *re.findall(r"`([\w.]+)`", match[3] or "")]
+            for name in names:
+                yield doc.name, match[1], name
+
+
+def test_every_function_the_docs_cite_exists_where_they_say():
+    cited = list(cited_functions())
+    assert len(cited) > 100
+    missing = []
+    for doc, path, name in cited:
+        source = (ROOT / path).read_text(encoding="utf-8")
+        last = name.split(".")[-1]
+        if not re.search(rf"^\s*(?:def|class) {last}\b|^\s*{last}\b.*=", source, re.MULTILINE):
+            missing.append(f"{doc}: {path}: {name}")
+    assert missing == []
