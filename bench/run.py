@@ -340,7 +340,7 @@ class Bench:
         """How many batch messages one tick sends for 1,234 due rows in batches of 100."""
         from unittest import mock
 
-        from scheduling import tasks
+        from delivery import tasks
 
         self._due(1_234)
         with mock.patch.object(tasks.dispatch_notification_batch, "delay") as delay:
