@@ -28,7 +28,9 @@ from pathway.models import (
     BatchStatus,
     CustodyEvent,
     Protocol,
+    ProtocolQcTest,
     ProtocolVisit,
+    QcTestKind,
     TransitionLog,
     TreatmentCourse,
 )
@@ -43,6 +45,11 @@ from scheduling.models import Visit
 
 class ProtocolVisitInline(admin.TabularInline):
     model = ProtocolVisit
+    extra = 0
+
+
+class ProtocolQcTestInline(admin.TabularInline):
+    model = ProtocolQcTest
     extra = 0
 
 
@@ -66,7 +73,8 @@ class ProtocolAdmin(admin.ModelAdmin):
         "expansion_min_days",
         "expansion_max_days",
     )
-    inlines = (ProtocolVisitInline,)
+    inlines = (ProtocolVisitInline, ProtocolQcTestInline)
+    # Every editable field of the protocol (tests/test_admin.py fails when one is left out).
     fieldsets = (
         (None, {"fields": ("name", "is_default")}),
         ("Eligibility", {"fields": ("fev1_pct_min", "fev1_pct_max", "smoking_quit_min_months")}),
@@ -86,7 +94,16 @@ class ProtocolAdmin(admin.ModelAdmin):
                 ),
             },
         ),
-        ("Dose", {"fields": ("dose_min_million_per_kg", "dose_max_million_per_kg")}),
+        (
+            "Dose",
+            {
+                "fields": (
+                    "dose_min_million_per_kg",
+                    "dose_max_million_per_kg",
+                    "dosing_weight_max_age_days",
+                )
+            },
+        ),
         (
             "Reminders and alerts",
             {
@@ -96,6 +113,16 @@ class ProtocolAdmin(admin.ModelAdmin):
                     "quiet_hours_end",
                     "transplant_booking_max_days",
                     "delivery_max_attempts",
+                ),
+            },
+        ),
+        (
+            "Safety alerts",
+            {
+                "fields": (
+                    "adverse_event_alert_grade",
+                    "fev1_decline_alert_ml",
+                    "dlco_decline_alert_pct",
                 ),
             },
         ),
@@ -461,6 +488,85 @@ class DueForReleaseFilter(admin.SimpleListFilter):
         return queryset
 
 
+QC_MEASURES = (
+    "identity_p63_pct",
+    "purity_pct",
+    "sterility_negative",
+    "viability_pct",
+    "viable_cells",
+)
+_PASS_FAIL_CHOICES = (("", "Not recorded"), ("passed", "Passed"), ("failed", "Failed"))
+
+
+class BatchQcForm(forms.ModelForm):
+    """The batch's QC results: the four measures and one field per extra test the protocol
+    defines. Refused input is shown beside its field and nothing is saved."""
+
+    qc_tests: tuple = ()
+
+    class Meta:
+        model = Batch
+        fields = QC_MEASURES
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in QC_MEASURES:
+            if name in self.fields:
+                self.fields[name].required = name != "sterility_negative"
+        recorded = self.instance.extra_qc_results or {}
+        for test in self.qc_tests:
+            key = f"qc_test_{test.pk}"
+            if key not in self.fields:
+                continue
+            result = recorded.get(test.name)
+            if test.kind == QcTestKind.PASS_FAIL:
+                self.fields[key].initial = {True: "passed", False: "failed"}.get(result, "")
+            else:
+                self.fields[key].initial = result
+
+    @classmethod
+    def for_tests(cls, tests) -> type:
+        """This form with a field for each of `tests`."""
+        fields = {}
+        for test in tests:
+            label, help_text = test.name, f"Release needs: {test.specification}."
+            if test.kind == QcTestKind.PASS_FAIL:
+                field = forms.ChoiceField(
+                    label=label, choices=_PASS_FAIL_CHOICES, required=False, help_text=help_text
+                )
+            else:
+                field = forms.DecimalField(
+                    label=f"{label} ({test.unit})" if test.unit else label,
+                    max_digits=12,
+                    decimal_places=3,
+                    required=False,
+                    help_text=help_text,
+                )
+            fields[f"qc_test_{test.pk}"] = field
+        return type("BatchQcForm", (cls,), {**fields, "qc_tests": tuple(tests)})
+
+    def clean(self):
+        data = super().clean()
+        if self.instance.pk and self.instance.status != BatchStatus.EXPANDING:
+            raise ValidationError(
+                "QC can only be recorded while the batch is expanding, not "
+                f"{self.instance.get_status_display().lower()}."
+            )
+        return data
+
+    def extra_qc_results(self) -> dict:
+        """The extra tests' results as the batch stores them; a test left empty is left out."""
+        results = {}
+        for test in self.qc_tests:
+            value = self.cleaned_data.get(f"qc_test_{test.pk}")
+            if value in (None, ""):
+                continue
+            results[test.name] = (
+                value == "passed" if test.kind == QcTestKind.PASS_FAIL else str(value)
+            )
+        return results
+
+
 @admin.register(Batch)
 class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
     """Batches in manufacturing: the lab enters QC here; release is signed on the course."""
@@ -505,7 +611,6 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
                     "sterility_negative",
                     "viability_pct",
                     "viable_cells",
-                    "extra_qc_results",
                     "qc_recorded_by",
                     "qc_recorded_at",
                 ),
@@ -513,6 +618,27 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
         ),
         ("Release", {"fields": ("released_by", "released_at", "release_meaning")}),
     )
+    form = BatchQcForm
+
+    def _qc_tests(self, obj) -> list:
+        return list(obj.course.protocol.qc_tests.all()) if obj is not None else []
+
+    def get_fieldsets(self, request, obj=None):
+        tests = self._qc_tests(obj)
+        if not tests:
+            return self.fieldsets
+        extra = [f"qc_test_{test.pk}" for test in tests]
+        if obj.status != BatchStatus.EXPANDING:
+            extra = ["extra_qc_results"]
+        return (
+            *self.fieldsets[:3],
+            ("Extra QC tests of the protocol", {"fields": extra}),
+            self.fieldsets[3],
+        )
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        kwargs["form"] = BatchQcForm.for_tests(self._qc_tests(obj))
+        return super().get_form(request, obj, change, **kwargs)
 
     @admin.display(description="expansion day")
     def expansion_day_column(self, obj):
@@ -530,25 +656,15 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
         return self.readonly_fields
 
     def save_model(self, request, obj, form, change):
-        """QC goes through the service that logs it in the chain of custody."""
-        try:
-            batch_record_qc(
-                batch=Batch.objects.get(pk=obj.pk),
-                by=request.user,
-                **{
-                    name: form.cleaned_data[name]
-                    for name in (
-                        "identity_p63_pct",
-                        "purity_pct",
-                        "sterility_negative",
-                        "viability_pct",
-                        "viable_cells",
-                        "extra_qc_results",
-                    )
-                },
-            )
-        except ValidationError as error:
-            self.message_user(request, " ".join(error.messages), messages.ERROR)
+        """QC goes through the service that logs it in the chain of custody. The form has
+        checked what the service checks, so a refusal here is a race: it is raised, not
+        shown as a success."""
+        batch_record_qc(
+            batch=Batch.objects.select_related("course__protocol", "course__site").get(pk=obj.pk),
+            by=request.user,
+            **{name: form.cleaned_data[name] for name in QC_MEASURES},
+            extra_qc_results=form.extra_qc_results(),
+        )
 
 
 class CustodyEventForm(forms.ModelForm):

@@ -6,12 +6,13 @@ act on; an empty list of reasons means the step may go ahead.
 
 import calendar
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 
 from pathway.coi import coi_ids_match
-from pathway.models import Protocol
+from pathway.models import Protocol, ProtocolQcTest, QcTestKind
 from patients.clinical import OBSTRUCTION_RATIO, ratio_display
 from patients.models import (
     A1ATScreening,
@@ -297,11 +298,11 @@ def cold_chain_breaches(
 
 @dataclass(frozen=True)
 class QCResults:
-    identity_p63_pct: Decimal
-    purity_pct: Decimal
+    identity_p63_pct: Decimal | None
+    purity_pct: Decimal | None
     sterility_negative: bool
-    viability_pct: Decimal
-    viable_cells: int
+    viability_pct: Decimal | None
+    viable_cells: int | None
     extra: dict = field(default_factory=dict)
 
 
@@ -310,9 +311,27 @@ def minimum_cells(*, protocol: Protocol, weight_kg: Decimal) -> int:
 
 
 def release_refusals(
-    *, protocol: Protocol, expansion_day: int | None, qc: QCResults, weight: BodyMeasurement | None
+    *,
+    protocol: Protocol,
+    expansion_day: int | None,
+    qc: QCResults,
+    weight: BodyMeasurement | None,
+    qc_tests: Sequence[ProtocolQcTest] = (),
 ) -> list[str]:
-    """Why a product may not be released yet; empty if it may."""
+    """Why a product may not be released yet; empty if it may. `qc_tests` are the protocol's
+    extra release tests."""
+    missing = [
+        label
+        for label, value in (
+            ("identity (P63+ %)", qc.identity_p63_pct),
+            ("purity", qc.purity_pct),
+            ("viability", qc.viability_pct),
+            ("the viable cell count", qc.viable_cells),
+        )
+        if value is None
+    ]
+    if missing:
+        return [f"The QC results do not record {', '.join(missing)}."]
     refusals = []
     if expansion_day is None:
         refusals.append("The lab has not recorded receiving the sample.")
@@ -321,24 +340,30 @@ def release_refusals(
             f"Expansion is on day {expansion_day}; release is allowed on days "
             f"{protocol.expansion_min_days}–{protocol.expansion_max_days}."
         )
-    if (
-        protocol.min_identity_p63_pct is not None
-        and qc.identity_p63_pct < protocol.min_identity_p63_pct
-    ):
+    if qc.identity_p63_pct < protocol.min_identity_p63_pct:
         refusals.append(
             f"Identity: {_pct(qc.identity_p63_pct)} % P63+ cells; the protocol needs at least "
             f"{_pct(protocol.min_identity_p63_pct)} %."
         )
-    if protocol.min_purity_pct is not None and qc.purity_pct < protocol.min_purity_pct:
+    if qc.purity_pct < protocol.min_purity_pct:
         refusals.append(
             f"Purity is {_pct(qc.purity_pct)} %; the protocol needs at least "
             f"{_pct(protocol.min_purity_pct)} %."
         )
     if not qc.sterility_negative:
         refusals.append("Sterility is not negative.")
-    for test in protocol.extra_qc_tests:
-        if qc.extra.get(test) is not True:
-            refusals.append(f"{test}: not recorded as passed.")
+    for test in qc_tests:
+        result = qc.extra.get(test.name)
+        if test.kind == QcTestKind.PASS_FAIL:
+            if result is not True:
+                refusals.append(f"{test.name}: not recorded as passed.")
+        elif result is None:
+            refusals.append(f"{test.name}: not recorded; the protocol needs {test.specification}.")
+        elif not test.passes(result):
+            refusals.append(
+                f"{test.name} is {result} {test.unit}".rstrip()
+                + f"; the protocol needs {test.specification}."
+            )
     if qc.viability_pct < protocol.min_viability_pct:
         refusals.append(
             f"Viability is {_pct(qc.viability_pct)} %; the protocol needs at least "

@@ -10,7 +10,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from pathway.coi import coi_id_is_valid, coi_ids_match
-from pathway.models import Batch, BatchStatus, CustodyEvent, CustodyKind, TreatmentCourse
+from pathway.models import (
+    Batch,
+    BatchStatus,
+    CustodyEvent,
+    CustodyKind,
+    ProtocolQcTest,
+    QcTestKind,
+    TreatmentCourse,
+)
 
 # The events staff record by hand; the others are written by the pathway's own steps.
 MANUAL_KINDS = (
@@ -105,6 +113,19 @@ def custody_event_errors(
     return errors
 
 
+_QC_WORDS = {True: "passed", False: "failed"}
+
+
+def _qc_result_is_well_formed(test: ProtocolQcTest, result) -> bool:
+    """True or False for a pass/fail test; a finite number, as text, for a numeric one."""
+    if test.kind == QcTestKind.PASS_FAIL:
+        return isinstance(result, bool)
+    try:
+        return isinstance(result, str) and Decimal(result).is_finite()
+    except ArithmeticError:
+        return False
+
+
 def batch_record_qc(
     *,
     batch: Batch,
@@ -124,11 +145,14 @@ def batch_record_qc(
             "QC can only be recorded while the batch is expanding, not "
             f"{batch.get_status_display().lower()}."
         )
-    unknown = set(extra_qc_results or {}) - set(batch.course.protocol.extra_qc_tests)
+    tests = {test.name: test for test in batch.course.protocol.qc_tests.all()}
+    extra_qc_results = extra_qc_results or {}
+    unknown = set(extra_qc_results) - set(tests)
     if unknown:
-        raise ValidationError(
-            {"extra_qc_results": f"The protocol has no test named {', '.join(sorted(unknown))}."}
-        )
+        raise ValidationError(f"The protocol has no test named {', '.join(sorted(unknown))}.")
+    for name, result in extra_qc_results.items():
+        if not _qc_result_is_well_formed(tests[name], result):
+            raise ValidationError(f"{name}: {result!r} is not a result this test can have.")
     now = timezone.now()
     batch.identity_p63_pct, batch.purity_pct = identity_p63_pct, purity_pct
     batch.sterility_negative, batch.viability_pct = sterility_negative, viability_pct
@@ -148,6 +172,10 @@ def batch_record_qc(
                 f"P63+ {identity_p63_pct} %, purity {purity_pct} %, sterility "
                 f"{'negative' if sterility_negative else 'NOT negative'}, viability "
                 f"{viability_pct} %, {viable_cells / 1e6:.1f} × 10⁶ viable cells"
+                + "".join(
+                    f", {name} {_QC_WORDS.get(result, result)}"
+                    for name, result in extra_qc_results.items()
+                )
             ),
         )
     return batch

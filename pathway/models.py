@@ -58,21 +58,23 @@ class Protocol(models.Model):
     min_viability_pct = models.DecimalField(
         "lowest viability %", max_digits=4, decimal_places=1, default=Decimal(70)
     )
+    # No published release specification gives these numbers; the defaults are conservative
+    # placeholders (a product of which fewer than 4 cells in 5 are basal progenitors, or more
+    # than 1 in 10 is another cell type, is not the product the trials gave). Each site's
+    # qualified person sets its validated specification here.
     min_identity_p63_pct = models.DecimalField(
         "lowest P63+ fraction %",
         max_digits=4,
         decimal_places=1,
-        null=True,
-        blank=True,
-        help_text="Leave empty to require only that identity is recorded.",
+        default=Decimal(80),
+        help_text="Identity: the share of P63+ basal progenitor cells a batch must reach.",
     )
     min_purity_pct = models.DecimalField(
         "lowest purity %",
         max_digits=4,
         decimal_places=1,
-        null=True,
-        blank=True,
-        help_text="Leave empty to require only that purity is recorded.",
+        default=Decimal(90),
+        help_text="Purity: the share of epithelial cells (no fibroblasts or other types).",
     )
 
     # Step 4: dose
@@ -109,12 +111,6 @@ class Protocol(models.Model):
         decimal_places=1,
         default=Decimal(15),
         help_text="A follow-up DLCO this much below baseline, relative, alerts the clinicians.",
-    )
-    extra_qc_tests = models.JSONField(
-        "extra QC tests",
-        default=list,
-        blank=True,
-        help_text='Further release tests the lab must record as passed, e.g. ["Mycoplasma"].',
     )
     dosing_weight_max_age_days = models.PositiveSmallIntegerField(
         "days a dosing weight stays valid",
@@ -162,6 +158,70 @@ class Protocol(models.Model):
             received_on + dt.timedelta(days=self.expansion_min_days),
             received_on + dt.timedelta(days=self.expansion_max_days),
         )
+
+
+class QcTestKind(models.TextChoices):
+    PASS_FAIL = "pass_fail", "Passed or failed"
+    AT_LEAST = "at_least", "A number, at least the limit"
+    AT_MOST = "at_most", "A number, at most the limit"
+
+
+class ProtocolQcTest(models.Model):
+    """A release test of the protocol beyond identity, purity, sterility and viability (e.g.
+    Mycoplasma, endotoxin): the lab records its result on the batch, and release needs it to
+    pass."""
+
+    protocol = models.ForeignKey(Protocol, on_delete=models.CASCADE, related_name="qc_tests")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=QcTestKind.choices, default=QcTestKind.PASS_FAIL)
+    limit = models.DecimalField(
+        max_digits=12,
+        decimal_places=3,
+        null=True,
+        blank=True,
+        help_text="For a number: the lowest or highest result that passes.",
+    )
+    unit = models.CharField(max_length=20, blank=True, help_text="For a number, e.g. EU/mL.")
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "extra QC test"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["protocol", "name"],
+                name="protocol_qc_test_unique_name",
+                violation_error_message="The protocol already has a test of this name.",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind="pass_fail", limit__isnull=True)
+                | (~models.Q(kind="pass_fail") & models.Q(limit__isnull=False)),
+                name="protocol_qc_test_limit_for_numbers",
+                violation_error_message="A numeric test needs a limit; a pass/fail test has none.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.specification})"
+
+    @property
+    def specification(self) -> str:
+        """What passes, in words: "passed", "≥ 95 %", "≤ 0.5 EU/mL"."""
+        if self.kind == QcTestKind.PASS_FAIL:
+            return "passed"
+        sign = "≥" if self.kind == QcTestKind.AT_LEAST else "≤"
+        return f"{sign} {self.limit.normalize():f} {self.unit}".strip()
+
+    def passes(self, result) -> bool:
+        """Whether a recorded result (True/False, or a number as text) meets the test."""
+        if self.kind == QcTestKind.PASS_FAIL:
+            return result is True
+        try:
+            value = Decimal(str(result))
+        except (ArithmeticError, ValueError):
+            return False
+        if not value.is_finite():
+            return False
+        return value >= self.limit if self.kind == QcTestKind.AT_LEAST else value <= self.limit
 
 
 class ProtocolVisit(models.Model):
@@ -549,7 +609,8 @@ class Batch(models.Model):
         "extra QC results",
         default=dict,
         blank=True,
-        help_text='Each extra test of the protocol and whether it passed: {"Mycoplasma": true}.',
+        editable=False,
+        help_text="Each extra test of the protocol by name: true or false, or a number as text.",
     )
     qc_recorded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -432,6 +432,7 @@ def course_release(
         expansion_day=batch.expansion_day,
         qc=qc,
         weight=course_dosing_weight(course=course),
+        qc_tests=list(course.protocol.qc_tests.all()),
     )
     if refusals:
         raise TransitionRefused(refusals)

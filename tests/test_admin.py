@@ -342,3 +342,24 @@ def test_marking_visits_done_needs_the_change_permission(client, course, pathway
     client.post(url, {"action": "mark_done", "_selected_action": [follow_up.pk]})
     follow_up.refresh_from_db()
     assert follow_up.status == "done"
+
+
+def test_every_editable_protocol_field_is_in_the_protocol_admin(admin_client):
+    from django.contrib import admin
+
+    from pathway.models import Protocol
+
+    model_admin = admin.site._registry[Protocol]
+    shown = {name for _, options in model_admin.get_fieldsets(None) for name in options["fields"]}
+    editable = {
+        field.name
+        for field in Protocol._meta.get_fields()
+        if getattr(field, "editable", False) and not field.auto_created and field.concrete
+    }
+    assert editable - shown == set()
+    page = admin_client.get(
+        reverse("admin:pathway_protocol_change", args=[Protocol.objects.get().pk])
+    )
+    assert page.status_code == 200
+    for name in editable:
+        assert f'name="{name}' in page.content.decode(), name

@@ -77,9 +77,8 @@ def test_release_refused_for_each_out_of_spec_result(course, pathway, qc, reason
 
 def test_identity_purity_and_extra_tests_are_held_to_the_protocol(course, pathway):
     protocol = course.protocol
-    protocol.min_identity_p63_pct, protocol.min_purity_pct = Decimal(80), Decimal(90)
-    protocol.extra_qc_tests = ["Mycoplasma"]
-    protocol.save()
+    assert (protocol.min_identity_p63_pct, protocol.min_purity_pct) == (Decimal(80), Decimal(90))
+    protocol.qc_tests.create(name="Mycoplasma")
     pathway.advance(course, S.EXPANDING)
     with pytest.raises(TransitionRefused) as refused:
         release_on_day(
@@ -437,3 +436,82 @@ def test_the_database_refuses_to_change_the_transition_log(course, coordinator):
         connection.cursor() as cursor,
     ):
         cursor.execute("UPDATE pathway_transitionlog SET note = 'x' WHERE id = %s", [log.pk])
+
+
+def test_numeric_extra_tests_are_held_to_their_limits(course, pathway):
+    course.protocol.qc_tests.create(name="Endotoxin", kind="at_most", limit="0.5", unit="EU/mL")
+    pathway.advance(course, S.EXPANDING)
+    with pytest.raises(TransitionRefused) as refused:
+        release_on_day(pathway, course, 28, extra_qc_results={"Endotoxin": "0.51"})
+    assert "Endotoxin is 0.51 EU/mL; the protocol needs ≤ 0.5 EU/mL." in refused.value.reasons
+    release_on_day(pathway, course, 29, extra_qc_results={"Endotoxin": "0.5"})
+    assert course.state == S.RELEASED
+
+
+def qc_page(client, batch):
+    return client.get(reverse("admin:pathway_batch_change", args=[batch.pk]))
+
+
+def test_each_extra_test_is_a_field_of_the_qc_form_and_a_refusal_keeps_what_was_typed(
+    client, course, pathway
+):
+    mycoplasma = course.protocol.qc_tests.create(name="Mycoplasma")
+    endotoxin = course.protocol.qc_tests.create(
+        name="Endotoxin", kind="at_most", limit="0.5", unit="EU/mL"
+    )
+    pathway.advance(course, S.EXPANDING)
+    batch = Batch.objects.get(course=course)
+    client.force_login(pathway.lab)
+    page = qc_page(client, batch).content.decode()
+    assert "Mycoplasma" in page and "Endotoxin (EU/mL)" in page and "≤ 0.5 EU/mL" in page
+    url = reverse("admin:pathway_batch_change", args=[batch.pk])
+    typed = {
+        "identity_p63_pct": "91",
+        "purity_pct": "96",
+        "sterility_negative": "true",
+        "viability_pct": "85",
+        "viable_cells": "",  # left empty
+        f"qc_test_{mycoplasma.pk}": "passed",
+        f"qc_test_{endotoxin.pk}": "0.2",
+    }
+    refused = client.post(url, typed)
+    assert refused.status_code == 200
+    assert "viable_cells" in refused.context["adminform"].form.errors
+    assert not [m for m in refused.context["messages"] if m.level_tag == "success"]
+    assert 'value="96"' in refused.content.decode() and 'value="0.2"' in refused.content.decode()
+    batch.refresh_from_db()
+    assert batch.qc_recorded_at is None and batch.viability_pct is None
+
+    saved = client.post(url, typed | {"viable_cells": "150000000"})
+    assert saved.status_code == 302
+    batch.refresh_from_db()
+    assert batch.extra_qc_results == {"Mycoplasma": True, "Endotoxin": "0.2"}
+    assert batch.qc_recorded_by == pathway.lab
+
+
+@pytest.mark.parametrize("value", ['{"Mycoplasma": true}', "7", "NaN", "1e999"])
+def test_nonsense_in_an_extra_test_is_refused_beside_it(client, course, pathway, value):
+    endotoxin = course.protocol.qc_tests.create(
+        name="Endotoxin", kind="at_most", limit="0.5", unit="EU/mL"
+    )
+    mycoplasma = course.protocol.qc_tests.create(name="Mycoplasma")
+    pathway.advance(course, S.EXPANDING)
+    batch = Batch.objects.get(course=course)
+    client.force_login(pathway.lab)
+    response = client.post(
+        reverse("admin:pathway_batch_change", args=[batch.pk]),
+        {
+            "identity_p63_pct": "91",
+            "purity_pct": "96",
+            "sterility_negative": "true",
+            "viability_pct": "85",
+            "viable_cells": "150000000",
+            f"qc_test_{mycoplasma.pk}": value,
+            f"qc_test_{endotoxin.pk}": value,
+        },
+    )
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert f"qc_test_{mycoplasma.pk}" in errors
+    batch.refresh_from_db()
+    assert batch.qc_recorded_at is None
