@@ -215,6 +215,35 @@ class AwaitingFilter(admin.SimpleListFilter):
         return queryset
 
 
+# Steps that end in a refusal or a rejection: what happened, and what the coordinator does next.
+_SETBACKS = {
+    "decline": ("Declined", "The patient is not eligible; the course is closed."),
+    "reject_sample": (
+        "Sample rejected",
+        "The course is eligible again: book a re-harvest, or withdraw the course.",
+    ),
+    "fail_qc": (
+        "QC failed",
+        "The course is eligible again: book a re-harvest, or withdraw the course.",
+    ),
+}
+
+
+def transition_outcome(log: TransitionLog, *, requested: str) -> tuple[int, str]:
+    """The message for a step just taken: a warning saying what happened and what next when it
+    ended in a refusal or a rejection (receiving a sample whose cold chain broke rejects it),
+    else a success."""
+    setback = _SETBACKS.get(log.transition)
+    if setback is None:
+        state = log.get_target_state_display().lower()
+        return messages.SUCCESS, f"{TRANSITION_LABELS[requested]}: the course is now {state}."
+    what, next_step = setback
+    reason = log.note.strip()
+    if reason and reason[-1] not in ".!?":
+        reason += "."
+    return messages.WARNING, f"{what}: {reason} {next_step}" if reason else f"{what}. {next_step}"
+
+
 _STATUS_MARKS = {RuleStatus.PASSED: "✔", RuleStatus.FAILED: "✘", RuleStatus.OVERRIDDEN: "⚠"}
 
 
@@ -433,7 +462,7 @@ class TreatmentCourseAdmin(
             self.message_user(request, f"Unknown step '{transition_name}'.", messages.ERROR)
             return False
         try:
-            service(course=obj, by=request.user, **(kwargs or {}))
+            log = service(course=obj, by=request.user, **(kwargs or {}))
         except TransitionRefused as refusal:
             for reason in refusal.reasons:
                 self.message_user(request, f"{label} refused: {reason}", messages.ERROR)
@@ -449,11 +478,8 @@ class TreatmentCourseAdmin(
                 messages.ERROR,
             )
             return False
-        self.message_user(
-            request,
-            f"{label}: the course is now {obj.get_state_display().lower()}.",
-            messages.SUCCESS,
-        )
+        level, text = transition_outcome(log, requested=transition_name)
+        self.message_user(request, text, level)
         return True
 
 

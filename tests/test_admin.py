@@ -62,7 +62,11 @@ def test_a_button_with_a_form_asks_for_its_data(client, course, coordinator, cli
     course.refresh_from_db()
     assert course.state == CourseState.INELIGIBLE
     assert course.transition_logs.last().note == "Prefers medical management"
-    assert "Decline: the course is now ineligible." in messages_of(done)
+    [declined] = done.context["messages"]
+    assert declined.level_tag == "warning"
+    assert str(declined) == (
+        "Declined: Prefers medical management. The patient is not eligible; the course is closed."
+    )
 
 
 def test_a_failing_guard_is_explained_and_changes_nothing(client, course, coordinator, clinician):
@@ -363,3 +367,28 @@ def test_every_editable_protocol_field_is_in_the_protocol_admin(admin_client):
     assert page.status_code == 200
     for name in editable:
         assert f'name="{name}' in page.content.decode(), name
+
+
+def test_a_cold_chain_rejection_is_shown_as_a_warning_that_says_what_next(
+    client, course, pathway
+):
+    pathway.advance(course, CourseState.HARVESTED)
+    client.force_login(pathway.lab)
+    url = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "receive_at_lab"])
+    received = timezone.localtime(timezone.now() - dt.timedelta(hours=1), course.site.time_zone)
+    response = client.post(
+        url,
+        {
+            "received_at_0": received.date().isoformat(),
+            "received_at_1": received.strftime("%H:%M"),
+            "temperature_c": "9.5",
+            "transit_hours": "20",
+        },
+        follow=True,
+    )
+    [message] = list(response.context["messages"])
+    assert message.level_tag == "warning"
+    assert str(message).startswith("Sample rejected: The sample arrived at 9.5 °C")
+    assert "book a re-harvest" in str(message)
+    course.refresh_from_db()
+    assert course.state == CourseState.ELIGIBLE
