@@ -29,8 +29,8 @@ def _execute(sql: str, params=None) -> None:
 def sites() -> None:
     _execute(
         """
-        INSERT INTO patients_site (id, name, code, time_zone)
-        SELECT i, 'Bench site ' || i, 'B' || chr(64 + i), 'Europe/London'
+        INSERT INTO patients_site (id, name, code, time_zone, patient_facing_name, patient_phone)
+        SELECT i, 'Bench site ' || i, 'B' || chr(64 + i), 'Europe/London', '', ''
         FROM generate_series(1, %s) AS i
         """,
         [SITES],
@@ -72,13 +72,13 @@ def visits(first: int, last: int, per_course: int) -> None:
     _execute(
         """
         INSERT INTO scheduling_visit (id, kind, scheduled_at, place, window_opens_on,
-            window_closes_on, status, created_at, course_id, protocol_visit_id)
+            window_closes_on, status, created_at, course_id, protocol_visit_id, missed_reason)
         SELECT v, 'follow_up', now() + ((v %% 400) - 200) * interval '1 day', '',
             (now() + ((v %% 400) - 207) * interval '1 day')::date,
             (now() + ((v %% 400) - 193) * interval '1 day')::date,
             CASE WHEN v %% 400 < 180 THEN 'done' ELSE 'planned' END, now(),
             1 + (v - 1) / %s,
-            (SELECT min(id) FROM pathway_protocolvisit) + v %% 4
+            (SELECT min(id) FROM pathway_protocolvisit) + v %% 4, ''
         FROM generate_series(%s, %s) AS v
         """,
         [per_course, first, last],

@@ -3,15 +3,16 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_fsm import ConcurrentTransition
-from django_fsm.admin import FSMAdminMixin
+from django_fsm.admin import FSMAdminMixin, FSMTransitionContext
 
 from common.admin_scoping import SiteScopedAdmin
+from common.errors import Refused
 from common.paginator import EstimatedCountPaginator
 from pathway.amendments import follow_ups_recompute
 from pathway.badges import state_badge
@@ -35,7 +36,7 @@ from pathway.models import (
     TreatmentCourse,
 )
 from pathway.selectors import batches_due_for_release, course_evaluation_facts
-from pathway.services import COURSE_TRANSITION_SERVICES, TransitionRefused
+from pathway.services import COURSE_TRANSITION_SERVICES
 from pathway.states import CourseState
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
 from reporting.outcomes import CHANGES, course_outcomes
@@ -244,6 +245,9 @@ def transition_outcome(log: TransitionLog, *, requested: str) -> tuple[int, str]
     return messages.WARNING, f"{what}: {reason} {next_step}" if reason else f"{what}. {next_step}"
 
 
+# Steps signed with a password: the service checks it as a login is checked.
+SIGNED_STEPS = {"release", "record_transplant"}
+
 _STATUS_MARKS = {RuleStatus.PASSED: "✔", RuleStatus.FAILED: "✘", RuleStatus.OVERRIDDEN: "⚠"}
 
 
@@ -450,9 +454,51 @@ class TreatmentCourseAdmin(
             return super().change_view(request, object_id, form_url, extra_context)
 
     def fsm_transition_view(self, request, object_id, transition_name, **kwargs):
+        """django-fsm-2's transition form page, with the form given the course and the user,
+        so that it offers only what the service will accept (the right second persons)."""
         course = self.get_object(request, object_id)
-        with timezone.override(course.site.time_zone if course else None):
-            return super().fsm_transition_view(request, object_id, transition_name, **kwargs)
+        if transition_name not in TRANSITION_LABELS:
+            raise Http404("No such step.")
+        transition = self._get_fsm_transition_by_name(obj=course, transition_name=transition_name)
+        if not transition.has_perm(course, user=request.user):
+            self.message_user(
+                request,
+                f"You may not {TRANSITION_LABELS[transition_name].lower()} a course.",
+                messages.ERROR,
+            )
+            return redirect("admin:pathway_treatmentcourse_change", object_id=course.pk)
+        form_class = self.get_fsm_transition_form(transition)
+        if form_class is None:
+            raise Http404("This step has no form.")
+        with timezone.override(course.site.time_zone):
+            data = request.POST if request.method == "POST" else None
+            form = form_class(data=data, course=course, user=request.user)
+            if (
+                request.method == "POST"
+                and form.is_valid()
+                and self._apply_fsm_transition(
+                    obj=course,
+                    transition_name=transition_name,
+                    request=request,
+                    kwargs=form.cleaned_data,
+                )
+            ):
+                return redirect("admin:pathway_treatmentcourse_change", object_id=course.pk)
+            return render(
+                request,
+                self.fsm_transition_form_template,
+                self.admin_site.each_context(request)
+                | {
+                    "opts": self.model._meta,
+                    "original": course,
+                    "transition": FSMTransitionContext(
+                        name=transition_name,
+                        label=self.get_fsm_label(transition),
+                        help_text=self.get_help_text(transition),
+                    ),
+                    "transition_form": form,
+                },
+            )
 
     def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None):
         """Route every admin transition through the same service as commands and tasks."""
@@ -461,9 +507,12 @@ class TreatmentCourseAdmin(
         if service is None:
             self.message_user(request, f"Unknown step '{transition_name}'.", messages.ERROR)
             return False
+        kwargs = dict(kwargs or {})
+        if transition_name in SIGNED_STEPS:
+            kwargs["request"] = request  # a signature's password counts like a login's
         try:
-            log = service(course=obj, by=request.user, **(kwargs or {}))
-        except TransitionRefused as refusal:
+            log = service(course=obj, by=request.user, **kwargs)
+        except Refused as refusal:
             for reason in refusal.reasons:
                 self.message_user(request, f"{label} refused: {reason}", messages.ERROR)
             return False

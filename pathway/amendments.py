@@ -1,5 +1,6 @@
-"""A protocol amendment: every open follow-up of the protocol's courses moves to its new date
-and window, and the reminders not yet sent are written anew."""
+"""A protocol amendment: every open follow-up of the protocol's courses moves to its new window
+(one only due moves its due time too; a booked one keeps the time the patient was given), and
+the booked ones' reminders not yet sent are written anew."""
 
 from django.db import connection, transaction
 
@@ -11,8 +12,10 @@ from scheduling.services import follow_ups_move
 # national programme has hundreds of thousands of them.
 _RECOMPUTE_VISITS_SQL = """
 UPDATE scheduling_visit AS v
-SET scheduled_at = ((c.transplanted_on + pv.weeks_after_transplant * 7)::timestamp
-                    + (c.transplanted_at AT TIME ZONE s.time_zone)::time) AT TIME ZONE s.time_zone,
+SET scheduled_at = CASE WHEN v.status = 'planned' THEN
+        ((c.transplanted_on + pv.weeks_after_transplant * 7)::timestamp
+         + (c.transplanted_at AT TIME ZONE s.time_zone)::time) AT TIME ZONE s.time_zone
+        ELSE v.scheduled_at END,
     window_opens_on = c.transplanted_on + pv.weeks_after_transplant * 7 - pv.window_days,
     window_closes_on = c.transplanted_on + pv.weeks_after_transplant * 7 + pv.window_days
 FROM pathway_treatmentcourse AS c, pathway_protocolvisit AS pv, patients_site AS s
@@ -24,7 +27,7 @@ _CANCEL_REMINDERS_SQL = """
 UPDATE scheduling_notification AS n SET status = 'cancelled'
 FROM scheduling_visit AS v, pathway_treatmentcourse AS c
 WHERE n.visit_id = v.id AND v.course_id = c.id AND c.protocol_id = %(protocol)s
-  AND v.kind = 'follow_up' AND v.status IN ('planned', 'booked') AND n.status = 'pending'
+  AND v.kind = 'follow_up' AND v.status = 'booked' AND n.status = 'pending'
 """
 # One reminder per lead time and consented channel, at the appointment's local clock time; an
 # SMS in the patient's quiet hours waits for them to end; keys as reminders_schedule makes them.
@@ -65,8 +68,7 @@ FROM (
                AT TIME ZONE s.time_zone AS due,
                coalesce(p.time_zone, s.time_zone) AS pz
     ) AS t
-    WHERE c.protocol_id = %(protocol)s AND v.kind = 'follow_up'
-      AND v.status IN ('planned', 'booked')
+    WHERE c.protocol_id = %(protocol)s AND v.kind = 'follow_up' AND v.status = 'booked'
 ) AS r
 WHERE r.send_after > now() AND r.send_after < r.scheduled_at
 ON CONFLICT (idempotency_key) DO UPDATE

@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from pathway.coi import coi_ids_match
-from pathway.models import Protocol, ProtocolQcTest, QcTestKind
+from pathway.models import CustodyKind, Protocol, ProtocolQcTest, QcTestKind
 from patients.clinical import OBSTRUCTION_RATIO, ratio_display
 from patients.models import (
     A1ATScreening,
@@ -419,9 +419,15 @@ def transplant_refusals(
     bedside_coi_id: str,
     cells_administered: int,
     weight: BodyMeasurement | None,
+    released_cells: int | None = None,
 ) -> list[str]:
     """Why the product may not be given; empty if it may."""
     refusals = []
+    if released_cells is not None and cells_administered > released_cells:
+        refusals.append(
+            f"{cells_administered / 1e6:.1f} × 10⁶ cells is more than the batch released "
+            f"({released_cells / 1e6:.1f} × 10⁶ viable cells): check the count."
+        )
     if not course_coi_id or not coi_ids_match(bedside_coi_id, course_coi_id):
         refusals.append(
             f"The chain-of-identity id read at the bedside ({bedside_coi_id}) does not match this "
@@ -438,3 +444,23 @@ def transplant_refusals(
                 f"{_pct(protocol.dose_max_million_per_kg)} × 10⁶/kg."
             )
     return refusals
+
+
+def product_arrival_refusals(*, custody_kinds: set[str], site: str) -> list[str]:
+    """Why the product has not reached the bedside through the chain of custody: its leaving
+    the lab and its arrival at the treating site, each recorded with its label scanned, since
+    its release."""
+    missing = [
+        words
+        for kind, words in (
+            (CustodyKind.SHIPPED_TO_SITE, "leaving the lab for the site"),
+            (CustodyKind.RECEIVED_AT_SITE, f"arriving at {site}"),
+        )
+        if kind not in custody_kinds
+    ]
+    if not missing:
+        return []
+    return [
+        f"The chain of custody does not show the product {' or '.join(missing)}: record it "
+        "(Custody events, with the label scanned) before the transplant."
+    ]

@@ -1,6 +1,8 @@
 """The data each transition needs, as django-fsm-2's admin asks for it.
 
-Date-times are read in the course's site time zone (the admin activates it).
+Date-times are read in the course's site time zone (the admin activates it). Each form is
+given the course and the user (`CourseStepForm`), so that what it offers is what the service
+will accept.
 """
 
 from decimal import Decimal
@@ -11,6 +13,7 @@ from django.contrib.auth import get_user_model
 
 from pathway.coi import coi_id_is_valid, coi_id_normalise
 from pathway.services import RELEASE_MEANING
+from pathway.signatures import bedside_confirmers
 
 
 def _note(label: str = "Note", *, required: bool = False) -> forms.CharField:
@@ -36,12 +39,40 @@ def _decimal(label: str, low, high, places: int = 1, **kwargs) -> forms.DecimalF
     )
 
 
-class ApproveForm(forms.Form):
+def _deviation_reason(what: str) -> forms.CharField:
+    return _note(f"Reason, if {what} (a protocol deviation)")
+
+
+def _scanned_coi_id(label: str) -> forms.CharField:
+    return forms.CharField(
+        label=label,
+        max_length=30,
+        help_text="Scan it, or type it, from the label: do not copy it from this page.",
+    )
+
+
+def _valid_coi_id(value: str) -> str:
+    if not coi_id_is_valid(value):
+        raise forms.ValidationError(
+            "This is not a valid chain-of-identity id: check for a mistyped character."
+        )
+    return coi_id_normalise(value)
+
+
+class CourseStepForm(forms.Form):
+    """A transition's form, knowing the course and who is taking the step."""
+
+    def __init__(self, *args, course=None, user=None, **kwargs):
+        self.course, self.user = course, user
+        super().__init__(*args, **kwargs)
+
+
+class ApproveForm(CourseStepForm):
     low_fev1_justification = _note("Specialist justification (FEV1 below range only)")
     note = _note()
 
 
-class ReasonForm(forms.Form):
+class ReasonForm(CourseStepForm):
     reason = _note("Reason", required=True)
 
 
@@ -65,9 +96,10 @@ class WithdrawForm(ReasonForm):
     pass
 
 
-class AppointmentForm(forms.Form):
+class AppointmentForm(CourseStepForm):
     scheduled_at = _when("Date and time")
     place = forms.CharField(max_length=200, help_text="Where the patient should go.")
+    deviation_reason = _deviation_reason("outside the site's clinic hours")
     note = _note()
 
 
@@ -79,7 +111,7 @@ class ScheduleTransplantForm(AppointmentForm):
     pass
 
 
-class RecordHarvestForm(forms.Form):
+class RecordHarvestForm(CourseStepForm):
     performed_at = _when("Performed at")
     operator = forms.ModelChoiceField(
         queryset=get_user_model().objects.filter(groups__name="clinician", is_active=True),
@@ -88,14 +120,18 @@ class RecordHarvestForm(forms.Form):
     note = _note()
 
 
-class ReceiveAtLabForm(forms.Form):
+class ReceiveAtLabForm(CourseStepForm):
     received_at = _when("Received at")
+    scanned_coi_id = _scanned_coi_id("Chain-of-identity id on the sample")
     temperature_c = _decimal("Temperature on arrival (°C)", -80, 60)
     transit_hours = _decimal("Hours in transit", 0, 1000)
     note = _note()
 
+    def clean_scanned_coi_id(self) -> str:
+        return _valid_coi_id(self.cleaned_data["scanned_coi_id"])
 
-class ReleaseForm(forms.Form):
+
+class ReleaseForm(CourseStepForm):
     """The release signature: the signer's own password, and what the signature means."""
 
     password = forms.CharField(
@@ -113,31 +149,31 @@ class ReleaseForm(forms.Form):
     note = _note()
 
 
-class RecordTransplantForm(forms.Form):
+class RecordTransplantForm(CourseStepForm):
     performed_at = _when("Performed at")
-    bedside_coi_id = forms.CharField(
-        label="Chain-of-identity id on the product",
-        max_length=30,
-        help_text="Read it from the product label at the bedside; do not copy it from this page.",
-    )
+    bedside_coi_id = _scanned_coi_id("Chain-of-identity id on the product")
     cells_administered = forms.IntegerField(label="Cells administered", min_value=1)
     weight_kg = _decimal("Weight used for the dose (kg)", 20, 350)
     weighed_on = forms.DateField(label="Weighed on", widget=widgets.AdminDateWidget)
     second_person = forms.ModelChoiceField(
-        queryset=get_user_model().objects.filter(is_active=True, is_staff=True),
+        queryset=get_user_model().objects.none(),
         label="Confirmed by",
-        help_text="The second person who checked the label and the dose.",
+        help_text="The second person who checked the label and the dose: a clinician of this "
+        "site allowed to confirm administrations.",
     )
     second_person_password = forms.CharField(
         label="Their password", strip=False, widget=forms.PasswordInput
     )
     discharged_at = _when("Discharged at", required=False)
+    early_reason = _note("Reason, if done before its booked day (a protocol deviation)")
     note = _note()
 
-    def clean_bedside_coi_id(self) -> str:
-        value = self.cleaned_data["bedside_coi_id"]
-        if not coi_id_is_valid(value):
-            raise forms.ValidationError(
-                "This is not a valid chain-of-identity id: check for a mistyped character."
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.course is not None:
+            self.fields["second_person"].queryset = bedside_confirmers(
+                course=self.course, recorder=self.user
             )
-        return coi_id_normalise(value)
+
+    def clean_bedside_coi_id(self) -> str:
+        return _valid_coi_id(self.cleaned_data["bedside_coi_id"])

@@ -347,8 +347,11 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
     class Meta:
         ordering = ["-referred_at"]
         permissions = [
-            (f"{name}_course", f"Can {label.lower()} a treatment course")
-            for name, label in TRANSITIONS
+            *(
+                (f"{name}_course", f"Can {label.lower()} a treatment course")
+                for name, label in TRANSITIONS
+            ),
+            ("confirm_administration", "Can confirm a product's administration at the bedside"),
         ]
         indexes = [
             models.Index(fields=["site", "state"]),

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
+from common.errors import Refused
 from pathway import conditions
 from pathway.coi import coi_id_format, coi_id_normalise, coi_ids_match
 from pathway.custody import custody_append
@@ -31,19 +32,16 @@ from pathway.models import (
     TreatmentCourse,
 )
 from pathway.selectors import course_dosing_weight, course_evaluation_facts
+from pathway.signatures import bedside_confirmers, may_sign_release, password_confirms
 from patients.models import BodyMeasurement
 from scheduling import services as scheduling
 from scheduling.alerts import alert_raise
-from scheduling.models import AlertKind, Severity, VisitKind
+from scheduling.models import AlertKind, DeviationKind, Severity, VisitKind
 from scheduling.selectors import course_completion_visit_done
 
 
-class TransitionRefused(Exception):
+class TransitionRefused(Refused):
     """The pathway's rules do not allow this step now; `reasons` says why, in words."""
-
-    def __init__(self, reasons: list[str]):
-        self.reasons = list(reasons)
-        super().__init__(" ".join(self.reasons))
 
 
 def _authorise(course: TreatmentCourse, name: str, by: AbstractBaseUser) -> None:
@@ -200,12 +198,21 @@ def _schedule_procedure(
     scheduled_at: dt.datetime,
     place: str,
     note: str,
+    deviation_reason: str,
 ) -> TransitionLog:
-    """Book a harvest or a transplant: the booking and the step, together."""
+    """Book a harvest or a transplant: the booking and the step, together. Outside the site's
+    clinic hours it needs a reason, logged as a protocol deviation."""
     _authorise(course, name, by)
     _require_future(scheduled_at, kind.value)
     with _changing(course):
-        scheduling.visit_book(course=course, kind=kind, scheduled_at=scheduled_at, place=place)
+        scheduling.visit_book(
+            course=course,
+            kind=kind,
+            scheduled_at=scheduled_at,
+            place=place,
+            by=by,
+            deviation_reason=deviation_reason,
+        )
         return _fire(
             course,
             name,
@@ -222,6 +229,7 @@ def course_schedule_harvest(
     scheduled_at: dt.datetime,
     place: str,
     note: str = "",
+    deviation_reason: str = "",
 ) -> TransitionLog:
     return _schedule_procedure(
         course,
@@ -231,6 +239,7 @@ def course_schedule_harvest(
         scheduled_at=scheduled_at,
         place=place,
         note=note,
+        deviation_reason=deviation_reason,
     )
 
 
@@ -283,12 +292,21 @@ def course_receive_at_lab(
     received_at: dt.datetime,
     temperature_c: Decimal,
     transit_hours: Decimal,
+    scanned_coi_id: str,
     note: str = "",
 ) -> TransitionLog:
-    """Record the sample's arrival and start its batch. A broken cold chain rejects it at once
-    and alerts the coordinator; the course goes back to eligible for a re-harvest."""
+    """Record the sample's arrival, its label scanned, and start its batch. A broken cold chain
+    rejects it at once and alerts the coordinator; the course goes back to eligible for a
+    re-harvest."""
     _authorise(course, "receive_at_lab", by)
     _require_past(received_at, "receipt time")
+    if not course.coi_id or not coi_ids_match(scanned_coi_id, course.coi_id):
+        raise TransitionRefused(
+            [
+                f"The label scanned at the lab ({scanned_coi_id}) is not this course's "
+                f"chain-of-identity id ({course.coi_id}): check the sample before receiving it."
+            ]
+        )
     if course.harvested_at and received_at < course.harvested_at:
         raise TransitionRefused(["The lab cannot receive the sample before it was harvested."])
     breaches = conditions.cold_chain_breaches(
@@ -321,7 +339,7 @@ def course_receive_at_lab(
             at=received_at,
             location=lab,
             temperature_c=temperature_c,
-            note=f"{transit_hours} h in transit.",
+            note=f"{transit_hours} h in transit; label scanned.",
         )
         if not breaches:
             custody_append(
@@ -405,6 +423,7 @@ def course_release(
     password: str,
     meaning: str = RELEASE_MEANING,
     note: str = "",
+    request=None,
 ) -> TransitionLog:
     """Release the batch, signed: a second lab user, not the one who entered the QC results,
     re-enters their password. Refused with reasons when any result is out of specification,
@@ -417,8 +436,10 @@ def course_release(
         raise TransitionRefused(
             ["You entered this batch's QC results: a second lab user must sign the release."]
         )
-    if not by.check_password(password):
-        raise TransitionRefused(["The password is not correct; the release was not signed."])
+    if not may_sign_release(by):
+        raise TransitionRefused(["Only a lab user allowed to release products signs a release."])
+    if not password_confirms(user=by, password=password, request=request):
+        raise TransitionRefused(["The password was not accepted; the release was not signed."])
     qc = conditions.QCResults(
         identity_p63_pct=batch.identity_p63_pct,
         purity_pct=batch.purity_pct,
@@ -477,6 +498,7 @@ def course_schedule_transplant(
     scheduled_at: dt.datetime,
     place: str,
     note: str = "",
+    deviation_reason: str = "",
 ) -> TransitionLog:
     return _schedule_procedure(
         course,
@@ -486,16 +508,31 @@ def course_schedule_transplant(
         scheduled_at=scheduled_at,
         place=place,
         note=note,
+        deviation_reason=deviation_reason,
     )
 
 
-def _confirm_second_person(*, by, second_person, password: str) -> list[str]:
+SIGNATURE_NOT_ACCEPTED = (
+    "The second person's confirmation was not accepted: check who is chosen and that they "
+    "typed their own password."
+)
+
+
+def _confirm_second_person(*, course, by, second_person, password: str, request) -> list[str]:
+    """The bedside check's second person: one of `bedside_confirmers`, with their password
+    (checked like a login, so wrong ones lock the account out like failed logins)."""
     if second_person is None:
         return ["A second person must confirm the transplant."]
     if second_person.pk == by.pk:
         return ["The second person confirming the transplant must be someone else."]
-    if not second_person.is_active or not second_person.check_password(password):
-        return [f"The password of {second_person.get_username()} is not correct."]
+    if not bedside_confirmers(course=course, recorder=by).filter(pk=second_person.pk).exists():
+        return [
+            f"{second_person.get_full_name() or second_person.get_username()} may not confirm "
+            f"an administration: the second person must be an active clinician of "
+            f"{course.site} allowed to confirm administrations."
+        ]
+    if not password_confirms(user=second_person, password=password, request=request):
+        return [SIGNATURE_NOT_ACCEPTED]
     return []
 
 
@@ -511,11 +548,16 @@ def course_record_transplant(
     second_person,
     second_person_password: str,
     discharged_at: dt.datetime | None = None,
+    early_reason: str = "",
     note: str = "",
+    request=None,
 ) -> TransitionLog:
-    """Record the transplant after the bedside checks: the product's chain-of-identity id
-    matches the patient's, the dose per kg of a recent weight is in range, and a second person
-    confirms. A mismatched id also raises an urgent alert. Books the follow-ups."""
+    """Record the transplant after the bedside checks: the product arrived at the site through
+    the chain of custody, its chain-of-identity id matches the patient's, no more cells are
+    given than were released, the dose per kg of a recent weight is in range, and a second
+    person confirms. A mismatched id also raises an urgent alert. A transplant before its
+    booked day needs a reason (a protocol deviation). Creates the follow-ups, due within their
+    windows until booked."""
     _authorise(course, "record_transplant", by)
     _require_past(performed_at, "transplant time")
     if course.released_at and performed_at < course.released_at:
@@ -539,12 +581,37 @@ def course_record_transplant(
         bedside_coi_id=bedside_coi_id,
         cells_administered=cells_administered,
         weight=weight,
+        released_cells=course.viable_cells_released,
     )
+    refusals += conditions.product_arrival_refusals(
+        custody_kinds=set(
+            course.custody_events.filter(
+                at__gte=course.released_at, at__lte=performed_at
+            ).values_list("kind", flat=True)
+        )
+        if course.released_at
+        else set(),
+        site=course.site.name,
+    )
+    booking = scheduling.open_booking(course=course, kind=VisitKind.TRANSPLANT)
+    early = booking is not None and timezone.localdate(
+        performed_at, course.site.time_zone
+    ) < timezone.localdate(booking.scheduled_at, course.site.time_zone)
+    if early and not early_reason.strip():
+        booked_on = timezone.localdate(booking.scheduled_at, course.site.time_zone)
+        refusals.append(
+            f"The transplant is booked for {booked_on}: move the booking first, or give the "
+            "reason it was done earlier."
+        )
     coi_mismatch = not course.coi_id or not coi_ids_match(bedside_coi_id, course.coi_id)
     if coi_mismatch:
         _alert_coi_mismatch(course=course, bedside_coi_id=bedside_coi_id, by=by)
     refusals += _confirm_second_person(
-        by=by, second_person=second_person, password=second_person_password
+        course=course,
+        by=by,
+        second_person=second_person,
+        password=second_person_password,
+        request=request,
     )
     if refusals:
         raise TransitionRefused(refusals)
@@ -585,6 +652,20 @@ def course_record_transplant(
             note=f"{cells_administered / 1e6:.1f} × 10⁶ cells ({dose:.2f} × 10⁶/kg at "
             f"{weight_kg} kg); confirmed by {second_person.get_username()}.",
         )
+        if early:
+            booked_local = timezone.localtime(booking.scheduled_at, course.site.time_zone)
+            scheduling.deviation_record(
+                course=course,
+                visit=booking,
+                by=by,
+                reason=early_reason.strip(),
+                deviations=[
+                    (
+                        DeviationKind.BEFORE_BOOKING,
+                        f"Booked for {booked_local:%Y-%m-%d %H:%M %Z}.",
+                    )
+                ],
+            )
         scheduling.visit_mark_done(course=course, kind=VisitKind.TRANSPLANT, done_at=performed_at)
         scheduling.visits_schedule_follow_ups(course=course)
         return log

@@ -37,11 +37,57 @@ class Site(models.Model):
         help_text="Clinicians and lab staff who work on this site's patients.",
     )
 
+    patient_facing_name = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text=(
+            'How messages to patients name the clinic, e.g. "Harbour Clinic": nothing that '
+            'discloses a diagnosis on a shared phone. Empty: "your clinic".'
+        ),
+    )
+    patient_phone = PhoneNumberField(
+        blank=True, help_text="The number patients call about an appointment."
+    )
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+
+class Weekday(models.IntegerChoices):
+    MONDAY = 0, "Monday"
+    TUESDAY = 1, "Tuesday"
+    WEDNESDAY = 2, "Wednesday"
+    THURSDAY = 3, "Thursday"
+    FRIDAY = 4, "Friday"
+    SATURDAY = 5, "Saturday"
+    SUNDAY = 6, "Sunday"
+
+
+class ClinicHours(models.Model):
+    """When a site sees patients on one weekday, in the site's time zone. A site with no
+    hours at all is not restricted."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="clinic_hours")
+    weekday = models.PositiveSmallIntegerField(choices=Weekday.choices)
+    opens_at = models.TimeField()
+    closes_at = models.TimeField()
+
+    class Meta:
+        ordering = ["site", "weekday", "opens_at"]
+        verbose_name_plural = "clinic hours"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(opens_at__lt=models.F("closes_at")),
+                name="clinic_hours_open_before_close",
+                violation_error_message="The clinic must open before it closes.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_weekday_display()} {self.opens_at:%H:%M}–{self.closes_at:%H:%M}"
 
 
 class SmokingStatus(models.TextChoices):

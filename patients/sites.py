@@ -1,6 +1,7 @@
 """Each site's own calendar, for queries that span sites in different time zones."""
 
 import datetime as dt
+from collections.abc import Iterable
 
 from django.db.models import Case, DateField, Value, When
 from django.utils import timezone
@@ -19,3 +20,18 @@ def local_date_by_site(sites, at: dt.datetime, *, site_path: str) -> Case:
         ),
         output_field=DateField(),
     )
+
+
+def clinic_hours_text(hours: Iterable) -> str:
+    """A site's clinic hours in words: "Monday 08:00–17:00, Tuesday 08:00–17:00"."""
+    return ", ".join(str(h) for h in hours) or "no hours set"
+
+
+def within_clinic_hours(at: dt.datetime, *, zone, hours: Iterable) -> bool:
+    """Whether `at` falls in one of a site's `ClinicHours` (a site with none: always)."""
+    hours = list(hours)
+    if not hours:
+        return True
+    local = timezone.localtime(at, zone)
+    clock = local.time().replace(tzinfo=None)
+    return any(h.weekday == local.weekday() and h.opens_at <= clock < h.closes_at for h in hours)

@@ -16,6 +16,8 @@ from scheduling.models import (
     NotificationTemplate,
     Severity,
     Visit,
+    VisitKind,
+    VisitStatus,
 )
 
 logger = logging.getLogger(__name__)
@@ -117,5 +119,36 @@ def alerts_scan_overdue_visits(*, now: dt.datetime | None = None) -> int:
                 condition_key=f"visit_overdue.v{visit.pk}",
                 message=f"The {visit} is overdue: its window closed {days} day(s) ago, on "
                 f"{visit.window_closes_on}.",
+            )[1]
+    return raised
+
+
+def alerts_scan_follow_ups_to_book(*, now: dt.datetime | None = None) -> int:
+    """Tell the coordinator once, for each follow-up whose window has opened in its site's
+    calendar and that nobody has booked yet; returns how many were new."""
+    now = now or timezone.now()
+    raised = 0
+    for site in Site.objects.all():
+        today = timezone.localdate(now, site.time_zone)
+        to_book = (
+            Visit.objects.filter(
+                course__site=site,
+                kind=VisitKind.FOLLOW_UP,
+                status=VisitStatus.PLANNED,
+                window_opens_on__lte=today,
+                window_closes_on__gte=today,
+            )
+            .exclude(alerts__kind=AlertKind.FOLLOW_UP_TO_BOOK)
+            .select_related("course__patient", "course__site", "course__protocol", "protocol_visit")
+        )
+        for visit in to_book:
+            raised += alert_raise(
+                kind=AlertKind.FOLLOW_UP_TO_BOOK,
+                severity=Severity.INFO,
+                course=visit.course,
+                visit=visit,
+                condition_key=f"follow_up_to_book.v{visit.pk}",
+                message=f"Book the {visit.label} of {visit.course.patient.mrn}: its window is open "
+                f"from {visit.window_opens_on} to {visit.window_closes_on}.",
             )[1]
     return raised

@@ -67,6 +67,7 @@ class Visit(models.Model):
         max_length=20, choices=VisitStatus.choices, default=VisitStatus.PLANNED, db_index=True
     )
     done_at = models.DateTimeField(null=True, blank=True)
+    missed_reason = models.TextField(blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     history = HistoricalRecords()
 
@@ -97,6 +98,37 @@ class Visit(models.Model):
             and self.window_closes_on is not None
             and self.window_closes_on < today
         )
+
+
+class DeviationKind(models.TextChoices):
+    OUTSIDE_WINDOW = "outside_window", "Booked outside the visit's window"
+    OUTSIDE_CLINIC_HOURS = "outside_clinic_hours", "Booked outside the site's clinic hours"
+    BEFORE_WINDOW = "before_window", "Done before the visit's window opened"
+    BEFORE_BOOKING = "before_booking", "Procedure done before its booked date"
+
+
+class ProtocolDeviation(models.Model):
+    """A step taken outside the protocol's plan, with the reason someone gave for it.
+
+    Written by the service that allowed the step, in its transaction; never changed."""
+
+    course = models.ForeignKey(
+        "pathway.TreatmentCourse", on_delete=models.PROTECT, related_name="deviations"
+    )
+    visit = models.ForeignKey(
+        "Visit", on_delete=models.PROTECT, null=True, blank=True, related_name="deviations"
+    )
+    kind = models.CharField(max_length=30, choices=DeviationKind.choices)
+    reason = models.TextField()
+    detail = models.CharField(max_length=300, blank=True, help_text="What the plan was.")
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.at:%Y-%m-%d})"
 
 
 class Channel(models.TextChoices):
@@ -275,6 +307,7 @@ class AlertKind(models.TextChoices):
     FUNCTION_DECLINE = "function_decline", "Lung function fell from baseline"
     COI_MISMATCH = "coi_mismatch", "Chain-of-identity mismatch"
     COLD_CHAIN_BROKEN = "cold_chain_broken", "Cold chain broken: sample rejected"
+    FOLLOW_UP_TO_BOOK = "follow_up_to_book", "Follow-up window open, not booked"
 
 
 class Severity(models.TextChoices):

@@ -3,6 +3,9 @@
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+from patients.sites import clinic_hours_text, within_clinic_hours
+from scheduling.models import DeviationKind
+
 MAX_RETRY_DELAY = dt.timedelta(days=1)
 
 
@@ -38,3 +41,35 @@ def retry_delay(*, failed_attempts: int, base_seconds: int) -> dt.timedelta:
     """Exponential backoff: base, 2×base, 4×base, … capped at a day."""
     delay = dt.timedelta(seconds=base_seconds * 2 ** max(failed_attempts - 1, 0))
     return min(delay, MAX_RETRY_DELAY)
+
+
+def booking_deviations(
+    *,
+    scheduled_at: dt.datetime,
+    zone: ZoneInfo,
+    clinic_hours,
+    window_opens_on: dt.date | None = None,
+    window_closes_on: dt.date | None = None,
+) -> list[tuple[str, str]]:
+    """How a booking departs from the plan, as (DeviationKind, what the plan was): outside the
+    visit's window (dates in the site's calendar) or outside the site's clinic hours."""
+    deviations = []
+    day = scheduled_at.astimezone(zone).date()
+    if (window_opens_on and day < window_opens_on) or (window_closes_on and day > window_closes_on):
+        deviations.append(
+            (
+                DeviationKind.OUTSIDE_WINDOW,
+                f"{day} is outside the visit's window, {window_opens_on} to {window_closes_on}.",
+            )
+        )
+    hours = list(clinic_hours)
+    if not within_clinic_hours(scheduled_at, zone=zone, hours=hours):
+        local = scheduled_at.astimezone(zone)
+        deviations.append(
+            (
+                DeviationKind.OUTSIDE_CLINIC_HOURS,
+                f"{local:%A %H:%M} {local.tzname()} is outside the clinic's hours "
+                f"({clinic_hours_text(hours)}).",
+            )
+        )
+    return deviations

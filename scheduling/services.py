@@ -7,26 +7,32 @@ from django.db import transaction
 from django.utils import timezone
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
+from common.errors import Refused
 from scheduling.models import (
     OPEN_VISIT_STATUSES,
     Channel,
     Notification,
     NotificationStatus,
     NotificationTemplate,
+    ProtocolDeviation,
     Visit,
     VisitKind,
     VisitStatus,
 )
-from scheduling.rules import after_quiet_hours, reminder_time
+from scheduling.rules import after_quiet_hours, booking_deviations, reminder_time
 from scheduling.windows import follow_up_slot
 
 
 def reminders_schedule(*, visit: Visit, now: dt.datetime | None = None) -> list[Notification]:
     """Outbox rows for the protocol's reminders of one visit, on each consented channel.
 
-    Reminders whose time has already passed are not written. An SMS due in the patient's
-    quiet hours waits until they end, in the patient's own time zone.
+    A visit nobody booked (a follow-up still only due within its window) gets none: a patient
+    is told only of real appointments. Reminders whose time has already passed are not
+    written. An SMS due in the patient's quiet hours waits until they end, in the patient's
+    own time zone.
     """
+    if visit.status != VisitStatus.BOOKED:
+        return []
     now = now or timezone.now()
     course = visit.course
     patient, protocol = course.patient, course.protocol
@@ -104,8 +110,57 @@ def _procedure_window(scheduled_at: dt.datetime, zone) -> dict:
     return {"window_opens_on": day, "window_closes_on": day}
 
 
-def visit_book(*, course, kind: VisitKind, scheduled_at: dt.datetime, place: str) -> Visit:
-    """Book a procedure and its reminders, replacing any open booking of the same kind."""
+def booking_allow(
+    *,
+    course,
+    scheduled_at: dt.datetime,
+    by,
+    deviation_reason: str = "",
+    visit: Visit | None = None,
+    window: tuple[dt.date | None, dt.date | None] = (None, None),
+) -> list[ProtocolDeviation]:
+    """Check a booking against the visit's window and the site's clinic hours: refused with
+    what is wrong, or, given a reason, allowed and logged as a protocol deviation."""
+    site = course.site
+    deviations = booking_deviations(
+        scheduled_at=scheduled_at,
+        zone=site.time_zone,
+        clinic_hours=site.clinic_hours.all(),
+        window_opens_on=window[0],
+        window_closes_on=window[1],
+    )
+    if not deviations:
+        return []
+    reason = (deviation_reason or "").strip()
+    if not reason or by is None:
+        raise Refused(
+            [detail for _, detail in deviations]
+            + ["Choose another time, or give a reason to book it anyway (a protocol deviation)."]
+        )
+    return deviation_record(course=course, visit=visit, by=by, reason=reason, deviations=deviations)
+
+
+def deviation_record(*, course, visit, by, reason: str, deviations) -> list[ProtocolDeviation]:
+    """Log steps taken outside the protocol's plan, each with the plan and the reason."""
+    return ProtocolDeviation.objects.bulk_create(
+        ProtocolDeviation(
+            course=course, visit=visit, kind=kind, detail=detail[:300], reason=reason, by=by
+        )
+        for kind, detail in deviations
+    )
+
+
+def visit_book(
+    *,
+    course,
+    kind: VisitKind,
+    scheduled_at: dt.datetime,
+    place: str,
+    by=None,
+    deviation_reason: str = "",
+) -> Visit:
+    """Book a procedure and its reminders, replacing any open booking of the same kind.
+    Outside the site's clinic hours it needs a reason."""
     with transaction.atomic():
         replaced = Visit.objects.filter(course=course, kind=kind, status__in=OPEN_VISIT_STATUSES)
         reminders_cancel(visits=replaced)
@@ -118,8 +173,20 @@ def visit_book(*, course, kind: VisitKind, scheduled_at: dt.datetime, place: str
             status=VisitStatus.BOOKED,
             **_procedure_window(scheduled_at, course.site.time_zone),
         )
+        booking_allow(
+            course=course,
+            visit=visit,
+            scheduled_at=scheduled_at,
+            by=by,
+            deviation_reason=deviation_reason,
+        )
         reminders_schedule(visit=visit)
         return visit
+
+
+def open_booking(*, course, kind: VisitKind) -> Visit | None:
+    """The course's open booking of a procedure, if any."""
+    return Visit.objects.open().filter(course=course, kind=kind).order_by("-scheduled_at").first()
 
 
 def visit_mark_done(*, course, kind: VisitKind, done_at: dt.datetime) -> int:
@@ -139,7 +206,8 @@ def visit_record_done(*, visit: Visit, done_at: dt.datetime) -> Visit:
 
 
 def visits_schedule_follow_ups(*, course) -> list[Visit]:
-    """Create the protocol's follow-up visits and their reminders, from the actual transplant."""
+    """Create the protocol's follow-up visits from the actual transplant: each due within its
+    window, at the transplant's time of day, until a coordinator books it (no reminders yet)."""
     zone = course.site.time_zone
     visits = []
     for protocol_visit in course.protocol.visits.all():
@@ -160,32 +228,58 @@ def visits_schedule_follow_ups(*, course) -> list[Visit]:
                 status=VisitStatus.PLANNED,
             )
         )
-    visits = bulk_create_with_history(visits, Visit)
-    for visit in visits:
-        reminders_schedule(visit=visit)
-    return visits
+    return bulk_create_with_history(visits, Visit)
 
 
-def visit_reschedule(*, visit: Visit, scheduled_at: dt.datetime, place: str | None = None) -> Visit:
-    """Move an appointment and what hangs on it.
+def visit_reschedule(
+    *,
+    visit: Visit,
+    scheduled_at: dt.datetime,
+    place: str | None = None,
+    by=None,
+    deviation_reason: str = "",
+) -> Visit:
+    """Book or move an appointment and what hangs on it.
 
-    Its pending reminders are cancelled and written anew for the new time. Moving a done
-    transplant (a correction of when it happened) moves the course's open follow-ups,
-    their windows and their reminders with it.
+    Giving a follow-up that is only due a time books it. The time must be inside the visit's
+    window and the site's clinic hours, or come with a reason (a protocol deviation). Pending
+    reminders are cancelled and written anew for the new time. Moving a done transplant (a
+    correction of when it happened) moves the course's open follow-ups' windows with it.
     """
     if visit.status not in (*OPEN_VISIT_STATUSES, VisitStatus.DONE):
-        raise ValueError(f"A {visit.get_status_display().lower()} visit cannot be moved.")
+        raise Refused(
+            [
+                f"A {visit.get_status_display().lower()} visit cannot be moved"
+                + (": book it again instead." if visit.status == VisitStatus.MISSED else ".")
+            ]
+        )
     course = visit.course
     zone = course.site.time_zone
-    if scheduled_at == visit.scheduled_at:
+    books = visit.status == VisitStatus.PLANNED
+    if scheduled_at == visit.scheduled_at and not books:
         # Only the place changed: reminders read it when they are sent.
         if place is not None:
             visit.place = place
             visit.save(update_fields=["place"])
         return visit
     with transaction.atomic():
+        if visit.status in OPEN_VISIT_STATUSES:
+            booking_allow(
+                course=course,
+                visit=visit,
+                scheduled_at=scheduled_at,
+                by=by,
+                deviation_reason=deviation_reason,
+                window=(
+                    (visit.window_opens_on, visit.window_closes_on)
+                    if visit.kind == VisitKind.FOLLOW_UP
+                    else (None, None)
+                ),
+            )
         reminders_cancel(visits=[visit])
         visit.scheduled_at = scheduled_at
+        if books:
+            visit.status = VisitStatus.BOOKED
         if place is not None:
             visit.place = place
         if visit.kind != VisitKind.FOLLOW_UP:
@@ -205,8 +299,9 @@ def visit_reschedule(*, visit: Visit, scheduled_at: dt.datetime, place: str | No
 
 
 def follow_ups_move(*, course) -> None:
-    """Move a course's open follow-ups to the dates its transplant and protocol now give, and
-    write their reminders anew."""
+    """Move a course's open follow-ups' windows to the dates its transplant and protocol now
+    give. One only due moves with its window; a booked one keeps the time the patient was
+    given (its reminders are written anew, for lead times the protocol may have changed)."""
     follow_ups = list(
         Visit.objects.filter(
             course=course, kind=VisitKind.FOLLOW_UP, status__in=OPEN_VISIT_STATUSES
@@ -220,13 +315,70 @@ def follow_ups_move(*, course) -> None:
             weeks_after=visit.protocol_visit.weeks_after_transplant,
             window_days=visit.protocol_visit.window_days,
         )
-        visit.scheduled_at = slot.scheduled_at
+        if visit.status == VisitStatus.PLANNED:
+            visit.scheduled_at = slot.scheduled_at
         visit.window_opens_on, visit.window_closes_on = slot.window_opens_on, slot.window_closes_on
     bulk_update_with_history(
         follow_ups, Visit, ["scheduled_at", "window_opens_on", "window_closes_on"]
     )
     for visit in follow_ups:
         reminders_schedule(visit=visit)
+
+
+def visit_mark_missed(*, visit: Visit, by, reason: str, now: dt.datetime | None = None) -> Visit:
+    """The patient did not come: a visit whose window has closed, or whose booked time has
+    passed, is marked missed with the reason; its reminders are cancelled. It can then be
+    booked again (`visit_book_again`)."""
+    now = now or timezone.now()
+    today = timezone.localdate(now, visit.course.site.time_zone)
+    if visit.status not in OPEN_VISIT_STATUSES:
+        raise Refused([f"A {visit.get_status_display().lower()} visit cannot be marked missed."])
+    passed = visit.status == VisitStatus.BOOKED and visit.scheduled_at < now
+    if not (visit.is_overdue(today=today) or passed):
+        raise Refused(
+            [
+                "This visit can still take place: mark it missed once its window has closed "
+                f"({visit.window_closes_on}) or its booked time has passed."
+            ]
+        )
+    if not reason.strip():
+        raise Refused(["Give the reason the visit was missed."])
+    with transaction.atomic():
+        reminders_cancel(visits=[visit])
+        visit.status, visit.missed_reason = VisitStatus.MISSED, reason.strip()
+        visit._history_user = by
+        visit.save(update_fields=["status", "missed_reason"])
+    return visit
+
+
+def visit_book_again(
+    *, visit: Visit, scheduled_at: dt.datetime, by, place: str = "", deviation_reason: str = ""
+) -> Visit:
+    """Book a missed follow-up again: a new booking of the same protocol visit and window,
+    the missed one kept as it was. Outside the window (it has closed) it needs a reason."""
+    if visit.status != VisitStatus.MISSED or visit.kind != VisitKind.FOLLOW_UP:
+        raise Refused(["Only a missed follow-up is booked again; move an open visit instead."])
+    with transaction.atomic():
+        again = Visit.objects.create(
+            course=visit.course,
+            kind=visit.kind,
+            protocol_visit=visit.protocol_visit,
+            scheduled_at=scheduled_at,
+            place=place or visit.place,
+            window_opens_on=visit.window_opens_on,
+            window_closes_on=visit.window_closes_on,
+            status=VisitStatus.BOOKED,
+        )
+        booking_allow(
+            course=visit.course,
+            visit=again,
+            scheduled_at=scheduled_at,
+            by=by,
+            deviation_reason=deviation_reason,
+            window=(visit.window_opens_on, visit.window_closes_on),
+        )
+        reminders_schedule(visit=again)
+    return again
 
 
 def reminders_suspend(*, course) -> int:

@@ -3,12 +3,13 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.db import connection
 from django.utils import timezone
 
 from pathway import services
 from pathway.coi import coi_id_format
-from pathway.custody import batch_record_qc
-from pathway.models import Protocol
+from pathway.custody import batch_record_qc, custody_event_record
+from pathway.models import CustodyKind, Protocol
 from pathway.states import CourseState
 from tests.factories import (
     PASSWORD,
@@ -21,6 +22,40 @@ from tests.factories import (
 )
 
 
+@pytest.fixture(scope="session")
+def django_db_createdb(request, django_db_blocker) -> bool:
+    """Build the test database anew with --create-db, and also when a kept one (`make test`
+    reuses it) was emptied by the last run's transactional tests: the rows the data
+    migrations made (roles, the default protocol, beat's schedule) would be missing."""
+    if request.config.getvalue("create_db"):
+        return True
+    with django_db_blocker.unblock():
+        return not _kept_database_is_whole()
+
+
+def _kept_database_is_whole() -> bool:
+    """Whether the kept PostgreSQL test database has the default protocol (SQLite's test
+    database lives in memory and is always new)."""
+    if connection.vendor != "postgresql":
+        return False
+    params = connection.get_connection_params() | {
+        "dbname": connection.creation._get_test_db_name()
+    }
+    driver_error = connection.Database.Error
+    try:
+        raw = connection.get_new_connection(params)
+    except driver_error:
+        return False  # not made yet
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute("SELECT EXISTS (SELECT 1 FROM pathway_protocol)")
+            return bool(cursor.fetchone()[0])
+    except driver_error:
+        return False
+    finally:
+        raw.close()
+
+
 @pytest.fixture
 def coordinator(db):
     return UserFactory(username="coordinator", role="coordinator")
@@ -29,6 +64,12 @@ def coordinator(db):
 @pytest.fixture
 def clinician(db):
     return UserFactory(username="clinician", role="clinician")
+
+
+@pytest.fixture
+def clinician2(db):
+    """A second clinician: the one who confirms the bedside check."""
+    return UserFactory(username="clinician2", role="clinician")
 
 
 @pytest.fixture
@@ -69,13 +110,16 @@ class Pathway:
     The path starts 40 days ago, so the transplant lands a week before the real now.
     """
 
-    def __init__(self, coordinator, clinician, lab, lab2, start=None):
+    def __init__(self, coordinator, clinician, lab, lab2, clinician2, start=None):
         self.coordinator, self.clinician, self.lab, self.lab2 = coordinator, clinician, lab, lab2
+        self.clinician2 = clinician2
         self.start = start or timezone.now().replace(microsecond=0) - dt.timedelta(days=40)
 
     def starting(self, start):
         """The same people, on a path that starts at `start`."""
-        return Pathway(self.coordinator, self.clinician, self.lab, self.lab2, start=start)
+        return Pathway(
+            self.coordinator, self.clinician, self.lab, self.lab2, self.clinician2, start=start
+        )
 
     def at(self, days: float) -> dt.datetime:
         return self.start + dt.timedelta(days=days)
@@ -108,6 +152,7 @@ class Pathway:
                 3,
                 lambda: services.course_receive_at_lab(
                     course=course,
+                    scanned_coi_id=course.coi_id,
                     by=self.lab,
                     received_at=at(2.9),
                     temperature_c=Decimal("4.5"),
@@ -140,7 +185,7 @@ class Pathway:
             "purity_pct": Decimal("95"),
             "sterility_negative": True,
             "viability_pct": Decimal("88"),
-            "viable_cells": 150_000_000,
+            "viable_cells": 400_000_000,  # enough for the highest dose at 70 kg
         } | overrides
         return batch_record_qc(batch=course.batches.get(status="expanding"), by=self.lab, **values)
 
@@ -149,14 +194,33 @@ class Pathway:
         self.record_qc(course)
         return services.course_release(course=course, by=self.lab2, password=PASSWORD)
 
+    def deliver_to_site(self, course):
+        """The product leaves the lab and arrives at the site, its label scanned each time."""
+        for kind, day in (
+            (CustodyKind.SHIPPED_TO_SITE, 31.5),
+            (CustodyKind.RECEIVED_AT_SITE, 31.8),
+        ):
+            if not course.custody_events.filter(kind=kind).exists():
+                custody_event_record(
+                    course=course,
+                    kind=kind,
+                    by=self.coordinator,
+                    scanned_coi_id=course.coi_id,
+                    at=self.at(day),
+                    location=course.site.name,
+                )
+
     def transplant(self, course, **overrides):
+        """The bedside check, confirmed by a second clinician of the course's site."""
+        self.deliver_to_site(course)
+        course.site.members.add(self.clinician2)
         values = {
             "performed_at": self.at(33),
             "bedside_coi_id": course.coi_id,
             "cells_administered": 140_000_000,
             "weight_kg": Decimal(70),
             "weighed_on": self.at(33).date(),
-            "second_person": self.coordinator,
+            "second_person": self.clinician2,
             "second_person_password": PASSWORD,
         } | overrides
         return services.course_record_transplant(course=course, by=self.clinician, **values)
@@ -182,8 +246,8 @@ class Pathway:
 
 
 @pytest.fixture
-def pathway(coordinator, clinician, lab, lab2):
-    return Pathway(coordinator, clinician, lab, lab2)
+def pathway(coordinator, clinician, lab, lab2, clinician2):
+    return Pathway(coordinator, clinician, lab, lab2, clinician2)
 
 
 @pytest.fixture

@@ -369,9 +369,7 @@ def test_every_editable_protocol_field_is_in_the_protocol_admin(admin_client):
         assert f'name="{name}' in page.content.decode(), name
 
 
-def test_a_cold_chain_rejection_is_shown_as_a_warning_that_says_what_next(
-    client, course, pathway
-):
+def test_a_cold_chain_rejection_is_shown_as_a_warning_that_says_what_next(client, course, pathway):
     pathway.advance(course, CourseState.HARVESTED)
     client.force_login(pathway.lab)
     url = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "receive_at_lab"])
@@ -381,6 +379,7 @@ def test_a_cold_chain_rejection_is_shown_as_a_warning_that_says_what_next(
         {
             "received_at_0": received.date().isoformat(),
             "received_at_1": received.strftime("%H:%M"),
+            "scanned_coi_id": course.coi_id,
             "temperature_c": "9.5",
             "transit_hours": "20",
         },

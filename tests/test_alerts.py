@@ -38,19 +38,34 @@ def test_an_overdue_visit_alerts_once_however_often_the_scan_runs(in_follow_up, 
     zone = in_follow_up.site.time_zone
     on_last_day = dt.datetime.combine(visit.window_closes_on, dt.time(23, 59), tzinfo=zone)
     with time_machine.travel(on_last_day, tick=False):
-        assert alerts_scan_overdue() == 0
+        alerts_scan_overdue()
+        assert not Alert.objects.filter(kind=AlertKind.VISIT_OVERDUE).exists()
     with time_machine.travel(day_after(visit.window_closes_on, zone), tick=False):
         assert alerts_scan_overdue() == 1
         assert alerts_scan_overdue() == 0
-    [alert] = Alert.objects.all()
+    [alert] = Alert.objects.filter(kind=AlertKind.VISIT_OVERDUE)
     assert (alert.kind, alert.visit, alert.site) == (
         AlertKind.VISIT_OVERDUE,
         visit,
         in_follow_up.site,
     )
     assert "4-week lung function" in alert.message and "overdue" in alert.message
-    [email] = Notification.objects.filter(template=NotificationTemplate.ALERT)
+    [email] = Notification.objects.filter(template=NotificationTemplate.ALERT, alert=alert)
     assert email.user == coordinator
+
+
+def test_a_follow_up_whose_window_opens_unbooked_tells_the_coordinator_once(in_follow_up):
+    visit = four_week_visit(in_follow_up)
+    zone = in_follow_up.site.time_zone
+    before = dt.datetime.combine(visit.window_opens_on, dt.time(0, 1), tzinfo=zone)
+    with time_machine.travel(before - dt.timedelta(minutes=2), tick=False):
+        alerts_scan_overdue()
+        assert not Alert.objects.filter(kind=AlertKind.FOLLOW_UP_TO_BOOK).exists()
+    with time_machine.travel(before, tick=False):
+        alerts_scan_overdue()
+        alerts_scan_overdue()
+    [alert] = Alert.objects.filter(kind=AlertKind.FOLLOW_UP_TO_BOOK)
+    assert alert.visit == visit and "Book the 4-week" in alert.message
 
 
 @pytest.mark.parametrize("day, alerted", [(35, False), (36, True)])

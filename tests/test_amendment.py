@@ -9,6 +9,7 @@ import pytest
 from pathway.amendments import follow_ups_recompute
 from pathway.states import CourseState
 from scheduling.models import Notification, NotificationStatus, Visit
+from scheduling.services import visit_reschedule
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +26,11 @@ def test_an_amended_window_and_schedule_reach_every_open_follow_up(course, pathw
     course.patient.time_zone = "America/New_York"  # quiet hours in another zone
     course.patient.save()
     pathway.advance(course, CourseState.FOLLOW_UP)
+    twelve = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=12)
+    booked_at = dt.datetime.combine(
+        twelve.window_opens_on + dt.timedelta(days=2), dt.time(10), tzinfo=ZoneInfo("Europe/London")
+    )
+    visit_reschedule(visit=twelve, scheduled_at=booked_at)
     protocol = course.protocol
     four = protocol.visits.get(weeks_after_transplant=4)
     four.weeks_after_transplant, four.window_days = 5, 3
@@ -42,6 +48,9 @@ def test_an_amended_window_and_schedule_reach_every_open_follow_up(course, pathw
         course.transplanted_on + dt.timedelta(weeks=5),
         transplant_local.time(),
     )
+    # A booked follow-up keeps the time the patient was given.
+    twelve.refresh_from_db()
+    assert twelve.scheduled_at == booked_at
     # The reminders are those the one-course path writes for the new times.
     from scheduling.services import reminders_cancel, reminders_schedule
 

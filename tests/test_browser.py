@@ -116,6 +116,8 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
     to_transplant = course_at(
         "LDS-1002", CourseState.TRANSPLANT_SCHEDULED, now - dt.timedelta(days=34)
     )
+    pathway.starting(now - dt.timedelta(days=34)).deliver_to_site(to_transplant)
+    site.members.add(pathway.clinician2)
     overdue = course_at("LDS-1003", CourseState.FOLLOW_UP, now - dt.timedelta(days=130))
     assert alerts_scan_overdue() >= 1
     stranger = PatientFactory(site=other_site, mrn="BRS-2001", last_name="Elsewhere")
@@ -178,8 +180,8 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
     assert to_book.state == CourseState.HARVEST_SCHEDULED
     shots(page, "06-harvest-booked")
 
-    # 6. The clinician records a transplant at the bedside, the coordinator confirming as the
-    #    second person; the coordinator then sees the follow-ups appear on the timeline.
+    # 6. The clinician records a transplant at the bedside, a second clinician of the site
+    #    confirming; the coordinator then sees the follow-ups appear on the timeline.
     bedside = log_in(browser.new_context(), base, clinician)
     bedside.goto(f"{base}/admin/pathway/treatmentcourse/{to_transplant.pk}/change/")
     follow_up_steps = page.locator(".pathway-timeline li", has_text="week lung function")
@@ -191,7 +193,10 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
     bedside.fill("#id_cells_administered", "140000000")
     bedside.fill("#id_weight_kg", str(Decimal("70.0")))
     bedside.fill("#id_weighed_on", today.isoformat())
-    bedside.select_option("#id_second_person", label=str(coordinator))
+    assert bedside.locator("#id_second_person option").all_inner_texts()[1:] == [
+        str(pathway.clinician2)
+    ]
+    bedside.select_option("#id_second_person", label=str(pathway.clinician2))
     bedside.fill("#id_second_person_password", PASSWORD)
     bedside.click("input[type=submit][value=Apply]")
     bedside.wait_for_url(CHANGE_PAGE)

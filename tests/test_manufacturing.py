@@ -7,16 +7,19 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.db import connection
+from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from pathway import services
 from pathway.coi import coi_id_format
 from pathway.custody import custody_event_record
 from pathway.models import AppendOnlyError, Batch, CustodyEvent, CustodyKind
-from pathway.services import TransitionRefused
+from pathway.services import SIGNATURE_NOT_ACCEPTED, TransitionRefused
+from pathway.signatures import bedside_confirmers
 from pathway.states import CourseState
-from scheduling.models import Alert
-from tests.factories import PASSWORD
+from scheduling.models import Alert, ProtocolDeviation
+from tests.factories import PASSWORD, SiteFactory, UserFactory
 from tests.support import snapshot
 
 pytestmark = pytest.mark.django_db
@@ -40,6 +43,8 @@ def test_the_happy_path_leaves_a_full_chain_of_custody(course, pathway):
         CustodyKind.EXPANSION_STARTED,
         CustodyKind.QC_RECORDED,
         CustodyKind.RELEASED,
+        CustodyKind.SHIPPED_TO_SITE,
+        CustodyKind.RECEIVED_AT_SITE,
         CustodyKind.ADMINISTERED,
     ]
     assert set(course.custody_events.values_list("coi_id", flat=True)) == {course.coi_id}
@@ -115,7 +120,7 @@ def test_the_user_who_entered_qc_cannot_sign_the_release(course, pathway):
 
 def test_a_release_signed_with_a_wrong_password_is_refused(course, pathway):
     pathway.advance(course, S.EXPANDING)
-    with pytest.raises(TransitionRefused, match="The password is not correct"):
+    with pytest.raises(TransitionRefused, match="The password was not accepted"):
         release_on_day(pathway, course, 28, password="not my password")
     assert Batch.objects.get(course=course).status == "expanding"
 
@@ -131,6 +136,7 @@ def test_a_broken_cold_chain_rejects_the_batch_and_alerts(course, pathway, tempe
     pathway.advance(course, S.HARVESTED)
     services.course_receive_at_lab(
         course=course,
+        scanned_coi_id=course.coi_id,
         by=pathway.lab,
         received_at=pathway.at(2.9),
         temperature_c=Decimal(temperature),
@@ -221,7 +227,7 @@ def test_a_mismatched_bedside_coi_id_blocks_the_transplant_and_alerts_once(cours
     "who, password, reason",
     [
         ("clinician", PASSWORD, "must be someone else"),
-        ("coordinator", "wrong", "The password of coordinator is not correct."),
+        ("clinician2", "wrong", "confirmation was not accepted"),
     ],
 )
 def test_a_second_person_must_confirm(course, pathway, who, password, reason):
@@ -231,6 +237,174 @@ def test_a_second_person_must_confirm(course, pathway, who, password, reason):
             pathway, course, second_person=getattr(pathway, who), second_person_password=password
         )
     assert course.state == S.TRANSPLANT_SCHEDULED
+
+
+def _second_person(kind, course):
+    """A would-be second person at the bedside, of each kind the rule must refuse."""
+    other_site = SiteFactory(code="OTH")
+    made = {
+        "auditor": lambda: UserFactory(username="auditor", role="auditor"),
+        "programme lead": lambda: UserFactory(username="lead", role="programme lead"),
+        "lab": lambda: UserFactory(username="lab3", role="lab"),
+        "coordinator": lambda: UserFactory(username="coord2", role="coordinator"),
+        "superuser": lambda: UserFactory(username="root", is_superuser=True),
+        "clinician of another site": lambda: UserFactory(
+            username="elsewhere", role="clinician", sites=[other_site]
+        ),
+        "inactive clinician": lambda: UserFactory(
+            username="gone", role="clinician", is_active=False
+        ),
+    }[kind]()
+    if kind != "clinician of another site":
+        course.site.members.add(made)
+    return made
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "auditor",
+        "programme lead",
+        "lab",
+        "coordinator",
+        "superuser",
+        "clinician of another site",
+        "inactive clinician",
+    ],
+)
+def test_only_a_clinician_of_the_site_may_be_the_second_person(course, pathway, kind):
+    pathway.advance(course, S.TRANSPLANT_SCHEDULED)
+    person = _second_person(kind, course)
+    with pytest.raises(TransitionRefused, match="may not confirm an administration"):
+        transplant(pathway, course, second_person=person)
+    assert course.state == S.TRANSPLANT_SCHEDULED
+    assert person not in bedside_confirmers(course=course, recorder=pathway.clinician)
+
+
+def test_the_form_offers_only_the_sites_clinicians_other_than_the_recorder(client, course, pathway):
+    pathway.advance(course, S.TRANSPLANT_SCHEDULED)
+    course.site.members.add(pathway.clinician2)
+    for kind in ("auditor", "superuser", "lab", "clinician of another site"):
+        _second_person(kind, course)
+    client.force_login(pathway.clinician)
+    url = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "record_transplant"])
+    form = client.get(url).context["transition_form"]
+    assert list(form.fields["second_person"].queryset) == [pathway.clinician2]
+
+
+def test_the_sixth_wrong_second_person_password_locks_them_out_like_a_failed_login(
+    client, course, pathway, settings
+):
+    settings.AXES_FAILURE_LIMIT = 5
+    pathway.advance(course, S.TRANSPLANT_SCHEDULED)
+    pathway.deliver_to_site(course)
+    course.site.members.add(pathway.clinician2)
+    client.force_login(pathway.clinician)
+    url = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "record_transplant"])
+    now = timezone.localtime(timezone.now(), course.site.time_zone)
+    data = {
+        "performed_at_0": now.date().isoformat(),
+        "performed_at_1": now.strftime("%H:%M"),
+        "bedside_coi_id": course.coi_id,
+        "cells_administered": "140000000",
+        "weight_kg": "70",
+        "weighed_on": now.date().isoformat(),
+        "second_person": pathway.clinician2.pk,
+        "early_reason": "Moved up by the clinic",
+    }
+    answers = []
+    with time_machine.travel(pathway.at(33.1), tick=False):
+        now = timezone.localtime(timezone.now(), course.site.time_zone)
+        data |= {
+            "performed_at_0": now.date().isoformat(),
+            "performed_at_1": (now - dt.timedelta(minutes=5)).strftime("%H:%M"),
+            "weighed_on": now.date().isoformat(),
+        }
+        for attempt in range(6):
+            response = client.post(url, data | {"second_person_password": f"guess{attempt}"})
+            answers.append([str(m) for m in response.context["messages"]])
+        # The right password no longer helps: the account is locked, as after failed logins.
+        locked = client.post(url, data | {"second_person_password": PASSWORD})
+        login = Client().post(
+            "/admin/login/?next=/admin/", {"username": "clinician2", "password": PASSWORD}
+        )
+    assert all(any(SIGNATURE_NOT_ACCEPTED in m for m in a) for a in answers)
+    assert any(SIGNATURE_NOT_ACCEPTED in str(m) for m in locked.context["messages"])
+    course.refresh_from_db()
+    assert course.state == S.TRANSPLANT_SCHEDULED
+    # Nothing in the answers tells a guesser which it was.
+    assert not any("password of" in m or "locked" in m.lower() for a in answers for m in a)
+    assert login.status_code in (403, 429)  # locked out of the admin too
+
+
+def test_more_cells_than_released_are_refused_and_as_many_accepted(course, pathway):
+    pathway.advance(course, S.TRANSPLANT_SCHEDULED)
+    released = course.viable_cells_released
+    with pytest.raises(TransitionRefused, match="more than the batch released"):
+        transplant(pathway, course, cells_administered=released + 1)
+    transplant(pathway, course, cells_administered=released, weight_kg=Decimal(100))
+    assert course.state == S.FOLLOW_UP
+
+
+def test_the_product_must_reach_the_site_through_the_chain_of_custody(course, pathway):
+    pathway.advance(course, S.TRANSPLANT_SCHEDULED)
+    with (
+        time_machine.travel(pathway.at(33.1), tick=False),
+        pytest.raises(TransitionRefused, match="leaving the lab for the site or arriving"),
+    ):
+        services.course_record_transplant(
+            course=course,
+            by=pathway.clinician,
+            performed_at=pathway.at(33),
+            bedside_coi_id=course.coi_id,
+            cells_administered=140_000_000,
+            weight_kg=Decimal(70),
+            weighed_on=pathway.at(33).date(),
+            second_person=pathway.clinician2,
+            second_person_password=PASSWORD,
+        )
+    assert course.state == S.TRANSPLANT_SCHEDULED
+
+
+def test_a_transplant_before_its_booked_day_needs_a_reason_and_is_a_deviation(course, pathway):
+    pathway.advance(course, S.TRANSPLANT_SCHEDULED)
+    early = pathway.at(32)
+    with pytest.raises(TransitionRefused, match="move the booking first, or give the reason"):
+        transplant(pathway, course, performed_at=early, weighed_on=early.date())
+    transplant(
+        pathway,
+        course,
+        performed_at=early,
+        weighed_on=early.date(),
+        early_reason="Patient admitted a day early",
+    )
+    [deviation] = ProtocolDeviation.objects.filter(course=course)
+    assert (deviation.kind, deviation.reason) == ("before_booking", "Patient admitted a day early")
+
+
+def test_the_lab_scans_the_samples_label_on_receipt(course, pathway):
+    pathway.advance(course, S.HARVESTED)
+    with (
+        time_machine.travel(pathway.at(3), tick=False),
+        pytest.raises(TransitionRefused, match="is not this course's chain-of-identity id"),
+    ):
+        services.course_receive_at_lab(
+            course=course,
+            scanned_coi_id=coi_id_format(site_code="ZZZ", year=2026, number=1),
+            by=pathway.lab,
+            received_at=pathway.at(2.9),
+            temperature_c=Decimal("4.5"),
+            transit_hours=Decimal("20"),
+        )
+    assert course.state == S.HARVESTED
+
+
+def test_only_a_lab_user_signs_a_release(course, pathway):
+    pathway.advance(course, S.EXPANDING)
+    root = UserFactory(username="root", is_superuser=True)
+    with pytest.raises(TransitionRefused, match="Only a lab user"):
+        release_on_day(pathway, course, 28, by=root)
+    assert course.state == S.EXPANDING
 
 
 # Custody events are append-only.

@@ -108,6 +108,7 @@ def test_broken_cold_chain_rejects_the_sample(course, pathway, lab, temperature,
     pathway.advance(course, S.HARVESTED)
     services.course_receive_at_lab(
         course=course,
+        scanned_coi_id=course.coi_id,
         by=lab,
         received_at=pathway.at(2.9),
         temperature_c=Decimal(temperature),
@@ -123,6 +124,7 @@ def test_cold_chain_at_its_limits_is_intact(course, pathway, lab, temperature, h
     pathway.advance(course, S.HARVESTED)
     services.course_receive_at_lab(
         course=course,
+        scanned_coi_id=course.coi_id,
         by=lab,
         received_at=pathway.at(2.9),
         temperature_c=Decimal(temperature),

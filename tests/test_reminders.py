@@ -5,12 +5,23 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from common.errors import Refused
 from delivery.messages import notification_message
 from pathway import services
 from pathway.states import CourseState
-from scheduling.models import Channel, Notification, NotificationStatus, Visit, VisitKind
+from patients.models import ClinicHours
+from scheduling.models import (
+    Channel,
+    DeviationKind,
+    Notification,
+    NotificationStatus,
+    ProtocolDeviation,
+    Visit,
+    VisitKind,
+    VisitStatus,
+)
 from scheduling.rules import after_quiet_hours, reminder_time
-from scheduling.services import visit_reschedule
+from scheduling.services import visit_book_again, visit_mark_missed, visit_reschedule
 from scheduling.windows import follow_up_slot
 
 pytestmark = pytest.mark.django_db
@@ -136,25 +147,126 @@ def test_follow_up_slot_in_a_zone_ahead_of_utc():
     )
 
 
-def test_moving_a_transplant_moves_the_follow_ups_and_their_reminders(course, pathway):
+def _book(visit, day_offset=0, hour=10, **kwargs):
+    """Book a follow-up at `hour` o'clock, site time, `day_offset` days into its window."""
+    zone = visit.course.site.time_zone
+    at = dt.datetime.combine(
+        visit.window_opens_on + dt.timedelta(days=day_offset), dt.time(hour), tzinfo=zone
+    )
+    return visit_reschedule(visit=visit, scheduled_at=at, **kwargs)
+
+
+def test_moving_a_transplant_moves_the_follow_ups_windows_and_the_booked_ones_reminders(
+    course, pathway, coordinator
+):
     pathway.advance(course, CourseState.FOLLOW_UP)
     four_weeks = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
-    old_window, old_reminders = four_weeks.window_closes_on, set(pending(four_weeks))
-    assert old_reminders
+    twelve_weeks = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=12)
+    _book(twelve_weeks, day_offset=3, by=coordinator)
+    twelve_weeks.refresh_from_db()
+    booked_at, old_reminders = twelve_weeks.scheduled_at, set(pending(twelve_weeks))
+    old_twelve_window = twelve_weeks.window_closes_on
+    assert old_reminders and pending(four_weeks) == []
+    due_at, old_window = four_weeks.scheduled_at, four_weeks.window_closes_on
     transplant = Visit.objects.get(course=course, kind=VisitKind.TRANSPLANT)
     moved_to = transplant.scheduled_at + dt.timedelta(days=3)
 
     visit_reschedule(visit=transplant, scheduled_at=moved_to)
 
     four_weeks.refresh_from_db()
+    twelve_weeks.refresh_from_db()
     course.refresh_from_db()
     assert course.transplanted_at == moved_to
+    # The one only due moves with its window and still tells the patient nothing.
     assert four_weeks.window_closes_on == old_window + dt.timedelta(days=3)
-    new_reminders = set(pending(four_weeks))
-    assert {at for _, at in new_reminders} == {at + dt.timedelta(days=3) for _, at in old_reminders}
-    assert Notification.objects.filter(
-        visit=four_weeks, status=NotificationStatus.CANCELLED
-    ).count() == len(old_reminders)
+    assert four_weeks.scheduled_at == due_at + dt.timedelta(days=3)
+    assert pending(four_weeks) == []
+    # The booked one keeps the time the patient was given, and its reminders.
+    assert twelve_weeks.scheduled_at == booked_at
+    assert twelve_weeks.window_closes_on == old_twelve_window + dt.timedelta(days=3)
+    assert set(pending(twelve_weeks)) == old_reminders
+
+
+def test_a_follow_up_nobody_booked_tells_the_patient_nothing_and_booking_it_does(
+    course, pathway, coordinator
+):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    follow_ups = Visit.objects.filter(course=course, kind=VisitKind.FOLLOW_UP)
+    assert {v.status for v in follow_ups} == {VisitStatus.PLANNED}
+    assert not Notification.objects.filter(visit__in=follow_ups).exists()
+    twelve_weeks = follow_ups.get(protocol_visit__weeks_after_transplant=12)
+    _book(twelve_weeks, day_offset=2, by=coordinator)
+    twelve_weeks.refresh_from_db()
+    assert twelve_weeks.status == VisitStatus.BOOKED
+    assert len(pending(twelve_weeks)) == 4  # 7 days and 1 day before, by email and SMS
+
+
+def test_booking_outside_the_window_needs_a_reason_logged_as_a_deviation(
+    course, pathway, coordinator
+):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    visit = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=12)
+    late = (visit.window_closes_on - visit.window_opens_on).days + 1
+    with pytest.raises(Refused, match="outside the visit's window"):
+        _book(visit, day_offset=late, by=coordinator)
+    visit.refresh_from_db()
+    assert visit.status == VisitStatus.PLANNED and pending(visit) == []
+    _book(visit, day_offset=late, by=coordinator, deviation_reason="Patient abroad until then")
+    [deviation] = ProtocolDeviation.objects.filter(visit=visit)
+    assert (deviation.kind, deviation.by) == (DeviationKind.OUTSIDE_WINDOW, coordinator)
+    assert deviation.reason == "Patient abroad until then"
+
+
+def test_booking_outside_clinic_hours_is_refused_or_needs_a_reason(course, pathway, coordinator):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    for weekday in range(5):
+        ClinicHours.objects.create(
+            site=course.site, weekday=weekday, opens_at=dt.time(8), closes_at=dt.time(17)
+        )
+    visit = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=12)
+    zone = course.site.time_zone
+    day = next(
+        visit.window_opens_on + dt.timedelta(days=n)
+        for n in range(7)
+        if (visit.window_opens_on + dt.timedelta(days=n)).weekday() == 2  # a Wednesday
+    )
+    evening = dt.datetime.combine(day, dt.time(19, 30), tzinfo=zone)
+    with pytest.raises(Refused, match="outside the clinic's hours"):
+        visit_reschedule(visit=visit, scheduled_at=evening, by=coordinator)
+    visit_reschedule(
+        visit=visit, scheduled_at=dt.datetime.combine(day, dt.time(16, 59), tzinfo=zone)
+    )
+    visit.refresh_from_db()
+    assert visit.status == VisitStatus.BOOKED
+
+
+def test_a_follow_up_whose_window_closed_unbooked_is_marked_missed_and_booked_again(
+    course, pathway, coordinator
+):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    visit = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
+    with pytest.raises(Refused, match="can still take place"):
+        visit_mark_missed(visit=visit, by=coordinator, reason="No answer")
+    after = dt.datetime.combine(
+        visit.window_closes_on + dt.timedelta(days=1), dt.time(9), tzinfo=course.site.time_zone
+    )
+    with time_machine.travel(after, tick=False):
+        with pytest.raises(Refused, match="Give the reason"):
+            visit_mark_missed(visit=visit, by=coordinator, reason=" ")
+        visit_mark_missed(visit=visit, by=coordinator, reason="Patient unreachable")
+        visit.refresh_from_db()
+        assert (visit.status, visit.missed_reason) == (VisitStatus.MISSED, "Patient unreachable")
+        with pytest.raises(Refused, match="book it again instead"):
+            visit_reschedule(visit=visit, scheduled_at=after + dt.timedelta(days=2))
+        again = visit_book_again(
+            visit=visit,
+            scheduled_at=after + dt.timedelta(days=2),
+            by=coordinator,
+            deviation_reason="Rebooked after a missed visit",
+        )
+    assert (again.status, again.protocol_visit) == (VisitStatus.BOOKED, visit.protocol_visit)
+    assert pending(again)
+    assert ProtocolDeviation.objects.filter(visit=again, kind=DeviationKind.OUTSIDE_WINDOW).exists()
 
 
 def test_moving_a_booked_harvest_moves_its_reminders(course, pathway):

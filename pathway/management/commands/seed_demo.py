@@ -16,7 +16,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from pathway import services
-from pathway.custody import batch_record_qc
+from pathway.custody import batch_record_qc, custody_event_record
+from pathway.models import CustodyKind
 from pathway.records import adverse_event_record, clinical_record_save
 from pathway.scans import alerts_scan_overdue
 from pathway.states import CourseState
@@ -27,6 +28,7 @@ from patients.models import (
     BodyMeasurement,
     ChestCT,
     ClinicalAssessment,
+    ClinicHours,
     LungFunctionTest,
     Medication,
     Patient,
@@ -40,11 +42,14 @@ from scheduling.models import Visit, VisitKind, VisitStatus
 from scheduling.services import visit_reschedule
 
 DEMO_PASSWORD = "pathway-demo"
+# Name, code, zone, the neutral name patients see in messages, and the number they call.
 SITES = [
-    ("North London Chest Clinic", "LDN", "Europe/London"),
-    ("Pudong Respiratory Centre", "SHA", "Asia/Shanghai"),
-    ("Harbour Lung Institute", "BOS", "America/New_York"),
+    ("North London Chest Clinic", "LDN", "Europe/London", "North London Clinic", "+442079460000"),
+    ("Pudong Respiratory Centre", "SHA", "Asia/Shanghai", "Pudong Clinic", "+862155550100"),
+    ("Harbour Lung Institute", "BOS", "America/New_York", "Harbour Clinic", "+16175550100"),
 ]
+# Every site sees patients Monday to Friday, 08:00 to 17:00 in its own zone.
+CLINIC_DAYS, CLINIC_OPENS, CLINIC_CLOSES = range(5), dt.time(8), dt.time(17)
 FIRST_NAMES = [
     "Margaret",
     "David",
@@ -136,12 +141,29 @@ class Command(BaseCommand):
         with transaction.atomic():
             self.users = self.create_users()
             sites = [
-                Site.objects.create(name=name, code=code, time_zone=zone)
-                for name, code, zone in SITES
+                Site.objects.create(
+                    name=name,
+                    code=code,
+                    time_zone=zone,
+                    patient_facing_name=patient_name,
+                    patient_phone=phone,
+                )
+                for name, code, zone, patient_name, phone in SITES
             ]
             for site in sites:
                 site.coordinators.add(self.users["coordinator"])
-                site.members.add(self.users["clinician"], self.users["lab"], self.users["lab2"])
+                site.members.add(
+                    self.users["clinician"],
+                    self.users["clinician2"],
+                    self.users["lab"],
+                    self.users["lab2"],
+                )
+                ClinicHours.objects.bulk_create(
+                    ClinicHours(
+                        site=site, weekday=day, opens_at=CLINIC_OPENS, closes_at=CLINIC_CLOSES
+                    )
+                    for day in CLINIC_DAYS
+                )
             number = 0
             for state, count in STATE_COUNTS.items():
                 for _ in range(count):
@@ -150,8 +172,8 @@ class Command(BaseCommand):
             self.showcase_reminders_and_alerts()
         self.stdout.write(
             self.style.SUCCESS(
-                f"Loaded {number} demo patients at {len(sites)} sites. Log in as admin, "
-                f"coordinator, clinician or lab with password '{DEMO_PASSWORD}'."
+                f"Loaded {number} demo patients at {len(sites)} sites. Log in as "
+                f"{', '.join(self.users)} with password '{DEMO_PASSWORD}'."
             )
         )
 
@@ -165,7 +187,10 @@ class Command(BaseCommand):
         )
         if harvest:
             visit_reschedule(
-                visit=harvest, scheduled_at=timezone.now() + dt.timedelta(days=1, minutes=2)
+                visit=harvest,
+                scheduled_at=timezone.now() + dt.timedelta(days=1, minutes=2),
+                by=self.users["coordinator"],
+                deviation_reason="Demo: moved so that its reminders fall due at once.",
             )
         alerts_scan_overdue()
 
@@ -176,6 +201,7 @@ class Command(BaseCommand):
             ("admin", None),
             ("coordinator", "coordinator"),
             ("clinician", "clinician"),
+            ("clinician2", "clinician"),
             ("lab", "lab"),
             ("lab2", "lab"),
             ("lead", PROGRAMME_LEAD_GROUP),
@@ -301,9 +327,14 @@ class Command(BaseCommand):
         day |= {"schedule_transplant": day["release"] + 1, "transplant": day["release"] + 6}
         age = self.age_in_days(target, day, rng)
         start = timezone.now().replace(microsecond=0) - dt.timedelta(days=age)
-
-        def when(offset):
-            return start + dt.timedelta(days=offset, hours=rng.uniform(0, 4))
+        # Procedures fall on clinic days: an earlier start moves a weekend harvest to Friday,
+        # and the transplant comes a day or two sooner if its day is a weekend.
+        start -= dt.timedelta(
+            days=self.days_past_friday(site, start + dt.timedelta(day["harvest"]))
+        )
+        day["transplant"] -= self.days_past_friday(site, start + dt.timedelta(day["transplant"]))
+        harvest_at = self.clinic_time(site, start + dt.timedelta(day["harvest"]))
+        transplant_at = self.clinic_time(site, start + dt.timedelta(day["transplant"]))
 
         with self.at(start):
             course = services.course_create(patient=patient, by=u["coordinator"])
@@ -325,16 +356,16 @@ class Command(BaseCommand):
                 lambda: services.course_schedule_harvest(
                     course=course,
                     by=u["coordinator"],
-                    scheduled_at=when(day["harvest"]),
+                    scheduled_at=harvest_at,
                     place="Endoscopy suite 2",
                 ),
             ),
             CourseState.HARVESTED: (
-                day["harvest"] + 0.3,
+                harvest_at + dt.timedelta(hours=2),
                 lambda: services.course_record_harvest(
                     course=course,
                     by=u["clinician"],
-                    performed_at=timezone.now() - dt.timedelta(hours=1),
+                    performed_at=harvest_at,
                     operator=u["clinician"],
                 ),
             ),
@@ -342,6 +373,7 @@ class Command(BaseCommand):
                 day["receipt"],
                 lambda: services.course_receive_at_lab(
                     course=course,
+                    scanned_coi_id=course.coi_id,
                     by=u["lab"],
                     received_at=timezone.now(),
                     temperature_c=Decimal(rng.uniform(3, 7)).quantize(Decimal("0.1")),
@@ -357,24 +389,62 @@ class Command(BaseCommand):
                 lambda: services.course_schedule_transplant(
                     course=course,
                     by=u["coordinator"],
-                    scheduled_at=when(day["transplant"]),
+                    scheduled_at=transplant_at,
                     place="Endoscopy suite 1",
                 ),
             ),
             CourseState.FOLLOW_UP: (
-                day["transplant"] + 0.3,
-                lambda: self.transplant(course),
+                transplant_at + dt.timedelta(hours=2),
+                lambda: self.transplant(course, performed_at=transplant_at),
             ),
         }
         for state in reached[1:]:
             if state == CourseState.COMPLETED:
                 break
-            offset, step = steps[state]
-            with self.at(start + dt.timedelta(days=offset)):
+            when, step = steps[state]
+            with self.at(when if isinstance(when, dt.datetime) else start + dt.timedelta(when)):
                 step()
+        self.book_follow_ups(course)
         self.mark_past_follow_ups_done(course)
         with self.at(timezone.now() - dt.timedelta(hours=1)):
             self.finish(course, final_state)
+
+    @staticmethod
+    def days_past_friday(site, moment) -> int:
+        """How many days `moment` falls after Friday in the site's calendar (0 on weekdays)."""
+        return max(timezone.localdate(moment, site.time_zone).weekday() - 4, 0)
+
+    def clinic_time(self, site, moment) -> dt.datetime:
+        """A time in the clinic's morning (09:00–12:00) on `moment`'s day, in the site's zone."""
+        day = timezone.localdate(moment, site.time_zone)
+        minutes = 9 * 60 + 15 * self.random.randint(0, 12)
+        return dt.datetime.combine(day, dt.time(minutes // 60, minutes % 60), tzinfo=site.time_zone)
+
+    def book_follow_ups(self, course):
+        """The coordinator books each follow-up whose window has opened or opens within two
+        weeks, on a clinic morning inside the window; the rest stay due."""
+        site = course.site
+        horizon = timezone.localdate(timezone=site.time_zone) + dt.timedelta(days=14)
+        due = Visit.objects.filter(
+            course=course,
+            kind=VisitKind.FOLLOW_UP,
+            status=VisitStatus.PLANNED,
+            window_opens_on__lte=horizon,
+        )
+        for visit in due:
+            day = timezone.localdate(visit.scheduled_at, site.time_zone)
+            day -= dt.timedelta(days=max(day.weekday() - 4, 0))  # a weekend: the Friday before
+            ten_days_before = dt.datetime.combine(
+                visit.window_opens_on, dt.time(8), tzinfo=site.time_zone
+            ) - dt.timedelta(days=10)
+            with self.at(min(ten_days_before, timezone.now() - dt.timedelta(hours=1))):
+                visit_reschedule(
+                    visit=visit,
+                    scheduled_at=self.clinic_time(
+                        site, dt.datetime.combine(day, dt.time(12), tzinfo=site.time_zone)
+                    ),
+                    by=self.users["coordinator"],
+                )
 
     @staticmethod
     def age_in_days(target, day, rng):
@@ -413,10 +483,22 @@ class Command(BaseCommand):
         )
         services.course_release(course=course, by=self.users["lab2"], password=DEMO_PASSWORD)
 
-    def transplant(self, course):
-        """At the bedside: weighed that day, the label read, a coordinator as second person."""
+    def transplant(self, course, *, performed_at):
+        """The product shipped to the site and received there, each with its label scanned;
+        at the bedside, weighed that day, the label read, a second clinician confirming."""
+        for kind, hours_before in (
+            (CustodyKind.SHIPPED_TO_SITE, 20),
+            (CustodyKind.RECEIVED_AT_SITE, 3),
+        ):
+            custody_event_record(
+                course=course,
+                kind=kind,
+                by=self.users["coordinator"],
+                scanned_coi_id=course.coi_id,
+                at=performed_at - dt.timedelta(hours=hours_before),
+                location=course.site.name,
+            )
         weight = course.patient.bodymeasurements.first().weight_kg
-        performed_at = timezone.now() - dt.timedelta(hours=2)
         services.course_record_transplant(
             course=course,
             by=self.users["clinician"],
@@ -425,9 +507,9 @@ class Command(BaseCommand):
             cells_administered=int(Decimal("2.4") * weight * 1_000_000),
             weight_kg=weight,
             weighed_on=timezone.localdate(performed_at, course.site.time_zone),
-            second_person=self.users["coordinator"],
+            second_person=self.users["clinician2"],
             second_person_password=DEMO_PASSWORD,
-            discharged_at=timezone.now() + dt.timedelta(hours=3),
+            discharged_at=performed_at + dt.timedelta(hours=5),
         )
 
     def mark_past_follow_ups_done(self, course):

@@ -1,0 +1,56 @@
+"""Who may sign, and how a signature's password is checked.
+
+Two steps need a second person: the bedside check of a transplant (a clinical user of the
+course's site who holds `confirm_administration`, never the person recording it) and the
+release of a batch (a lab user who holds the release permission, never the one who entered
+the QC). Superusers, auditors and programme leads hold neither permission through a role and
+are never offered. A signature's password is checked the way a login is, so a wrong one counts
+towards the same django-axes lockout, and the answer is the same whether the password was
+wrong or the account is locked.
+"""
+
+from django.contrib.auth import authenticate, get_user_model
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+
+CONFIRM_ADMINISTRATION = "pathway.confirm_administration"
+SIGN_RELEASE = "pathway.release_course"
+
+
+def _holding(permission: str) -> QuerySet:
+    """Active users other than superusers who hold `permission` through a group or directly."""
+    app_label, codename = permission.split(".")
+    by_group = Q(
+        groups__permissions__codename=codename,
+        groups__permissions__content_type__app_label=app_label,
+    )
+    directly = Q(
+        user_permissions__codename=codename,
+        user_permissions__content_type__app_label=app_label,
+    )
+    return get_user_model().objects.filter(by_group | directly, is_active=True, is_superuser=False)
+
+
+def bedside_confirmers(*, course, recorder=None) -> QuerySet:
+    """Who may confirm the administration at this course's bedside."""
+    people = _holding(CONFIRM_ADMINISTRATION).filter(
+        Q(member_sites=course.site_id) | Q(coordinated_sites=course.site_id)
+    )
+    if recorder is not None:
+        people = people.exclude(pk=recorder.pk)
+    return people.distinct().order_by("last_name", "first_name", "username")
+
+
+def may_sign_release(user) -> bool:
+    return _holding(SIGN_RELEASE).filter(pk=user.pk).exists()
+
+
+def password_confirms(*, user, password: str, request: HttpRequest | None = None) -> bool:
+    """Whether `password` is `user`'s, checked as a login is (a failure counts towards the
+    lockout, a locked-out user is refused). Outside a request, as from a command, the check
+    is counted against the local machine."""
+    if request is None:
+        request = HttpRequest()
+        request.META["REMOTE_ADDR"] = "127.0.0.1"
+    confirmed = authenticate(request, username=user.get_username(), password=password)
+    return confirmed is not None and confirmed.pk == user.pk
