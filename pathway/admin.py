@@ -16,7 +16,7 @@ from common.errors import Refused
 from common.paginator import EstimatedCountPaginator
 from pathway.amendments import follow_ups_recompute
 from pathway.badges import state_badge
-from pathway.conditions import RuleStatus, eligibility_checklist
+from pathway.conditions import RuleStatus, eligibility_checklist, evaluation_sources
 from pathway.custody import (
     MANUAL_KINDS,
     batch_record_qc,
@@ -372,17 +372,19 @@ class TreatmentCourseAdmin(
 
     @admin.display(description="eligibility checklist")
     def eligibility(self, obj):
+        facts = course_evaluation_facts(course=obj)
         checklist = eligibility_checklist(
-            facts=course_evaluation_facts(course=obj),
-            protocol=obj.protocol,
-            low_fev1_justification=obj.low_fev1_justification,
+            facts=facts, protocol=obj.protocol, low_fev1_justification=obj.low_fev1_justification
         )
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
             ((_STATUS_MARKS[r.status], r.rule, r.reason) for r in checklist),
         )
-        return format_html('<table class="eligibility-checklist">{}</table>', rows)
+        sources = evaluation_sources(facts, zone=obj.site.time_zone)
+        return format_html(
+            '<table class="eligibility-checklist">{}</table><p class="help">{}</p>', rows, sources
+        )
 
     @admin.display(description="change from baseline")
     def outcomes(self, obj):

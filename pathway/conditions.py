@@ -152,9 +152,8 @@ def _spirometry_rules(facts: EvaluationFacts, protocol: Protocol, justification:
                 names[2],
                 RuleStatus.FAILED,
                 f"FEV1 is {_pct(fev1_pct)} % predicted, below "
-                f"{_pct(protocol.fev1_pct_min)} % (GOLD 4): approval needs a "
-                "specialist's written justification that enough basal cells "
-                "remain.",
+                f"{_pct(protocol.fev1_pct_min)} %{' (GOLD 4)' if stage == 4 else ''}: approval "
+                "needs a specialist's written justification that enough basal cells remain.",
                 values,
             )
         )
@@ -168,6 +167,22 @@ def _spirometry_rules(facts: EvaluationFacts, protocol: Protocol, justification:
             )
         )
     return results
+
+
+def evaluation_sources(facts: EvaluationFacts, *, zone) -> str:
+    """Which records the checklist read, so that nobody has to guess which of two tests on
+    the same day counted. Entry times are in `zone`, named."""
+    parts = [
+        f"{label} of {record.taken_on} "
+        f"(entered {record.entered_at.astimezone(zone):%Y-%m-%d %H:%M %Z})"
+        for label, record in (
+            ("lung function", facts.lung_function),
+            ("chest CT", facts.chest_ct),
+            ("clinical assessment", facts.assessment),
+        )
+        if record is not None
+    ]
+    return "Read from the latest " + ", ".join(parts) + "." if parts else "No records yet."
 
 
 def _ct_rule(facts: EvaluationFacts) -> RuleResult:

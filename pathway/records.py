@@ -10,8 +10,15 @@ from django.utils import timezone
 from patients.models import AdverseEvent, ClinicalRecord, LungFunctionTest
 from patients.selectors import course_baseline_lung_function
 from scheduling.alerts import alert_raise
-from scheduling.models import OPEN_VISIT_STATUSES, AlertKind, Severity, Visit, VisitKind
-from scheduling.services import visit_record_done
+from scheduling.models import (
+    OPEN_VISIT_STATUSES,
+    AlertKind,
+    DeviationKind,
+    Severity,
+    Visit,
+    VisitKind,
+)
+from scheduling.services import deviation_record, visit_record_done
 
 
 def _visit_done_at(visit: Visit, taken_on: dt.date) -> dt.datetime:
@@ -21,18 +28,25 @@ def _visit_done_at(visit: Visit, taken_on: dt.date) -> dt.datetime:
     return dt.datetime.combine(taken_on, local_time, tzinfo=zone)
 
 
-def clinical_record_save(*, record: ClinicalRecord, by) -> list[str]:
-    """Validate and save a record; returns its warnings (values to double-check).
+def clinical_record_save(*, record: ClinicalRecord, by, early_reason: str = "") -> list[str]:
+    """Validate and save a record; returns its warnings (values to double-check, and what
+    was not done).
 
-    A record entered against an open follow-up visit marks the visit done, and a lung
-    function that has fallen from baseline beyond the protocol's thresholds alerts.
+    A record entered against an open follow-up visit marks the visit done, unless it was
+    taken before the visit's window opened: that needs a clinician's reason, kept as a
+    protocol deviation, and without one the visit stays open. Another lung function on the
+    same day is flagged. A lung function that has fallen from baseline beyond the protocol's
+    thresholds alerts.
     """
+    warnings = []
     if record.entered_by_id is None:
         record.entered_by = by
     if record.visit_id and not record.patient_id:
         record.patient_id = record.visit.course.patient_id
     record.full_clean()
     record._history_user = by
+    if isinstance(record, LungFunctionTest):
+        warnings += _same_day_lung_function(record)
     with transaction.atomic():
         record.save()
         if record.visit_id:
@@ -42,10 +56,50 @@ def clinical_record_save(*, record: ClinicalRecord, by) -> list[str]:
             # A procedure is done only when it is recorded on the course, which checks what it
             # needs; a measurement taken at its booking leaves it booked.
             if visit.kind == VisitKind.FOLLOW_UP and visit.status in OPEN_VISIT_STATUSES:
-                visit_record_done(visit=visit, done_at=_visit_done_at(visit, record.taken_on))
+                warnings += _follow_up_done(visit, record, by=by, early_reason=early_reason)
             if isinstance(record, LungFunctionTest):
                 _alert_on_decline(record, visit)
-    return record.warnings()
+    return record.warnings() + warnings
+
+
+def _follow_up_done(visit: Visit, record: ClinicalRecord, *, by, early_reason: str) -> list[str]:
+    """Mark the follow-up done by this measurement, if its window had opened or a reason says
+    why it counts anyway; otherwise say why it is still open."""
+    early = visit.window_opens_on is not None and record.taken_on < visit.window_opens_on
+    if early and not early_reason.strip():
+        return [
+            f"The {visit.label} is still open: this was measured on {record.taken_on}, before "
+            f"its window opens on {visit.window_opens_on}. To count it, give a clinician's "
+            "reason (a protocol deviation)."
+        ]
+    if early:
+        deviation_record(
+            course=visit.course,
+            visit=visit,
+            by=by,
+            reason=early_reason.strip(),
+            deviations=[
+                (
+                    DeviationKind.BEFORE_WINDOW,
+                    f"Measured on {record.taken_on}; the window opens on {visit.window_opens_on}.",
+                )
+            ],
+        )
+    visit_record_done(visit=visit, done_at=_visit_done_at(visit, record.taken_on))
+    return []
+
+
+def _same_day_lung_function(test: LungFunctionTest) -> list[str]:
+    """Another lung function of the patient on the same day: which one counts is not clear."""
+    others = LungFunctionTest.objects.filter(patient_id=test.patient_id, taken_on=test.taken_on)
+    if test.pk:
+        others = others.exclude(pk=test.pk)
+    return [
+        f"Another lung function test of this patient is recorded for {test.taken_on} (FEV1 "
+        f"{other.fev1_pct_predicted} % predicted, entered {other.entered_at:%Y-%m-%d %H:%M}). "
+        "The eligibility checklist uses the one entered last: correct or remove the wrong one."
+        for other in others
+    ]
 
 
 def lung_function_declines(

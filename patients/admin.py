@@ -54,7 +54,10 @@ class ClinicalRecordsSavedThroughServices:
             if isinstance(record, AdverseEvent):
                 adverse_event_record(event=record, by=request.user)
                 continue
-            for warning in clinical_record_save(record=record, by=request.user):
+            early_reason = form.cleaned_data.get("deviation_reason", "")
+            for warning in clinical_record_save(
+                record=record, by=request.user, early_reason=early_reason
+            ):
                 self.message_user(request, warning, messages.WARNING)
         return None
 

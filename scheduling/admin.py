@@ -1,12 +1,16 @@
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html_join
 
 from common.admin_scoping import SiteScopedAdmin
+from common.errors import Refused
 from common.paginator import EstimatedCountPaginator
 from patients.access import user_sees_all_sites, user_sites
 from patients.admin import (
@@ -34,7 +38,65 @@ from scheduling.models import (
     VisitStatus,
 )
 from scheduling.selectors import UPCOMING_PROCEDURE_DAYS, upcoming_procedures
-from scheduling.services import visit_record_done, visit_reschedule
+from scheduling.services import (
+    visit_book_again,
+    visit_mark_missed,
+    visit_move_refusals,
+    visit_reschedule,
+)
+
+_REASON_HELP = (
+    "Needed to book outside the visit's window or the site's clinic hours, or to count "
+    "measurements taken before the window opens. Kept as a protocol deviation."
+)
+
+
+class VisitForm(forms.ModelForm):
+    """Booking or moving a visit; what the booking rules refuse is shown beside the time."""
+
+    deviation_reason = forms.CharField(
+        label="Reason for a deviation",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text=_REASON_HELP,
+    )
+
+    class Meta:
+        model = Visit
+        fields = ("scheduled_at", "place")
+
+    def clean(self):
+        data = super().clean()
+        if self.instance.pk and {"scheduled_at", "place"} & set(self.changed_data):
+            when = data.get("scheduled_at") or self.instance.scheduled_at
+            for refusal in visit_move_refusals(
+                visit=self.instance,
+                scheduled_at=when,
+                deviation_reason=data.get("deviation_reason", ""),
+            ):
+                self.add_error("scheduled_at", refusal)
+        return data
+
+
+class MarkMissedForm(forms.Form):
+    reason = forms.CharField(
+        label="Why was it missed?", widget=forms.Textarea(attrs={"rows": 3}), max_length=1000
+    )
+
+
+class BookAgainForm(forms.Form):
+    scheduled_at = forms.SplitDateTimeField(
+        label="New date and time",
+        widget=admin.widgets.AdminSplitDateTime,
+        help_text="Local time at the course's site.",
+    )
+    place = forms.CharField(max_length=200, required=False)
+    deviation_reason = forms.CharField(
+        label="Reason for a deviation",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        required=False,
+        help_text=_REASON_HELP,
+    )
 
 
 class OverdueFilter(admin.SimpleListFilter):
@@ -81,15 +143,19 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
     search_fields = ("=course__patient__mrn", "^course__patient__last_name")
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+    form = VisitForm
     fields = (
         "course",
         "kind",
         "protocol_visit",
         "scheduled_at",
         "place",
+        "deviation_reason",
         "window_opens_on",
         "window_closes_on",
         "status",
+        "next_steps",
+        "missed_reason",
         "done_at",
     )
     readonly_fields = (
@@ -99,9 +165,10 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
         "window_opens_on",
         "window_closes_on",
         "status",
+        "next_steps",
+        "missed_reason",
         "done_at",
     )
-    actions = ["mark_done"]
     # Entering a follow-up's measurements here marks the visit done.
     inlines = (
         VisitLungFunctionInline,
@@ -120,21 +187,94 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
             return super().change_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request, obj, form, change):
-        """Moving a visit goes through the service that moves its reminders with it."""
+        """Booking or moving a visit goes through the service that moves its reminders with
+        it (the form has shown what it would refuse). A follow-up is done only when its
+        measurements are recorded below, never by a button."""
         if {"scheduled_at", "place"} & set(form.changed_data):
             visit_reschedule(
-                visit=Visit.objects.get(pk=obj.pk), scheduled_at=obj.scheduled_at, place=obj.place
+                visit=Visit.objects.select_related("course__site").get(pk=obj.pk),
+                scheduled_at=obj.scheduled_at,
+                place=obj.place,
+                by=request.user,
+                deviation_reason=form.cleaned_data.get("deviation_reason", ""),
             )
 
-    @admin.action(description="Mark selected follow-ups done (now)", permissions=["change"])
-    def mark_done(self, request, queryset):
-        # Procedures are done by recording them on the course, which checks what they need.
-        open_visits = queryset.filter(
-            kind=VisitKind.FOLLOW_UP, status__in=[VisitStatus.PLANNED, VisitStatus.BOOKED]
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/missed/",
+                self.admin_site.admin_view(self.mark_missed_view),
+                name="scheduling_visit_missed",
+            ),
+            path(
+                "<path:object_id>/book-again/",
+                self.admin_site.admin_view(self.book_again_view),
+                name="scheduling_visit_book_again",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="next steps")
+    def next_steps(self, obj):
+        links = []
+        if obj.status in (VisitStatus.PLANNED, VisitStatus.BOOKED):
+            links.append(("scheduling_visit_missed", "Mark missed"))
+        if obj.status == VisitStatus.MISSED and obj.kind == VisitKind.FOLLOW_UP:
+            links.append(("scheduling_visit_book_again", "Book again"))
+        if not links:
+            return "–"
+        return format_html_join(
+            " ",
+            '<a class="button" href="{}">{}</a>',
+            ((reverse(f"admin:{name}", args=[obj.pk]), label) for name, label in links),
         )
-        for visit in open_visits:
-            visit_record_done(visit=visit, done_at=timezone.now())
-        self.message_user(request, f"{len(open_visits)} visit(s) marked done.", messages.SUCCESS)
+
+    def _visit_step(self, request, object_id, form_class, title, act):
+        visit = self.get_object(request, object_id)
+        if not self.has_change_permission(request, visit):
+            raise PermissionDenied
+        zone = visit.course.site.time_zone
+        with timezone.override(zone):
+            form = form_class(request.POST or None)
+            if request.method == "POST" and form.is_valid():
+                try:
+                    message = act(visit, form.cleaned_data)
+                except Refused as refusal:
+                    for reason in refusal.reasons:
+                        form.add_error(None, reason)
+                else:
+                    self.message_user(request, message, messages.SUCCESS)
+                    return redirect("admin:scheduling_visit_change", object_id=visit.pk)
+            booked_local = timezone.localtime(visit.scheduled_at, zone)
+            context = self.admin_site.each_context(request) | {
+                "title": title,
+                "visit": visit,
+                "form": form,
+                "opts": self.model._meta,
+                "booked_local": booked_local,
+                "zone_name": booked_local.tzname(),
+            }
+            return TemplateResponse(request, "scheduling/visit_step.html", context)
+
+    def mark_missed_view(self, request, object_id):
+        def act(visit, data):
+            visit_mark_missed(visit=visit, by=request.user, reason=data["reason"])
+            return f"The {visit.label} is marked missed; its reminders are cancelled."
+
+        return self._visit_step(request, object_id, MarkMissedForm, "Mark missed", act)
+
+    def book_again_view(self, request, object_id):
+        def act(visit, data):
+            again = visit_book_again(
+                visit=visit,
+                scheduled_at=data["scheduled_at"],
+                by=request.user,
+                place=data["place"],
+                deviation_reason=data["deviation_reason"],
+            )
+            return f"The {again.label} is booked again; the patient will be reminded."
+
+        return self._visit_step(request, object_id, BookAgainForm, "Book again", act)
 
 
 class OpenAlertFilter(admin.SimpleListFilter):

@@ -110,6 +110,48 @@ def _procedure_window(scheduled_at: dt.datetime, zone) -> dict:
     return {"window_opens_on": day, "window_closes_on": day}
 
 
+def _booking_deviations(*, course, scheduled_at: dt.datetime, window) -> list[tuple[str, str]]:
+    site = course.site
+    return booking_deviations(
+        scheduled_at=scheduled_at,
+        zone=site.time_zone,
+        clinic_hours=site.clinic_hours.all(),
+        window_opens_on=window[0],
+        window_closes_on=window[1],
+    )
+
+
+def _window(visit: Visit) -> tuple[dt.date | None, dt.date | None]:
+    """The window a booking of this visit must keep to: a follow-up's; a procedure has none."""
+    if visit.kind == VisitKind.FOLLOW_UP:
+        return visit.window_opens_on, visit.window_closes_on
+    return None, None
+
+
+def visit_move_refusals(
+    *, visit: Visit, scheduled_at: dt.datetime, deviation_reason: str = ""
+) -> list[str]:
+    """Why this visit may not be booked or moved to `scheduled_at`; empty if it may. Forms
+    show these beside the field; `visit_reschedule` raises them."""
+    if visit.status not in (*OPEN_VISIT_STATUSES, VisitStatus.DONE):
+        again = ": book it again instead." if visit.status == VisitStatus.MISSED else "."
+        return [f"A {visit.get_status_display().lower()} visit cannot be moved{again}"]
+    if visit.status == VisitStatus.DONE or (deviation_reason or "").strip():
+        return []
+    deviations = _booking_deviations(
+        course=visit.course, scheduled_at=scheduled_at, window=_window(visit)
+    )
+    return _refusals(deviations)
+
+
+def _refusals(deviations) -> list[str]:
+    if not deviations:
+        return []
+    return [detail for _, detail in deviations] + [
+        "Choose another time, or give a reason to book it anyway (a protocol deviation)."
+    ]
+
+
 def booking_allow(
     *,
     course,
@@ -121,22 +163,12 @@ def booking_allow(
 ) -> list[ProtocolDeviation]:
     """Check a booking against the visit's window and the site's clinic hours: refused with
     what is wrong, or, given a reason, allowed and logged as a protocol deviation."""
-    site = course.site
-    deviations = booking_deviations(
-        scheduled_at=scheduled_at,
-        zone=site.time_zone,
-        clinic_hours=site.clinic_hours.all(),
-        window_opens_on=window[0],
-        window_closes_on=window[1],
-    )
+    deviations = _booking_deviations(course=course, scheduled_at=scheduled_at, window=window)
     if not deviations:
         return []
     reason = (deviation_reason or "").strip()
     if not reason or by is None:
-        raise Refused(
-            [detail for _, detail in deviations]
-            + ["Choose another time, or give a reason to book it anyway (a protocol deviation)."]
-        )
+        raise Refused(_refusals(deviations))
     return deviation_record(course=course, visit=visit, by=by, reason=reason, deviations=deviations)
 
 
@@ -247,12 +279,7 @@ def visit_reschedule(
     correction of when it happened) moves the course's open follow-ups' windows with it.
     """
     if visit.status not in (*OPEN_VISIT_STATUSES, VisitStatus.DONE):
-        raise Refused(
-            [
-                f"A {visit.get_status_display().lower()} visit cannot be moved"
-                + (": book it again instead." if visit.status == VisitStatus.MISSED else ".")
-            ]
-        )
+        raise Refused(visit_move_refusals(visit=visit, scheduled_at=scheduled_at))
     course = visit.course
     zone = course.site.time_zone
     books = visit.status == VisitStatus.PLANNED
@@ -270,11 +297,7 @@ def visit_reschedule(
                 scheduled_at=scheduled_at,
                 by=by,
                 deviation_reason=deviation_reason,
-                window=(
-                    (visit.window_opens_on, visit.window_closes_on)
-                    if visit.kind == VisitKind.FOLLOW_UP
-                    else (None, None)
-                ),
+                window=_window(visit),
             )
         reminders_cancel(visits=[visit])
         visit.scheduled_at = scheduled_at

@@ -1,6 +1,7 @@
 import datetime as dt
 
 import pytest
+import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -10,6 +11,7 @@ from pathway import services
 from pathway.models import TreatmentCourse
 from pathway.states import CourseState
 from patients.models import Patient
+from scheduling.models import Notification, ProtocolDeviation, Visit, VisitKind, VisitStatus
 from tests.admin_forms import change_form_data
 from tests.factories import ClinicalAssessmentFactory, PatientFactory, SiteFactory
 
@@ -278,22 +280,26 @@ def test_a_follow_ups_measurements_are_entered_at_the_visit(client, course, path
 
     pathway.advance(course, CourseState.FOLLOW_UP)
     visit = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
-    client.force_login(clinician)
-    url = reverse("admin:scheduling_visit_change", args=[visit.pk])
-    page = client.get(url)
-    data = change_form_data(page) | {
-        "sixminutewalktests-TOTAL_FORMS": "1",
-        "sixminutewalktests-0-taken_on": timezone.localdate().isoformat(),
-        "sixminutewalktests-0-distance_m": "1200",
-    }
-    refused = client.post(url, data)
-    assert refused.status_code == 200
-    assert (
-        "Six-minute walk distance must be between 0 m and 1000 m; 1200 m was entered."
-        in refused.content.decode()
+    in_window = dt.datetime.combine(
+        visit.window_opens_on + dt.timedelta(days=1), dt.time(11), tzinfo=course.site.time_zone
     )
-    data["sixminutewalktests-0-distance_m"] = "30"
-    response = client.post(url, data, follow=True)
+    url = reverse("admin:scheduling_visit_change", args=[visit.pk])
+    with time_machine.travel(in_window, tick=False):
+        client.force_login(clinician)
+        page = client.get(url)
+        data = change_form_data(page) | {
+            "sixminutewalktests-TOTAL_FORMS": "1",
+            "sixminutewalktests-0-taken_on": timezone.localdate().isoformat(),
+            "sixminutewalktests-0-distance_m": "1200",
+        }
+        refused = client.post(url, data)
+        assert refused.status_code == 200
+        assert (
+            "Six-minute walk distance must be between 0 m and 1000 m; 1200 m was entered."
+            in refused.content.decode()
+        )
+        data["sixminutewalktests-0-distance_m"] = "30"
+        response = client.post(url, data, follow=True)
     walk = SixMinuteWalkTest.objects.get(visit=visit)
     assert (walk.patient, walk.entered_by, walk.distance_m) == (course.patient, clinician, 30)
     visit.refresh_from_db()
@@ -321,31 +327,6 @@ def test_an_adverse_event_entered_on_the_course_page_alerts(client, course, path
     assert response.status_code == 302, response.context["inline_admin_formsets"][1].formset.errors
     alert = Alert.objects.get()
     assert alert.kind == "adverse_event" and "Grade 3 adverse event" in alert.message
-
-
-def test_marking_visits_done_needs_the_change_permission(client, course, pathway, coordinator):
-    from django.contrib.auth.models import Permission
-
-    from scheduling.models import Visit
-    from tests.factories import UserFactory
-
-    pathway.advance(course, CourseState.FOLLOW_UP)
-    follow_up = Visit.objects.filter(course=course, kind="follow_up").first()
-    url = reverse("admin:scheduling_visit_changelist")
-    viewer = UserFactory(username="viewer")
-    viewer.user_permissions.add(Permission.objects.get(codename="view_visit"))
-
-    client.force_login(viewer)
-    action_form = client.get(url).context["action_form"]
-    assert action_form is None or "mark_done" not in dict(action_form.fields["action"].choices)
-    client.post(url, {"action": "mark_done", "_selected_action": [follow_up.pk]})
-    follow_up.refresh_from_db()
-    assert follow_up.status == "planned"
-
-    client.force_login(coordinator)
-    client.post(url, {"action": "mark_done", "_selected_action": [follow_up.pk]})
-    follow_up.refresh_from_db()
-    assert follow_up.status == "done"
 
 
 def test_every_editable_protocol_field_is_in_the_protocol_admin(admin_client):
@@ -391,3 +372,113 @@ def test_a_cold_chain_rejection_is_shown_as_a_warning_that_says_what_next(client
     assert "book a re-harvest" in str(message)
     course.refresh_from_db()
     assert course.state == CourseState.ELIGIBLE
+
+
+def visit_url(visit, suffix="change"):
+    return reverse(f"admin:scheduling_visit_{suffix}", args=[visit.pk])
+
+
+def follow_up(course, weeks):
+    return Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=weeks)
+
+
+def booking_data(visit, day, hour="10:00", **extra):
+    return {"scheduled_at_0": day.isoformat(), "scheduled_at_1": hour, "place": "Clinic 3"} | extra
+
+
+def post_visit(client, visit, data):
+    """Submit the visit's page as the browser would, with `data` typed in."""
+    page = client.get(visit_url(visit))
+    return client.post(visit_url(visit), change_form_data(page) | data)
+
+
+def test_booking_a_follow_up_in_the_admin_refuses_outside_its_window_without_a_reason(
+    client, course, pathway, coordinator
+):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    visit = follow_up(course, 12)
+    client.force_login(coordinator)
+    late = visit.window_closes_on + dt.timedelta(days=1)
+    refused = post_visit(client, visit, booking_data(visit, late))
+    assert refused.status_code == 200
+    errors = refused.context["adminform"].form.errors["scheduled_at"]
+    assert any("outside the visit's window" in e for e in errors)
+    visit.refresh_from_db()
+    assert visit.status == VisitStatus.PLANNED
+    assert not Notification.objects.filter(visit=visit).exists()
+
+    inside = post_visit(client, visit, booking_data(visit, visit.window_opens_on))
+    assert inside.status_code == 302
+    visit.refresh_from_db()
+    assert visit.status == VisitStatus.BOOKED
+    assert Notification.objects.filter(visit=visit, status="pending").exists()
+
+    moved = post_visit(client, visit, booking_data(visit, late, deviation_reason="Patient asked"))
+    assert moved.status_code == 302
+    assert ProtocolDeviation.objects.filter(visit=visit, reason="Patient asked").exists()
+
+
+def test_changing_the_time_of_a_cancelled_visit_is_answered_with_a_message(
+    client, course, pathway, coordinator
+):
+    pathway.advance(course, CourseState.HARVEST_SCHEDULED)
+    harvest = Visit.objects.get(course=course, kind=VisitKind.HARVEST)
+    services.course_withdraw(course=course, by=coordinator, reason="Moved away")
+    harvest.refresh_from_db()
+    assert harvest.status == VisitStatus.CANCELLED
+    client.force_login(coordinator)
+    day = timezone.localdate() + dt.timedelta(days=20)
+    response = post_visit(client, harvest, booking_data(harvest, day))
+    assert response.status_code == 200
+    assert (
+        "A cancelled visit cannot be moved."
+        in (response.context["adminform"].form.errors["scheduled_at"])
+    )
+    harvest.refresh_from_db()
+    assert harvest.status == VisitStatus.CANCELLED
+
+
+def test_a_follow_up_cannot_be_marked_done_without_its_measurements(
+    client, course, pathway, coordinator
+):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    visit = follow_up(course, 4)
+    client.force_login(coordinator)
+    changelist = client.get(reverse("admin:scheduling_visit_changelist"))
+    assert "mark_done" not in changelist.content.decode()
+    client.post(
+        reverse("admin:scheduling_visit_changelist"),
+        {"action": "mark_done", "_selected_action": [visit.pk]},
+    )
+    visit.refresh_from_db()
+    assert visit.status == VisitStatus.PLANNED
+
+
+def test_a_missed_follow_up_is_marked_with_a_reason_and_booked_again_in_the_admin(
+    client, course, pathway, coordinator
+):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    visit = follow_up(course, 4)
+    after = dt.datetime.combine(
+        visit.window_closes_on + dt.timedelta(days=2), dt.time(9), tzinfo=course.site.time_zone
+    )
+    with time_machine.travel(after, tick=False):
+        client.force_login(coordinator)
+        page = client.get(visit_url(visit)).content.decode()
+        assert visit_url(visit, "missed") in page
+        empty = client.post(visit_url(visit, "missed"), {"reason": ""})
+        assert empty.status_code == 200
+        client.post(visit_url(visit, "missed"), {"reason": "Patient in hospital"})
+        visit.refresh_from_db()
+        assert (visit.status, visit.missed_reason) == ("missed", "Patient in hospital")
+        day = (after + dt.timedelta(days=3)).date()
+        no_reason = client.post(visit_url(visit, "book_again"), booking_data(visit, day))
+        assert any(
+            "outside the visit's window" in e for e in no_reason.context["form"].non_field_errors()
+        )
+        client.post(
+            visit_url(visit, "book_again"),
+            booking_data(visit, day, deviation_reason="Rebooked after discharge"),
+        )
+    again = Visit.objects.get(course=course, protocol_visit=visit.protocol_visit, status="booked")
+    assert again.pk != visit.pk

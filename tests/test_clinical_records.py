@@ -2,9 +2,12 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from pathway.conditions import EvaluationFacts, eligibility_checklist, evaluation_sources
+from pathway.models import Protocol
 from pathway.records import adverse_event_record, clinical_record_save
 from pathway.states import CourseState
 from patients.models import (
@@ -15,7 +18,14 @@ from patients.models import (
     SixMinuteWalkTest,
     SymptomScore,
 )
-from scheduling.models import Alert, AlertKind, Notification, NotificationTemplate, Visit
+from scheduling.models import (
+    Alert,
+    AlertKind,
+    Notification,
+    NotificationTemplate,
+    ProtocolDeviation,
+    Visit,
+)
 from tests.factories import PatientFactory
 
 pytestmark = pytest.mark.django_db
@@ -256,3 +266,75 @@ def test_grade_5_must_be_fatal(course, clinician):
     with pytest.raises(ValidationError, match="fatal by definition"):
         adverse_event_record(event=event, by=clinician)
     assert not AdverseEvent.objects.exists() and not Alert.objects.exists()
+
+
+def test_a_measurement_before_the_window_opens_leaves_the_follow_up_open_without_a_reason(
+    at_four_weeks, clinician
+):
+    visit = at_four_weeks
+    early = visit.window_opens_on - dt.timedelta(days=2)
+    zone = visit.course.site.time_zone
+    with time_machine.travel(dt.datetime.combine(early, dt.time(15), tzinfo=zone), tick=False):
+        walk = SixMinuteWalkTest(visit=visit, taken_on=early, distance_m=300)
+        warnings = clinical_record_save(record=walk, by=clinician)
+        visit.refresh_from_db()
+        assert visit.status == "planned"
+        assert any("still open" in w and "give a clinician's reason" in w for w in warnings)
+        symptoms = SymptomScore(visit=visit, taken_on=early, mmrc=2, cat=15)
+        clinical_record_save(record=symptoms, by=clinician, early_reason="Travelling abroad")
+    visit.refresh_from_db()
+    assert visit.status == "done"
+    [deviation] = ProtocolDeviation.objects.filter(visit=visit)
+    assert (deviation.kind, deviation.reason) == ("before_window", "Travelling abroad")
+
+
+def test_two_lung_function_tests_on_one_day_are_flagged_and_the_checklist_names_its_source(
+    clinician,
+):
+    patient = PatientFactory()
+    first = LungFunctionTest(patient=patient, taken_on=timezone.localdate(), **_lung("74"))
+    assert clinical_record_save(record=first, by=clinician) == []
+    second = LungFunctionTest(patient=patient, taken_on=timezone.localdate(), **_lung("52"))
+    [warning] = clinical_record_save(record=second, by=clinician)
+    assert "Another lung function test" in warning and "74" in warning
+    facts = EvaluationFacts(
+        today=timezone.localdate(),
+        smoking_status="never",
+        smoking_quit_date=None,
+        lung_function=LungFunctionTest.objects.filter(patient=patient).first(),
+        chest_ct=None,
+        assessment=None,
+    )
+    assert facts.lung_function == second
+    sources = evaluation_sources(facts, zone=patient.site.time_zone)
+    assert f"lung function of {second.taken_on}" in sources
+    assert patient.site.time_zone.key != "UTC" or "UTC" in sources
+
+
+def _lung(fev1_pct: str) -> dict:
+    return {
+        "fev1_l": Decimal("1.20"),
+        "fev1_pct_predicted": Decimal(fev1_pct),
+        "fvc_l": Decimal("2.80"),
+    }
+
+
+def test_no_gold_stage_and_gold_4_are_never_said_together():
+    protocol = Protocol(fev1_pct_min=Decimal(30), fev1_pct_max=Decimal(70))
+    test = LungFunctionTest(
+        taken_on=dt.date(2026, 1, 5),
+        fev1_l=Decimal("1.40"),
+        fvc_l=Decimal("2.00"),  # 0.70: no obstruction
+        fev1_pct_predicted=Decimal("29.9"),
+    )
+    facts = EvaluationFacts(
+        today=dt.date(2026, 1, 6),
+        smoking_status="never",
+        smoking_quit_date=None,
+        lung_function=test,
+        chest_ct=None,
+        assessment=None,
+    )
+    reasons = " ".join(r.reason for r in eligibility_checklist(facts=facts, protocol=protocol))
+    assert "no GOLD stage" in reasons and "GOLD 4" not in reasons
+    assert "below 30 %" in reasons
