@@ -651,7 +651,7 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
     list_display = (
         "coi_id",
         "course",
-        "status",
+        "status_column",
         "expansion_day_column",
         "qc_recorded_by",
         "released_by",
@@ -720,6 +720,12 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
     @admin.display(description="expansion day")
     def expansion_day_column(self, obj):
         return obj.expansion_day if obj.status == BatchStatus.EXPANDING else "–"
+
+    @admin.display(description="status", ordering="status")
+    def status_column(self, obj):
+        if obj.status == BatchStatus.EXPANDING and obj.course.state == CourseState.ON_HOLD:
+            return "Expanding (course on hold)"
+        return obj.get_status_display()
 
     def has_add_permission(self, request):
         return False  # a batch starts when the lab receives the sample

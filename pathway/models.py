@@ -581,6 +581,7 @@ class BatchStatus(models.TextChoices):
     REJECTED = "rejected", "Sample rejected"
     FAILED_QC = "failed_qc", "Failed QC"
     RELEASED = "released", "Released"
+    DISCARDED = "discarded", "Discarded (course withdrawn)"
 
 
 class Batch(models.Model):
@@ -674,6 +675,7 @@ class CustodyKind(models.TextChoices):
     RECEIVED_AT_SITE = "received_at_site", "Received at the site"
     ADMINISTERED = "administered", "Administered"
     CORRECTION = "correction", "Correction"
+    DISCARDED = "discarded", "Discarded"
 
 
 class AppendOnlyError(Exception):

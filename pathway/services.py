@@ -363,6 +363,7 @@ def course_receive_at_lab(
             location=lab,
             note=reason,
         )
+        _discard(batch, by=by, reason=reason, at=received_at)
         alert_raise(
             kind=AlertKind.COLD_CHAIN_BROKEN,
             severity=Severity.URGENT,
@@ -393,6 +394,30 @@ def _end_batch(course: TreatmentCourse, status: BatchStatus, by, reason: str) ->
         location=settings.MANUFACTURING_FACILITY,
         note=f"{BatchStatus(status).label}: {reason}",
     )
+    _discard(batch, by=by, reason=reason)
+
+
+def _discard(batch: Batch, *, by, reason: str, at: dt.datetime | None = None) -> None:
+    """The product's disposition: discarded, by whom and why, in the chain of custody."""
+    custody_append(
+        course=batch.course,
+        batch=batch,
+        kind=CustodyKind.DISCARDED,
+        by=by,
+        at=at or timezone.now(),
+        location=settings.MANUFACTURING_FACILITY,
+        note=f"Discarded: {reason}",
+    )
+
+
+def _discard_unused_product(course: TreatmentCourse, *, by, reason: str) -> None:
+    """A withdrawn course's batch still expanding, or released and not given, is discarded."""
+    for batch in course.batches.filter(status__in=[BatchStatus.EXPANDING, BatchStatus.RELEASED]):
+        if batch.status == BatchStatus.RELEASED and course.transplanted_at:
+            continue  # given to the patient: nothing left to discard
+        batch.status = BatchStatus.DISCARDED
+        batch.save(update_fields=["status"])
+        _discard(batch, by=by, reason=reason)
 
 
 def course_reject_sample(
@@ -719,11 +744,13 @@ def course_resume(
 
 
 def course_withdraw(*, course: TreatmentCourse, by: AbstractBaseUser, reason: str) -> TransitionLog:
-    """Withdraw a course for good; its open appointments are cancelled."""
+    """Withdraw a course for good; its open appointments are cancelled and a product not
+    given (expanding, or released) is discarded, recorded in the chain of custody."""
     _authorise(course, "withdraw", by)
     reason = _require_reason(reason, "withdraw a course")
     with _changing(course):
         scheduling.visits_cancel_open(course=course)
+        _discard_unused_product(course, by=by, reason=f"course withdrawn: {reason}")
         return _fire(course, "withdraw", by=by, note=reason)
 
 

@@ -689,3 +689,41 @@ def test_nonsense_in_an_extra_test_is_refused_beside_it(client, course, pathway,
     assert f"qc_test_{mycoplasma.pk}" in errors
     batch.refresh_from_db()
     assert batch.qc_recorded_at is None
+
+
+@pytest.mark.parametrize("state", [S.EXPANDING, S.RELEASED])
+def test_a_withdrawn_courses_product_is_discarded_and_counted_nowhere_as_expanding(
+    client, course, pathway, coordinator, state
+):
+    from reporting.dashboard import site_dashboard
+    from reporting.weekly_report import week_label, weekly_report
+
+    pathway.advance(course, state)
+    services.course_withdraw(course=course, by=coordinator, reason="Patient moved abroad")
+    batch = Batch.objects.get(course=course)
+    assert batch.status == "discarded"
+    [discarded] = course.custody_events.filter(kind=CustodyKind.DISCARDED)
+    assert discarded.by == coordinator and "Patient moved abroad" in discarded.note
+    [row] = site_dashboard(sites=[course.site])
+    assert row["batches_in_expansion"] == 0
+    report = weekly_report(week=week_label(timezone.localdate()), site=course.site)
+    assert batch not in report.batches_in_expansion
+    client.force_login(pathway.lab)
+    listed = client.get(reverse("admin:pathway_batch_changelist") + "?status__exact=expanding")
+    assert batch.coi_id not in listed.content.decode()
+
+
+@pytest.mark.parametrize("how", ["fail_qc", "reject_sample"])
+def test_a_failed_or_rejected_batch_records_its_disposal(course, pathway, how):
+    pathway.advance(course, S.EXPANDING)
+    getattr(services, f"course_{how}")(course=course, by=pathway.lab, reason="Contaminated")
+    [discarded] = course.custody_events.filter(kind=CustodyKind.DISCARDED)
+    assert discarded.by == pathway.lab
+
+
+def test_a_held_courses_batch_shows_as_on_hold(client, course, pathway, coordinator):
+    pathway.advance(course, S.EXPANDING)
+    services.course_hold(course=course, by=coordinator, reason="Exacerbation")
+    client.force_login(pathway.lab)
+    listed = client.get(reverse("admin:pathway_batch_changelist")).content.decode()
+    assert "Expanding (course on hold)" in listed
