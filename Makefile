@@ -26,8 +26,11 @@ seed: migrate
 	DEBUG=1 $(BIN)/python manage.py seed_demo
 
 # The admin on http://localhost:$(PORT)/admin/ with a Celery worker and beat; Ctrl-C stops all.
+# Links in emails and the calendar page point at the server this starts, unless SITE_URL says
+# where the public address is.
 run: seed
-	DEBUG=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --procfile Procfile.dev --port $(PORT)
+	DEBUG=1 SITE_URL=$${SITE_URL:-http://localhost:$(PORT)} PATH="$(abspath $(BIN)):$$PATH" \
+		$(BIN)/honcho start --procfile Procfile.dev --port $(PORT)
 
 # A local run keeps its test database between runs, so one file runs in seconds
 # (`make test ARGS=tests/test_coi.py`); after a migration changes, `make test ARGS=--create-db`.

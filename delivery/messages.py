@@ -1,11 +1,11 @@
 """What each notification says. Patient messages hold a first name, a date, a time and a
 place: never a diagnosis or a treatment's name."""
 
-from django.conf import settings
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from common.urls import public_url
 from delivery.channels import OutgoingMessage
 from reporting.weekly_render import report_chart_png, report_context, report_csv, report_text
 from reporting.weekly_report import weekly_report
@@ -31,7 +31,7 @@ def _alert_context(notification: Notification) -> dict:
     return {
         "alert": alert,
         "site_name": alert.site.name,
-        "course_url": f"{settings.SITE_URL.rstrip('/')}{path}",
+        "course_url": public_url(path),
     }
 
 

@@ -6,6 +6,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from twilio.request_validator import RequestValidator
 
+from common.urls import public_url
 from delivery.outbox import notification_record_provider_status
 
 
@@ -14,7 +15,7 @@ from delivery.outbox import notification_record_provider_status
 def sms_status_callback(request):
     """Twilio's delivery report for a message we sent, signed with our auth token."""
     # Twilio signs the public URL it called, which behind a proxy is SITE_URL's, not ours.
-    url = settings.SITE_URL.rstrip("/") + request.get_full_path()
+    url = public_url(request.get_full_path())
     signature = request.headers.get("X-Twilio-Signature", "")
     validator = RequestValidator(settings.TWILIO_AUTH_TOKEN)
     if not settings.TWILIO_AUTH_TOKEN or not validator.validate(

@@ -12,7 +12,6 @@ import hashlib
 import secrets
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -21,6 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 from icalendar import Calendar, Event, vDuration
 
+from common.urls import public_url
 from patients.access import user_sites
 from patients.models import Site
 from scheduling.models import CalendarFeedToken, Visit, VisitKind, VisitStatus
@@ -235,7 +235,7 @@ def calendar_feed_ics(*, site: Site, now: dt.datetime) -> bytes:
     which zone the site works in. Each visit keeps its UID, and moving it raises its
     SEQUENCE and LAST-MODIFIED, so clients move the event instead of adding another.
     """
-    base_url = settings.SITE_URL.rstrip("/")
+    base_url = public_url("")
     host = urlsplit(base_url).hostname or "pathway-tracker"
     zone = site.time_zone
     calendar = Calendar.new(

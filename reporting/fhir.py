@@ -14,10 +14,10 @@ import uuid
 from collections import defaultdict
 from decimal import Decimal
 
-from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
+from common.urls import public_url
 from pathway.models import TreatmentCourse
 from pathway.states import FINAL_STATES, CourseState
 from patients.clinical import ratio_display
@@ -188,7 +188,7 @@ def _namespace() -> uuid.UUID:
 
 
 def _base_url() -> str:
-    return settings.SITE_URL.rstrip("/")
+    return public_url("")
 
 
 def _resource_id(obj, *parts) -> str:

@@ -12,6 +12,7 @@ from django.utils.html import format_html_join
 from common.admin_scoping import SiteScopedAdmin
 from common.errors import Refused
 from common.paginator import EstimatedCountPaginator
+from common.urls import public_url_for
 from patients.access import user_sees_all_sites, user_sites
 from patients.admin import (
     ClinicalRecordsSavedThroughServices,
@@ -466,7 +467,7 @@ class CalendarFeedTokenAdmin(admin.ModelAdmin):
     # travel in a cookie, and the secret is stored nowhere.
 
     def _link(self, request, token: str) -> str:
-        return request.build_absolute_uri(reverse("calendar-feed", args=[token]))
+        return public_url_for("calendar-feed", token)
 
     def _show_links(self, request, links):
         context = {

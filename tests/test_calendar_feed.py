@@ -334,7 +334,10 @@ def admin_url(view, *args):
     return reverse(f"admin:scheduling_calendarfeedtoken_{view}", args=args)
 
 
-def test_a_coordinator_issues_a_link_in_the_admin_and_sees_it_once(client, coordinator, harvest):
+def test_a_coordinator_issues_a_link_in_the_admin_and_sees_it_once(
+    client, coordinator, harvest, settings
+):
+    settings.SITE_URL = "https://tracker.clinic.example/"  # links use it, not the request's host
     site = harvest.course.site
     client.force_login(coordinator)
     page = client.get(admin_url("add"))
@@ -347,11 +350,11 @@ def test_a_coordinator_issues_a_link_in_the_admin_and_sees_it_once(client, coord
     [(shown_site, url)] = response.context["links"]
     assert shown_site == site and f'value="{url}"' in response.content.decode()
     assert "/calendar/" not in response.cookies.get("messages", "").__str__()
-    assert url.startswith("http://testserver/calendar/") and url.endswith(".ics")
+    assert url.startswith("https://tracker.clinic.example/calendar/") and url.endswith(".ics")
     token = url.rsplit("/", 1)[1].removesuffix(".ics")
     client.logout()
     _, calendar = read_feed(client, token)
-    assert uid_of(harvest) in events_by_uid(calendar)
+    assert f"visit-{harvest.pk}@tracker.clinic.example" in events_by_uid(calendar)
     feed = CalendarFeedToken.objects.get()
     assert feed.user == coordinator and feed.site == site
 

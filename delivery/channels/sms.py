@@ -2,8 +2,8 @@ import logging
 import uuid
 
 from django.conf import settings
-from django.urls import reverse
 
+from common.urls import public_url_for
 from delivery.channels import DeliveryChannel, DeliveryError, OutgoingMessage
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class TwilioSmsBackend:
 
         options = {}
         if settings.TWILIO_STATUS_CALLBACK:
-            options["status_callback"] = settings.SITE_URL.rstrip("/") + reverse("sms-status")
+            options["status_callback"] = public_url_for("sms-status")
         try:
             sent = self.client.messages.create(
                 to=message.to, from_=settings.TWILIO_FROM_NUMBER, body=message.text, **options
