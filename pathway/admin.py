@@ -36,7 +36,7 @@ from pathway.models import (
     TreatmentCourse,
 )
 from pathway.selectors import batches_due_for_release, course_evaluation_facts
-from pathway.services import COURSE_TRANSITION_SERVICES
+from pathway.services import COURSE_TRANSITION_SERVICES, course_create, course_open_refusal
 from pathway.states import CourseState
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
 from reporting.outcomes import CHANGES, course_outcomes
@@ -251,6 +251,17 @@ SIGNED_STEPS = {"release", "record_transplant"}
 _STATUS_MARKS = {RuleStatus.PASSED: "✔", RuleStatus.FAILED: "✘", RuleStatus.OVERRIDDEN: "⚠"}
 
 
+class ReferralForm(forms.ModelForm):
+    """A new course: refused beside the patient when `course_create` would refuse it."""
+
+    def clean_patient(self):
+        patient = self.cleaned_data["patient"]
+        refusal = course_open_refusal(patient=patient)
+        if refusal:
+            raise ValidationError(refusal)
+        return patient
+
+
 @admin.register(TreatmentCourse)
 class TreatmentCourseAdmin(
     FSMAdminMixin, SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin
@@ -336,6 +347,11 @@ class TreatmentCourseAdmin(
             fields = (*fields, "patient", "protocol")
         return fields
 
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = ReferralForm
+        return super().get_form(request, obj, change, **kwargs)
+
     def get_queryset(self, request):
         # The course page's timeline, label and checklist read all three.
         return super().get_queryset(request).select_related("patient", "site", "protocol")
@@ -348,9 +364,15 @@ class TreatmentCourseAdmin(
         return initial
 
     def save_model(self, request, obj, form, change):
-        if not change:
-            obj.site, obj.referred_by = obj.patient.site, request.user
-        super().save_model(request, obj, form, change)
+        """A referral goes through `course_create`, as from anywhere else; a change saves only
+        the notes (every other field is read-only here)."""
+        if change:
+            return super().save_model(request, obj, form, change)
+        created = course_create(
+            patient=obj.patient, by=request.user, protocol=obj.protocol, note=obj.notes
+        )
+        obj.__dict__.update(created.__dict__)
+        return None
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj):

@@ -33,6 +33,7 @@ from pathway.models import (
 )
 from pathway.selectors import course_dosing_weight, course_evaluation_facts
 from pathway.signatures import bedside_confirmers, may_sign_release, password_confirms
+from pathway.states import FINAL_STATES
 from patients.models import BodyMeasurement
 from scheduling import services as scheduling
 from scheduling.alerts import alert_raise
@@ -108,12 +109,22 @@ def _fire(
     )
 
 
+def course_open_refusal(*, patient) -> str:
+    """Why a new course may not be opened for this patient; empty if it may."""
+    if patient.courses.exclude(state__in=FINAL_STATES).exists():
+        return "This patient already has an open treatment course."
+    return ""
+
+
 def course_create(
     *, patient, by: AbstractBaseUser, protocol: Protocol | None = None, note: str = ""
 ) -> TreatmentCourse:
     """Refer a patient: a new course at their site, on the default protocol unless given."""
     if not by.has_perm("pathway.add_treatmentcourse"):
         raise PermissionDenied("You do not have permission to refer a patient.")
+    refusal = course_open_refusal(patient=patient)
+    if refusal:
+        raise TransitionRefused([refusal])
     protocol = protocol or Protocol.objects.get(is_default=True)
     return TreatmentCourse.objects.create(
         patient=patient, site=patient.site, protocol=protocol, notes=note, referred_by=by

@@ -272,6 +272,25 @@ def test_adding_a_course_takes_the_patients_site_and_the_default_protocol(
         protocol,
         CourseState.REFERRED,
     )
+    assert course.referred_by == admin_user
+
+
+def test_adding_a_course_goes_through_the_referral_service(client, coordinator, eligible_patient):
+    from unittest import mock
+
+    from pathway import admin as pathway_admin
+
+    client.force_login(coordinator)
+    add_url = reverse("admin:pathway_treatmentcourse_add")
+    data = change_form_data(client.get(add_url)) | {"patient": eligible_patient.pk}
+    with mock.patch.object(
+        pathway_admin, "course_create", wraps=pathway_admin.course_create
+    ) as referral:
+        assert client.post(add_url, data).status_code == 302
+    referral.assert_called_once()
+    again = client.post(add_url, data)
+    assert again.status_code == 200  # a second open course is refused on the form
+    assert TreatmentCourse.objects.filter(patient=eligible_patient).count() == 1
 
 
 def test_a_follow_ups_measurements_are_entered_at_the_visit(client, course, pathway, clinician):
