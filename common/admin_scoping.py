@@ -23,6 +23,8 @@ SITE_PATHS = {
     "pathway.custodyevent": "course__site",
     "scheduling.visit": "course__site",
     "scheduling.alert": "site",
+    "scheduling.alertroute": "site",
+    "patients.clinichours": "site",
 }
 
 

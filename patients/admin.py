@@ -21,6 +21,7 @@ from patients.models import (
     BodyMeasurement,
     ChestCT,
     ClinicalAssessment,
+    ClinicHours,
     LungFunctionTest,
     Medication,
     Patient,
@@ -62,11 +63,19 @@ class ClinicalRecordsSavedThroughServices:
         return None
 
 
+class ClinicHoursInline(admin.TabularInline):
+    """When the site sees patients, in its own time zone: bookings outside need a reason."""
+
+    model = ClinicHours
+    extra = 0
+
+
 @admin.register(Site)
 class SiteAdmin(SiteScopedAdmin, admin.ModelAdmin):
-    list_display = ("name", "code", "time_zone")
+    list_display = ("name", "code", "time_zone", "patient_facing_name")
     search_fields = ("name", "code")
     filter_horizontal = ("coordinators", "members")
+    inlines = (ClinicHoursInline,)
 
 
 class ClinicalRecordInline(ScopedChoices, admin.TabularInline):

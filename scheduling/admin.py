@@ -31,6 +31,7 @@ from reporting.calendar_feed import (
 from scheduling.alerts import alert_acknowledge
 from scheduling.models import (
     Alert,
+    AlertRoute,
     CalendarFeedToken,
     DeliveryAttempt,
     Notification,
@@ -276,6 +277,16 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
             return f"The {again.label} is booked again; the patient will be reminded."
 
         return self._visit_step(request, object_id, BookAgainForm, "Book again", act)
+
+
+@admin.register(AlertRoute)
+class AlertRouteAdmin(SiteScopedAdmin, admin.ModelAdmin):
+    """Who hears of each kind of alert besides the coordinator. A site's own routes for a
+    kind replace the defaults (no site) for that kind."""
+
+    list_display = ("kind", "group", "site")
+    list_filter = ("kind", "site")
+    list_select_related = ("group", "site")
 
 
 class OpenAlertFilter(admin.SimpleListFilter):

@@ -5,12 +5,14 @@ import logging
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from patients.models import Site
 from scheduling.models import (
     Alert,
     AlertKind,
+    AlertRoute,
     Channel,
     Notification,
     NotificationTemplate,
@@ -22,24 +24,32 @@ from scheduling.models import (
 
 logger = logging.getLogger(__name__)
 
-# Who besides the coordinators hears of each kind of alert, by group name.
-ALSO_TOLD = {
-    AlertKind.EXPANSION_OVERDUE: ("lab",),
-    AlertKind.FUNCTION_DECLINE: ("clinician",),
-}
+
+def alert_route_groups(*, site_id: int, kind: str) -> list[int]:
+    """The roles (group ids) told of `kind` at a site: its own routes for the kind, else the
+    defaults (routes with no site)."""
+    routes = list(
+        AlertRoute.objects.filter(kind=kind)
+        .filter(Q(site_id=site_id) | Q(site__isnull=True))
+        .values_list("site_id", "group_id")
+    )
+    own = [group for site, group in routes if site == site_id]
+    return own or [group for site, group in routes if site is None]
 
 
 def alert_recipients(*, course, kind: str):
-    """The patient's coordinator (else the site's coordinators), and any group the kind names."""
+    """The patient's coordinator (else the site's coordinators), and the staff of the course's
+    site in each role its routes name for the kind (`AlertRoute`, data a site changes)."""
     User = get_user_model()
     coordinator_id = course.patient.coordinator_id
     if coordinator_id:
         users = User.objects.filter(pk=coordinator_id)
     else:
         users = course.site.coordinators.all()
-    groups = ALSO_TOLD.get(kind, ())
+    groups = alert_route_groups(site_id=course.site_id, kind=kind)
     if groups:
-        users = users | User.objects.filter(groups__name__in=groups)
+        at_site = Q(member_sites=course.site_id) | Q(coordinated_sites=course.site_id)
+        users = users | User.objects.filter(at_site, groups__in=groups)
     return users.filter(is_active=True).exclude(email="").distinct()
 
 

@@ -316,6 +316,44 @@ class Severity(models.TextChoices):
     URGENT = "urgent", "Urgent"
 
 
+class AlertRoute(models.Model):
+    """Who hears of an alert of one kind besides the patient's coordinator: the staff of one
+    role (a group) who work at the course's site. A route with no site is the default for
+    every site that has no route of its own for that kind."""
+
+    kind = models.CharField(max_length=30, choices=AlertKind.choices)
+    group = models.ForeignKey(
+        "auth.Group", on_delete=models.CASCADE, related_name="+", verbose_name="role"
+    )
+    site = models.ForeignKey(
+        "patients.Site",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="alert_routes",
+        help_text="Leave empty for the default of every site.",
+    )
+
+    class Meta:
+        ordering = ["kind", "site", "group"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "group", "site"],
+                name="alert_route_unique_per_site",
+                violation_error_message="This role already hears of this kind at this site.",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "group"],
+                condition=models.Q(site__isnull=True),
+                name="alert_route_unique_default",
+                violation_error_message="This role already hears of this kind by default.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} → {self.group} ({self.site or 'every site'})"
+
+
 class Alert(models.Model):
     """Something a coordinator must act on. One row per condition, however often it is seen."""
 

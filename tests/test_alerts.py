@@ -85,10 +85,13 @@ def test_an_expansion_past_day_35_alerts_coordinator_and_lab(
         alert = Alert.objects.get(kind=AlertKind.EXPANSION_OVERDUE)
         assert "on day 36" in alert.message and alert.severity == "urgent"
         emails = Notification.objects.filter(template=NotificationTemplate.ALERT)
+        # An urgent alert: the lab and the course's clinicians hear of it as well.
         assert set(emails.values_list("user__username", flat=True)) == {
             "coordinator",
             "lab",
             "lab2",
+            "clinician",
+            "clinician2",
         }
 
 
@@ -168,3 +171,59 @@ def test_the_alert_list_costs_the_same_queries_at_any_size(client, admin_user, c
     with CaptureQueriesContext(connection) as large:
         client.get(url)
     assert len(small) == len(large)
+
+
+def _serious_event(course, by):
+    from pathway.records import adverse_event_record
+    from patients.models import AdverseEvent
+
+    adverse_event_record(
+        event=AdverseEvent(
+            course=course,
+            onset_on=timezone.localdate(),
+            grade=3,
+            serious=True,
+            outcome="recovering",
+            description="Pneumothorax after bronchoscopy",
+        ),
+        by=by,
+    )
+    return Alert.objects.get(kind=AlertKind.ADVERSE_EVENT)
+
+
+def test_a_serious_adverse_event_reaches_the_sites_clinicians_and_no_other_sites(
+    course, coordinator, clinician
+):
+    from tests.factories import SiteFactory, UserFactory
+
+    course.patient.coordinator = coordinator
+    course.patient.save()
+    elsewhere = UserFactory(username="elsewhere", role="clinician", sites=[SiteFactory(code="FAR")])
+    alert = _serious_event(course, clinician)
+    told = set(Notification.objects.filter(alert=alert).values_list("user__username", flat=True))
+    assert told == {"coordinator", "clinician"}
+    assert elsewhere.username not in told
+
+
+def test_a_site_changes_who_hears_of_an_alert_kind(client, course, coordinator, clinician, lab):
+    from django.contrib.auth.models import Group
+
+    from scheduling.models import AlertRoute
+
+    course.patient.coordinator = coordinator
+    course.patient.save()
+    client.force_login(coordinator)
+    response = client.post(
+        reverse("admin:scheduling_alertroute_add"),
+        {
+            "kind": AlertKind.ADVERSE_EVENT,
+            "group": Group.objects.get(name="lab").pk,
+            "site": course.site.pk,
+        },
+    )
+    assert response.status_code == 302
+    assert AlertRoute.objects.filter(site=course.site).count() == 1
+    alert = _serious_event(course, clinician)
+    told = set(Notification.objects.filter(alert=alert).values_list("user__username", flat=True))
+    # The site's own route replaces the default for that kind.
+    assert told == {"coordinator", "lab"}
