@@ -1,5 +1,7 @@
-"""What each notification says. Patient messages hold a first name, a date, a time and a
-place: never a diagnosis or a treatment's name."""
+"""What each notification says. Patient messages hold a first name, what the visit is and how
+to prepare for it in the protocol's plain words, a date and a time in the patient's own zone
+(named), a place, the clinic's neutral patient-facing name and its number: never a diagnosis
+or a treatment's name."""
 
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -9,19 +11,36 @@ from common.urls import public_url
 from delivery.channels import OutgoingMessage
 from reporting.weekly_render import report_chart_png, report_context, report_csv, report_text
 from reporting.weekly_report import weekly_report
-from scheduling.models import Channel, Notification, NotificationTemplate
+from scheduling.models import Channel, Notification, NotificationTemplate, VisitKind
+
+
+def visit_in_patients_words(visit) -> tuple[str, str]:
+    """What the visit is and how to prepare, as the protocol words them for patients."""
+    if visit.protocol_visit_id:
+        return visit.protocol_visit.patient_description, visit.protocol_visit.preparation
+    protocol = visit.course.protocol
+    if visit.kind == VisitKind.HARVEST:
+        return protocol.harvest_description, protocol.harvest_preparation
+    return protocol.transplant_description, protocol.transplant_preparation
 
 
 def _reminder_context(notification: Notification) -> dict:
-    visit = notification.visit
+    visit, patient = notification.visit, notification.patient
     site = visit.course.site
-    local = timezone.localtime(visit.scheduled_at, site.time_zone)
+    # In the patient's own zone (theirs if set, else the site's), and named.
+    local = timezone.localtime(visit.scheduled_at, patient.zone)
+    what, preparation = visit_in_patients_words(visit)
+    clinic = site.patient_facing_name or "your clinic"
     return {
-        "first_name": notification.patient.first_name,
+        "first_name": patient.first_name,
+        "what": what,
+        "preparation": preparation.strip(),
         "date": f"{local:%A} {local.day} {local:%B %Y}",
-        "time": f"{local:%H:%M}",
-        "place": visit.place or site.name,
-        "site_name": site.name,
+        "short_date": f"{local:%a} {local.day} {local:%b}",
+        "time": f"{local:%H:%M} {local.tzname()}",
+        "place": visit.place or clinic,
+        "clinic": clinic,
+        "phone": site.patient_phone.as_international if site.patient_phone else "",
     }
 
 

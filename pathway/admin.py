@@ -118,6 +118,17 @@ class ProtocolAdmin(admin.ModelAdmin):
             },
         ),
         (
+            "What reminders tell patients",
+            {
+                "fields": (
+                    "harvest_description",
+                    "harvest_preparation",
+                    "transplant_description",
+                    "transplant_preparation",
+                ),
+            },
+        ),
+        (
             "Safety alerts",
             {
                 "fields": (

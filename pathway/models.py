@@ -16,6 +16,12 @@ def expansion_day(*, received_at: dt.datetime, at: dt.datetime, zone) -> int:
     return (timezone.localdate(at, zone) - timezone.localdate(received_at, zone)).days
 
 
+SEDATION_PREPARATION = (
+    "Do not eat or drink for 6 hours before. You will be sedated: bring someone to take you "
+    "home, and do not drive for 24 hours."
+)
+
+
 def _default_reminder_lead_days() -> list[int]:
     return [7, 1]
 
@@ -121,6 +127,24 @@ class Protocol(models.Model):
         "tries to deliver a reminder",
         default=5,
         help_text="After this many failed tries the coordinator is alerted.",
+    )
+
+    # What reminders tell patients: plain words that name no diagnosis and no treatment.
+    harvest_description = models.CharField(
+        "the harvest, in patients' words",
+        max_length=120,
+        default="a short procedure under sedation to take a sample",
+    )
+    harvest_preparation = models.TextField(
+        "preparation for the harvest", blank=True, default=SEDATION_PREPARATION
+    )
+    transplant_description = models.CharField(
+        "the transplant, in patients' words",
+        max_length=120,
+        default="your second short procedure under sedation",
+    )
+    transplant_preparation = models.TextField(
+        "preparation for the transplant", blank=True, default=SEDATION_PREPARATION
     )
 
     class Meta:
@@ -236,6 +260,15 @@ class ProtocolVisit(models.Model):
     includes_ct = models.BooleanField("includes chest CT", default=False)
     completes_course = models.BooleanField(
         default=False, help_text="The course completes when this visit is done."
+    )
+    patient_description = models.CharField(
+        "in patients' words",
+        max_length=120,
+        default="breathing tests",
+        help_text='What reminders call this visit, e.g. "breathing tests", "a CT scan".',
+    )
+    preparation = models.TextField(
+        blank=True, help_text="What the patient should do before the visit, if anything."
     )
 
     class Meta:

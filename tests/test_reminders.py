@@ -299,7 +299,8 @@ def test_patient_messages_hold_no_diagnosis_or_treatment(course, pathway):
         for word in ("copd", "cell", "stem", "transplant", "harvest", "bronch", "lung", "therapy"):
             assert word not in text, (word, notification.channel)
         if notification.channel == Channel.SMS:
-            assert len(message.text) <= 160
+            assert len(message.text) <= 3 * 153  # at most three concatenated SMS parts
+            assert message.text.isascii()  # GSM-7, not UCS-2's 70 characters a part
 
 
 def test_moving_a_visit_away_and_back_revives_its_reminders(course, pathway):
@@ -333,3 +334,25 @@ def test_a_course_on_hold_sends_no_reminders_until_it_resumes(course, pathway, c
     assert pending(visit) == []
     services.course_resume(course=course, by=coordinator)
     assert pending(visit) == before
+
+
+def test_a_reminder_says_what_how_to_prepare_whom_to_call_and_the_time_in_the_patients_zone(
+    course, pathway
+):
+    site = course.site
+    site.name, site.patient_facing_name = "Harbour Lung Institute", "Harbour Clinic"
+    site.patient_phone = "+442079460000"
+    site.save()
+    course.patient.time_zone = "America/New_York"
+    course.patient.save()
+    at = dt.datetime(2026, 6, 11, 11, tzinfo=ZoneInfo("Europe/London"))
+    with time_machine.travel(dt.datetime(2026, 6, 1, 9, tzinfo=ZoneInfo("Europe/London"))):
+        visit = book_harvest(course, pathway.starting(timezone.now() - dt.timedelta(days=1)), at)
+    for notification in Notification.objects.filter(visit=visit):
+        message = notification_message(notification)
+        text = f"{message.subject} {message.text} {message.html}"
+        assert "a short procedure under sedation to take a sample" in text
+        assert "bring someone to take you home" in text
+        assert "+44 20 7946 0000" in text and "Harbour Clinic" in text
+        assert "Lung" not in text  # the site's own name discloses a diagnosis
+        assert "06:00 EDT" in text  # 11:00 in London is 06:00 in New York, named
