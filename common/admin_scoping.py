@@ -24,6 +24,7 @@ SITE_PATHS = {
     "scheduling.visit": "course__site",
     "scheduling.alert": "site",
     "scheduling.alertroute": "site",
+    "scheduling.protocoldeviation": "course__site",
     "patients.clinichours": "site",
 }
 

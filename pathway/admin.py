@@ -41,7 +41,7 @@ from pathway.states import CourseState
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
 from reporting.outcomes import CHANGES, course_outcomes
 from reporting.timeline import course_timeline
-from scheduling.models import Visit
+from scheduling.models import ProtocolDeviation, Visit
 
 
 class ProtocolVisitInline(admin.TabularInline):
@@ -209,6 +209,26 @@ class CustodyEventInline(admin.TabularInline):
         return super().get_queryset(request).select_related("by", "corrects")
 
 
+class DeviationInline(admin.TabularInline):
+    """The course's protocol deviations: what the plan was, what was done, who said why."""
+
+    model = ProtocolDeviation
+    fields = ("at", "kind", "visit", "detail", "reason", "by")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "protocol deviations"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("by", "visit__protocol_visit")
+
+
 class AwaitingFilter(admin.SimpleListFilter):
     title = "awaiting"
     parameter_name = "awaiting"
@@ -306,7 +326,13 @@ class TreatmentCourseAdmin(
         "low_fev1_justification",
         "outcomes",
     )
-    inlines = (VisitInline, CustodyEventInline, CourseAdverseEventInline, TransitionLogInline)
+    inlines = (
+        VisitInline,
+        CustodyEventInline,
+        DeviationInline,
+        CourseAdverseEventInline,
+        TransitionLogInline,
+    )
 
     class Media:
         css = {"all": ("pathway/admin.css",)}

@@ -35,8 +35,8 @@ from scheduling.models import (
     CalendarFeedToken,
     DeliveryAttempt,
     Notification,
+    ProtocolDeviation,
     Visit,
-    VisitKind,
     VisitStatus,
 )
 from scheduling.selectors import UPCOMING_PROCEDURE_DAYS, upcoming_procedures
@@ -221,7 +221,7 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
         links = []
         if obj.status in (VisitStatus.PLANNED, VisitStatus.BOOKED):
             links.append(("scheduling_visit_missed", "Mark missed"))
-        if obj.status == VisitStatus.MISSED and obj.kind == VisitKind.FOLLOW_UP:
+        if obj.status == VisitStatus.MISSED:
             links.append(("scheduling_visit_book_again", "Book again"))
         if not links:
             return "–"
@@ -277,6 +277,28 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
             return f"The {again.label} is booked again; the patient will be reminded."
 
         return self._visit_step(request, object_id, BookAgainForm, "Book again", act)
+
+
+@admin.register(ProtocolDeviation)
+class ProtocolDeviationAdmin(SiteScopedAdmin, admin.ModelAdmin):
+    """Steps taken outside the protocol's plan, with their reasons: written by the services
+    that allowed them, never edited."""
+
+    list_display = ("at", "course", "kind", "detail", "reason", "by")
+    list_select_related = ("course__patient", "by")
+    list_filter = ("kind", "course__site")
+    search_fields = ("=course__patient__mrn", "=course__coi_id")
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(AlertRoute)

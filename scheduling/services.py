@@ -377,10 +377,22 @@ def visit_mark_missed(*, visit: Visit, by, reason: str, now: dt.datetime | None 
 def visit_book_again(
     *, visit: Visit, scheduled_at: dt.datetime, by, place: str = "", deviation_reason: str = ""
 ) -> Visit:
-    """Book a missed follow-up again: a new booking of the same protocol visit and window,
-    the missed one kept as it was. Outside the window (it has closed) it needs a reason."""
-    if visit.status != VisitStatus.MISSED or visit.kind != VisitKind.FOLLOW_UP:
-        raise Refused(["Only a missed follow-up is booked again; move an open visit instead."])
+    """Book a missed visit again: a new booking, the missed one kept as it was. A follow-up
+    keeps its protocol visit and window, and outside the window (it has closed) it needs a
+    reason; a harvest or transplant is booked like any procedure, in the clinic's hours."""
+    if visit.status != VisitStatus.MISSED:
+        raise Refused(["Only a missed visit is booked again; move an open visit instead."])
+    if visit.kind != VisitKind.FOLLOW_UP:
+        if scheduled_at <= timezone.now():
+            raise Refused(["The new booking must be in the future."])
+        return visit_book(
+            course=visit.course,
+            kind=visit.kind,
+            scheduled_at=scheduled_at,
+            place=place or visit.place,
+            by=by,
+            deviation_reason=deviation_reason,
+        )
     with transaction.atomic():
         again = Visit.objects.create(
             course=visit.course,

@@ -435,6 +435,8 @@ def test_booking_a_follow_up_in_the_admin_refuses_outside_its_window_without_a_r
     moved = post_visit(client, visit, booking_data(visit, late, deviation_reason="Patient asked"))
     assert moved.status_code == 302
     assert ProtocolDeviation.objects.filter(visit=visit, reason="Patient asked").exists()
+    course_page = client.get(change_url(course)).content.decode()
+    assert "protocol deviations" in course_page.lower() and "Patient asked" in course_page
 
 
 def test_changing_the_time_of_a_cancelled_visit_is_answered_with_a_message(
@@ -501,3 +503,22 @@ def test_a_missed_follow_up_is_marked_with_a_reason_and_booked_again_in_the_admi
         )
     again = Visit.objects.get(course=course, protocol_visit=visit.protocol_visit, status="booked")
     assert again.pk != visit.pk
+
+
+def test_a_missed_harvest_is_booked_again_in_the_clinics_hours(
+    client, course, pathway, coordinator
+):
+    from scheduling.services import visit_book_again, visit_mark_missed
+
+    pathway.advance(course, CourseState.HARVEST_SCHEDULED)
+    harvest = Visit.objects.get(course=course, kind=VisitKind.HARVEST)
+    with time_machine.travel(harvest.scheduled_at + dt.timedelta(hours=3), tick=False):
+        visit_mark_missed(visit=harvest, by=coordinator, reason="Did not attend")
+        again = visit_book_again(
+            visit=harvest,
+            scheduled_at=timezone.now() + dt.timedelta(days=7),
+            by=coordinator,
+        )
+    assert (again.kind, again.status) == (VisitKind.HARVEST, VisitStatus.BOOKED)
+    harvest.refresh_from_db()
+    assert harvest.status == VisitStatus.MISSED

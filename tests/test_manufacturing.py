@@ -146,7 +146,10 @@ def test_a_broken_cold_chain_rejects_the_batch_and_alerts(course, pathway, tempe
     assert Batch.objects.get(course=course).status == "rejected"
     [alert] = Alert.objects.filter(kind="cold_chain_broken")
     assert alert.severity == "urgent" and "A re-harvest is needed." in alert.message
-    assert list(course.custody_events.values_list("kind", flat=True))[-1] == CustodyKind.REJECTED
+    assert list(course.custody_events.values_list("kind", flat=True))[-2:] == [
+        CustodyKind.REJECTED,
+        CustodyKind.DISCARDED,
+    ]
 
 
 def test_a_re_harvest_starts_a_new_batch_under_the_same_coi_id(course, pathway):

@@ -39,7 +39,7 @@ from patients.models import (
 )
 from patients.selectors import baseline_records
 from scheduling.models import Visit, VisitKind, VisitStatus
-from scheduling.services import visit_reschedule
+from scheduling.services import visit_move_refusals, visit_reschedule
 
 DEMO_PASSWORD = "pathway-demo"
 # Name, code, zone, the neutral name patients see in messages, and the number they call.
@@ -178,20 +178,18 @@ class Command(BaseCommand):
         )
 
     def showcase_reminders_and_alerts(self):
-        """Move one booked harvest so its 1-day reminders fall due two minutes from now, and
-        run the overdue scan, so `make run` shows reminders and alerts flowing at once."""
+        """If tomorrow at this time the clinic is open, move one booked harvest there, so its
+        1-day reminders fall due two minutes from now and `make run` shows reminders flowing
+        at once; and run the overdue scan, which raises the demo's alerts."""
         harvest = (
             Visit.objects.filter(kind=VisitKind.HARVEST, status=VisitStatus.BOOKED)
+            .select_related("course__site")
             .order_by("scheduled_at")
             .first()
         )
-        if harvest:
-            visit_reschedule(
-                visit=harvest,
-                scheduled_at=timezone.now() + dt.timedelta(days=1, minutes=2),
-                by=self.users["coordinator"],
-                deviation_reason="Demo: moved so that its reminders fall due at once.",
-            )
+        soon = timezone.now() + dt.timedelta(days=1, minutes=2)
+        if harvest and not visit_move_refusals(visit=harvest, scheduled_at=soon):
+            visit_reschedule(visit=harvest, scheduled_at=soon, by=self.users["coordinator"])
         alerts_scan_overdue()
 
     def create_users(self):
