@@ -5,6 +5,7 @@ the booked ones' reminders not yet sent are written anew."""
 from django.db import connection, transaction
 
 from pathway.models import TreatmentCourse
+from pathway.states import HOLDABLE_STATES
 from scheduling.models import OPEN_VISIT_STATUSES, Visit, VisitKind
 from scheduling.services import follow_ups_move
 
@@ -66,9 +67,10 @@ FROM (
     CROSS JOIN LATERAL (
         SELECT ((v.scheduled_at AT TIME ZONE s.time_zone) - lead * interval '1 day')
                AT TIME ZONE s.time_zone AS due,
-               coalesce(p.time_zone, s.time_zone) AS pz
+               coalesce(nullif(p.time_zone, ''), s.time_zone) AS pz
     ) AS t
     WHERE c.protocol_id = %(protocol)s AND v.kind = 'follow_up' AND v.status = 'booked'
+      AND c.state = ANY(%(taking_appointments)s)
 ) AS r
 WHERE r.send_after > now() AND r.send_after < r.scheduled_at
 ON CONFLICT (idempotency_key) DO UPDATE
@@ -88,6 +90,8 @@ def follow_ups_recompute(*, protocol) -> int:
         "leads": sorted(set(protocol.reminder_lead_days)),
         "quiet_start": protocol.quiet_hours_start,
         "quiet_end": protocol.quiet_hours_end,
+        # A course on hold or closed has no reminders to write back.
+        "taking_appointments": [str(state) for state in HOLDABLE_STATES],
     }
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_RECOMPUTE_VISITS_SQL, params)

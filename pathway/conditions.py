@@ -461,17 +461,25 @@ def transplant_refusals(
     return refusals
 
 
-def product_arrival_refusals(*, custody_kinds: set[str], site: str) -> list[str]:
+def product_arrival_refusals(
+    *, custody_events: list[tuple[str, dt.datetime]], site: str
+) -> list[str]:
     """Why the product has not reached the bedside through the chain of custody: its leaving
-    the lab and its arrival at the treating site, each recorded with its label scanned, since
-    its release."""
+    the lab, then its arrival at the treating site, each recorded with its label scanned.
+    `custody_events` are (kind, when) since the release, less any a correction voided."""
+    shipped = [at for kind, at in custody_events if kind == CustodyKind.SHIPPED_TO_SITE]
+    received = [
+        at
+        for kind, at in custody_events
+        if kind == CustodyKind.RECEIVED_AT_SITE and shipped and at >= min(shipped)
+    ]
     missing = [
         words
-        for kind, words in (
-            (CustodyKind.SHIPPED_TO_SITE, "leaving the lab for the site"),
-            (CustodyKind.RECEIVED_AT_SITE, f"arriving at {site}"),
+        for found, words in (
+            (shipped, "leaving the lab for the site"),
+            (received, f"arriving at {site} after it left the lab"),
         )
-        if kind not in custody_kinds
+        if not found
     ]
     if not missing:
         return []

@@ -404,6 +404,11 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
         return f"Course #{self.pk} of {self.patient}"
 
     @property
+    def takes_appointments(self) -> bool:
+        """Whether visits may be booked and patients reminded: not on hold, not closed."""
+        return self.state in HOLDABLE_STATES
+
+    @property
     def days_in_state(self) -> int:
         return (timezone.now() - self.state_changed_at).days
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from patients.models import AdverseEvent, ClinicalRecord, LungFunctionTest
+from patients.models import AdverseEvent, ClinicalRecord, LungFunctionTest, Patient
 from patients.selectors import course_baseline_lung_function
 from scheduling.alerts import alert_raise
 from scheduling.models import (
@@ -94,10 +94,12 @@ def _same_day_lung_function(test: LungFunctionTest) -> list[str]:
     others = LungFunctionTest.objects.filter(patient_id=test.patient_id, taken_on=test.taken_on)
     if test.pk:
         others = others.exclude(pk=test.pk)
+    zone = Patient.objects.select_related("site").get(pk=test.patient_id).zone
     return [
         f"Another lung function test of this patient is recorded for {test.taken_on} (FEV1 "
-        f"{other.fev1_pct_predicted} % predicted, entered {other.entered_at:%Y-%m-%d %H:%M}). "
-        "The eligibility checklist uses the one entered last: correct or remove the wrong one."
+        f"{other.fev1_pct_predicted} % predicted, entered "
+        f"{other.entered_at.astimezone(zone):%Y-%m-%d %H:%M %Z}). The eligibility checklist "
+        "uses the one entered last: correct or remove the wrong one."
         for other in others
     ]
 

@@ -6,7 +6,7 @@ import datetime as dt
 from django.utils import timezone
 
 from pathway.models import Protocol, TreatmentCourse, expansion_day
-from pathway.states import CourseState
+from pathway.states import HOLDABLE_STATES, CourseState
 from patients.models import Site
 from scheduling.alerts import (
     alert_raise,
@@ -20,7 +20,9 @@ def alerts_scan_overdue(*, now: dt.datetime | None = None) -> int:
     """Raise an alert for each overdue visit, follow-up to book, expansion and unbooked
     transplant; returns how many were new. Running it again raises nothing twice."""
     now = now or timezone.now()
-    raised = alerts_scan_overdue_visits(now=now) + alerts_scan_follow_ups_to_book(now=now)
+    raised = alerts_scan_overdue_visits(now=now) + alerts_scan_follow_ups_to_book(
+        now=now, course_states=HOLDABLE_STATES
+    )
     for site in Site.objects.all():
         for protocol in Protocol.objects.all():
             raised += _scan_expansions(site, protocol, now)

@@ -26,6 +26,7 @@ from pathway.models import (
     TRANSITION_LABELS,
     Batch,
     BatchStatus,
+    CustodyEvent,
     CustodyKind,
     Protocol,
     TransitionLog,
@@ -620,14 +621,7 @@ def course_record_transplant(
         released_cells=course.viable_cells_released,
     )
     refusals += conditions.product_arrival_refusals(
-        custody_kinds=set(
-            course.custody_events.filter(
-                at__gte=course.released_at, at__lte=performed_at
-            ).values_list("kind", flat=True)
-        )
-        if course.released_at
-        else set(),
-        site=course.site.name,
+        custody_events=_custody_since_release(course, until=performed_at), site=course.site.name
     )
     booking = scheduling.open_booking(course=course, kind=VisitKind.TRANSPLANT)
     early = booking is not None and timezone.localdate(
@@ -705,6 +699,21 @@ def course_record_transplant(
         scheduling.visit_mark_done(course=course, kind=VisitKind.TRANSPLANT, done_at=performed_at)
         scheduling.visits_schedule_follow_ups(course=course)
         return log
+
+
+def _custody_since_release(course: TreatmentCourse, *, until: dt.datetime) -> list:
+    """(kind, when) of the course's custody events from its release to `until`, less those a
+    correction has voided."""
+    if not course.released_at:
+        return []
+    voided = CustodyEvent.objects.filter(course=course, corrects__isnull=False).values(
+        "corrects_id"
+    )
+    return list(
+        course.custody_events.filter(at__gte=course.released_at, at__lte=until)
+        .exclude(pk__in=voided)
+        .values_list("kind", "at")
+    )
 
 
 def _alert_coi_mismatch(*, course: TreatmentCourse, bedside_coi_id: str, by) -> None:

@@ -6,6 +6,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from pathway.models import Batch, BatchStatus
+from pathway.states import CourseState
 from patients.models import Site
 from scheduling.models import Alert, Visit
 from scheduling.selectors import upcoming_procedures
@@ -25,8 +26,12 @@ def site_dashboard(*, sites=None, now: dt.datetime | None = None) -> list[dict]:
     )
     overdue = _count_by_site(Visit.objects.overdue(sites=sites, at=now), "course__site")
     upcoming = _count_by_site(upcoming_procedures(sites=sites, now=now), "course__site")
+    # A held course's batch is on hold, not counted as in expansion.
     expanding = _count_by_site(
-        Batch.objects.filter(course__site__in=sites, status=BatchStatus.EXPANDING), "course__site"
+        Batch.objects.filter(course__site__in=sites, status=BatchStatus.EXPANDING).exclude(
+            course__state=CourseState.ON_HOLD
+        ),
+        "course__site",
     )
     return [
         {

@@ -8,6 +8,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from pathway.models import OutcomeMeasure, expansion_day
+from pathway.states import CourseState
 from reporting.weekly_report import LOOKAHEAD_DAYS, THROUGHPUT_WEEKS, WeeklyReport
 
 
@@ -119,6 +120,7 @@ def report_context(report: WeeklyReport) -> dict:
                 ),
                 "opens": opens,
                 "closes": closes,
+                "on_hold": batch.course.state == CourseState.ON_HOLD,
             }
         )
     outcomes = []

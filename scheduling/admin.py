@@ -45,6 +45,7 @@ from scheduling.services import (
     visit_mark_missed,
     visit_move_refusals,
     visit_reschedule,
+    visit_set_place,
 )
 
 _REASON_HELP = (
@@ -69,7 +70,7 @@ class VisitForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
-        if self.instance.pk and {"scheduled_at", "place"} & set(self.changed_data):
+        if self.instance.pk and "scheduled_at" in self.changed_data:
             when = data.get("scheduled_at") or self.instance.scheduled_at
             for refusal in visit_move_refusals(
                 visit=self.instance,
@@ -192,14 +193,17 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
         """Booking or moving a visit goes through the service that moves its reminders with
         it (the form has shown what it would refuse). A follow-up is done only when its
         measurements are recorded below, never by a button."""
-        if {"scheduled_at", "place"} & set(form.changed_data):
+        visit = Visit.objects.select_related("course__site").get(pk=obj.pk)
+        if "scheduled_at" in form.changed_data:
             visit_reschedule(
-                visit=Visit.objects.select_related("course__site").get(pk=obj.pk),
+                visit=visit,
                 scheduled_at=obj.scheduled_at,
                 place=obj.place,
                 by=request.user,
                 deviation_reason=form.cleaned_data.get("deviation_reason", ""),
             )
+        elif "place" in form.changed_data:
+            visit_set_place(visit=visit, place=obj.place)
 
     def get_urls(self):
         return [
@@ -274,7 +278,8 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
                 place=data["place"],
                 deviation_reason=data["deviation_reason"],
             )
-            return f"The {again.label} is booked again; the patient will be reminded."
+            told = " The patient will be reminded." if again.notifications.exists() else ""
+            return f"The {again.label} is booked again.{told}"
 
         return self._visit_step(request, object_id, BookAgainForm, "Book again", act)
 
@@ -309,6 +314,12 @@ class AlertRouteAdmin(SiteScopedAdmin, admin.ModelAdmin):
     list_display = ("kind", "group", "site")
     list_filter = ("kind", "site")
     list_select_related = ("group", "site")
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        # Only someone who sees every site may set a default for every site.
+        form.base_fields["site"].required = not user_sees_all_sites(request.user)
+        return form
 
 
 class OpenAlertFilter(admin.SimpleListFilter):

@@ -133,9 +133,12 @@ def alerts_scan_overdue_visits(*, now: dt.datetime | None = None) -> int:
     return raised
 
 
-def alerts_scan_follow_ups_to_book(*, now: dt.datetime | None = None) -> int:
+def alerts_scan_follow_ups_to_book(
+    *, now: dt.datetime | None = None, course_states: tuple = ()
+) -> int:
     """Tell the coordinator once, for each follow-up whose window has opened in its site's
-    calendar and that nobody has booked yet; returns how many were new."""
+    calendar and that nobody has booked yet, of courses in `course_states` (those taking
+    appointments; none given: every course); returns how many were new."""
     now = now or timezone.now()
     raised = 0
     for site in Site.objects.all():
@@ -147,6 +150,7 @@ def alerts_scan_follow_ups_to_book(*, now: dt.datetime | None = None) -> int:
                 status=VisitStatus.PLANNED,
                 window_opens_on__lte=today,
                 window_closes_on__gte=today,
+                **({"course__state__in": course_states} if course_states else {}),
             )
             .exclude(alerts__kind=AlertKind.FOLLOW_UP_TO_BOOK)
             .select_related("course__patient", "course__site", "course__protocol", "protocol_visit")

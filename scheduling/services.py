@@ -31,7 +31,7 @@ def reminders_schedule(*, visit: Visit, now: dt.datetime | None = None) -> list[
     written. An SMS due in the patient's quiet hours waits until they end, in the patient's
     own time zone.
     """
-    if visit.status != VisitStatus.BOOKED:
+    if visit.status != VisitStatus.BOOKED or not visit.course.takes_appointments:
         return []
     now = now or timezone.now()
     course = visit.course
@@ -133,15 +133,43 @@ def visit_move_refusals(
 ) -> list[str]:
     """Why this visit may not be booked or moved to `scheduled_at`; empty if it may. Forms
     show these beside the field; `visit_reschedule` raises them."""
-    if visit.status not in (*OPEN_VISIT_STATUSES, VisitStatus.DONE):
-        again = ": book it again instead." if visit.status == VisitStatus.MISSED else "."
-        return [f"A {visit.get_status_display().lower()} visit cannot be moved{again}"]
-    if visit.status == VisitStatus.DONE or (deviation_reason or "").strip():
-        return []
+    refusals = _move_refusals(visit=visit, scheduled_at=scheduled_at)
+    if refusals or visit.status == VisitStatus.DONE or (deviation_reason or "").strip():
+        return refusals
     deviations = _booking_deviations(
         course=visit.course, scheduled_at=scheduled_at, window=_window(visit)
     )
     return _refusals(deviations)
+
+
+def _move_refusals(*, visit: Visit, scheduled_at: dt.datetime) -> list[str]:
+    """What refuses a move whatever the reason given: the visit's status, a closed or held
+    course, or a correction that breaks the record."""
+    if visit.status not in (*OPEN_VISIT_STATUSES, VisitStatus.DONE):
+        again = ": book it again instead." if visit.status == VisitStatus.MISSED else "."
+        return [f"A {visit.get_status_display().lower()} visit cannot be moved{again}"]
+    if visit.status == VisitStatus.DONE:
+        return _correction_refusals(visit=visit, scheduled_at=scheduled_at)
+    if not visit.course.takes_appointments:
+        return [_NO_APPOINTMENTS.format(state=visit.course.get_state_display().lower())]
+    return []
+
+
+_NO_APPOINTMENTS = "The course is {state}: no visit is booked for it."
+
+
+def _correction_refusals(*, visit: Visit, scheduled_at: dt.datetime) -> list[str]:
+    """Moving a visit that took place corrects when it happened: only a transplant's time is
+    corrected here (its follow-ups' windows follow), never into the future or before the
+    product's release."""
+    if visit.kind != VisitKind.TRANSPLANT:
+        return ["A visit that took place cannot be moved: correct its records' dates instead."]
+    if scheduled_at > timezone.now():
+        return ["A transplant that took place cannot be moved into the future."]
+    released_at = visit.course.released_at
+    if released_at and scheduled_at < released_at:
+        return ["The transplant cannot come before the product's release."]
+    return []
 
 
 def _refusals(deviations) -> list[str]:
@@ -278,17 +306,14 @@ def visit_reschedule(
     reminders are cancelled and written anew for the new time. Moving a done transplant (a
     correction of when it happened) moves the course's open follow-ups' windows with it.
     """
-    if visit.status not in (*OPEN_VISIT_STATUSES, VisitStatus.DONE):
-        raise Refused(visit_move_refusals(visit=visit, scheduled_at=scheduled_at))
     course = visit.course
     zone = course.site.time_zone
     books = visit.status == VisitStatus.PLANNED
     if scheduled_at == visit.scheduled_at and not books:
-        # Only the place changed: reminders read it when they are sent.
-        if place is not None:
-            visit.place = place
-            visit.save(update_fields=["place"])
-        return visit
+        return visit_set_place(visit=visit, place=place)
+    refusals = _move_refusals(visit=visit, scheduled_at=scheduled_at)
+    if refusals:
+        raise Refused(refusals)
     with transaction.atomic():
         if visit.status in OPEN_VISIT_STATUSES:
             booking_allow(
@@ -318,6 +343,14 @@ def visit_reschedule(
             course.transplanted_at, course.transplanted_on = scheduled_at, transplanted_on
             course.save(update_fields=["transplanted_at", "transplanted_on"])
             follow_ups_move(course=course)
+    return visit
+
+
+def visit_set_place(*, visit: Visit, place: str | None) -> Visit:
+    """Only the place changes: nothing is booked, and reminders read it when they are sent."""
+    if place is not None and visit.status in (*OPEN_VISIT_STATUSES, VisitStatus.DONE):
+        visit.place = place
+        visit.save(update_fields=["place"])
     return visit
 
 
@@ -380,11 +413,10 @@ def visit_book_again(
     """Book a missed visit again: a new booking, the missed one kept as it was. A follow-up
     keeps its protocol visit and window, and outside the window (it has closed) it needs a
     reason; a harvest or transplant is booked like any procedure, in the clinic's hours."""
-    if visit.status != VisitStatus.MISSED:
-        raise Refused(["Only a missed visit is booked again; move an open visit instead."])
+    refusals = _book_again_refusals(visit=visit, scheduled_at=scheduled_at)
+    if refusals:
+        raise Refused(refusals)
     if visit.kind != VisitKind.FOLLOW_UP:
-        if scheduled_at <= timezone.now():
-            raise Refused(["The new booking must be in the future."])
         return visit_book(
             course=visit.course,
             kind=visit.kind,
@@ -414,6 +446,24 @@ def visit_book_again(
         )
         reminders_schedule(visit=again)
     return again
+
+
+def _book_again_refusals(*, visit: Visit, scheduled_at: dt.datetime) -> list[str]:
+    if visit.status != VisitStatus.MISSED:
+        return ["Only a missed visit is booked again; move an open visit instead."]
+    course = visit.course
+    if not course.takes_appointments:
+        return [_NO_APPOINTMENTS.format(state=course.get_state_display().lower())]
+    if scheduled_at <= timezone.now():
+        return ["The new booking must be in the future."]
+    same = Visit.objects.filter(course=course, kind=visit.kind).exclude(pk=visit.pk)
+    if visit.protocol_visit_id:
+        same = same.filter(protocol_visit_id=visit.protocol_visit_id)
+    if same.filter(status__in=OPEN_VISIT_STATUSES).exists():
+        return ["This visit is already booked again: move that booking instead."]
+    if same.filter(status=VisitStatus.DONE, scheduled_at__gt=visit.scheduled_at).exists():
+        return ["This visit has taken place since it was missed."]
+    return []
 
 
 def reminders_suspend(*, course) -> int:

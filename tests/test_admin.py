@@ -522,3 +522,31 @@ def test_a_missed_harvest_is_booked_again_in_the_clinics_hours(
     assert (again.kind, again.status) == (VisitKind.HARVEST, VisitStatus.BOOKED)
     harvest.refresh_from_db()
     assert harvest.status == VisitStatus.MISSED
+
+
+def test_changing_only_the_place_of_an_unbooked_follow_up_books_nothing(
+    client, course, pathway, coordinator
+):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    visit = follow_up(course, 12)
+    client.force_login(coordinator)
+    response = post_visit(client, visit, {"place": "Room 4"})
+    assert response.status_code == 302
+    visit.refresh_from_db()
+    assert (visit.status, visit.place) == (VisitStatus.PLANNED, "Room 4")
+    assert not Notification.objects.filter(visit=visit).exists()
+
+
+def test_a_site_coordinator_cannot_set_an_alert_route_for_every_site(client, course, coordinator):
+    from django.contrib.auth.models import Group
+
+    from scheduling.models import AlertRoute
+
+    client.force_login(coordinator)
+    defaults = AlertRoute.objects.filter(site__isnull=True).count()
+    response = client.post(
+        reverse("admin:scheduling_alertroute_add"),
+        {"kind": "adverse_event", "group": Group.objects.get(name="lab").pk, "site": ""},
+    )
+    assert response.status_code == 200 and "site" in response.context["adminform"].form.errors
+    assert AlertRoute.objects.filter(site__isnull=True).count() == defaults

@@ -730,3 +730,39 @@ def test_a_held_courses_batch_shows_as_on_hold(client, course, pathway, coordina
     client.force_login(pathway.lab)
     listed = client.get(reverse("admin:pathway_batch_changelist")).content.decode()
     assert "Expanding (course on hold)" in listed
+
+
+def test_a_voided_shipment_or_a_receipt_before_it_does_not_bring_the_product_to_the_bedside(
+    course, pathway
+):
+    pathway.advance(course, S.TRANSPLANT_SCHEDULED)
+    record = {"course": course, "by": pathway.coordinator, "scanned_coi_id": course.coi_id}
+    received = custody_event_record(
+        kind=CustodyKind.RECEIVED_AT_SITE, at=pathway.at(31.4), location="Ward", **record
+    )
+    shipped = custody_event_record(
+        kind=CustodyKind.SHIPPED_TO_SITE, at=pathway.at(31.5), location="Lab", **record
+    )
+    course.site.members.add(pathway.clinician2)
+    with pytest.raises(TransitionRefused, match=r"arriving at .* after it left the lab"):
+        transplant(pathway, course)
+    custody_event_record(
+        kind=CustodyKind.CORRECTION,
+        at=pathway.at(31.6),
+        location="Lab",
+        corrects=shipped,
+        note="Wrong product scanned",
+        **record,
+    )
+    assert received.kind == CustodyKind.RECEIVED_AT_SITE
+    with pytest.raises(TransitionRefused, match="leaving the lab for the site"):
+        transplant(pathway, course)
+
+
+def test_a_held_courses_batch_is_not_counted_as_in_expansion(course, pathway, coordinator):
+    from reporting.dashboard import site_dashboard
+
+    pathway.advance(course, S.EXPANDING)
+    services.course_hold(course=course, by=coordinator, reason="Exacerbation")
+    [row] = site_dashboard(sites=[course.site])
+    assert row["batches_in_expansion"] == 0

@@ -356,3 +356,68 @@ def test_a_reminder_says_what_how_to_prepare_whom_to_call_and_the_time_in_the_pa
         assert "+44 20 7946 0000" in text and "Harbour Clinic" in text
         assert "Lung" not in text  # the site's own name discloses a diagnosis
         assert "06:00 EDT" in text  # 11:00 in London is 06:00 in New York, named
+
+
+def test_a_held_or_withdrawn_course_books_nothing_and_reminds_no_one(course, pathway, coordinator):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    visit = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=12)
+    services.course_hold(course=course, by=coordinator, reason="Exacerbation")
+    with pytest.raises(Refused, match="on hold: no visit is booked"):
+        _book(visit, day_offset=2, by=coordinator)
+    assert pending(visit) == []
+    services.course_resume(course=course, by=coordinator)
+    visit = Visit.objects.get(pk=visit.pk)
+    _book(visit, day_offset=2, by=coordinator)
+    assert pending(visit)
+    services.course_hold(course=course, by=coordinator, reason="Exacerbation again")
+    # An amendment does not write back the reminders a hold suspended.
+    from pathway.amendments import follow_ups_recompute
+
+    follow_ups_recompute(protocol=course.protocol)
+    assert pending(visit) == []
+
+
+def test_a_missed_visit_is_booked_again_once_in_the_future_and_not_on_a_closed_course(
+    course, pathway, coordinator
+):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    visit = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
+    after = dt.datetime.combine(
+        visit.window_closes_on + dt.timedelta(days=1), dt.time(9), tzinfo=course.site.time_zone
+    )
+    with time_machine.travel(after, tick=False):
+        visit_mark_missed(visit=visit, by=coordinator, reason="No answer")
+        book = {"visit": visit, "by": coordinator, "deviation_reason": "Late"}
+        with pytest.raises(Refused, match="must be in the future"):
+            visit_book_again(scheduled_at=after - dt.timedelta(days=30), **book)
+        visit_book_again(scheduled_at=after + dt.timedelta(days=2), **book)
+        with pytest.raises(Refused, match="already booked again"):
+            visit_book_again(scheduled_at=after + dt.timedelta(days=3), **book)
+        services.course_withdraw(course=course, by=coordinator, reason="Moved away")
+        book["visit"] = Visit.objects.get(pk=visit.pk)
+        with pytest.raises(Refused, match="withdrawn: no visit is booked"):
+            visit_book_again(scheduled_at=after + dt.timedelta(days=3), **book)
+
+
+def test_a_visit_that_took_place_is_corrected_only_within_the_record(course, pathway):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    transplant = Visit.objects.get(course=course, kind=VisitKind.TRANSPLANT)
+    with pytest.raises(Refused, match="into the future"):
+        visit_reschedule(visit=transplant, scheduled_at=timezone.now() + dt.timedelta(days=60))
+    with pytest.raises(Refused, match="before the product's release"):
+        visit_reschedule(visit=transplant, scheduled_at=course.released_at - dt.timedelta(days=1))
+    harvest = Visit.objects.get(course=course, kind=VisitKind.HARVEST)
+    with pytest.raises(Refused, match="took place cannot be moved"):
+        visit_reschedule(visit=harvest, scheduled_at=harvest.scheduled_at + dt.timedelta(days=1))
+
+
+def test_an_amendment_handles_a_patient_in_the_sites_own_zone(course, pathway, coordinator):
+    from pathway.amendments import follow_ups_recompute
+
+    assert not course.patient.time_zone  # the site's zone
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    visit = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=12)
+    _book(visit, day_offset=2, by=coordinator)
+    before = pending(visit)
+    assert follow_ups_recompute(protocol=course.protocol) == 4
+    assert pending(visit) == before
