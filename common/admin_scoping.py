@@ -2,8 +2,16 @@
 choices offered in forms show only the user's sites."""
 
 from django.conf import settings
+from django.contrib.admin.widgets import AutocompleteSelect, AutocompleteSelectMultiple
 from django.http import Http404
 from django.utils.module_loading import import_string
+
+from common.forms import (
+    SafeAutocompleteSelect,
+    SafeAutocompleteSelectMultiple,
+    SafeModelChoiceField,
+    SafeModelMultipleChoiceField,
+)
 
 # Each scoped model and the path from it to its site.
 SITE_PATHS = {
@@ -43,13 +51,25 @@ def scope(queryset, user):
 
 
 class ScopedChoices:
-    """Foreign-key choices (selects and autocompletes alike) come from the user's sites only."""
+    """Foreign-key choices (selects and autocompletes alike) come from the user's sites only,
+    and a posted value that cannot be an id is refused before any query (common/forms.py)."""
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         related = db_field.remote_field.model
         if site_path_of(related) is not None:
             kwargs["queryset"] = scope(related._default_manager.all(), request.user)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+        kwargs.setdefault("form_class", SafeModelChoiceField)
+        formfield = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if formfield is not None and type(formfield.widget) is AutocompleteSelect:
+            formfield.widget.__class__ = SafeAutocompleteSelect
+        return formfield
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        kwargs.setdefault("form_class", SafeModelMultipleChoiceField)
+        formfield = super().formfield_for_manytomany(db_field, request, **kwargs)
+        if formfield is not None and type(formfield.widget) is AutocompleteSelectMultiple:
+            formfield.widget.__class__ = SafeAutocompleteSelectMultiple
+        return formfield
 
 
 class SiteScopedAdmin(ScopedChoices):

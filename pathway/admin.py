@@ -522,12 +522,10 @@ class TreatmentCourseAdmin(
             raise Http404("No such step.")
         transition = self._get_fsm_transition_by_name(obj=course, transition_name=transition_name)
         if not transition.has_perm(course, user=request.user):
-            self.message_user(
-                request,
-                f"You may not {TRANSITION_LABELS[transition_name].lower()} a course.",
-                messages.ERROR,
+            # The form is not shown either: it would show what only the step's role may see.
+            raise PermissionDenied(
+                f"You may not {TRANSITION_LABELS[transition_name].lower()} a course."
             )
-            return redirect("admin:pathway_treatmentcourse_change", object_id=course.pk)
         form_class = self.get_fsm_transition_form(transition)
         if form_class is None:
             raise Http404("This step has no form.")

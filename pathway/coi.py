@@ -8,7 +8,8 @@ mistyped character and every swap of two adjacent characters.
 import re
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ*"
-_SHAPE = re.compile(r"^([A-Z]{2,5}\d{2})(\d{6,})([0-9A-Z*])$")
+# ASCII only: `\d` would take Arabic-Indic or fullwidth digits, which have no check value.
+_SHAPE = re.compile(r"^([A-Z]{2,5}[0-9]{2})([0-9]{6,})([0-9A-Z*])$")
 
 
 def coi_check_character(body: str) -> str:
@@ -30,6 +31,11 @@ def coi_id_normalise(value: str) -> str:
 
 
 def coi_id_is_valid(value: str) -> bool:
+    """Well formed and its check character right. Only ASCII is ever valid: upper-casing
+    "ß" gives "SS", and other scripts' digits look like ours, so either could pass for
+    another id."""
+    if not (value or "").isascii():
+        return False
     match = _SHAPE.match(coi_id_normalise(value))
     if not match:
         return False
@@ -38,4 +44,6 @@ def coi_id_is_valid(value: str) -> bool:
 
 
 def coi_ids_match(entered: str, expected: str) -> bool:
+    if not ((entered or "").isascii() and (expected or "").isascii()):
+        return False
     return coi_id_normalise(entered) == coi_id_normalise(expected)

@@ -11,6 +11,7 @@ from django import forms
 from django.contrib.admin import widgets
 from django.contrib.auth import get_user_model
 
+from common.forms import SafeModelChoiceField
 from pathway.coi import coi_id_is_valid, coi_id_normalise
 from pathway.services import RELEASE_MEANING
 from pathway.signatures import bedside_confirmers
@@ -113,7 +114,7 @@ class ScheduleTransplantForm(AppointmentForm):
 
 class RecordHarvestForm(CourseStepForm):
     performed_at = _when("Performed at")
-    operator = forms.ModelChoiceField(
+    operator = SafeModelChoiceField(
         queryset=get_user_model().objects.filter(groups__name="clinician", is_active=True),
         help_text="The bronchoscopist who took the brushing.",
     )
@@ -155,7 +156,7 @@ class RecordTransplantForm(CourseStepForm):
     cells_administered = forms.IntegerField(label="Cells administered", min_value=1)
     weight_kg = _decimal("Weight used for the dose (kg)", 20, 350)
     weighed_on = forms.DateField(label="Weighed on", widget=widgets.AdminDateWidget)
-    second_person = forms.ModelChoiceField(
+    second_person = SafeModelChoiceField(
         queryset=get_user_model().objects.none(),
         label="Confirmed by",
         help_text="The second person who checked the label and the dose: a clinician of this "

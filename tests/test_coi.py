@@ -1,6 +1,8 @@
 import itertools
 
-from pathway.coi import coi_id_format, coi_id_is_valid, coi_id_normalise
+import pytest
+
+from pathway.coi import coi_id_format, coi_id_is_valid, coi_id_normalise, coi_ids_match
 
 ALPHANUMERIC = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -37,3 +39,18 @@ def test_every_adjacent_transposition_is_caught():
             if a != b:
                 swapped = body[:position] + b + a + body[position + 2 :]
                 assert not coi_id_is_valid(swapped), (coi, swapped)
+
+
+@pytest.mark.parametrize(
+    "entered",
+    [
+        "LD٣26-000018-H",  # an Arabic-Indic three
+        "LDN２６-000018-H",  # fullwidth digits
+        "LDN𝟐𝟔-000018-H",  # mathematical digits
+        "ＬＤＮ26-000018-H",  # fullwidth letters
+        "LDN26-000018-ß",  # upper-cases to "SS"
+    ],
+)
+def test_only_ascii_is_ever_a_chain_of_identity_id(entered):
+    assert coi_id_is_valid(entered) is False
+    assert coi_ids_match(entered, entered.upper()) is False

@@ -146,3 +146,99 @@ def test_the_report_command_refuses_bad_arguments_cleanly(week, site):
     # Anything but a CommandError (or a clean run) fails the test.
     with contextlib.suppress(CommandError):
         call_command("weekly_report", "--week", week, "--site", site, stdout=io.StringIO())
+
+
+# Every admin form, add and change, posted with hostile values field by field.
+
+
+def _admin_pages(course):
+    """(model, add URL or None, change URL or None) for every model in the admin."""
+    from django.contrib import admin
+
+    for model in admin.site._registry:
+        opts = model._meta
+        add = reverse(f"admin:{opts.app_label}_{opts.model_name}_add")
+        instance = model._default_manager.order_by("-pk").first()
+        change = (
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[instance.pk])
+            if instance is not None
+            else None
+        )
+        yield model, add, change
+
+
+def _snapshot(model):
+    return sorted(model._default_manager.values_list("pk", flat=True)), [
+        tuple(row) for row in model._default_manager.order_by("pk").values_list()
+    ]
+
+
+ADMIN_FORMS = settings(
+    max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
+
+
+def test_hostile_input_to_every_admin_form_gives_no_error_and_a_refusal_writes_nothing(
+    client, course, pathway, admin_user
+):
+    from tests.admin_forms import change_form_data
+
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    client.force_login(admin_user)
+    covered = 0
+    for model, add, change in _admin_pages(course):
+        for url in (add, change):
+            if url is None:
+                continue
+            page = client.get(url)
+            if page.status_code != 200 or "adminform" not in (page.context or {}):
+                continue
+            base = change_form_data(page)
+            fields = list(page.context["adminform"].form.fields)
+            if not fields:
+                continue  # nothing to type: a read-only page
+            covered += 1
+
+            _post_hostile(client, url, base, fields, model)
+    assert covered >= 20
+
+
+def _post_hostile(client, url, base, fields, model):
+    @ADMIN_FORMS
+    @given(field=st.sampled_from(fields), value=HOSTILE)
+    def post(field, value):
+        before = _snapshot(model)
+        data = dict(base)
+        for key in [k for k in data if k == field or k.startswith(f"{field}_")]:
+            data.pop(key)
+        data[field] = value
+        response = client.post(url, data)
+        assert response.status_code in (200, 302, 403), (url, field, value)
+        if response.status_code != 302:
+            assert _snapshot(model) == before, (url, field, value)
+
+    post()
+
+
+@pytest.mark.parametrize(
+    "name", ["save", "delete", "__init__", "history", "nonexistent", "state", "expansion_day"]
+)
+def test_a_step_that_is_not_a_transition_is_not_found(client, course, admin_user, name):
+    client.force_login(admin_user)
+    url = f"/admin/pathway/treatmentcourse/{course.pk}/transition/{name}/"
+    assert client.get(url).status_code == 404
+    assert client.post(url, {}).status_code == 404
+
+
+@pytest.mark.parametrize("value", ["abc", "NaN", "1e9", "9" * 40, "-1", "\x00"])
+def test_a_nonsense_coordinator_on_the_patient_form_is_refused_beside_it(
+    client, admin_user, eligible_patient, value
+):
+    from tests.admin_forms import change_form_data
+
+    client.force_login(admin_user)
+    url = reverse("admin:patients_patient_change", args=[eligible_patient.pk])
+    data = change_form_data(client.get(url)) | {"coordinator": value}
+    response = client.post(url, data)
+    assert response.status_code == 200
+    assert "coordinator" in response.context["adminform"].form.errors

@@ -149,3 +149,12 @@ def test_the_auditor_reads_history_and_changes_nothing(client, course, pathway):
         ).status_code
         == 403
     )
+
+
+@pytest.mark.parametrize("transition", ["approve", "release", "record_transplant", "withdraw"])
+def test_a_user_without_the_steps_permission_cannot_even_open_its_form(client, course, transition):
+    auditor = UserFactory(username="auditor2", role="auditor")
+    client.force_login(auditor)
+    url = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, transition])
+    assert client.get(url).status_code == 403
+    assert client.post(url, {}).status_code == 403

@@ -1,0 +1,30 @@
+from django.contrib import admin
+from django_celery_beat.admin import CrontabScheduleAdmin
+from django_celery_beat.models import CrontabSchedule
+
+admin.site.unregister(CrontabSchedule)
+
+
+@admin.register(CrontabSchedule)
+class SafeCrontabScheduleAdmin(CrontabScheduleAdmin):
+    """django-celery-beat's crontab page, except that a refused form is shown again with its
+    errors: its own "human readable" column parses the refused values and raised (a 500)."""
+
+    list_display = ("__str__", "in_words")
+    fields = (
+        "in_words",
+        "minute",
+        "hour",
+        "day_of_month",
+        "month_of_year",
+        "day_of_week",
+        "timezone",
+    )
+    readonly_fields = ("in_words",)
+
+    @admin.display(description="human readable")
+    def in_words(self, obj):
+        try:
+            return obj.human_readable
+        except Exception:  # values the form refuses: it says what is wrong beside them
+            return "–"
