@@ -158,3 +158,50 @@ def test_a_user_without_the_steps_permission_cannot_even_open_its_form(client, c
     url = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, transition])
     assert client.get(url).status_code == 403
     assert client.post(url, {}).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "password", ["aaaaaaaaaaaa", "Coordinator1", "pathway-demo", "coordinator-2026"]
+)
+def test_weak_passwords_and_the_demos_are_refused(password):
+    user = UserFactory.build(username="coordinator", first_name="Ann", last_name="Okafor")
+    with pytest.raises(ValidationError):
+        validate_password(password, user)
+
+
+def test_a_long_phrase_of_unrelated_words_is_accepted():
+    validate_password("ferry lantern quietly orbit", UserFactory.build(username="ann"))
+
+
+@pytest.mark.django_db
+def test_the_deploy_check_names_an_account_with_the_demo_password(settings):
+    from common.checks import no_demo_passwords
+    from common.passwords import DEMO_PASSWORD
+
+    settings.DEBUG = False
+    user = UserFactory(username="leftover")
+    assert no_demo_passwords(None) == []
+    user.set_password(DEMO_PASSWORD)
+    user.save()
+    [error] = no_demo_passwords(None)
+    assert error.id == "tracker.E001" and "leftover" in error.msg
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/",
+        "/admin/login/",
+        "/admin/pathway/treatmentcourse/",
+        "/admin/reports/weekly/",
+    ],
+)
+def test_every_page_type_carries_a_content_security_policy_and_a_permissions_policy(
+    admin_client, url
+):
+    response = admin_client.get(url)
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp.split("script-src", 1)[1].split(";", 1)[0]
+    assert "camera=()" in response.headers["Permissions-Policy"]

@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from common.passwords import DEMO_PASSWORD
 from pathway import services
 from pathway.custody import batch_record_qc, custody_event_record
 from pathway.models import CustodyKind
@@ -41,7 +42,6 @@ from patients.selectors import baseline_records
 from scheduling.models import Visit, VisitKind, VisitStatus
 from scheduling.services import visit_move_refusals, visit_reschedule
 
-DEMO_PASSWORD = "pathway-demo"
 # Name, code, zone, the neutral name patients see in messages, and the number they call.
 SITES = [
     ("North London Chest Clinic", "LDN", "Europe/London", "North London Clinic", "+442079460000"),
