@@ -15,6 +15,7 @@ from common.admin_scoping import SiteScopedAdmin
 from common.errors import Refused
 from common.paginator import EstimatedCountPaginator
 from pathway.amendments import follow_ups_recompute
+from pathway.audit import audit_verify
 from pathway.badges import state_badge
 from pathway.conditions import RuleStatus, eligibility_checklist, evaluation_sources
 from pathway.custody import (
@@ -607,6 +608,25 @@ class TransitionLogAdmin(SiteScopedAdmin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def get_urls(self):
+        verify = path(
+            "verify/",
+            self.admin_site.admin_view(self.verify_view),
+            name="pathway_audit_verify",
+        )
+        return [verify, *super().get_urls()]
+
+    def verify_view(self, request):
+        """What `manage.py audit_verify` does, for an auditor in the admin."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = self.admin_site.each_context(request) | {
+            "title": "Verify the audit trail",
+            "reports": audit_verify(),
+            "opts": self.model._meta,
+        }
+        return render(request, "pathway/audit_verify.html", context)
 
 
 class DueForReleaseFilter(admin.SimpleListFilter):

@@ -1,8 +1,10 @@
 import datetime as dt
+import hashlib
+import json
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transition
 from simple_history.models import HistoricalRecords
@@ -728,8 +730,45 @@ class AppendOnlyQuerySet(models.QuerySet):
         raise AppendOnlyError(f"{self.model._meta.verbose_name_plural} cannot be deleted.")
 
 
+# The fields a row's hash does not cover: its id (the chain's order) and the hashes.
+UNHASHED_FIELDS = ("id", "entry_hash", "previous_hash")
+
+
+def entry_content(row) -> bytes:
+    """A row's content as the hash chain reads it: every field but its id and hashes, in a
+    canonical form that reads the same from memory and from the database (UTC times,
+    decimals to their places, JSON with sorted keys). Works on historical models too."""
+    content = {}
+    for field in row._meta.concrete_fields:
+        if field.name in UNHASHED_FIELDS:
+            continue
+        value = getattr(row, field.attname)
+        if isinstance(value, dt.datetime):
+            value = value.astimezone(dt.UTC).isoformat()
+        elif isinstance(value, dt.date):
+            value = value.isoformat()
+        elif isinstance(field, models.DecimalField) and value is not None:
+            value = str(Decimal(str(value)).quantize(Decimal(10) ** -field.decimal_places))
+        content[field.attname] = value
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def entry_hash(*, previous_hash: str, content: bytes) -> str:
+    """SHA-256 of the previous row's hash and this row's content: change any row, or drop
+    one, and every hash after it no longer follows."""
+    return hashlib.sha256(previous_hash.encode() + b"\n" + content).hexdigest()
+
+
 class AppendOnly(models.Model):
-    """A model whose rows are written once: changing or deleting one raises AppendOnlyError."""
+    """A model whose rows are written once: changing or deleting one raises AppendOnlyError.
+
+    Each row carries the SHA-256 of its content and of the previous row's hash, a chain that
+    `manage.py audit_verify` walks: a change made behind the application's back (by the
+    database's owner with the triggers off, say) breaks it at that row.
+    """
+
+    entry_hash = models.CharField(max_length=64, editable=False, default="")
+    previous_hash = models.CharField(max_length=64, editable=False, default="")
 
     objects = AppendOnlyQuerySet.as_manager()
 
@@ -739,7 +778,20 @@ class AppendOnly(models.Model):
     def save(self, *args, **kwargs):
         if not self._state.adding:
             raise AppendOnlyError(f"A {self._meta.verbose_name} cannot be changed; add a new one.")
-        super().save(*args, **kwargs)
+        with transaction.atomic(using=kwargs.get("using")):
+            # One writer at a time per table, until commit, so that the chain never forks.
+            connection = transaction.get_connection(kwargs.get("using"))
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext(%s))", [self._meta.db_table]
+                    )
+            last = type(self).objects.order_by("-id").values_list("entry_hash", flat=True)
+            self.previous_hash = last.first() or ""
+            self.entry_hash = entry_hash(
+                previous_hash=self.previous_hash, content=entry_content(self)
+            )
+            super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError(f"A {self._meta.verbose_name} cannot be deleted.")

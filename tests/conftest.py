@@ -1,5 +1,6 @@
 import datetime as dt
 from decimal import Decimal
+from unittest import mock
 
 import pytest
 import time_machine
@@ -54,6 +55,23 @@ def _kept_database_is_whole() -> bool:
         return False
     finally:
         raw.close()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _flush_past_the_append_only_guards():
+    """Between transactional tests Django empties every table with TRUNCATE, which the audit
+    tables' triggers refuse. The test database's superuser does it as a replica would, with
+    the triggers asleep, for that one statement's transaction only."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    original = DatabaseOperations.sql_flush
+
+    def sql_flush(self, *args, **kwargs):
+        statements = original(self, *args, **kwargs)
+        return ["SET LOCAL session_replication_role = replica", *statements] if statements else []
+
+    with mock.patch.object(DatabaseOperations, "sql_flush", sql_flush):
+        yield
 
 
 @pytest.fixture
