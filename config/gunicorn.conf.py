@@ -1,0 +1,16 @@
+"""gunicorn, as production runs the web process: `gunicorn -c config/gunicorn.conf.py
+config.wsgi`.
+
+The access log names the path but never the query string: a search for an MRN or a name in
+the admin travels in the URL (`?q=…`), and an access log is no place for a patient's
+identifiers. `%(U)s` is the path alone; `%(r)s` (the request line) and `%(q)s` would carry
+the query.
+"""
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+timeout = 30
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
