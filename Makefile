@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 # Tests run with DEBUG off, like production; they need a key of their own.
 TEST_ENV := SECRET_KEY=test-only-secret-key-not-for-production DEBUG=0 \
-	EMAIL_URL=consolemail:// SMS_BACKEND=console SECURE_SSL_REDIRECT=0
+	EMAIL_URL=consolemail:// SMS_BACKEND=console SECURE_SSL_REDIRECT=0 OTP_REQUIRED=0
 
 .PHONY: run test lint bench bench-small install migrate seed clean
 
@@ -49,10 +49,10 @@ lint: install
 # their own; results go to bench/results/. `bench-small` is the fiftieth-size smoke run.
 BENCH_DB := $${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/tracker}
 bench: install
-	DATABASE_URL=$(BENCH_DB) $(BIN)/python bench/run.py
+	DATABASE_URL=$(BENCH_DB) OTP_REQUIRED=0 $(BIN)/python bench/run.py
 
 bench-small: install
-	DATABASE_URL=$(BENCH_DB) $(BIN)/python bench/run.py --small
+	DATABASE_URL=$(BENCH_DB) OTP_REQUIRED=0 $(BIN)/python bench/run.py --small
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

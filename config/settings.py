@@ -62,6 +62,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_otp.middleware.OTPMiddleware",
+    "common.second_factor.SecondFactorMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into its lockout response.
@@ -115,9 +116,10 @@ SESSION_COOKIE_AGE = env.int("SESSION_IDLE_SECONDS", default=15 * 60)
 SESSION_SAVE_EVERY_REQUEST = True
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 
-# Two-factor (TOTP, django-otp) for the admin: devices are set up in the admin; when
-# OTP_REQUIRED is on, staff cannot sign in without one.
-OTP_REQUIRED = env.bool("OTP_REQUIRED", default=False)
+# Two-factor (TOTP, django-otp) for staff: with it on, a password alone does not open the
+# admin; each member of staff sets up an authenticator app on first sign-in. On unless DEBUG,
+# and turned off only by saying so (OTP_REQUIRED=0).
+OTP_REQUIRED = env.bool("OTP_REQUIRED", default=not DEBUG)
 OTP_TOTP_ISSUER = "Pathway tracker"
 
 # Production: HTTPS only. Behind a proxy that terminates TLS, set SECURE_PROXY_SSL_HEADER.

@@ -1,14 +1,10 @@
-from django.conf import settings
 from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
-from django_otp.admin import OTPAdminSite
 
+from common.second_factor import second_factor_enrol, second_factor_verify
 from delivery.views import sms_status_callback
 from reporting.views import calendar_feed_view, weekly_report_view
-
-if settings.OTP_REQUIRED:
-    admin.site.__class__ = OTPAdminSite  # sign-in then asks for the TOTP token too
 
 admin.site.site_header = "COPD cell-therapy pathway"
 admin.site.site_title = "Pathway tracker"
@@ -17,6 +13,9 @@ admin.site.index_title = "Treatment pathway"
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/reports/weekly/", admin.site.admin_view(weekly_report_view), name="weekly-report"),
+    # The second factor, asked after the password when OTP_REQUIRED is on (common/second_factor.py).
+    path("admin/second-factor/", second_factor_verify, name="second-factor-verify"),
+    path("admin/second-factor/enrol/", second_factor_enrol, name="second-factor-enrol"),
     path("admin/", admin.site.urls),
     path("sms/status/", sms_status_callback, name="sms-status"),
     # Outside /admin/: calendar applications cannot sign in; the secret link is the credential.
