@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class CommonConfig(AppConfig):
@@ -9,3 +10,21 @@ class CommonConfig(AppConfig):
 
     def ready(self):
         from common import checks  # noqa: F401  (registers the deploy checks)
+
+        post_migrate.connect(_grant_to_app_role)
+
+
+def _grant_to_app_role(sender, using="default", **kwargs):
+    """After a migration run as the owner, the app role gets what any new table needs."""
+    from django.conf import settings
+    from django.db import connections
+
+    from common.db_roles import app_role_grant, role_exists
+
+    connection = connections[using]
+    role = settings.DATABASE_APP_ROLE
+    # Once per run: post_migrate is sent for each app, after all of them have migrated.
+    if sender.label != "pathway" or connection.vendor != "postgresql" or not role:
+        return
+    if role_exists(connection, role):
+        app_role_grant(connection, role)

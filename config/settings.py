@@ -49,6 +49,9 @@ INSTALLED_APPS = [
     "reporting",
     "delivery",
 ]
+# PostgreSQL's least privilege (common/db_roles.py): the role the application runs as. A
+# migration run as the owner grants it what new tables need; empty: no grants are made.
+DATABASE_APP_ROLE = env.str("DATABASE_APP_ROLE", default="")
 # The admin's site scoping (common/) applies the patients app's rule of who sees which site.
 SITE_SCOPE_FUNCTION = "patients.access.scope_to_user_sites"
 

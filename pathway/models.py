@@ -771,6 +771,8 @@ class AppendOnly(models.Model):
     previous_hash = models.CharField(max_length=64, editable=False, default="")
 
     objects = AppendOnlyQuerySet.as_manager()
+    # Read by common/db_roles.py: the application's database role may not change these rows.
+    append_only = True
 
     class Meta:
         abstract = True

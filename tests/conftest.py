@@ -57,20 +57,68 @@ def _kept_database_is_whole() -> bool:
         raw.close()
 
 
+# On PostgreSQL the tests run as the application does in production: as a role that owns
+# nothing (common/db_roles.py). The test database is made and migrated by the role in
+# DATABASE_URL (the owner); then every connection, the live server's and the workers' too,
+# uses this one.
+APP_ROLE = "tracker_test_app"
+OWNER = {}
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with django_db_blocker.unblock():
+        from common.db_roles import app_role_grant, role_exists
+
+        verb = "ALTER" if role_exists(connection, APP_ROLE) else "CREATE"
+        with connection.cursor() as cursor:
+            cursor.execute(f"{verb} ROLE {APP_ROLE} WITH LOGIN NOSUPERUSER PASSWORD 'test-app'")
+            name = connection.ops.quote_name(connection.settings_dict["NAME"])
+            cursor.execute(f"GRANT CONNECT ON DATABASE {name} TO {APP_ROLE}")
+        app_role_grant(connection, APP_ROLE)
+        OWNER.update(
+            USER=connection.settings_dict["USER"], PASSWORD=connection.settings_dict["PASSWORD"]
+        )
+        connection.close()
+        connection.settings_dict.update(USER=APP_ROLE, PASSWORD="test-app")
+    yield
+    connection.close()
+    connection.settings_dict.update(OWNER)  # the owner drops the test database
+    OWNER.clear()
+
+
+def owner_connection():
+    """A raw connection to the test database as its owner, for what the app role may not do
+    (flush it between tests, lift a trigger in a test of the hash chain)."""
+    params = connection.get_connection_params() | {
+        "user": OWNER.get("USER") or connection.settings_dict["USER"],
+        "password": OWNER.get("PASSWORD") or connection.settings_dict["PASSWORD"],
+    }
+    return connection.get_new_connection(params)
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _flush_past_the_append_only_guards():
-    """Between transactional tests Django empties every table with TRUNCATE, which the audit
-    tables' triggers refuse. The test database's superuser does it as a replica would, with
-    the triggers asleep, for that one statement's transaction only."""
+def _flush_as_the_owner():
+    """Between transactional tests Django empties every table with TRUNCATE, which the app
+    role may not do and the audit tables' triggers refuse. The owner does it, as a replica
+    would, with the triggers asleep, for that one transaction only."""
     from django.db.backends.postgresql.operations import DatabaseOperations
 
-    original = DatabaseOperations.sql_flush
+    def execute_sql_flush(self, sql_list):
+        raw = owner_connection()
+        try:
+            with raw.cursor() as cursor:
+                cursor.execute("SET LOCAL session_replication_role = replica")
+                for sql in sql_list:
+                    cursor.execute(sql)
+            raw.commit()
+        finally:
+            raw.close()
 
-    def sql_flush(self, *args, **kwargs):
-        statements = original(self, *args, **kwargs)
-        return ["SET LOCAL session_replication_role = replica", *statements] if statements else []
-
-    with mock.patch.object(DatabaseOperations, "sql_flush", sql_flush):
+    with mock.patch.object(DatabaseOperations, "execute_sql_flush", execute_sql_flush):
         yield
 
 

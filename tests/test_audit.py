@@ -12,8 +12,11 @@ from django.urls import reverse
 from pathway.audit import audit_verify
 from pathway.models import CustodyEvent, TransitionLog
 from pathway.states import CourseState
+from tests.conftest import APP_ROLE, owner_connection
 
-pytestmark = pytest.mark.django_db
+# Transactional: a change "behind the application's back" is made on another connection (the
+# database owner's), which sees only committed rows.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 @pytest.fixture
@@ -38,16 +41,23 @@ def test_every_row_follows_the_one_before_it(followed):
 
 
 def _with_guards_off(sql, params):
-    """What a database owner could do: lift the triggers, change a row, put them back."""
+    """What the database's owner could do: lift the triggers, change a row, put them back.
+    (The application's role can do none of it.)"""
     table = sql.split()[1] if sql.startswith("UPDATE") else sql.split()[2]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # Inside the test's transaction: check the deferred foreign keys first.
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+        return
+    raw = owner_connection()
+    try:
+        with raw.cursor() as cursor:
             cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
-        cursor.execute(sql, params)
-        if connection.vendor == "postgresql":
+            cursor.execute(sql, params)
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the foreign keys, checked now
             cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+        raw.commit()
+    finally:
+        raw.close()
 
 
 def test_a_row_changed_behind_the_applications_back_is_named(followed):
@@ -74,36 +84,55 @@ def test_a_row_removed_behind_the_applications_back_is_named(followed):
     )
 
 
-@pytest.mark.postgres
-@pytest.mark.parametrize("table", ["pathway_transitionlog", "pathway_custodyevent"])
-def test_truncate_is_refused_on_the_append_only_tables(followed, table):
-    with (
-        pytest.raises(DatabaseError, match="append-only: TRUNCATE refused"),
-        transaction.atomic(),
-        connection.cursor() as cursor,
-    ):
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute(f"TRUNCATE {table} CASCADE")
-    assert TransitionLog.objects.exists()
+APPEND_ONLY = [
+    "pathway_transitionlog",
+    "pathway_custodyevent",
+    "pathway_historicaltreatmentcourse",
+    "pathway_historicalbatch",
+    "patients_historicalpatient",
+    "patients_historicallungfunctiontest",
+    "scheduling_historicalvisit",
+]
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize(
-    "statement",
-    [
-        "UPDATE pathway_historicaltreatmentcourse SET notes = 'rewritten'",
-        "DELETE FROM patients_historicalpatient",
-        "TRUNCATE scheduling_historicalvisit",
-    ],
-)
-def test_the_audit_history_tables_are_append_only_too(followed, statement):
+@pytest.mark.parametrize("table", APPEND_ONLY)
+@pytest.mark.parametrize("statement", ["UPDATE {} SET id = id", "DELETE FROM {}", "TRUNCATE {}"])
+def test_the_application_role_may_not_change_an_append_only_table(followed, table, statement):
+    assert connection.settings_dict["USER"] == APP_ROLE  # the tests run as the application
     with (
-        pytest.raises(DatabaseError, match="append-only"),
+        pytest.raises(DatabaseError, match="permission denied"),
         transaction.atomic(),
         connection.cursor() as cursor,
     ):
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute(statement)
+        cursor.execute(statement.format(table))
+
+
+@pytest.mark.postgres
+def test_the_application_role_may_not_lift_a_trigger(followed):
+    with (
+        pytest.raises(DatabaseError, match=r"must be (the )?owner"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("ALTER TABLE pathway_transitionlog DISABLE TRIGGER USER")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("table", APPEND_ONLY)
+@pytest.mark.parametrize("statement", ["UPDATE {} SET id = id", "DELETE FROM {}", "TRUNCATE {}"])
+def test_even_the_owner_is_refused_by_the_triggers(followed, table, statement):
+    if table.split("_", 1)[1] in ("transitionlog", "custodyevent") and statement.startswith(
+        "UPDATE"
+    ):
+        statement = "UPDATE {} SET note = note"
+    raw = owner_connection()
+    try:
+        with pytest.raises(Exception, match="append-only"), raw.cursor() as cursor:
+            cursor.execute(statement.format(table))
+    finally:
+        raw.rollback()
+        raw.close()
 
 
 def test_an_auditor_verifies_the_trail_in_the_admin(client, followed):

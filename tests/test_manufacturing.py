@@ -437,7 +437,7 @@ def test_the_database_refuses_to_change_a_custody_event(custody_event):
     from django.db import DatabaseError, transaction
 
     with (
-        pytest.raises(DatabaseError, match="append-only"),
+        pytest.raises(DatabaseError, match=r"append-only|permission denied"),
         transaction.atomic(),
         connection.cursor() as cursor,
     ):
@@ -445,7 +445,7 @@ def test_the_database_refuses_to_change_a_custody_event(custody_event):
             "UPDATE pathway_custodyevent SET location = 'x' WHERE id = %s", [custody_event.pk]
         )
     with (
-        pytest.raises(DatabaseError, match="append-only"),
+        pytest.raises(DatabaseError, match=r"append-only|permission denied"),
         transaction.atomic(),
         connection.cursor() as cursor,
     ):
@@ -608,7 +608,7 @@ def test_the_database_refuses_to_change_the_transition_log(course, coordinator):
 
     log = services.course_start_evaluation(course=course, by=coordinator)
     with (
-        pytest.raises(DatabaseError, match="append-only"),
+        pytest.raises(DatabaseError, match=r"append-only|permission denied"),
         transaction.atomic(),
         connection.cursor() as cursor,
     ):
