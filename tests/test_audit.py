@@ -12,7 +12,7 @@ from django.urls import reverse
 from pathway.audit import audit_verify
 from pathway.models import CustodyEvent, TransitionLog
 from pathway.states import CourseState
-from tests.conftest import APP_ROLE, owner_connection
+from tests.conftest import APP_ROLE, OWNER, owner_connection
 
 # Transactional: a change "behind the application's back" is made on another connection (the
 # database owner's), which sees only committed rows.
@@ -144,3 +144,54 @@ def test_an_auditor_verifies_the_trail_in_the_admin(client, followed):
     assert "pathway_transitionlog" in page.content.decode() and "intact" in page.content.decode()
     client.force_login(UserFactory(username="nobody", is_staff=True))
     assert client.get(reverse("admin:pathway_audit_verify")).status_code == 403
+
+
+@pytest.mark.postgres
+def test_one_command_makes_the_owner_and_the_application_roles(followed):
+    """`manage.py db_roles`, run as a superuser: the owner owns every table; the application
+    role reads and writes ordinary tables, and only reads and adds to the append-only ones."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.servers import ROOT
+
+    settings = connection.settings_dict
+    superuser = OWNER.get("USER") or "postgres"
+    url = f"postgres://{superuser}@{settings['HOST'] or '127.0.0.1'}:{settings['PORT'] or 5432}"
+    env = os.environ | {
+        "DATABASE_URL": f"{url}/{settings['NAME']}",
+        "DB_OWNER_PASSWORD": "owner-secret-for-the-test",
+        "DB_APP_PASSWORD": "app-secret-for-the-test",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "db_roles", "--owner", "tt_owner", "--app", "tt_app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    params = connection.get_connection_params()
+    app = connection.get_new_connection(params | {"user": "tt_app", "password": ""})
+    try:
+        with app.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pathway_transitionlog")
+            assert cursor.fetchone()[0] > 0
+            cursor.execute("UPDATE scheduling_visit SET place = place")  # an ordinary table
+            with pytest.raises(Exception, match="permission denied"):
+                cursor.execute("UPDATE pathway_transitionlog SET note = note")
+        app.rollback()
+    finally:
+        app.close()
+    owner = connection.get_new_connection(params | {"user": "tt_owner", "password": ""})
+    try:
+        with owner.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
+                "AND tableowner <> 'tt_owner'"
+            )
+            assert cursor.fetchone()[0] == 0
+    finally:
+        owner.close()
