@@ -2,17 +2,23 @@
 
 import base64
 import datetime as dt
+import io
 import json
 import logging
 import os
 
 import pytest
 import redis as redis_client
+import time_machine
+from django.core.management import call_command
 from django.utils import timezone
 
 from pathway import services
+from pathway.scans import alerts_scan_overdue
+from pathway.services import TransitionRefused
 from pathway.states import CourseState
 from scheduling.models import Notification, Visit
+from scheduling.services import visit_mark_missed, visit_reschedule
 from tests.factories import (
     ChestCTFactory,
     ClinicalAssessmentFactory,
@@ -91,6 +97,26 @@ def test_canary_patient_data_stays_out_of_logs_queues_and_sms(pathway, coordinat
         with worker:
             wait_until(lambda: sent_count() == 4, timeout=60, what="the reminders")
             worker_log = worker.output()
+
+    # The newer paths, logged by this process: a refused second person at the bedside (counted
+    # by axes like a failed login), a follow-up booked outside its window with a reason, a
+    # visit marked missed, the overdue scan and the audit verification.
+    pathway.advance(course, CourseState.TRANSPLANT_SCHEDULED)
+    with pytest.raises(TransitionRefused):
+        pathway.transplant(course, second_person_password="not theirs")
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    twelve = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=12)
+    late = dt.datetime.combine(
+        twelve.window_closes_on + dt.timedelta(days=3), dt.time(10), tzinfo=course.site.time_zone
+    )
+    visit_reschedule(
+        visit=twelve, scheduled_at=late, by=coordinator, deviation_reason="Patient away"
+    )
+    four = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
+    with time_machine.travel(late, tick=False):
+        alerts_scan_overdue()
+        visit_mark_missed(visit=four, by=coordinator, reason="Did not attend")
+    call_command("audit_verify", stdout=io.StringIO())
 
     sms_bodies = [m["Body"] for m in twilio.received]
     emails = [
