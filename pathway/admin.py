@@ -11,6 +11,7 @@ from django.utils.html import format_html, format_html_join
 from django_fsm import ConcurrentTransition
 from django_fsm.admin import FSMAdminMixin, FSMTransitionContext
 
+from common.admin_readonly import ReadOnlyAdmin
 from common.admin_scoping import SiteScopedAdmin
 from common.errors import Refused
 from common.paginator import EstimatedCountPaginator
@@ -593,21 +594,12 @@ class TreatmentCourseAdmin(
 
 
 @admin.register(TransitionLog)
-class TransitionLogAdmin(SiteScopedAdmin, admin.ModelAdmin):
+class TransitionLogAdmin(ReadOnlyAdmin, SiteScopedAdmin, admin.ModelAdmin):
     list_display = ("at", "course", "transition", "source_state", "target_state", "by")
     list_select_related = ("course__patient", "by")
     list_filter = ("transition", "target_state")
     show_full_result_count = False
     paginator = EstimatedCountPaginator
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         verify = path(

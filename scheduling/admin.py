@@ -9,6 +9,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
 
+from common.admin_readonly import ReadOnlyAdmin
 from common.admin_scoping import SiteScopedAdmin
 from common.errors import Refused
 from common.paginator import EstimatedCountPaginator
@@ -285,7 +286,7 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
 
 
 @admin.register(ProtocolDeviation)
-class ProtocolDeviationAdmin(SiteScopedAdmin, admin.ModelAdmin):
+class ProtocolDeviationAdmin(ReadOnlyAdmin, SiteScopedAdmin, admin.ModelAdmin):
     """Steps taken outside the protocol's plan, with their reasons: written by the services
     that allowed them, never edited."""
 
@@ -295,15 +296,6 @@ class ProtocolDeviationAdmin(SiteScopedAdmin, admin.ModelAdmin):
     search_fields = ("=course__patient__mrn", "=course__coi_id")
     show_full_result_count = False
     paginator = EstimatedCountPaginator
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(AlertRoute)
