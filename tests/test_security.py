@@ -106,6 +106,8 @@ def test_staff_without_a_device_are_sent_to_set_one_up_and_then_let_in(
 ):
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
+    from common.second_factor import ENROL_KEY
+
     settings.OTP_REQUIRED = True
     client.force_login(coordinator)
     response = client.get("/admin/pathway/treatmentcourse/")
@@ -113,15 +115,48 @@ def test_staff_without_a_device_are_sent_to_set_one_up_and_then_let_in(
     assert response.url.startswith(reverse("second-factor-enrol"))
     page = client.get(response.url)
     assert page.status_code == 200 and "<svg" in page.content.decode()
-    device = TOTPDevice.objects.get(user=coordinator, confirmed=False)
+    assert not TOTPDevice.objects.filter(user=coordinator).exists()  # made only when confirmed
+    device = TOTPDevice(user=coordinator, key=client.session[ENROL_KEY])
     assert client.post(reverse("second-factor-enrol"), {"token": "000000"}).status_code == 200
-    # django-otp makes a wrong code wait before the next is tried: a guesser's brake.
-    with time_machine.travel(timezone.now() + dt.timedelta(seconds=5)):
-        done = client.post(reverse("second-factor-enrol"), {"token": _totp(device)})
+    done = client.post(reverse("second-factor-enrol"), {"token": _totp(device)})
     assert done.status_code == 302
-    device.refresh_from_db()
-    assert device.confirmed
+    [confirmed] = TOTPDevice.objects.filter(user=coordinator)
+    assert confirmed.confirmed and confirmed.key == device.key
     assert client.get("/admin/pathway/treatmentcourse/").status_code == 200
+
+
+def test_someone_else_with_the_password_never_sees_the_key_the_user_enrols(
+    client, coordinator, settings
+):
+    from django.test import Client
+
+    from common.second_factor import ENROL_KEY
+
+    settings.OTP_REQUIRED = True
+    attacker = Client()
+    attacker.force_login(coordinator)
+    attacker.get(reverse("second-factor-enrol"))
+    client.force_login(coordinator)
+    client.get(reverse("second-factor-enrol"))
+    assert client.session[ENROL_KEY] != attacker.session[ENROL_KEY]
+
+
+def test_a_url_prefix_does_not_skip_the_second_factor(client, coordinator, settings):
+    settings.OTP_REQUIRED = True
+    client.force_login(coordinator)
+    response = client.get("/admin/patients/patient/", SCRIPT_NAME="/tracker")
+    assert response.status_code == 302 and "second-factor" in response.url
+
+
+def test_the_code_page_sends_on_only_within_this_site(client, coordinator, settings):
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    settings.OTP_REQUIRED = True
+    device = TOTPDevice.objects.create(user=coordinator, name="phone", confirmed=True)
+    client.force_login(coordinator)
+    url = reverse("second-factor-verify") + "?next=https://evil.example/phish"
+    response = client.post(url, {"token": _totp(device)})
+    assert response.status_code == 302 and response.url == reverse("admin:index")
 
 
 def test_staff_with_a_device_enter_its_code_after_their_password(client, coordinator, settings):
