@@ -19,12 +19,14 @@ def _grant_to_app_role(sender, using="default", **kwargs):
     from django.conf import settings
     from django.db import connections
 
-    from common.db_roles import app_role_grant, role_exists
+    from common.db_roles import app_role_grant, append_only_revoke_everywhere, role_exists
 
     connection = connections[using]
     role = settings.DATABASE_APP_ROLE
     # Once per run: post_migrate is sent for each app, after all of them have migrated.
-    if sender.label != "pathway" or connection.vendor != "postgresql" or not role:
+    if sender.label != "pathway" or connection.vendor != "postgresql":
         return
-    if role_exists(connection, role):
+    if role and role_exists(connection, role):
         app_role_grant(connection, role)
+    # Whatever the setting: no role but the owner may change an append-only table.
+    append_only_revoke_everywhere(connection)

@@ -41,6 +41,27 @@ def app_role_grant(connection, app_role: str) -> None:
             )
 
 
+def append_only_revoke_everywhere(connection) -> None:
+    """Take UPDATE, DELETE and TRUNCATE on the append-only tables from every role but their
+    owner, whoever granted them (default privileges give them to any table made later)."""
+    tables = append_only_tables()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT c.relname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' "
+            "       ELSE a.grantee::regrole::text END "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, "
+            "     aclexplode(c.relacl) a "
+            "WHERE n.nspname = 'public' AND c.relname = ANY(%s) AND a.grantee <> c.relowner "
+            "AND a.privilege_type IN ('UPDATE', 'DELETE', 'TRUNCATE')",
+            [tables],
+        )
+        for table, grantee in cursor.fetchall():
+            who = grantee if grantee == "PUBLIC" else _quote(connection, grantee.strip('"'))
+            cursor.execute(
+                f"REVOKE UPDATE, DELETE, TRUNCATE ON {_quote(connection, table)} FROM {who}"
+            )
+
+
 def role_exists(connection, role: str) -> bool:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])

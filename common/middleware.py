@@ -1,4 +1,6 @@
-"""Response headers every page carries."""
+"""Response headers every page carries, and requests refused before any view."""
+
+from django.http import HttpResponseBadRequest
 
 # The browser features no page here uses, switched off for every page and anything it embeds.
 PERMISSIONS_POLICY = ", ".join(
@@ -25,3 +27,24 @@ class PermissionsPolicyMiddleware:
         response = self.get_response(request)
         response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
         return response
+
+
+class RefuseNulMiddleware:
+    """A NUL character in a query string or a form is never meaningful here, and PostgreSQL
+    refuses it in any string (a 500 from whatever query it reached): answer 400 at once."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        for values in (request.GET, request.POST if request.method == "POST" else {}):
+            for key, value in values.lists() if values else ():
+                if "\x00" in key or any("\x00" in v for v in value):
+                    return HttpResponseBadRequest("A NUL character is not accepted.")
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        # A list filter given a number too large for its lookup (a 30-digit year, say).
+        if isinstance(exception, OverflowError):
+            return HttpResponseBadRequest("A number in the request is too large.")
+        return None

@@ -781,13 +781,13 @@ class AppendOnly(models.Model):
         if not self._state.adding:
             raise AppendOnlyError(f"A {self._meta.verbose_name} cannot be changed; add a new one.")
         with transaction.atomic(using=kwargs.get("using")):
-            # One writer at a time per table, until commit, so that the chain never forks.
+            # One writer at a time, until commit, so that no chain forks. One lock for every
+            # chained table: a step that writes to both the log and the custody chain, in
+            # either order, cannot deadlock with another.
             connection = transaction.get_connection(kwargs.get("using"))
             if connection.vendor == "postgresql":
                 with connection.cursor() as cursor:
-                    cursor.execute(
-                        "SELECT pg_advisory_xact_lock(hashtext(%s))", [self._meta.db_table]
-                    )
+                    cursor.execute("SELECT pg_advisory_xact_lock(hashtext('tracker.audit_chain'))")
             last = type(self).objects.order_by("-id").values_list("entry_hash", flat=True)
             self.previous_hash = last.first() or ""
             self.entry_hash = entry_hash(

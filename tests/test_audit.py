@@ -155,37 +155,24 @@ def test_an_auditor_verifies_the_trail_in_the_admin(client, followed):
     page = client.get(reverse("admin:pathway_audit_verify"))
     assert page.status_code == 200
     assert "pathway_transitionlog" in page.content.decode() and "intact" in page.content.decode()
-    client.force_login(UserFactory(username="nobody", is_staff=True))
-    assert client.get(reverse("admin:pathway_audit_verify")).status_code == 403
+    for other in (UserFactory(username="nobody"), UserFactory(username="c2", role="coordinator")):
+        client.force_login(other)
+        assert client.get(reverse("admin:pathway_audit_verify")).status_code == 403
 
 
 @pytest.mark.postgres
 def test_one_command_makes_the_owner_and_the_application_roles(followed):
     """`manage.py db_roles`, run as a superuser: the owner owns every table; the application
     role reads and writes ordinary tables, and only reads and adds to the append-only ones."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.servers import ROOT
-
-    settings = connection.settings_dict
-    superuser = OWNER.get("USER") or "postgres"
-    url = f"postgres://{superuser}@{settings['HOST'] or '127.0.0.1'}:{settings['PORT'] or 5432}"
-    env = os.environ | {
-        "DATABASE_URL": f"{url}/{settings['NAME']}",
-        "DB_OWNER_PASSWORD": "owner-secret-for-the-test",
-        "DB_APP_PASSWORD": "app-secret-for-the-test",
-    }
-    result = subprocess.run(
-        [sys.executable, "manage.py", "db_roles", "--owner", "tt_owner", "--app", "tt_app"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    _manage(
+        "db_roles",
+        "--owner",
+        "tt_owner",
+        "--app",
+        "tt_app",
+        DB_OWNER_PASSWORD="owner-secret-for-the-test",
+        DB_APP_PASSWORD="app-secret-for-the-test",
     )
-    assert result.returncode == 0, result.stderr
     params = connection.get_connection_params()
     app = connection.get_new_connection(params | {"user": "tt_app", "password": ""})
     try:
@@ -208,3 +195,63 @@ def test_one_command_makes_the_owner_and_the_application_roles(followed):
             assert cursor.fetchone()[0] == 0
     finally:
         owner.close()
+
+
+@pytest.mark.postgres
+def test_a_migration_takes_back_any_grant_to_change_an_append_only_table(followed):
+    """Default privileges give a role UPDATE and DELETE on every table made later, history
+    tables included; each migrate takes them back from everyone but the owner."""
+    raw = owner_connection()
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute(f"GRANT UPDATE, DELETE ON pathway_historicalbatch TO {APP_ROLE}")
+        raw.commit()
+    finally:
+        raw.close()
+    _manage("migrate", "--noinput")  # as the owner, nothing left to apply: post_migrate runs
+    with (
+        pytest.raises(DatabaseError, match="permission denied"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("DELETE FROM pathway_historicalbatch")
+
+
+def _manage(*args, **env):
+    """`manage.py` in a subprocess, on the test database, as its owner (a superuser here)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.servers import ROOT
+
+    settings = connection.settings_dict
+    owner = OWNER.get("USER") or "postgres"
+    host, port = settings["HOST"] or "127.0.0.1", settings["PORT"] or 5432
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=os.environ
+        | {"DATABASE_URL": f"postgres://{owner}@{host}:{port}/{settings['NAME']}"}
+        | env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.mark.postgres
+def test_a_row_slipped_in_with_an_id_of_its_choosing_takes_the_next_id_instead(followed):
+    last = TransitionLog.objects.order_by("-id").first()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO pathway_transitionlog (id, course_id, transition, source_state, "
+            "target_state, by_id, at, note, data, entry_hash, previous_hash) "
+            "SELECT 9000000000000000, course_id, transition, source_state, target_state, by_id, "
+            "at, note, data, '', '' FROM pathway_transitionlog WHERE id = %s RETURNING id",
+            [last.pk],
+        )
+        slipped = cursor.fetchone()[0]
+    assert last.pk < slipped < 9000000000000000

@@ -259,3 +259,20 @@ def test_a_nonsense_coordinator_on_the_patient_form_is_refused_beside_it(
     response = client.post(url, data)
     assert response.status_code == 200
     assert "coordinator" in response.context["adminform"].form.errors
+
+
+def test_a_nul_or_a_huge_number_in_any_list_filter_is_a_400_not_a_500(client, course, admin_user):
+    from django.contrib import admin
+
+    client.force_login(admin_user)
+    for model in admin.site._registry:
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+        assert client.get(url, {"q": "\x00"}).status_code == 400, url
+        assert client.get(url, {"state__exact": "\x00"}).status_code == 400, url
+    huge = "9" * 30
+    for url in (
+        f"/admin/pathway/treatmentcourse/?referred_at__year={huge}",
+        f"/admin/scheduling/visit/?scheduled_at__year={huge}&scheduled_at__month=1",
+        f"/admin/pathway/transitionlog/?at__year={huge}",
+    ):
+        assert client.get(url).status_code in (200, 302, 400), url
