@@ -16,6 +16,7 @@ class ChainReport:
     rows: int
     seconds: float
     first_break: str = ""  # empty when the chain holds
+    head: str = ""  # the last row's hash: kept outside the database, it anchors the chain
 
     @property
     def intact(self) -> bool:
@@ -38,7 +39,7 @@ def audit_chain_verify(model, *, chunk_size: int = 5000) -> ChainReport:
                 table, rows, time.perf_counter() - started, f"{table} row {row.pk} {problem}."
             )
         previous = row.entry_hash
-    return ChainReport(table, rows, time.perf_counter() - started)
+    return ChainReport(table, rows, time.perf_counter() - started, head=previous)
 
 
 def audit_verify() -> list[ChainReport]:

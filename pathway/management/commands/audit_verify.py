@@ -9,7 +9,11 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         reports = audit_verify()
         for report in reports:
-            verdict = "intact" if report.intact else f"BROKEN: {report.first_break}"
+            verdict = (
+                f"intact, head {report.head}"
+                if report.intact
+                else (f"BROKEN: {report.first_break}")
+            )
             self.stdout.write(
                 f"{report.table}: {report.rows} rows checked in {report.seconds:.2f} s, {verdict}"
             )
