@@ -21,7 +21,9 @@ from pathway.badges import state_badge
 from pathway.conditions import RuleStatus, eligibility_checklist, evaluation_sources
 from pathway.custody import (
     MANUAL_KINDS,
+    batch_record_cell_count,
     batch_record_qc,
+    cell_count_errors,
     custody_event_errors,
     custody_event_record,
 )
@@ -29,6 +31,7 @@ from pathway.models import (
     TRANSITION_LABELS,
     Batch,
     BatchStatus,
+    CellCount,
     CustodyEvent,
     Protocol,
     ProtocolQcTest,
@@ -37,7 +40,11 @@ from pathway.models import (
     TransitionLog,
     TreatmentCourse,
 )
-from pathway.selectors import batches_due_for_release, course_evaluation_facts
+from pathway.selectors import (
+    batch_growth_forecast,
+    batches_due_for_release,
+    course_evaluation_facts,
+)
 from pathway.services import COURSE_TRANSITION_SERVICES, course_create, course_open_refusal
 from pathway.states import CourseState
 from patients.access import AUDITOR_GROUP
@@ -104,6 +111,7 @@ class ProtocolAdmin(admin.ModelAdmin):
                 "fields": (
                     "dose_min_million_per_kg",
                     "dose_max_million_per_kg",
+                    "dose_target_million_per_kg",
                     "dosing_weight_max_age_days",
                 )
             },
@@ -716,6 +724,47 @@ class BatchQcForm(forms.ModelForm):
         return results
 
 
+class CellCountFormSet(forms.BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        for form in self.forms:
+            if form.cleaned_data and not form.cleaned_data.get("DELETE"):
+                for error in cell_count_errors(
+                    batch=self.instance, counted_at=form.cleaned_data.get("counted_at")
+                ):
+                    form.add_error("counted_at", error)
+
+
+class CellCountInline(admin.TabularInline):
+    """In-process counts, entered by the lab; the growth forecast above fits them."""
+
+    model = CellCount
+    formset = CellCountFormSet
+    fields = ("counted_at", "total_cells", "viability_pct", "by")
+    readonly_fields = ("by",)
+    extra = 1
+    can_delete = False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # a count is a measurement: a wrong one is followed by a right one
+
+    def has_add_permission(self, request, obj=None):
+        expanding = obj is not None and obj.status == BatchStatus.EXPANDING
+        return expanding and super().has_add_permission(request, obj)
+
+
+def forecast_text(forecast) -> str:
+    """A growth forecast in words, for the batch page and the timeline."""
+    if forecast is None:
+        return "No forecast yet: it needs three counts of a growing culture."
+    slow_edge = f"{forecast.latest:.0f}" if forecast.latest is not None else "beyond"
+    return (
+        f"{forecast.target_cells / 1e6:.0f} × 10⁶ viable cells on day {forecast.day:.0f} "
+        f"(90 % interval: day {forecast.earliest:.0f} to {slow_edge}); doubling every "
+        f"{forecast.doubling_days:.1f} days, from {forecast.counts} counts."
+    )
+
+
 @admin.register(Batch)
 class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
     """Batches in manufacturing: the lab enters QC here; release is signed on the course."""
@@ -747,9 +796,12 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
         "released_by",
         "released_at",
         "release_meaning",
+        "growth_forecast",
     )
+    inlines = (CellCountInline,)
     fieldsets = (
         (None, {"fields": ("course", "coi_id", "status", "expansion_day_column")}),
+        ("Growth forecast", {"fields": ("growth_forecast",)}),
         ("Sample", {"fields": ("collected_at", "received_at", "temperature_c", "transit_hours")}),
         (
             "QC results",
@@ -793,6 +845,24 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
     def expansion_day_column(self, obj):
         return obj.expansion_day if obj.status == BatchStatus.EXPANDING else "–"
 
+    @admin.display(description="target dose reached")
+    def growth_forecast(self, obj):
+        return forecast_text(batch_growth_forecast(batch=obj))
+
+    def save_formset(self, request, form, formset, change):
+        """Counts go through the service, which checks them and alerts on slow growth."""
+        if formset.model is not CellCount:
+            return super().save_formset(request, form, formset, change)
+        for count in formset.save(commit=False):
+            batch_record_cell_count(
+                batch=form.instance,
+                by=request.user,
+                counted_at=count.counted_at,
+                total_cells=count.total_cells,
+                viability_pct=count.viability_pct,
+            )
+        return None
+
     @admin.display(description="status", ordering="status")
     def status_column(self, obj):
         if obj.status == BatchStatus.EXPANDING and obj.course.state == CourseState.ON_HOLD:
@@ -807,7 +877,10 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         if obj is not None and obj.status != BatchStatus.EXPANDING:
-            return [f.name for f in Batch._meta.fields] + ["expansion_day_column"]
+            return [f.name for f in Batch._meta.fields] + [
+                "expansion_day_column",
+                "growth_forecast",
+            ]
         return self.readonly_fields
 
     def save_model(self, request, obj, form, change):

@@ -13,12 +13,16 @@ from pathway.coi import coi_id_is_valid, coi_ids_match
 from pathway.models import (
     Batch,
     BatchStatus,
+    CellCount,
     CustodyEvent,
     CustodyKind,
     ProtocolQcTest,
     QcTestKind,
     TreatmentCourse,
 )
+from pathway.selectors import batch_growth_forecast
+from scheduling.alerts import alert_raise
+from scheduling.models import AlertKind, Severity
 
 # The events staff record by hand; the others are written by the pathway's own steps.
 MANUAL_KINDS = (
@@ -179,3 +183,63 @@ def batch_record_qc(
             ),
         )
     return batch
+
+
+def batch_record_cell_count(
+    *,
+    batch: Batch,
+    by: AbstractBaseUser,
+    counted_at: dt.datetime,
+    total_cells: int,
+    viability_pct: Decimal,
+) -> CellCount:
+    """Record an in-process count of a batch in culture. If the growth forecast then says the
+    minimum dose may not be reached by the last day of release, the coordinator hears of it
+    once, with the forecast."""
+    if not by.has_perm("pathway.change_batch"):
+        raise PermissionDenied("You do not have permission to record cell counts.")
+    errors = cell_count_errors(batch=batch, counted_at=counted_at)
+    if errors:
+        raise ValidationError(errors)
+    count = CellCount(
+        batch=batch,
+        by=by,
+        counted_at=counted_at,
+        total_cells=total_cells,
+        viability_pct=viability_pct,
+    )
+    count.full_clean()
+    with transaction.atomic():
+        count.save()
+        _alert_on_slow_growth(batch)
+    return count
+
+
+def cell_count_errors(*, batch: Batch, counted_at: dt.datetime | None) -> list[str]:
+    """What is wrong with a count of this batch at `counted_at`; empty if nothing."""
+    if batch.status != BatchStatus.EXPANDING:
+        return ["Cells are counted only while the batch is expanding."]
+    if counted_at is not None and not batch.received_at <= counted_at <= timezone.now():
+        return ["A count is made between the sample's receipt and now."]
+    return []
+
+
+def _alert_on_slow_growth(batch: Batch) -> None:
+    forecast = batch_growth_forecast(batch=batch, dose="minimum")
+    last_day = batch.course.protocol.expansion_max_days
+    if forecast is None or (forecast.latest is not None and forecast.latest <= last_day):
+        return
+    by_when = f"day {forecast.latest:.0f}" if forecast.latest is not None else "much later"
+    alert_raise(
+        kind=AlertKind.GROWTH_SHORTFALL,
+        severity=Severity.WARNING,
+        course=batch.course,
+        condition_key=f"growth_shortfall.b{batch.pk}",
+        message=(
+            f"At its present growth (doubling every {forecast.doubling_days:.1f} days) the batch "
+            f"{batch.coi_id} may not hold the minimum dose "
+            f"({forecast.target_cells / 1e6:.0f} × 10⁶ viable cells) by day {last_day}: "
+            f"forecast day {forecast.day:.0f}, 90 % interval day {forecast.earliest:.0f} to "
+            f"{by_when}. Plan the transplant date, or a re-harvest, with the lab."
+        ),
+    )

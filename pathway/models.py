@@ -4,6 +4,7 @@ import json
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.utils import timezone
 from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transition
@@ -91,6 +92,14 @@ class Protocol(models.Model):
     )
     dose_max_million_per_kg = models.DecimalField(
         "highest dose (10⁶ cells/kg)", max_digits=5, decimal_places=2, default=Decimal("5.20")
+    )
+    dose_target_million_per_kg = models.DecimalField(
+        "target dose (10⁶ cells/kg)",
+        max_digits=5,
+        decimal_places=2,
+        default=Decimal("2.00"),
+        help_text="What the lab grows towards and the growth forecast aims at; release needs "
+        "only the lowest dose.",
     )
 
     # Reminders and alerts
@@ -701,6 +710,31 @@ class Batch(models.Model):
     @property
     def qc_recorded(self) -> bool:
         return self.qc_recorded_at is not None
+
+
+class CellCount(models.Model):
+    """An in-process count of a batch in culture: the growth forecast fits these."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="cell_counts")
+    counted_at = models.DateTimeField()
+    total_cells = models.BigIntegerField(validators=[MinValueValidator(1)])
+    viability_pct = models.DecimalField(
+        "viability (%)",
+        max_digits=4,
+        decimal_places=1,
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(100))],
+    )
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["counted_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.total_cells / 1e6:.1f} × 10⁶ cells on {self.counted_at:%Y-%m-%d}"
+
+    @property
+    def viable_cells(self) -> float:
+        return self.total_cells * float(self.viability_pct) / 100
 
 
 class CustodyKind(models.TextChoices):

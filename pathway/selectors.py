@@ -4,6 +4,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from pathway.conditions import EvaluationFacts
+from pathway.forecast import GrowthForecast, growth_forecast
 from pathway.models import Batch, BatchStatus, Protocol, TreatmentCourse
 from patients.models import BodyMeasurement, ChestCT, ClinicalAssessment, LungFunctionTest
 
@@ -40,3 +41,25 @@ def batches_due_for_release(*, now=None):
             received_at__lte=now - dt.timedelta(days=protocol.expansion_min_days),
         )
     return Batch.objects.filter(due, status=BatchStatus.EXPANDING)
+
+
+def batch_growth_forecast(*, batch: Batch, dose: str = "target") -> GrowthForecast | None:
+    """When the batch will hold enough viable cells for the patient's `dose` ("target" or
+    "minimum": the protocol's cells per kg × the dosing weight), from its cell counts."""
+    course = batch.course
+    weight = course_dosing_weight(course=course)
+    if weight is None:
+        return None
+    protocol = course.protocol
+    per_kg = (
+        protocol.dose_target_million_per_kg
+        if dose == "target"
+        else protocol.dose_min_million_per_kg
+    )
+    points = [
+        ((count.counted_at - batch.received_at).total_seconds() / 86400, count.viable_cells)
+        for count in batch.cell_counts.all()
+    ]
+    return growth_forecast(
+        points=points, target_cells=float(per_kg) * float(weight.weight_kg) * 1_000_000
+    )

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from django.db import models
 from django.utils import timezone
 
-from pathway.models import TransitionLog, TreatmentCourse, expansion_day
+from pathway.models import BatchStatus, TransitionLog, TreatmentCourse, expansion_day
+from pathway.selectors import batch_growth_forecast
 from pathway.states import CourseState
 from scheduling.models import OPEN_VISIT_STATUSES, Visit, VisitKind, VisitStatus
 
@@ -127,7 +128,7 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
                     "Expansion",
                     StepStatus.OVERDUE if late else StepStatus.CURRENT,
                     f"from {received_on}",
-                    f"day {day} of {limits}",
+                    f"day {day} of {limits}{_forecast_words(course)}",
                 )
             )
             steps.append(
@@ -196,6 +197,19 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
             for step in steps
         ]
     return CourseTimeline(steps, *_next_action(course, steps, follow_up_steps, on))
+
+
+def _forecast_words(course) -> str:
+    """The growth forecast of the course's batch in culture, when its counts allow one."""
+    batch = course.batches.filter(status=BatchStatus.EXPANDING).first()
+    forecast = batch_growth_forecast(batch=batch) if batch else None
+    if forecast is None:
+        return ""
+    slow_edge = f"{forecast.latest:.0f}" if forecast.latest is not None else "later"
+    return (
+        f"; target dose ({forecast.target_cells / 1e6:.0f} × 10⁶ cells) forecast for day "
+        f"{forecast.day:.0f}, 90 % interval {forecast.earliest:.0f}–{slow_edge}"
+    )
 
 
 def _procedure_step(

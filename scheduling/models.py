@@ -308,6 +308,7 @@ class AlertKind(models.TextChoices):
     COI_MISMATCH = "coi_mismatch", "Chain-of-identity mismatch"
     COLD_CHAIN_BROKEN = "cold_chain_broken", "Cold chain broken: sample rejected"
     FOLLOW_UP_TO_BOOK = "follow_up_to_book", "Follow-up window open, not booked"
+    GROWTH_SHORTFALL = "growth_shortfall", "Cells may not reach the minimum dose in time"
 
 
 class Severity(models.TextChoices):

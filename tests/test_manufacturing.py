@@ -1,6 +1,7 @@
 """Chain of identity and custody, cold chain, QC and a signed release, the bedside checks."""
 
 import datetime as dt
+import math
 import re
 from decimal import Decimal
 
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from pathway import services
 from pathway.coi import coi_id_format
-from pathway.custody import custody_event_record
+from pathway.custody import batch_record_cell_count, custody_event_record
 from pathway.models import AppendOnlyError, Batch, CustodyEvent, CustodyKind
 from pathway.services import SIGNATURE_NOT_ACCEPTED, TransitionRefused
 from pathway.signatures import bedside_confirmers
@@ -24,6 +25,10 @@ from tests.support import snapshot
 
 pytestmark = pytest.mark.django_db
 S = CourseState
+
+
+# The batch page's cell-count rows, none typed.
+NO_COUNTS = {"cell_counts-TOTAL_FORMS": "0", "cell_counts-INITIAL_FORMS": "0"}
 
 
 def release_on_day(pathway, course, day, *, by=None, password=PASSWORD, **qc):
@@ -537,7 +542,8 @@ def test_the_lab_enters_qc_on_the_batch_and_another_signs_the_release(client, co
             "viability_pct": "85",
             "viable_cells": "150000000",
             "extra_qc_results": "{}",
-        },
+        }
+        | NO_COUNTS,
     )
     batch.refresh_from_db()
     assert (batch.viability_pct, batch.qc_recorded_by) == (Decimal(85), pathway.lab)
@@ -650,7 +656,7 @@ def test_each_extra_test_is_a_field_of_the_qc_form_and_a_refusal_keeps_what_was_
         "viable_cells": "",  # left empty
         f"qc_test_{mycoplasma.pk}": "passed",
         f"qc_test_{endotoxin.pk}": "0.2",
-    }
+    } | NO_COUNTS
     refused = client.post(url, typed)
     assert refused.status_code == 200
     assert "viable_cells" in refused.context["adminform"].form.errors
@@ -685,7 +691,8 @@ def test_nonsense_in_an_extra_test_is_refused_beside_it(client, course, pathway,
             "viable_cells": "150000000",
             f"qc_test_{mycoplasma.pk}": value,
             f"qc_test_{endotoxin.pk}": value,
-        },
+        }
+        | NO_COUNTS,
     )
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
@@ -766,3 +773,77 @@ def test_a_held_courses_batch_is_not_counted_as_in_expansion(course, pathway, co
     services.course_hold(course=course, by=coordinator, reason="Exacerbation")
     [row] = site_dashboard(sites=[course.site])
     assert row["batches_in_expansion"] == 0
+
+
+def _count(pathway, course, day, cells, viability="90"):
+    """The first lab user counts the batch on expansion day `day`."""
+    batch = Batch.objects.get(course=course, status="expanding")
+    with time_machine.travel(batch.received_at + dt.timedelta(days=day, hours=1), tick=False):
+        return batch_record_cell_count(
+            batch=batch,
+            by=pathway.lab,
+            counted_at=batch.received_at + dt.timedelta(days=day),
+            total_cells=int(cells),
+            viability_pct=Decimal(viability),
+        )
+
+
+def test_counts_forecast_the_day_the_target_dose_is_reached(client, course, pathway):
+    from pathway.selectors import batch_growth_forecast
+
+    pathway.advance(course, S.EXPANDING)
+    for day, cells in ((3, 5e6), (6, 10e6), (9, 20e6)):  # doubling every 3 days
+        _count(pathway, course, day, cells / 0.9)
+    batch = Batch.objects.get(course=course)
+    forecast = batch_growth_forecast(batch=batch)  # 2.0 × 10⁶/kg × 70 kg = 140 × 10⁶
+    assert forecast.day == pytest.approx(9 + 3 * math.log2(140 / 20), abs=0.05)
+    client.force_login(pathway.lab)
+    page = client.get(reverse("admin:pathway_batch_change", args=[batch.pk])).content.decode()
+    assert "140 × 10⁶ viable cells on day 17" in page
+    assert not Alert.objects.filter(kind="growth_shortfall").exists()
+
+
+def test_slow_growth_alerts_the_coordinator_once_with_the_forecast(course, pathway, coordinator):
+    course.patient.coordinator = coordinator
+    course.patient.save()
+    pathway.advance(course, S.EXPANDING)
+    for day, cells in ((3, 1e6), (6, 1.2e6), (9, 1.45e6), (12, 1.7e6)):  # far too slow
+        _count(pathway, course, day, cells)
+    [alert] = Alert.objects.filter(kind="growth_shortfall")
+    assert "may not hold the minimum dose" in alert.message and "by day 35" in alert.message
+
+
+def test_a_count_outside_the_culture_is_refused_beside_it(client, course, pathway):
+    pathway.advance(course, S.EXPANDING)
+    batch = Batch.objects.get(course=course)
+    client.force_login(pathway.lab)
+    url = reverse("admin:pathway_batch_change", args=[batch.pk])
+    before = batch.received_at - dt.timedelta(days=1)
+    response = client.post(
+        url,
+        {
+            "cell_counts-TOTAL_FORMS": "1",
+            "cell_counts-INITIAL_FORMS": "0",
+            "cell_counts-0-counted_at_0": before.date().isoformat(),
+            "cell_counts-0-counted_at_1": "10:00",
+            "cell_counts-0-total_cells": "5000000",
+            "cell_counts-0-viability_pct": "90",
+        },
+    )
+    assert response.status_code == 200
+    [formset] = [f.formset for f in response.context["inline_admin_formsets"]]
+    assert formset.errors, formset.errors
+    assert "A count is made between the sample" in str(formset.errors)
+    assert not batch.cell_counts.exists()
+
+
+def test_the_timeline_shows_the_growth_forecast(course, pathway):
+    from reporting.timeline import course_timeline
+
+    pathway.advance(course, S.EXPANDING)
+    for day, cells in ((3, 5e6), (6, 10e6), (9, 20e6)):
+        _count(pathway, course, day, cells / 0.9)
+    with time_machine.travel(pathway.at(2.9 + 10), tick=False):
+        timeline = course_timeline(course=course)
+    [expansion] = [step for step in timeline.steps if step.name == "Expansion"]
+    assert "target dose (140 × 10⁶ cells) forecast for day 17" in expansion.detail

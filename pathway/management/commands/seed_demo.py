@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from common.passwords import DEMO_PASSWORD
 from pathway import services
-from pathway.custody import batch_record_qc, custody_event_record
+from pathway.custody import batch_record_cell_count, batch_record_qc, custody_event_record
 from pathway.models import CustodyKind
 from pathway.records import adverse_event_record, clinical_record_save
 from pathway.scans import alerts_scan_overdue
@@ -403,6 +403,7 @@ class Command(BaseCommand):
             with self.at(when if isinstance(when, dt.datetime) else start + dt.timedelta(when)):
                 step()
         self.book_follow_ups(course)
+        self.count_growth(course)
         self.mark_past_follow_ups_done(course)
         with self.at(timezone.now() - dt.timedelta(hours=1)):
             self.finish(course, final_state)
@@ -417,6 +418,27 @@ class Command(BaseCommand):
         day = timezone.localdate(moment, site.time_zone)
         minutes = 9 * 60 + 15 * self.random.randint(0, 12)
         return dt.datetime.combine(day, dt.time(minutes // 60, minutes % 60), tzinfo=site.time_zone)
+
+    def count_growth(self, course):
+        """The lab counts each batch in culture every third day: growth doubling every 2.5
+        to 4 days from about 2 × 10⁶ cells, so the forecast has counts to fit."""
+        batch = course.batches.filter(status="expanding").first()
+        if batch is None:
+            return
+        rng = self.random
+        doubling, cells = rng.uniform(2.5, 4.0), rng.uniform(1.5e6, 2.5e6)
+        day = 3
+        while batch.received_at + dt.timedelta(days=day) < timezone.now():
+            counted_at = batch.received_at + dt.timedelta(days=day)
+            with self.at(counted_at + dt.timedelta(minutes=5)):
+                batch_record_cell_count(
+                    batch=batch,
+                    by=self.users["lab"],
+                    counted_at=counted_at,
+                    total_cells=int(cells * 2 ** (day / doubling) * rng.uniform(0.9, 1.1)),
+                    viability_pct=Decimal(rng.randint(85, 96)),
+                )
+            day += 3
 
     def book_follow_ups(self, course):
         """The coordinator books each follow-up whose window has opened or opens within two
