@@ -37,6 +37,9 @@ from scheduling.models import (
     DeliveryAttempt,
     Notification,
     ProtocolDeviation,
+    Resource,
+    ResourceClosure,
+    ResourceSession,
     Visit,
     VisitStatus,
 )
@@ -296,6 +299,27 @@ class ProtocolDeviationAdmin(ReadOnlyAdmin, SiteScopedAdmin, admin.ModelAdmin):
     search_fields = ("=course__patient__mrn", "=course__coi_id")
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+
+
+class ResourceSessionInline(admin.TabularInline):
+    model = ResourceSession
+    extra = 0
+
+
+class ResourceClosureInline(admin.TabularInline):
+    model = ResourceClosure
+    extra = 0
+
+
+@admin.register(Resource)
+class ResourceAdmin(admin.ModelAdmin):
+    """A resource's weekly sessions and closures, in its own time zone: the slots bookings
+    will take (scheduling/slots.py)."""
+
+    list_display = ("name", "kind", "site", "time_zone")
+    list_filter = ("kind", "site")
+    list_select_related = ("site",)
+    inlines = (ResourceSessionInline, ResourceClosureInline)
 
 
 @admin.register(AlertRoute)

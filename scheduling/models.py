@@ -4,7 +4,9 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
+from timezone_field import TimeZoneField
 
+from patients.models import Weekday
 from patients.sites import local_date_by_site
 
 
@@ -444,3 +446,81 @@ class CalendarFeedToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.site} calendar of {self.user}"
+
+
+class ResourceKind(models.TextChoices):
+    BRONCHOSCOPY = "bronchoscopy", "Bronchoscopy suite"
+    LUNG_FUNCTION = "lung_function", "Lung-function clinic"
+    EXPANSION = "expansion", "Lab expansion capacity"
+    QC = "qc", "Lab QC capacity"
+
+
+class Resource(models.Model):
+    """Something bookings need room in: a suite's procedure sessions, a clinic's slots, the
+    lab's capacity to expand batches or run QC. Its calendar is weekly sessions less closures,
+    in its own time zone."""
+
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20, choices=ResourceKind.choices)
+    site = models.ForeignKey(
+        "patients.Site",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="resources",
+        help_text="Empty for the lab's resources, which serve every site.",
+    )
+    time_zone = TimeZoneField(default="Europe/London")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ResourceSession(models.Model):
+    """A weekly session of a resource: e.g. Tuesday 08:00–13:00, two procedures."""
+
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="sessions")
+    weekday = models.PositiveSmallIntegerField(choices=Weekday.choices)
+    starts_at = models.TimeField()
+    ends_at = models.TimeField()
+    capacity = models.PositiveSmallIntegerField(
+        default=1, help_text="How many bookings the session takes."
+    )
+
+    class Meta:
+        ordering = ["resource", "weekday", "starts_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(starts_at__lt=models.F("ends_at")),
+                name="resource_session_starts_before_it_ends",
+                violation_error_message="A session must start before it ends.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_weekday_display()} {self.starts_at:%H:%M}–{self.ends_at:%H:%M}"
+
+
+class ResourceClosure(models.Model):
+    """Days a resource is closed (a holiday, a suite out of service), both days included."""
+
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="closures")
+    first_day = models.DateField()
+    last_day = models.DateField()
+    reason = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ["resource", "first_day"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(first_day__lte=models.F("last_day")),
+                name="resource_closure_in_order",
+                violation_error_message="A closure's first day must not be after its last.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.first_day} – {self.last_day}"

@@ -1,0 +1,88 @@
+"""Slots from a resource's weekly sessions and closures, across clock changes."""
+
+import datetime as dt
+from types import SimpleNamespace as Row
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from scheduling.models import Resource, ResourceClosure, ResourceKind, ResourceSession
+from scheduling.slots import resource_slots, slots_between
+
+LONDON = ZoneInfo("Europe/London")
+TUESDAY_THURSDAY = [
+    Row(weekday=1, starts_at=dt.time(8), ends_at=dt.time(13), capacity=2),
+    Row(weekday=3, starts_at=dt.time(8), ends_at=dt.time(13), capacity=2),
+]
+
+
+def test_a_session_keeps_its_local_time_across_the_spring_clock_change():
+    # Britain moves to summer time on Sunday 29 March 2026.
+    slots = slots_between(
+        sessions=TUESDAY_THURSDAY,
+        closures=[],
+        zone=LONDON,
+        first_day=dt.date(2026, 3, 23),
+        last_day=dt.date(2026, 4, 3),
+    )
+    assert [s.starts_at.astimezone(LONDON).time() for s in slots] == [dt.time(8)] * 4
+    assert [s.starts_at.hour for s in slots] == [8, 8, 7, 7]  # in UTC: GMT, then BST
+    assert all(s.capacity == 2 for s in slots)
+
+
+def test_a_session_keeps_its_local_time_across_the_autumn_clock_change():
+    new_york = ZoneInfo("America/New_York")  # back to standard time on 1 November 2026
+    slots = slots_between(
+        sessions=[Row(weekday=0, starts_at=dt.time(9), ends_at=dt.time(12), capacity=1)],
+        closures=[],
+        zone=new_york,
+        first_day=dt.date(2026, 10, 26),
+        last_day=dt.date(2026, 11, 2),
+    )
+    assert [s.starts_at.hour for s in slots] == [13, 14]  # 09:00 EDT, then 09:00 EST
+
+
+def test_a_closure_takes_its_days_out_both_ends_included():
+    closure = Row(first_day=dt.date(2026, 12, 24), last_day=dt.date(2027, 1, 1))
+    slots = slots_between(
+        sessions=TUESDAY_THURSDAY,
+        closures=[closure],
+        zone=LONDON,
+        first_day=dt.date(2026, 12, 21),
+        last_day=dt.date(2027, 1, 8),
+    )
+    days = [s.starts_at.astimezone(LONDON).date() for s in slots]
+    assert days == [dt.date(2026, 12, 22), dt.date(2027, 1, 5), dt.date(2027, 1, 7)]
+
+
+def test_a_leap_day_session_exists():
+    slots = slots_between(
+        sessions=[Row(weekday=1, starts_at=dt.time(8), ends_at=dt.time(9), capacity=1)],
+        closures=[],
+        zone=LONDON,
+        first_day=dt.date(2028, 2, 29),
+        last_day=dt.date(2028, 2, 29),
+    )
+    assert [s.starts_at.date() for s in slots] == [dt.date(2028, 2, 29)]
+
+
+@pytest.mark.django_db
+def test_a_resources_slots_come_from_its_rows_in_two_queries(django_assert_num_queries):
+    suite = Resource.objects.create(
+        name="Bronchoscopy suite 2", kind=ResourceKind.BRONCHOSCOPY, time_zone="Europe/London"
+    )
+    for weekday in (1, 3):
+        ResourceSession.objects.create(
+            resource=suite, weekday=weekday, starts_at=dt.time(8), ends_at=dt.time(13), capacity=2
+        )
+    ResourceClosure.objects.create(
+        resource=suite,
+        first_day=dt.date(2026, 12, 24),
+        last_day=dt.date(2026, 12, 26),
+        reason="Christmas",
+    )
+    with django_assert_num_queries(2):
+        slots = resource_slots(
+            resource=suite, first_day=dt.date(2026, 12, 21), last_day=dt.date(2026, 12, 31)
+        )
+    assert len(slots) == 3  # Tue 22, Tue 29, Thu 31; Thu 24 closed
