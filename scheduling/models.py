@@ -524,3 +524,29 @@ class ResourceClosure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.first_day} – {self.last_day}"
+
+
+class SlotHold(models.Model):
+    """How much of one slot of a resource is taken. The database keeps `held` within the
+    slot's capacity (a check constraint), and a hold is taken by one conditional UPDATE, so
+    two coordinators taking the last place at once cannot both have it."""
+
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="holds")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    capacity = models.PositiveSmallIntegerField()
+    held = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["resource", "starts_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["resource", "starts_at"], name="slot_hold_unique"),
+            models.CheckConstraint(
+                condition=models.Q(held__lte=models.F("capacity")),
+                name="slot_hold_within_capacity",
+                violation_error_message="The slot is full.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.resource} {self.starts_at:%Y-%m-%d %H:%M}: {self.held} of {self.capacity}"

@@ -5,6 +5,12 @@ import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from common.errors import Refused
+from scheduling.models import SlotHold
+
 
 @dataclass(frozen=True)
 class Slot:
@@ -45,4 +51,31 @@ def resource_slots(*, resource, first_day: dt.date, last_day: dt.date) -> list[S
         zone=resource.time_zone,
         first_day=first_day,
         last_day=last_day,
+    )
+
+
+def slot_take(*, resource, slot: Slot) -> None:
+    """Take one place in a slot, or raise `Refused` if it is full. The database decides: the
+    slot's row is made once (a unique constraint), and a place is taken by one UPDATE that
+    counts only while a place is free."""
+    try:
+        with transaction.atomic():
+            SlotHold.objects.get_or_create(
+                resource=resource,
+                starts_at=slot.starts_at,
+                defaults={"ends_at": slot.ends_at, "capacity": slot.capacity},
+            )
+    except IntegrityError:
+        pass  # made by someone else at the same moment: it is there now
+    taken = SlotHold.objects.filter(
+        resource=resource, starts_at=slot.starts_at, held__lt=F("capacity")
+    ).update(held=F("held") + 1)
+    if not taken:
+        raise Refused([f"The slot at {slot.starts_at:%Y-%m-%d %H:%M} UTC is full."])
+
+
+def slot_release(*, resource, slot: Slot) -> None:
+    """Give back one place in a slot (a booking moved or cancelled)."""
+    SlotHold.objects.filter(resource=resource, starts_at=slot.starts_at, held__gt=0).update(
+        held=F("held") - 1
     )

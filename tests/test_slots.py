@@ -86,3 +86,62 @@ def test_a_resources_slots_come_from_its_rows_in_two_queries(django_assert_num_q
             resource=suite, first_day=dt.date(2026, 12, 21), last_day=dt.date(2026, 12, 31)
         )
     assert len(slots) == 3  # Tue 22, Tue 29, Thu 31; Thu 24 closed
+
+
+def _suite_with_one_place():
+    suite = Resource.objects.create(
+        name="Suite 1", kind=ResourceKind.BRONCHOSCOPY, time_zone="Europe/London"
+    )
+    ResourceSession.objects.create(
+        resource=suite, weekday=1, starts_at=dt.time(8), ends_at=dt.time(13), capacity=1
+    )
+    [slot] = resource_slots(
+        resource=suite, first_day=dt.date(2026, 12, 22), last_day=dt.date(2026, 12, 22)
+    )
+    return suite, slot
+
+
+@pytest.mark.django_db
+def test_a_slot_takes_as_many_as_its_capacity_and_gives_a_place_back():
+    from common.errors import Refused
+    from scheduling.slots import slot_release, slot_take
+
+    suite, slot = _suite_with_one_place()
+    slot_take(resource=suite, slot=slot)
+    with pytest.raises(Refused, match="is full"):
+        slot_take(resource=suite, slot=slot)
+    slot_release(resource=suite, slot=slot)
+    slot_take(resource=suite, slot=slot)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_twenty_coordinators_taking_the_last_place_at_once_one_wins():
+    import threading
+
+    from django.db import connection
+
+    from common.errors import Refused
+    from scheduling.models import SlotHold
+    from scheduling.slots import slot_take
+
+    suite, slot = _suite_with_one_place()
+    barrier, outcomes = threading.Barrier(20), []
+
+    def book():
+        try:
+            barrier.wait(timeout=10)
+            slot_take(resource=suite, slot=slot)
+            outcomes.append("won")
+        except Refused:
+            outcomes.append("told it is full")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=book) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == ["told it is full"] * 19 + ["won"]
+    assert SlotHold.objects.get(resource=suite).held == 1
