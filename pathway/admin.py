@@ -27,6 +27,7 @@ from pathway.custody import (
     custody_event_errors,
     custody_event_record,
 )
+from pathway.forecast import forecast_interval_words
 from pathway.models import (
     TRANSITION_LABELS,
     Batch,
@@ -757,10 +758,9 @@ def forecast_text(forecast) -> str:
     """A growth forecast in words, for the batch page and the timeline."""
     if forecast is None:
         return "No forecast yet: it needs three counts of a growing culture."
-    slow_edge = f"{forecast.latest:.0f}" if forecast.latest is not None else "beyond"
     return (
         f"{forecast.target_cells / 1e6:.0f} × 10⁶ viable cells on day {forecast.day:.0f} "
-        f"(90 % interval: day {forecast.earliest:.0f} to {slow_edge}); doubling every "
+        f"(90 % interval: {forecast_interval_words(forecast)}); doubling every "
         f"{forecast.doubling_days:.1f} days, from {forecast.counts} counts."
     )
 

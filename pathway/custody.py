@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from pathway.coi import coi_id_is_valid, coi_ids_match
+from pathway.forecast import forecast_interval_words
 from pathway.models import (
     Batch,
     BatchStatus,
@@ -229,7 +230,6 @@ def _alert_on_slow_growth(batch: Batch) -> None:
     last_day = batch.course.protocol.expansion_max_days
     if forecast is None or (forecast.latest is not None and forecast.latest <= last_day):
         return
-    by_when = f"day {forecast.latest:.0f}" if forecast.latest is not None else "much later"
     alert_raise(
         kind=AlertKind.GROWTH_SHORTFALL,
         severity=Severity.WARNING,
@@ -239,7 +239,7 @@ def _alert_on_slow_growth(batch: Batch) -> None:
             f"At its present growth (doubling every {forecast.doubling_days:.1f} days) the batch "
             f"{batch.coi_id} may not hold the minimum dose "
             f"({forecast.target_cells / 1e6:.0f} × 10⁶ viable cells) by day {last_day}: "
-            f"forecast day {forecast.day:.0f}, 90 % interval day {forecast.earliest:.0f} to "
-            f"{by_when}. Plan the transplant date, or a re-harvest, with the lab."
+            f"forecast day {forecast.day:.0f}, 90 % interval {forecast_interval_words(forecast)}. "
+            "Plan the transplant date, or a re-harvest, with the lab."
         ),
     )

@@ -36,6 +36,12 @@ class GrowthForecast:
     counts: int
 
 
+def forecast_interval_words(forecast: GrowthForecast) -> str:
+    """ "day 15 to 19", or "day 15 to beyond" when the slow edge never reaches the target."""
+    slow_edge = f"{forecast.latest:.0f}" if forecast.latest is not None else "beyond"
+    return f"day {forecast.earliest:.0f} to {slow_edge}"
+
+
 def growth_forecast(
     *,
     points: list[tuple[float, float]],

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.db import models
 from django.utils import timezone
 
+from pathway.forecast import forecast_interval_words
 from pathway.models import BatchStatus, TransitionLog, TreatmentCourse, expansion_day
 from pathway.selectors import batch_growth_forecast
 from pathway.states import CourseState
@@ -205,10 +206,9 @@ def _forecast_words(course) -> str:
     forecast = batch_growth_forecast(batch=batch) if batch else None
     if forecast is None:
         return ""
-    slow_edge = f"{forecast.latest:.0f}" if forecast.latest is not None else "later"
     return (
         f"; target dose ({forecast.target_cells / 1e6:.0f} × 10⁶ cells) forecast for day "
-        f"{forecast.day:.0f}, 90 % interval {forecast.earliest:.0f}–{slow_edge}"
+        f"{forecast.day:.0f}, 90 % interval {forecast_interval_words(forecast)}"
     )
 
 
