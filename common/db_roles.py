@@ -9,7 +9,6 @@ grants the app role what new tables need (`DATABASE_APP_ROLE`).
 """
 
 from django.apps import apps
-from django.db.backends.utils import truncate_name
 
 
 def append_only_tables() -> list[str]:
@@ -22,7 +21,7 @@ def append_only_tables() -> list[str]:
 
 
 def _quote(connection, name: str) -> str:
-    return connection.ops.quote_name(truncate_name(name))
+    return connection.ops.quote_name(name)
 
 
 def app_role_grant(connection, app_role: str) -> None:

@@ -845,6 +845,12 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
     def expansion_day_column(self, obj):
         return obj.expansion_day if obj.status == BatchStatus.EXPANDING else "–"
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """Counts are typed in local time at the course's site, as on the course page."""
+        batch = self.get_object(request, object_id)
+        with timezone.override(batch.course.site.time_zone if batch else None):
+            return super().change_view(request, object_id, form_url, extra_context)
+
     @admin.display(description="target dose reached")
     def growth_forecast(self, obj):
         return forecast_text(batch_growth_forecast(batch=obj))

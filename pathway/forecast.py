@@ -63,7 +63,7 @@ def growth_forecast(
     if slope <= 0:
         return None
     residuals = logs - (intercept + slope * days)
-    s = math.sqrt(float(residuals @ residuals) / (n - 2)) if n > 2 else 0.0
+    s = math.sqrt(float(residuals @ residuals) / (n - 2))  # n ≥ MIN_COUNTS = 3
     t_crit = float(stats.t.ppf(0.5 + level / 2, n - 2))
     mean_day, sxx = days.mean(), float(((days - days.mean()) ** 2).sum())
     goal = math.log(target_cells)

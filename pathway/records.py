@@ -91,9 +91,13 @@ def _follow_up_done(visit: Visit, record: ClinicalRecord, *, by, early_reason: s
 
 def _same_day_lung_function(test: LungFunctionTest) -> list[str]:
     """Another lung function of the patient on the same day: which one counts is not clear."""
-    others = LungFunctionTest.objects.filter(patient_id=test.patient_id, taken_on=test.taken_on)
-    if test.pk:
-        others = others.exclude(pk=test.pk)
+    others = list(
+        LungFunctionTest.objects.filter(patient_id=test.patient_id, taken_on=test.taken_on)
+        .exclude(pk=test.pk)
+        .order_by("id")
+    )
+    if not others:
+        return []
     zone = Patient.objects.select_related("site").get(pk=test.patient_id).zone
     return [
         f"Another lung function test of this patient is recorded for {test.taken_on} (FEV1 "

@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 
 from common.admin_readonly import ReadOnlyAdmin
-from common.admin_scoping import SiteScopedAdmin
+from common.admin_scoping import ScopedChoices, SiteScopedAdmin
 from common.errors import Refused
 from common.paginator import EstimatedCountPaginator
 from common.urls import public_url_for
@@ -312,14 +312,34 @@ class ResourceClosureInline(admin.TabularInline):
 
 
 @admin.register(Resource)
-class ResourceAdmin(admin.ModelAdmin):
+class ResourceAdmin(ScopedChoices, admin.ModelAdmin):
     """A resource's weekly sessions and closures, in its own time zone: the slots bookings
-    will take (scheduling/slots.py)."""
+    will take (scheduling/slots.py). Staff see their sites' resources and the lab's (no
+    site); only the lab, or someone who sees every site, changes the lab's."""
 
     list_display = ("name", "kind", "site", "time_zone")
     list_filter = ("kind", "site")
     list_select_related = ("site",)
     inlines = (ResourceSessionInline, ResourceClosureInline)
+
+    def get_queryset(self, request):
+        resources = super().get_queryset(request)
+        if user_sees_all_sites(request.user):
+            return resources
+        return resources.filter(Q(site__in=user_sites(request.user)) | Q(site__isnull=True))
+
+    def get_object(self, request, object_id, from_field=None):
+        resource = super().get_object(request, object_id, from_field)
+        if resource is None:
+            raise Http404("No such resource at your sites.")
+        return resource
+
+    def has_change_permission(self, request, obj=None):
+        allowed = super().has_change_permission(request, obj)
+        if allowed and obj is not None and obj.site_id is None:
+            user = request.user
+            return user_sees_all_sites(user) or user.groups.filter(name="lab").exists()
+        return allowed
 
 
 @admin.register(AlertRoute)

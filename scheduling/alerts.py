@@ -133,12 +133,10 @@ def alerts_scan_overdue_visits(*, now: dt.datetime | None = None) -> int:
     return raised
 
 
-def alerts_scan_follow_ups_to_book(
-    *, now: dt.datetime | None = None, course_states: tuple = ()
-) -> int:
+def alerts_scan_follow_ups_to_book(*, course_states, now: dt.datetime | None = None) -> int:
     """Tell the coordinator once, for each follow-up whose window has opened in its site's
     calendar and that nobody has booked yet, of courses in `course_states` (those taking
-    appointments; none given: every course); returns how many were new."""
+    appointments); returns how many were new."""
     now = now or timezone.now()
     raised = 0
     for site in Site.objects.all():
@@ -150,7 +148,7 @@ def alerts_scan_follow_ups_to_book(
                 status=VisitStatus.PLANNED,
                 window_opens_on__lte=today,
                 window_closes_on__gte=today,
-                **({"course__state__in": course_states} if course_states else {}),
+                course__state__in=course_states,
             )
             .exclude(alerts__kind=AlertKind.FOLLOW_UP_TO_BOOK)
             .select_related("course__patient", "course__site", "course__protocol", "protocol_visit")

@@ -5,7 +5,6 @@ import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from common.errors import Refused
@@ -58,15 +57,12 @@ def slot_take(*, resource, slot: Slot) -> None:
     """Take one place in a slot, or raise `Refused` if it is full. The database decides: the
     slot's row is made once (a unique constraint), and a place is taken by one UPDATE that
     counts only while a place is free."""
-    try:
-        with transaction.atomic():
-            SlotHold.objects.get_or_create(
-                resource=resource,
-                starts_at=slot.starts_at,
-                defaults={"ends_at": slot.ends_at, "capacity": slot.capacity},
-            )
-    except IntegrityError:
-        pass  # made by someone else at the same moment: it is there now
+    # get_or_create itself reads the row again when a concurrent create wins the unique key.
+    SlotHold.objects.get_or_create(
+        resource=resource,
+        starts_at=slot.starts_at,
+        defaults={"ends_at": slot.ends_at, "capacity": slot.capacity},
+    )
     taken = SlotHold.objects.filter(
         resource=resource, starts_at=slot.starts_at, held__lt=F("capacity")
     ).update(held=F("held") + 1)

@@ -145,3 +145,24 @@ def test_twenty_coordinators_taking_the_last_place_at_once_one_wins():
         thread.join(timeout=30)
     assert sorted(outcomes) == ["told it is full"] * 19 + ["won"]
     assert SlotHold.objects.get(resource=suite).held == 1
+
+
+@pytest.mark.django_db
+def test_staff_see_their_sites_resources_and_the_labs_and_only_the_lab_changes_the_labs(client):
+    from django.urls import reverse
+
+    from tests.factories import SiteFactory, UserFactory
+
+    here, there = SiteFactory(code="HER"), SiteFactory(code="THR")
+    coordinator = UserFactory(username="coord", role="coordinator", sites=[here])
+    suite = Resource.objects.create(name="Suite", kind=ResourceKind.BRONCHOSCOPY, site=here)
+    elsewhere = Resource.objects.create(name="Far", kind=ResourceKind.BRONCHOSCOPY, site=there)
+    lab = Resource.objects.create(name="Incubators", kind=ResourceKind.EXPANSION)
+    client.force_login(coordinator)
+    listed = client.get(reverse("admin:scheduling_resource_changelist")).content.decode()
+    assert "Suite" in listed and "Incubators" in listed and "Far" not in listed
+    change = reverse("admin:scheduling_resource_change", args=[elsewhere.pk])
+    assert client.get(change).status_code == 404
+    lab_page = client.get(reverse("admin:scheduling_resource_change", args=[lab.pk]))
+    assert lab_page.status_code == 200 and 'name="_save"' not in lab_page.content.decode()
+    assert suite.site == here
