@@ -10,11 +10,15 @@ from decimal import Decimal
 from django import forms
 from django.contrib.admin import widgets
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from common.forms import SafeModelChoiceField
+from pathway.chains import chain_words, course_chains, course_suite
 from pathway.coi import coi_id_is_valid, coi_id_normalise
 from pathway.services import RELEASE_MEANING
 from pathway.signatures import bedside_confirmers
+from scheduling.chains import CHAIN_SEARCH_DAYS
+from scheduling.models import ReservationPurpose
 
 
 def _note(label: str = "Note", *, required: bool = False) -> forms.CharField:
@@ -105,11 +109,78 @@ class AppointmentForm(CourseStepForm):
 
 
 class ScheduleHarvestForm(AppointmentForm):
-    pass
+    """Where the site keeps a calendar for its suite, the coordinator picks one of the
+    earliest chains whose every part is free; otherwise types a date and time."""
+
+    # A CharField, so that a chain taken since the page was drawn gets its own message.
+    chain = forms.CharField(
+        label="Chain",
+        required=False,
+        widget=forms.RadioSelect,
+        help_text=(
+            "Harvest, the lab's expansion days to the last release day, and a provisional "
+            "transplant slot in the release window: all free now, reserved together."
+        ),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.suite = course_suite(self.course) if self.course else None
+        if self.suite is None:
+            del self.fields["chain"]
+            return
+        self.chains = {chain.key: chain for chain in course_chains(self.course)}
+        self.fields["chain"].required = True
+        self.fields["chain"].widget.choices = [
+            (key, chain_words(chain, zone=self.suite.time_zone))
+            for key, chain in self.chains.items()
+        ]
+        if not self.chains:
+            self.fields["chain"].help_text = (
+                f"{self.suite} has no free chain in the next {CHAIN_SEARCH_DAYS // 7} weeks: "
+                "add sessions or lift a closure in the resource's calendar."
+            )
+        del self.fields["scheduled_at"]
+        self.fields["place"].initial = str(self.suite)
+        self.order_fields(["chain", "place", "deviation_reason", "note"])
+
+    def clean_chain(self):
+        key = self.cleaned_data.get("chain")
+        if self.suite is None:
+            return None
+        chain = self.chains.get(key)
+        if chain is None:  # taken since the page was drawn: the choices are fresh now
+            raise forms.ValidationError("That chain is no longer free: choose another.")
+        return chain
+
+    def clean(self):
+        cleaned = super().clean()
+        chain = cleaned.pop("chain", None)
+        if chain is not None:
+            cleaned["scheduled_at"] = chain.harvest.starts_at
+            cleaned["transplant_at"] = chain.transplant.starts_at
+        return cleaned
 
 
 class ScheduleTransplantForm(AppointmentForm):
-    pass
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        held = (
+            self.course
+            and self.course.reservations.filter(
+                purpose=ReservationPurpose.TRANSPLANT, released_at__isnull=True, visit=None
+            )
+            .select_related("resource")
+            .first()
+        )
+        if held:
+            when = timezone.localtime(held.starts_at, held.resource.time_zone)
+            self.fields["scheduled_at"].initial = when
+            self.fields["place"].initial = str(held.resource)
+            self.fields["scheduled_at"].help_text = (
+                f"The slot held for this course is {when:%a %d %b %Y %H:%M %Z}; another must "
+                f"be a free slot of {held.resource}."
+            )
 
 
 class RecordHarvestForm(CourseStepForm):

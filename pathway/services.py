@@ -20,6 +20,7 @@ from django_fsm import can_proceed
 
 from common.errors import Refused
 from pathway import conditions
+from pathway.chains import course_reservations_reconcile
 from pathway.coi import coi_id_format, coi_id_normalise, coi_ids_match
 from pathway.custody import custody_append
 from pathway.models import (
@@ -88,9 +89,12 @@ def _fire(
     by: AbstractBaseUser,
     note: str = "",
     data: dict | None = None,
+    reconcile: bool = True,
     **transition_kwargs,
 ) -> TransitionLog:
-    """Fire a transition, save the course and log it. Call inside `_changing`."""
+    """Fire a transition, save the course and log it, and bring the capacity the course
+    holds in line with its new state (unless the caller books it exactly, `reconcile=False`).
+    Call inside `_changing`."""
     source = course.state
     getattr(course, name)(**transition_kwargs)
     now = timezone.now()
@@ -98,7 +102,7 @@ def _fire(
     course._history_user = by  # the audit history names who, outside a request too
     # Raises ConcurrentTransition if another request moved the course since it was read.
     course.save()
-    return TransitionLog.objects.create(
+    log = TransitionLog.objects.create(
         course=course,
         transition=name,
         source_state=source,
@@ -108,6 +112,25 @@ def _fire(
         note=note,
         data=data or {},
     )
+    if reconcile:
+        slip = SLIPS.get(name)
+        course_reservations_reconcile(
+            course=course,
+            why=f"{slip}: {note}" if slip and note else slip or TRANSITION_LABELS[name],
+            tell_changes=slip is not None,
+            alert_key=f"log{log.pk}",
+        )
+    return log
+
+
+# Steps after which the capacity a course held changes unplanned: the coordinator is told.
+SLIPS = {
+    "reject_sample": "The sample was rejected",
+    "fail_qc": "The batch failed QC",
+    "hold": "The course was put on hold",
+    "resume": "The course was resumed",
+    "withdraw": "The course was withdrawn",
+}
 
 
 def course_open_refusal(*, patient) -> str:
@@ -211,11 +234,18 @@ def _schedule_procedure(
     place: str,
     note: str,
     deviation_reason: str,
+    transplant_at: dt.datetime | None = None,
 ) -> TransitionLog:
-    """Book a harvest or a transplant: the booking and the step, together. Outside the site's
-    clinic hours it needs a reason, logged as a protocol deviation."""
+    """Book a harvest or a transplant: the booking, the step and the capacity it holds,
+    together. Outside the site's clinic hours it needs a reason, logged as a protocol
+    deviation. Where the site keeps a calendar for its suite, the time must be a free slot of
+    it, and a harvest holds its whole chain (`pathway.chains`) or is refused whole."""
     _authorise(course, name, by)
     _require_future(scheduled_at, kind.value)
+    if kind == VisitKind.HARVEST:
+        harvest_at = scheduled_at
+    else:
+        harvest_at, transplant_at = None, scheduled_at
     with _changing(course):
         scheduling.visit_book(
             course=course,
@@ -225,13 +255,18 @@ def _schedule_procedure(
             by=by,
             deviation_reason=deviation_reason,
         )
-        return _fire(
+        log = _fire(
             course,
             name,
             by=by,
             note=note,
             data={"scheduled_at": scheduled_at.isoformat(), "place": place},
+            reconcile=False,
         )
+        course_reservations_reconcile(
+            course=course, strict=True, harvest_at=harvest_at, transplant_at=transplant_at
+        )
+        return log
 
 
 def course_schedule_harvest(
@@ -242,7 +277,11 @@ def course_schedule_harvest(
     place: str,
     note: str = "",
     deviation_reason: str = "",
+    transplant_at: dt.datetime | None = None,
 ) -> TransitionLog:
+    """Book the harvest; where the site keeps calendars, as one of `course_chains`: the
+    harvest slot, the lab's expansion days and the provisional transplant at `transplant_at`
+    (the earliest free if not given), reserved together or not at all."""
     return _schedule_procedure(
         course,
         "schedule_harvest",
@@ -252,6 +291,7 @@ def course_schedule_harvest(
         place=place,
         note=note,
         deviation_reason=deviation_reason,
+        transplant_at=transplant_at,
     )
 
 

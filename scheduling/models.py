@@ -311,6 +311,7 @@ class AlertKind(models.TextChoices):
     COLD_CHAIN_BROKEN = "cold_chain_broken", "Cold chain broken: sample rejected"
     FOLLOW_UP_TO_BOOK = "follow_up_to_book", "Follow-up window open, not booked"
     GROWTH_SHORTFALL = "growth_shortfall", "Cells may not reach the minimum dose in time"
+    CHAIN_CHANGED = "chain_changed", "Booked capacity released or moved"
 
 
 class Severity(models.TextChoices):
@@ -550,3 +551,49 @@ class SlotHold(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource} {self.starts_at:%Y-%m-%d %H:%M}: {self.held} of {self.capacity}"
+
+
+class ReservationPurpose(models.TextChoices):
+    HARVEST = "harvest", "Harvest"
+    EXPANSION = "expansion", "Expansion day"
+    TRANSPLANT = "transplant", "Transplant"
+    FOLLOW_UP = "follow_up", "Follow-up"
+
+
+class Reservation(models.Model):
+    """One place in one slot of a resource, held for a course: its harvest, a day of its
+    expansion, its transplant (provisional until the transplant is booked), a follow-up.
+    Each active row stands for one place counted in the slot's `SlotHold`; a released one
+    gave its place back and stays as history."""
+
+    course = models.ForeignKey(
+        "pathway.TreatmentCourse", on_delete=models.CASCADE, related_name="reservations"
+    )
+    resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="reservations")
+    purpose = models.CharField(max_length=20, choices=ReservationPurpose.choices)
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    visit = models.ForeignKey(
+        Visit, on_delete=models.SET_NULL, null=True, blank=True, related_name="reservations"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["starts_at", "id"]
+        indexes = [models.Index(fields=["course", "released_at"], name="reservation_course_idx")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["course", "resource", "starts_at"],
+                condition=models.Q(released_at__isnull=True),
+                name="reservation_one_place_per_slot",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_purpose_display()}: {self.resource} {self.starts_at:%Y-%m-%d %H:%M} UTC"
+
+    @property
+    def provisional(self) -> bool:
+        """A transplant's place held before the transplant is booked."""
+        return self.purpose == ReservationPurpose.TRANSPLANT and self.visit_id is None

@@ -8,6 +8,7 @@ from django.utils import timezone
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
 from common.errors import Refused
+from scheduling.chains import chain_release, visit_places_follow
 from scheduling.models import (
     OPEN_VISIT_STATUSES,
     Channel,
@@ -336,6 +337,8 @@ def visit_reschedule(
         if visit.status == VisitStatus.DONE:
             visit.done_at = scheduled_at
         visit.save()
+        if visit.status == VisitStatus.BOOKED:
+            visit_places_follow(visit=visit)
         if visit.status in OPEN_VISIT_STATUSES:
             reminders_schedule(visit=visit)
         if visit.kind == VisitKind.TRANSPLANT and visit.status == VisitStatus.DONE:
@@ -404,6 +407,8 @@ def visit_mark_missed(*, visit: Visit, by, reason: str, now: dt.datetime | None 
         visit.status, visit.missed_reason = VisitStatus.MISSED, reason.strip()
         visit._history_user = by
         visit.save(update_fields=["status", "missed_reason"])
+        if visit.kind == VisitKind.HARVEST:
+            chain_release(course=visit.course, now=now)  # booked again, it is taken anew
     return visit
 
 
@@ -416,16 +421,18 @@ def visit_book_again(
     refusals = _book_again_refusals(visit=visit, scheduled_at=scheduled_at)
     if refusals:
         raise Refused(refusals)
-    if visit.kind != VisitKind.FOLLOW_UP:
-        return visit_book(
-            course=visit.course,
-            kind=visit.kind,
-            scheduled_at=scheduled_at,
-            place=place or visit.place,
-            by=by,
-            deviation_reason=deviation_reason,
-        )
     with transaction.atomic():
+        if visit.kind != VisitKind.FOLLOW_UP:
+            again = visit_book(
+                course=visit.course,
+                kind=visit.kind,
+                scheduled_at=scheduled_at,
+                place=place or visit.place,
+                by=by,
+                deviation_reason=deviation_reason,
+            )
+            visit_places_follow(visit=again)
+            return again
         again = Visit.objects.create(
             course=visit.course,
             kind=visit.kind,
@@ -444,6 +451,7 @@ def visit_book_again(
             deviation_reason=deviation_reason,
             window=(visit.window_opens_on, visit.window_closes_on),
         )
+        visit_places_follow(visit=again)
         reminders_schedule(visit=again)
     return again
 

@@ -5,6 +5,7 @@ import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from django.db import transaction
 from django.db.models import F
 
 from common.errors import Refused
@@ -53,25 +54,65 @@ def resource_slots(*, resource, first_day: dt.date, last_day: dt.date) -> list[S
     )
 
 
-def slot_take(*, resource, slot: Slot) -> None:
-    """Take one place in a slot, or raise `Refused` if it is full. The database decides: the
-    slot's row is made once (a unique constraint), and a place is taken by one UPDATE that
-    counts only while a place is free."""
-    # get_or_create itself reads the row again when a concurrent create wins the unique key.
-    SlotHold.objects.get_or_create(
-        resource=resource,
-        starts_at=slot.starts_at,
-        defaults={"ends_at": slot.ends_at, "capacity": slot.capacity},
+def places_free(*, resource, slots: list[Slot]) -> dict[dt.datetime, int]:
+    """How many places are free in each of these slots of a resource: one query."""
+    if not slots:
+        return {}
+    held = dict(
+        SlotHold.objects.filter(
+            resource=resource,
+            starts_at__gte=slots[0].starts_at,
+            starts_at__lte=slots[-1].starts_at,
+        ).values_list("starts_at", "held")
     )
-    taken = SlotHold.objects.filter(
-        resource=resource, starts_at=slot.starts_at, held__lt=F("capacity")
-    ).update(held=F("held") + 1)
-    if not taken:
-        raise Refused([f"The slot at {slot.starts_at:%Y-%m-%d %H:%M} UTC is full."])
+    return {slot.starts_at: slot.capacity - held.get(slot.starts_at, 0) for slot in slots}
+
+
+def slots_take(*, resource, slots: list[Slot], what: str) -> None:
+    """Take one place in each of these slots, all or none, or raise `Refused` naming `what`.
+    The database decides: each slot's row is made once (a unique constraint), and the places
+    are taken by one UPDATE that counts only rows with a place free; if it counts fewer rows
+    than slots, the savepoint is rolled back and nothing is taken."""
+    if not slots:
+        return
+    with transaction.atomic():
+        SlotHold.objects.bulk_create(
+            [
+                SlotHold(
+                    resource=resource,
+                    starts_at=slot.starts_at,
+                    ends_at=slot.ends_at,
+                    capacity=slot.capacity,
+                )
+                for slot in slots
+            ],
+            ignore_conflicts=True,
+        )
+        taken = SlotHold.objects.filter(
+            resource=resource,
+            starts_at__in=[slot.starts_at for slot in slots],
+            held__lt=F("capacity"),
+        ).update(held=F("held") + 1)
+        if taken != len(slots):
+            transaction.set_rollback(True)
+            raise Refused([f"{what} is no longer free: {resource} is full."])
+
+
+def slot_take(*, resource, slot: Slot) -> None:
+    """Take one place in a slot, or raise `Refused` if it is full."""
+    slots_take(
+        resource=resource, slots=[slot], what=f"The slot at {slot.starts_at:%Y-%m-%d %H:%M} UTC"
+    )
+
+
+def slots_release(*, resource, starts: list[dt.datetime]) -> None:
+    """Give back one place in each slot starting at these times (bookings moved or
+    cancelled)."""
+    SlotHold.objects.filter(resource=resource, starts_at__in=starts, held__gt=0).update(
+        held=F("held") - 1
+    )
 
 
 def slot_release(*, resource, slot: Slot) -> None:
-    """Give back one place in a slot (a booking moved or cancelled)."""
-    SlotHold.objects.filter(resource=resource, starts_at=slot.starts_at, held__gt=0).update(
-        held=F("held") - 1
-    )
+    """Give back one place in a slot."""
+    slots_release(resource=resource, starts=[slot.starts_at])

@@ -1,0 +1,283 @@
+"""What capacity a course holds in each state of the pathway, and keeping it so.
+
+A course whose site keeps a calendar for its bronchoscopy suite holds, in
+`harvest_scheduled`, its whole chain: the harvest slot, a place in the lab's expansion
+capacity on each day to the last release day, and a provisional transplant slot inside the
+release window. As it moves on, the chain follows (`course_reservations_reconcile`, called
+by every service that changes the state or a booking): days of expansion after release are
+given back, a rejected sample or a failed QC gives back everything still to come, a course on
+hold keeps only the lab place of a batch already in culture, and resuming takes back what the
+state needs. A site with no suite calendar books by date and time as before.
+"""
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from django.db.models import Q
+from django.utils import timezone
+
+from common.errors import Refused
+from pathway.models import BatchStatus, TreatmentCourse
+from pathway.states import CourseState
+from scheduling.alerts import alert_raise
+from scheduling.chains import (
+    CHAIN_PURPOSES,
+    Chain,
+    Place,
+    Rearrangement,
+    chains_earliest,
+    course_resource,
+    free_slots,
+    harvest_chain_places,
+    reservations_rearrange,
+    slot_at,
+)
+from scheduling.models import (
+    AlertKind,
+    Reservation,
+    ReservationPurpose,
+    ResourceKind,
+    Severity,
+    VisitKind,
+    VisitStatus,
+)
+from scheduling.services import open_booking
+from scheduling.slots import Slot
+
+
+def course_suite(course: TreatmentCourse):
+    return course_resource(site=course.site, kind=ResourceKind.BRONCHOSCOPY)
+
+
+def course_lab(course: TreatmentCourse):
+    return course_resource(site=course.site, kind=ResourceKind.EXPANSION)
+
+
+def course_chains(
+    course: TreatmentCourse, *, count: int = 3, after: dt.datetime | None = None
+) -> list[Chain]:
+    """The earliest chains a harvest of this course could be booked as; empty when its site
+    keeps no calendar for its suite."""
+    suite = course_suite(course)
+    if suite is None:
+        return []
+    protocol = course.protocol
+    return chains_earliest(
+        suite=suite,
+        lab=course_lab(course),
+        min_days=protocol.expansion_min_days,
+        max_days=protocol.expansion_max_days,
+        after=after or timezone.now(),
+        count=count,
+    )
+
+
+def chain_words(chain: Chain, *, zone) -> str:
+    """ "Harvest Tue 01 Dec 2026 08:00 GMT · lab 36 days · transplant Tue 22 Dec 08:00 GMT" """
+
+    def when(slot: Slot) -> str:
+        return f"{timezone.localtime(slot.starts_at, zone):%a %d %b %Y %H:%M %Z}"
+
+    lab = f" · lab {len(chain.expansion)} days" if chain.expansion else ""
+    return f"Harvest {when(chain.harvest)}{lab} · provisional transplant {when(chain.transplant)}"
+
+
+@dataclass
+class _Wanted:
+    """Builds the places a course should hold now; what it could not place goes in
+    `problems` (or raises, when the caller asked for an exact booking)."""
+
+    course: TreatmentCourse
+    now: dt.datetime
+    strict: bool
+    harvest_at: dt.datetime | None = None
+    transplant_at: dt.datetime | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.suite = course_suite(self.course)
+        self.lab = course_lab(self.course)
+        self.zone = self.course.site.time_zone
+        self.protocol = self.course.protocol
+
+    def __call__(self, given_back: list[Reservation]) -> list[Place]:
+        if self.suite is None:
+            return []
+        self.provisional = next(
+            (r.starts_at for r in given_back if r.purpose == ReservationPurpose.TRANSPLANT),
+            None,
+        )
+        state = self.course.state
+        if state == CourseState.HARVEST_SCHEDULED:
+            return self._whole_chain()
+        if state in (CourseState.HARVESTED, CourseState.EXPANDING):
+            return self._expansion() + self._provisional_transplant()
+        if state == CourseState.RELEASED:
+            return self._provisional_transplant()
+        if state == CourseState.TRANSPLANT_SCHEDULED:
+            return self._booked_transplant()
+        if (
+            state == CourseState.ON_HOLD
+            and self.course.batches.filter(status=BatchStatus.EXPANDING).exists()
+        ):
+            return self._expansion()  # the cells are in culture, hold or not
+        return []
+
+    def _refuse(self, refusal: Refused) -> list[Place]:
+        if self.strict:
+            raise refusal
+        self.problems.extend(refusal.reasons)
+        return []
+
+    def _whole_chain(self) -> list[Place]:
+        visit = open_booking(course=self.course, kind=VisitKind.HARVEST)
+        harvest_at = self.harvest_at or (visit.scheduled_at if visit else None)
+        if harvest_at is None:
+            return []
+        try:
+            return harvest_chain_places(
+                course=self.course,
+                harvest_at=harvest_at,
+                transplant_at=self.transplant_at,
+                keep_transplant_at=self.provisional,
+                visit_id=visit.pk if visit else None,
+                after=self.now,
+            )
+        except Refused as refusal:
+            return self._refuse(refusal)
+
+    def _day_zero(self) -> dt.date:
+        """Day 0 of expansion: the lab's receipt, or the harvest until the lab has it."""
+        started = self.course.lab_received_at or self.course.harvested_at
+        return timezone.localdate(started, self.zone)
+
+    def _expansion(self) -> list[Place]:
+        if self.lab is None:
+            return []
+        first = max(self._day_zero(), timezone.localdate(self.now, self.lab.time_zone))
+        last = self._day_zero() + dt.timedelta(days=self.protocol.expansion_max_days)
+        slots = self._lab_days(first, last)
+        if slots is None:
+            return self._refuse(
+                Refused([f"{self.lab} has no free place on every day from {first} to {last}."])
+            )
+        return [Place(ReservationPurpose.EXPANSION, self.lab, slot) for slot in slots]
+
+    def _lab_days(self, first: dt.date, last: dt.date) -> list[Slot] | None:
+        free = free_slots(
+            resource=self.lab,
+            first_day=first,
+            last_day=last,
+            after=dt.datetime.min.replace(tzinfo=dt.UTC),
+        )
+        by_day: dict[dt.date, Slot] = {}
+        for slot in free:
+            by_day.setdefault(timezone.localdate(slot.starts_at, self.lab.time_zone), slot)
+        days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+        if any(day not in by_day for day in days):
+            return None
+        return [by_day[day] for day in days]
+
+    def _provisional_transplant(self) -> list[Place]:
+        day_zero = self._day_zero()
+        first = day_zero + dt.timedelta(days=self.protocol.expansion_min_days)
+        last = day_zero + dt.timedelta(days=self.protocol.expansion_max_days)
+        slot = self._transplant_slot(first, last)
+        if slot is None:
+            self.problems.append(
+                f"{self.suite} has no free slot for the transplant between {first} and {last}."
+            )
+            return []
+        return [Place(ReservationPurpose.TRANSPLANT, self.suite, slot)]
+
+    def _transplant_slot(self, first: dt.date, last: dt.date) -> Slot | None:
+        free = free_slots(resource=self.suite, first_day=first, last_day=last, after=self.now)
+        kept = next((s for s in free if s.starts_at == self.provisional), None)
+        return kept or (free[0] if free else None)
+
+    def _booked_transplant(self) -> list[Place]:
+        visit = open_booking(course=self.course, kind=VisitKind.TRANSPLANT)
+        if visit is None or visit.status != VisitStatus.BOOKED:
+            return []
+        try:
+            slot = slot_at(resource=self.suite, at=self.transplant_at or visit.scheduled_at)
+        except Refused as refusal:
+            return self._refuse(refusal)
+        return [Place(ReservationPurpose.TRANSPLANT, self.suite, slot, visit.pk)]
+
+
+def course_reservations_reconcile(
+    *,
+    course: TreatmentCourse,
+    why: str = "",
+    tell_changes: bool = False,
+    alert_key: str = "",
+    strict: bool = False,
+    harvest_at: dt.datetime | None = None,
+    transplant_at: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> Rearrangement:
+    """Make the course's chain what its state needs now. `strict` (a coordinator booking a
+    chain) refuses when a part is not free; otherwise what cannot be held is reported: the
+    coordinator is told once, in one alert headed `why`, of what could not be held, and (with
+    `tell_changes`, a step that slipped) of what was given back and what is held now;
+    `alert_key` names the step, so the alert is raised once for it."""
+    wanted = _Wanted(
+        course=course,
+        now=now or timezone.now(),
+        strict=strict,
+        harvest_at=harvest_at,
+        transplant_at=transplant_at,
+    )
+    if wanted.suite is None and not course.reservations.filter(released_at__isnull=True).exists():
+        return Rearrangement(released=[], taken=[])
+    rearrangement = reservations_rearrange(
+        course=course,
+        scope=Q(purpose__in=CHAIN_PURPOSES),
+        wanted=wanted,
+        now=wanted.now,
+    )
+    if wanted.problems or (tell_changes and rearrangement.changed):
+        _tell_coordinator(course, why, rearrangement, wanted.problems, alert_key)
+    return rearrangement
+
+
+def reservations_words(rows: list[Reservation]) -> str:
+    """ "harvest Tue 03 Dec 2026 09:00 GMT, 36 expansion days (3 Dec – 7 Jan), ..." """
+    parts = []
+    days = [r for r in rows if r.purpose == ReservationPurpose.EXPANSION]
+    for row in rows:
+        if row.purpose == ReservationPurpose.EXPANSION:
+            continue
+        when = timezone.localtime(row.starts_at, row.resource.time_zone)
+        label = "provisional transplant" if row.provisional else row.get_purpose_display()
+        parts.append(f"{label.lower()} {when:%a %d %b %Y %H:%M %Z}")
+    if days:
+        zone = days[0].resource.time_zone
+        first = min(timezone.localdate(r.starts_at, zone) for r in days)
+        last = max(timezone.localdate(r.starts_at, zone) for r in days)
+        parts.append(f"{len(days)} expansion days ({first:%d %b} – {last:%d %b %Y})")
+    return ", ".join(parts)
+
+
+def _tell_coordinator(
+    course, why: str, rearrangement: Rearrangement, problems: list[str], alert_key: str
+):
+    lines = [f"{why}."]
+    if rearrangement.released:
+        lines.append(f"Given back: {reservations_words(rearrangement.released)}.")
+    if rearrangement.taken:
+        lines.append(f"Now held: {reservations_words(rearrangement.taken)}.")
+    lines.extend(f"Not held: {problem}" for problem in problems)
+    if course.state == CourseState.ELIGIBLE:
+        chains = course_chains(course, count=1)
+        if chains:
+            when = timezone.localtime(chains[0].harvest.starts_at, course.site.time_zone)
+            lines.append(f"Earliest new chain: harvest {when:%a %d %b %Y %H:%M %Z}.")
+    alert_raise(
+        kind=AlertKind.CHAIN_CHANGED,
+        severity=Severity.INFO if not problems else Severity.WARNING,
+        course=course,
+        condition_key=f"chain_changed.c{course.pk}.{alert_key}",
+        message=" ".join(lines),
+    )

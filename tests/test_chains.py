@@ -1,0 +1,372 @@
+"""Booking the whole chain against the calendars, and the chain following each slip."""
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.urls import reverse
+from django.utils import timezone
+
+from common.errors import Refused
+from pathway import services
+from pathway.chains import course_chains
+from pathway.states import CourseState
+from scheduling.models import (
+    Alert,
+    AlertKind,
+    Reservation,
+    ReservationPurpose,
+    Resource,
+    ResourceKind,
+    ResourceSession,
+    SlotHold,
+    Visit,
+    VisitKind,
+)
+from scheduling.services import visit_reschedule
+from scheduling.slots import slots_take
+
+pytestmark = pytest.mark.django_db
+
+
+def _calendars(site, *, suite_capacity=2, lab_capacity=3):
+    """The site's suite on Tuesdays and Thursdays 08:00–13:00, and the lab's expansion
+    capacity every day."""
+    suite = Resource.objects.create(
+        name="Bronchoscopy suite",
+        kind=ResourceKind.BRONCHOSCOPY,
+        site=site,
+        time_zone="Europe/London",
+    )
+    for weekday in (1, 3):
+        ResourceSession.objects.create(
+            resource=suite,
+            weekday=weekday,
+            starts_at=dt.time(8),
+            ends_at=dt.time(13),
+            capacity=suite_capacity,
+        )
+    lab = Resource.objects.create(
+        name="Lab expansion", kind=ResourceKind.EXPANSION, time_zone="Europe/London"
+    )
+    for weekday in range(7):
+        ResourceSession.objects.create(
+            resource=lab,
+            weekday=weekday,
+            starts_at=dt.time(0),
+            ends_at=dt.time(23, 59),
+            capacity=lab_capacity,
+        )
+    return suite, lab
+
+
+@pytest.fixture
+def eligible(course, pathway):
+    pathway.advance(course, CourseState.EVALUATION)
+    services.course_approve(course=course, by=pathway.clinician)
+    return course
+
+
+@pytest.fixture
+def calendars(eligible):
+    return _calendars(eligible.site)
+
+
+def _held(course, purpose=None):
+    rows = Reservation.objects.filter(course=course, released_at__isnull=True)
+    return rows.filter(purpose=purpose) if purpose else rows
+
+
+def _book(course, by, chain):
+    return services.course_schedule_harvest(
+        course=course,
+        by=by,
+        scheduled_at=chain.harvest.starts_at,
+        transplant_at=chain.transplant.starts_at,
+        place="Suite",
+    )
+
+
+def test_the_earliest_chains_are_free_in_every_part(eligible, calendars):
+    suite, _lab = calendars
+    chains = course_chains(eligible)
+    assert len(chains) == 3
+    harvests = [c.harvest.starts_at for c in chains]
+    assert harvests == sorted(harvests) and len(set(harvests)) == 3
+    first = chains[0]
+    harvested_on = timezone.localdate(first.harvest.starts_at, suite.time_zone)
+    assert harvested_on.weekday() in (1, 3)
+    assert len(first.expansion) == 36  # day 0 to day 35, one place a day
+    transplant_on = timezone.localdate(first.transplant.starts_at, suite.time_zone)
+    assert 21 <= (transplant_on - harvested_on).days <= 35
+    # The earliest: the first suite slot 21 days or more after the harvest.
+    assert (transplant_on - harvested_on).days in (21, 22, 23)
+
+
+def test_a_harvest_whose_lab_days_are_full_is_not_offered(eligible, calendars):
+    _suite, lab = calendars
+    first = course_chains(eligible)[0]
+    # Fill the lab on day 10 of the first chain's expansion.
+    day_ten = first.expansion[10]
+    slots_take(resource=lab, slots=[day_ten], what="x")
+    slots_take(resource=lab, slots=[day_ten], what="x")
+    slots_take(resource=lab, slots=[day_ten], what="x")
+    chains = course_chains(eligible)
+    assert all(day_ten not in chain.expansion for chain in chains)
+    assert chains[0].harvest.starts_at > first.harvest.starts_at
+
+
+def test_a_chain_is_reserved_whole(eligible, calendars, coordinator):
+    chain = course_chains(eligible)[0]
+    _book(eligible, coordinator, chain)
+    assert eligible.state == CourseState.HARVEST_SCHEDULED
+    assert _held(eligible, ReservationPurpose.HARVEST).get().starts_at == chain.harvest.starts_at
+    assert _held(eligible, ReservationPurpose.EXPANSION).count() == 36
+    transplant = _held(eligible, ReservationPurpose.TRANSPLANT).get()
+    assert transplant.starts_at == chain.transplant.starts_at and transplant.provisional
+    harvest_visit = Visit.objects.get(course=eligible, kind=VisitKind.HARVEST)
+    assert _held(eligible, ReservationPurpose.HARVEST).get().visit == harvest_visit
+    suite, lab = Resource.objects.get(kind="bronchoscopy"), Resource.objects.get(kind="expansion")
+    assert SlotHold.objects.get(resource=suite, starts_at=chain.harvest.starts_at).held == 1
+    assert SlotHold.objects.filter(resource=lab, held=1).count() == 36
+
+
+def test_a_chain_with_one_part_taken_is_rolled_back_whole(eligible, calendars, coordinator):
+    suite, lab = calendars
+    chain = course_chains(eligible)[0]
+    slots_take(resource=suite, slots=[chain.transplant], what="x")
+    slots_take(resource=suite, slots=[chain.transplant], what="x")  # now full
+    with pytest.raises(Refused, match="no free transplant slot"):
+        _book(eligible, coordinator, chain)
+    eligible.refresh_from_db()
+    assert eligible.state == CourseState.ELIGIBLE
+    assert not Reservation.objects.exists()
+    assert not Visit.objects.filter(course=eligible).exists()
+    assert not SlotHold.objects.filter(resource=lab, held__gt=0).exists()
+    assert not SlotHold.objects.filter(
+        resource=suite, starts_at=chain.harvest.starts_at, held__gt=0
+    ).exists()
+
+
+def test_a_harvest_off_the_suites_calendar_is_refused(eligible, calendars, coordinator):
+    chain = course_chains(eligible)[0]
+    with pytest.raises(Refused, match="is not a free slot"):
+        services.course_schedule_harvest(
+            course=eligible,
+            by=coordinator,
+            scheduled_at=chain.harvest.starts_at + dt.timedelta(hours=1),
+            place="Suite",
+        )
+    assert not Reservation.objects.exists()
+
+
+def test_a_site_without_calendars_books_by_time_as_before(eligible, coordinator):
+    when = timezone.now() + dt.timedelta(days=3)
+    services.course_schedule_harvest(course=eligible, by=coordinator, scheduled_at=when, place="X")
+    assert eligible.state == CourseState.HARVEST_SCHEDULED
+    assert not Reservation.objects.exists()
+
+
+# The chain follows each slip.
+
+
+def _harvest_and_receive(course, chain, pathway):
+    with time_machine.travel(chain.harvest.starts_at + dt.timedelta(hours=1), tick=False):
+        services.course_record_harvest(
+            course=course,
+            by=pathway.clinician,
+            performed_at=timezone.now(),
+            operator=pathway.clinician,
+        )
+    with time_machine.travel(chain.harvest.starts_at + dt.timedelta(hours=6), tick=False):
+        services.course_receive_at_lab(
+            course=course,
+            scanned_coi_id=course.coi_id,
+            by=pathway.lab,
+            received_at=timezone.now(),
+            temperature_c=Decimal("4.5"),
+            transit_hours=Decimal("5"),
+        )
+
+
+@pytest.fixture
+def booked(eligible, calendars, coordinator):
+    chain = course_chains(eligible)[0]
+    _book(eligible, coordinator, chain)
+    return eligible, chain
+
+
+def _chain_alerts(course):
+    return Alert.objects.filter(course=course, kind=AlertKind.CHAIN_CHANGED)
+
+
+def test_a_moved_harvest_takes_its_chain_along(booked, coordinator):
+    course, chain = booked
+    suite = Resource.objects.get(kind="bronchoscopy")
+    later = course_chains(course)[1].harvest  # the next free harvest slot
+    visit = Visit.objects.get(course=course, kind=VisitKind.HARVEST)
+    visit_reschedule(visit=visit, scheduled_at=later.starts_at, by=coordinator)
+    assert _held(course, ReservationPurpose.HARVEST).get().starts_at == later.starts_at
+    days = sorted(_held(course, ReservationPurpose.EXPANSION).values_list("starts_at", flat=True))
+    later_on = timezone.localdate(later.starts_at, suite.time_zone)
+    assert len(days) == 36 and timezone.localdate(days[0], suite.time_zone) == later_on
+    assert SlotHold.objects.get(resource=suite, starts_at=chain.harvest.starts_at).held == 0
+    # The transplant slot still fits the new release window, so it is kept.
+    transplant = _held(course, ReservationPurpose.TRANSPLANT).get()
+    moved_on = timezone.localdate(transplant.starts_at, suite.time_zone)
+    assert 21 <= (moved_on - later_on).days <= 35
+    # The slots and the places held agree.
+    assert sum(SlotHold.objects.values_list("held", flat=True)) == _held(course).count()
+
+
+def test_a_harvest_moved_off_the_calendar_is_refused_and_keeps_its_chain(booked, coordinator):
+    course, chain = booked
+    visit = Visit.objects.get(course=course, kind=VisitKind.HARVEST)
+    with pytest.raises(Refused, match="not a free slot"):
+        visit_reschedule(visit=visit, scheduled_at=chain.harvest.starts_at + dt.timedelta(hours=2))
+    assert _held(course).count() == 38
+    assert sum(SlotHold.objects.values_list("held", flat=True)) == 38
+
+
+def test_a_cold_chain_rejection_gives_back_the_rest_and_tells_the_coordinator_once(booked, pathway):
+    course, chain = booked
+    with time_machine.travel(chain.harvest.starts_at + dt.timedelta(hours=1), tick=False):
+        services.course_record_harvest(
+            course=course,
+            by=pathway.clinician,
+            performed_at=timezone.now(),
+            operator=pathway.clinician,
+        )
+    with time_machine.travel(chain.harvest.starts_at + dt.timedelta(hours=6), tick=False):
+        services.course_receive_at_lab(
+            course=course,
+            scanned_coi_id=course.coi_id,
+            by=pathway.lab,
+            received_at=timezone.now(),
+            temperature_c=Decimal("15"),  # outside the cold chain: rejected
+            transit_hours=Decimal("5"),
+        )
+        assert course.state == CourseState.ELIGIBLE
+        # What had begun stays (the harvest, today's lab place); nothing ahead is held.
+        assert not _held(course).filter(starts_at__gt=timezone.now()).exists()
+    [alert] = _chain_alerts(course)
+    assert "The sample was rejected" in alert.message
+    assert "Given back:" in alert.message and "35 expansion days" in alert.message
+    assert "provisional transplant" in alert.message
+    assert "GMT" in alert.message or "BST" in alert.message
+    assert "Earliest new chain: harvest" in alert.message
+
+
+def test_a_failed_qc_gives_back_the_rest(booked, pathway):
+    course, chain = booked
+    _harvest_and_receive(course, chain, pathway)
+    with time_machine.travel(chain.harvest.starts_at + dt.timedelta(days=10), tick=False):
+        services.course_fail_qc(course=course, by=pathway.lab, reason="Mycoplasma positive")
+        assert not _held(course).filter(starts_at__gt=timezone.now()).exists()
+        assert _held(course, ReservationPurpose.EXPANSION).count() == 11  # days 0 to 10, used
+    [alert] = _chain_alerts(course)
+    assert "Mycoplasma positive" in alert.message
+
+
+def test_hold_keeps_the_cells_place_in_the_lab_and_resume_takes_the_transplant_back(
+    booked, pathway, coordinator
+):
+    course, chain = booked
+    _harvest_and_receive(course, chain, pathway)
+    with time_machine.travel(chain.harvest.starts_at + dt.timedelta(days=5), tick=False):
+        services.course_hold(course=course, by=coordinator, reason="Chest infection")
+        assert _held(course, ReservationPurpose.EXPANSION).count() == 36
+        assert not _held(course, ReservationPurpose.TRANSPLANT).exists()
+        services.course_resume(course=course, by=coordinator)
+    transplant = _held(course, ReservationPurpose.TRANSPLANT).get()
+    assert transplant.starts_at == chain.transplant.starts_at  # still free: the same slot
+    assert [a.message.split(".")[0] for a in _chain_alerts(course).order_by("id")] == [
+        "The course was put on hold: Chest infection",
+        "The course was resumed",
+    ]
+
+
+def test_withdrawal_leaves_nothing_held_ahead(booked, coordinator):
+    course, _chain = booked
+    services.course_withdraw(course=course, by=coordinator, reason="Moved away")
+    assert not _held(course).exists()
+    assert not SlotHold.objects.filter(held__gt=0).exists()
+
+
+def test_release_gives_back_the_lab_days_left_and_the_transplant_books_the_held_slot(
+    booked, pathway, coordinator
+):
+    course, chain = booked
+    _harvest_and_receive(course, chain, pathway)
+    release_at = chain.harvest.starts_at + dt.timedelta(days=21, hours=-2)
+    with time_machine.travel(release_at, tick=False):
+        pathway.release(course)
+        assert (
+            not _held(course, ReservationPurpose.EXPANSION)
+            .filter(starts_at__gt=timezone.now())
+            .exists()
+        )
+        services.course_schedule_transplant(
+            course=course,
+            by=coordinator,
+            scheduled_at=chain.transplant.starts_at,
+            place="Suite",
+        )
+    transplant = _held(course, ReservationPurpose.TRANSPLANT).get()
+    assert transplant.visit.kind == VisitKind.TRANSPLANT and not transplant.provisional
+    assert not _chain_alerts(course).exists()  # nothing slipped
+
+
+def test_a_transplant_off_the_calendar_is_refused(booked, pathway, coordinator):
+    course, chain = booked
+    _harvest_and_receive(course, chain, pathway)
+    with time_machine.travel(chain.harvest.starts_at + dt.timedelta(days=21, hours=-2), tick=False):
+        pathway.release(course)
+        with pytest.raises(Refused, match="not a free slot"):
+            services.course_schedule_transplant(
+                course=course,
+                by=coordinator,
+                scheduled_at=chain.transplant.starts_at + dt.timedelta(minutes=30),
+                place="Suite",
+            )
+    assert course.state == CourseState.RELEASED
+    assert _held(course, ReservationPurpose.TRANSPLANT).get().provisional
+
+
+# Through the admin.
+
+
+def test_the_admin_offers_chains_and_books_the_one_picked(client, eligible, calendars, coordinator):
+    client.force_login(coordinator)
+    url = reverse(
+        "admin:pathway_treatmentcourse_transition",
+        args=[eligible.pk, "schedule_harvest"],
+    )
+    page = client.get(url).content.decode()
+    chain = course_chains(eligible)[1]
+    assert chain.key in page and "provisional transplant" in page and "GMT" in page
+    response = client.post(url, {"chain": chain.key, "place": "Suite", "note": ""})
+    assert response.status_code == 302
+    eligible.refresh_from_db()
+    assert eligible.state == CourseState.HARVEST_SCHEDULED
+    assert _held(eligible, ReservationPurpose.HARVEST).get().starts_at == chain.harvest.starts_at
+
+
+def test_the_admin_refuses_a_chain_taken_since_the_page_was_drawn(
+    client, eligible, calendars, coordinator
+):
+    suite, _lab = calendars
+    client.force_login(coordinator)
+    url = reverse(
+        "admin:pathway_treatmentcourse_transition",
+        args=[eligible.pk, "schedule_harvest"],
+    )
+    chain = course_chains(eligible)[0]
+    slots_take(resource=suite, slots=[chain.harvest], what="x")
+    slots_take(resource=suite, slots=[chain.harvest], what="x")
+    response = client.post(url, {"chain": chain.key, "place": "Suite", "note": ""})
+    assert response.status_code == 200
+    assert "no longer free" in response.content.decode()
+    eligible.refresh_from_db()
+    assert eligible.state == CourseState.ELIGIBLE and not Reservation.objects.exists()
