@@ -18,6 +18,7 @@ from common.paginator import EstimatedCountPaginator
 from pathway.amendments import follow_ups_recompute
 from pathway.audit import audit_verify
 from pathway.badges import state_badge
+from pathway.chains import reservations_words
 from pathway.conditions import RuleStatus, eligibility_checklist, evaluation_sources
 from pathway.custody import (
     MANUAL_KINDS,
@@ -52,7 +53,9 @@ from patients.access import AUDITOR_GROUP
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
 from reporting.outcomes import CHANGES, course_outcomes
 from reporting.timeline import course_timeline
+from scheduling.chains import follow_ups_proposal
 from scheduling.models import ProtocolDeviation, Visit
+from scheduling.services import follow_ups_book
 
 
 class ProtocolVisitInline(admin.TabularInline):
@@ -337,6 +340,7 @@ class TreatmentCourseAdmin(
         "discharged_at",
         "low_fev1_justification",
         "outcomes",
+        "capacity",
     )
     inlines = (
         VisitInline,
@@ -354,6 +358,7 @@ class TreatmentCourseAdmin(
             return ((None, {"fields": ("patient", "protocol", "notes")}),)
         return (
             ("Pathway at a glance", {"fields": ("timeline",)}),
+            ("Capacity held", {"fields": ("capacity",)}),
             (
                 None,
                 {
@@ -433,6 +438,19 @@ class TreatmentCourseAdmin(
             "reporting/timeline.html", {"timeline": course_timeline(course=obj)}
         )
 
+    @admin.display(description="")
+    def capacity(self, obj):
+        held = list(
+            obj.reservations.filter(released_at__isnull=True, starts_at__gt=timezone.now())
+            .select_related("resource")
+            .order_by("starts_at")
+        )
+        words = reservations_words(held) if held else "Nothing ahead."
+        if not follow_ups_proposal(course=obj):
+            return words
+        url = reverse("admin:pathway_treatmentcourse_follow_ups", args=[obj.pk])
+        return format_html('{} <a class="button" href="{}">Book the follow-ups</a>', words, url)
+
     @admin.display(description="days in state", ordering="-state_changed_at")
     def days_in_state(self, obj):
         return obj.days_in_state
@@ -488,7 +506,72 @@ class TreatmentCourseAdmin(
             self.admin_site.admin_view(self.label_view),
             name="pathway_treatmentcourse_label",
         )
-        return [label, *super().get_urls()]
+        follow_ups = path(
+            "<path:object_id>/follow-ups/",
+            self.admin_site.admin_view(self.follow_ups_view),
+            name="pathway_treatmentcourse_follow_ups",
+        )
+        return [label, follow_ups, *super().get_urls()]
+
+    def follow_ups_view(self, request, object_id):
+        """ "Book all the follow-ups": the earliest free clinic slot in each one's window,
+        shown for the coordinator to confirm (or leave out) and booked together."""
+        course = self.get_object(request, object_id)
+        if course is None or not self.has_view_permission(request, course):
+            raise Http404("No such course here.")
+        if not request.user.has_perm("scheduling.change_visit"):
+            raise PermissionDenied("Booking follow-ups needs the coordinator's role.")
+        zone = course.site.time_zone
+        proposal = follow_ups_proposal(course=course)
+        if request.method == "POST":
+            picks = {
+                visit.pk: slot.starts_at
+                for visit, slot in proposal
+                if slot
+                and request.POST.get(f"at_{visit.pk}") == slot.starts_at.isoformat()
+                and str(visit.pk) in request.POST.getlist("book")
+            }
+            stale = [
+                pk for pk in request.POST.getlist("book") if pk.isdigit() and int(pk) not in picks
+            ]
+            try:
+                if stale:
+                    raise Refused(["A slot shown has been taken meanwhile: here is a new set."])
+                if not picks:
+                    raise Refused(["Tick at least one follow-up to book."])
+                booked = follow_ups_book(course=course, by=request.user, picks=picks)
+            except Refused as refusal:
+                for reason in refusal.reasons:
+                    self.message_user(request, f"Nothing was booked: {reason}", messages.ERROR)
+                proposal = follow_ups_proposal(course=course)
+            else:
+                self.message_user(
+                    request,
+                    "Booked: "
+                    + "; ".join(
+                        f"{v.label} {timezone.localtime(v.scheduled_at, zone):%a %d %b %Y %H:%M %Z}"
+                        for v in booked
+                    )
+                    + ". The patient is reminded of each.",
+                    messages.SUCCESS,
+                )
+                return redirect("admin:pathway_treatmentcourse_change", object_id=course.pk)
+        rows = [
+            {
+                "visit": visit,
+                "slot": slot,
+                "when": timezone.localtime(slot.starts_at, zone) if slot else None,
+                "value": slot.starts_at.isoformat() if slot else "",
+            }
+            for visit, slot in proposal
+        ]
+        context = self.admin_site.each_context(request) | {
+            "title": f"Book the follow-ups of {course}",
+            "opts": self.model._meta,
+            "original": course,
+            "rows": rows,
+        }
+        return render(request, "pathway/follow_ups.html", context)
 
     def label_view(self, request, object_id):
         """A printable label for the sample and the product: the id and its 2D code, the

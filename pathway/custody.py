@@ -23,7 +23,8 @@ from pathway.models import (
 )
 from pathway.selectors import batch_growth_forecast
 from scheduling.alerts import alert_raise
-from scheduling.models import AlertKind, Severity
+from scheduling.chains import free_slots
+from scheduling.models import AlertKind, ReservationPurpose, Severity
 
 # The events staff record by hand; the others are written by the pathway's own steps.
 MANUAL_KINDS = (
@@ -213,6 +214,7 @@ def batch_record_cell_count(
     with transaction.atomic():
         count.save()
         _alert_on_slow_growth(batch)
+        _alert_on_forecast_past_transplant(batch)
     return count
 
 
@@ -241,5 +243,65 @@ def _alert_on_slow_growth(batch: Batch) -> None:
             f"({forecast.target_cells / 1e6:.0f} × 10⁶ viable cells) by day {last_day}: "
             f"forecast day {forecast.day:.0f}, 90 % interval {forecast_interval_words(forecast)}. "
             "Plan the transplant date, or a re-harvest, with the lab."
+        ),
+    )
+
+
+def _days_since_receipt(batch: Batch, at: dt.datetime) -> float:
+    return (at - batch.received_at).total_seconds() / 86400
+
+
+def _alert_on_forecast_past_transplant(batch: Batch) -> None:
+    """The cells are forecast to reach the target dose after the transplant slot held for
+    them: the coordinator hears of it once per slot, with the earliest free slot after the
+    forecast day inside the release window."""
+    course = batch.course
+    held = (
+        course.reservations.filter(
+            purpose=ReservationPurpose.TRANSPLANT, released_at__isnull=True, visit=None
+        )
+        .select_related("resource")
+        .first()
+    )
+    if held is None:
+        return
+    forecast = batch_growth_forecast(batch=batch, dose="target")
+    slot_day = _days_since_receipt(batch, held.starts_at)
+    if forecast is None or forecast.day <= slot_day:
+        return
+    zone = course.site.time_zone
+    received_on = timezone.localdate(batch.received_at, zone)
+    last_day = received_on + dt.timedelta(days=course.protocol.expansion_max_days)
+    ready = batch.received_at + dt.timedelta(days=forecast.day)
+    proposed = next(
+        iter(
+            free_slots(
+                resource=held.resource,
+                first_day=timezone.localdate(ready, zone),
+                last_day=last_day,
+                after=max(ready, timezone.now()),
+            )
+        ),
+        None,
+    )
+    held_when = timezone.localtime(held.starts_at, zone)
+    proposal = (
+        "Proposed new slot: "
+        f"{timezone.localtime(proposed.starts_at, zone):%a %d %b %Y %H:%M %Z} "
+        f"(day {_days_since_receipt(batch, proposed.starts_at):.0f}); book it from the "
+        "course's transplant step once the batch is released."
+        if proposed
+        else f"{held.resource} has no free slot before the last release day ({last_day})."
+    )
+    alert_raise(
+        kind=AlertKind.FORECAST_PAST_TRANSPLANT,
+        severity=Severity.WARNING,
+        course=course,
+        condition_key=f"forecast_past_transplant.b{batch.pk}.r{held.pk}",
+        message=(
+            f"The batch {batch.coi_id} is forecast to reach the target dose "
+            f"({forecast.target_cells / 1e6:.0f} × 10⁶ viable cells) on day {forecast.day:.0f} "
+            f"(90 % interval {forecast_interval_words(forecast)}), after the provisional "
+            f"transplant slot {held_when:%a %d %b %Y %H:%M %Z} (day {slot_day:.0f}). {proposal}"
         ),
     )

@@ -30,6 +30,7 @@ from reporting.calendar_feed import (
     calendar_feed_token_revoke,
 )
 from scheduling.alerts import alert_acknowledge
+from scheduling.capacity import capacity_by_day
 from scheduling.models import (
     Alert,
     AlertRoute,
@@ -321,6 +322,33 @@ class ResourceAdmin(ScopedChoices, admin.ModelAdmin):
     list_filter = ("kind", "site")
     list_select_related = ("site",)
     inlines = (ResourceSessionInline, ResourceClosureInline)
+    change_list_template = "scheduling/resource_change_list.html"
+
+    def get_urls(self):
+        capacity = path(
+            "capacity/",
+            self.admin_site.admin_view(self.capacity_view),
+            name="scheduling_resource_capacity",
+        )
+        return [capacity, *super().get_urls()]
+
+    def capacity_view(self, request):
+        """Each resource's places held per day for the next 8 weeks, as a heat map: the
+        suites' and clinics' bookings, and the lab's expected occupancy (the expansion days
+        held by every chain booked)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied("You may not see the resources.")
+        today = timezone.localdate()
+        context = self.admin_site.each_context(request) | {
+            "title": "Capacity, the next 8 weeks",
+            "opts": self.model._meta,
+            "uses": capacity_by_day(
+                resources=self.get_queryset(request).select_related("site"), first_day=today
+            ),
+            "today": today,
+            "weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+        }
+        return TemplateResponse(request, "scheduling/capacity.html", context)
 
     def get_queryset(self, request):
         resources = super().get_queryset(request)

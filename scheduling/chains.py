@@ -22,7 +22,9 @@ from scheduling.models import (
     ReservationPurpose,
     Resource,
     ResourceKind,
+    Visit,
     VisitKind,
+    VisitStatus,
 )
 from scheduling.slots import Slot, places_free, resource_slots, slots_release, slots_take
 
@@ -437,3 +439,40 @@ def visit_places_follow(*, visit, after: dt.datetime | None = None) -> Rearrange
             return [Place(purpose, resource, slot, visit.pk)]
 
     return reservations_rearrange(course=course, scope=scope, wanted=wanted, now=after)
+
+
+def follow_ups_proposal(*, course, after: dt.datetime | None = None) -> list[tuple]:
+    """For each follow-up of the course still only due, the earliest free slot of the site's
+    lung-function clinic inside its window (or None): a set for the coordinator to confirm.
+    Empty when the site keeps no calendar for the clinic."""
+    clinic = course_resource(site=course.site, kind=ResourceKind.LUNG_FUNCTION)
+    if clinic is None:
+        return []
+    after = after or timezone.now()
+    due = list(
+        Visit.objects.filter(
+            course=course, kind=VisitKind.FOLLOW_UP, status=VisitStatus.PLANNED
+        ).select_related("protocol_visit")
+    )
+    if not due:
+        return []
+    free = free_slots(
+        resource=clinic,
+        first_day=min(v.window_opens_on for v in due),
+        last_day=max(v.window_closes_on for v in due),
+        after=after,
+    )
+    proposal = []
+    for visit in due:
+        slot = next(
+            (
+                s
+                for s in free
+                if visit.window_opens_on
+                <= _day(s.starts_at, clinic.time_zone)
+                <= visit.window_closes_on
+            ),
+            None,
+        )
+        proposal.append((visit, slot))
+    return proposal

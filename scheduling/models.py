@@ -312,6 +312,10 @@ class AlertKind(models.TextChoices):
     FOLLOW_UP_TO_BOOK = "follow_up_to_book", "Follow-up window open, not booked"
     GROWTH_SHORTFALL = "growth_shortfall", "Cells may not reach the minimum dose in time"
     CHAIN_CHANGED = "chain_changed", "Booked capacity released or moved"
+    FORECAST_PAST_TRANSPLANT = (
+        "forecast_past_transplant",
+        "Cells forecast ready after the provisional transplant",
+    )
 
 
 class Severity(models.TextChoices):

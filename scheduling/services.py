@@ -8,7 +8,7 @@ from django.utils import timezone
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
 from common.errors import Refused
-from scheduling.chains import chain_release, visit_places_follow
+from scheduling.chains import chain_release, course_resource, visit_places_follow
 from scheduling.models import (
     OPEN_VISIT_STATUSES,
     Channel,
@@ -16,6 +16,7 @@ from scheduling.models import (
     NotificationStatus,
     NotificationTemplate,
     ProtocolDeviation,
+    ResourceKind,
     Visit,
     VisitKind,
     VisitStatus,
@@ -504,3 +505,23 @@ def _change_each(visits, **fields) -> int:
             setattr(visit, name, value)
         visit.save(update_fields=list(fields))
     return len(changed)
+
+
+def follow_ups_book(*, course, by, picks: dict[int, dt.datetime]) -> list:
+    """Book the follow-ups picked (visit id → a slot's start) at the clinic, all or none:
+    each through `visit_reschedule`, so each keeps its window and takes its slot."""
+    clinic = course_resource(site=course.site, kind=ResourceKind.LUNG_FUNCTION)
+    if clinic is None:
+        raise Refused(["The site keeps no calendar for its clinic: book each visit by time."])
+    visits = list(
+        Visit.objects.filter(
+            course=course, kind=VisitKind.FOLLOW_UP, status=VisitStatus.PLANNED, pk__in=list(picks)
+        ).select_related("course__site", "course__patient", "course__protocol")
+    )
+    if len(visits) != len(picks):
+        raise Refused(["A follow-up picked has been booked meanwhile: look at the set again."])
+    with transaction.atomic():
+        return [
+            visit_reschedule(visit=visit, scheduled_at=picks[visit.pk], place=str(clinic), by=by)
+            for visit in visits
+        ]

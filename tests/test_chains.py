@@ -370,3 +370,117 @@ def test_the_admin_refuses_a_chain_taken_since_the_page_was_drawn(
     assert "no longer free" in response.content.decode()
     eligible.refresh_from_db()
     assert eligible.state == CourseState.ELIGIBLE and not Reservation.objects.exists()
+
+
+# The forecast against the transplant slot held.
+
+
+def test_a_forecast_past_the_provisional_slot_alerts_once_with_a_proposed_slot(booked, pathway):
+    from pathway.custody import batch_record_cell_count
+    from pathway.selectors import course_dosing_weight
+
+    course, chain = booked
+    _harvest_and_receive(course, chain, pathway)
+    batch = course.batches.get()
+    weight = course_dosing_weight(course=course).weight_kg
+    target = float(course.protocol.dose_target_million_per_kg) * float(weight) * 1e6
+    with time_machine.travel(batch.received_at + dt.timedelta(days=7.5), tick=False):
+        for day in (1, 3, 5, 7):
+            viable = target * 2 ** ((day - 28) / 3)  # doubling every 3 days: ready on day 28
+            batch_record_cell_count(
+                batch=batch,
+                by=pathway.lab,
+                counted_at=batch.received_at + dt.timedelta(days=day),
+                total_cells=round(viable / 0.9),
+                viability_pct=Decimal("90"),
+            )
+    [alert] = Alert.objects.filter(course=course, kind=AlertKind.FORECAST_PAST_TRANSPLANT)
+    assert "forecast to reach the target dose" in alert.message and "on day 28" in alert.message
+    assert "Proposed new slot:" in alert.message
+    proposed_day = int(alert.message.split("Proposed new slot: ")[1].split("(day ")[1][:2])
+    assert 28 <= proposed_day <= 35
+
+
+# Booking the follow-ups against the clinic's calendar.
+
+
+def _clinic(site):
+    clinic = Resource.objects.create(
+        name="Lung-function clinic",
+        kind=ResourceKind.LUNG_FUNCTION,
+        site=site,
+        time_zone="Europe/London",
+    )
+    for weekday in range(5):
+        ResourceSession.objects.create(
+            resource=clinic, weekday=weekday, starts_at=dt.time(9), ends_at=dt.time(10), capacity=1
+        )
+    return clinic
+
+
+@pytest.fixture
+def following_up(course, pathway):
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    return course
+
+
+def test_book_all_the_follow_ups_proposes_a_free_slot_in_each_window(
+    following_up, coordinator, client
+):
+    from scheduling.chains import follow_ups_proposal
+
+    clinic = _clinic(following_up.site)
+    proposal = follow_ups_proposal(course=following_up)
+    assert len(proposal) == following_up.protocol.visits.count()
+    for visit, slot in proposal:
+        day = timezone.localdate(slot.starts_at, clinic.time_zone)
+        assert visit.window_opens_on <= day <= visit.window_closes_on
+        assert slot.starts_at > timezone.now()
+    client.force_login(coordinator)
+    url = reverse("admin:pathway_treatmentcourse_follow_ups", args=[following_up.pk])
+    page = client.get(url).content.decode()
+    assert "Book the ticked follow-ups" in page and ("GMT" in page or "BST" in page)
+    leave_out = proposal[-1][0]
+    data = {"book": [str(v.pk) for v, _ in proposal[:-1]]} | {
+        f"at_{v.pk}": s.starts_at.isoformat() for v, s in proposal
+    }
+    response = client.post(url, data, follow=True)
+    assert "Booked:" in response.content.decode()
+    booked = Visit.objects.filter(course=following_up, status="booked", kind="follow_up")
+    assert booked.count() == len(proposal) - 1 and leave_out not in booked
+    assert (
+        Reservation.objects.filter(
+            course=following_up, purpose=ReservationPurpose.FOLLOW_UP, released_at__isnull=True
+        ).count()
+        == len(proposal) - 1
+    )
+    assert all(v.place == str(clinic) for v in booked)
+
+
+def test_a_follow_up_slot_taken_meanwhile_books_none_of_the_set(following_up, coordinator, client):
+    from scheduling.chains import follow_ups_proposal
+
+    clinic = _clinic(following_up.site)
+    proposal = follow_ups_proposal(course=following_up)
+    slots_take(resource=clinic, slots=[proposal[1][1]], what="x")  # someone else took it
+    client.force_login(coordinator)
+    url = reverse("admin:pathway_treatmentcourse_follow_ups", args=[following_up.pk])
+    data = {"book": [str(v.pk) for v, _ in proposal]} | {
+        f"at_{v.pk}": s.starts_at.isoformat() for v, s in proposal
+    }
+    response = client.post(url, data)
+    assert response.status_code == 200
+    assert "Nothing was booked" in response.content.decode()
+    assert not Visit.objects.filter(course=following_up, status="booked", kind="follow_up")
+    assert not Reservation.objects.filter(purpose=ReservationPurpose.FOLLOW_UP).exists()
+
+
+def test_a_follow_up_moved_off_the_clinics_calendar_is_refused(following_up, coordinator):
+    from scheduling.chains import follow_ups_proposal
+
+    _clinic(following_up.site)
+    visit, slot = follow_ups_proposal(course=following_up)[0]
+    with pytest.raises(Refused, match="not a free slot"):
+        visit_reschedule(
+            visit=visit, scheduled_at=slot.starts_at + dt.timedelta(minutes=20), by=coordinator
+        )
