@@ -7,6 +7,7 @@ ratios taken in the same run, and write bench/results/results.{md,json}.
 """
 
 import argparse
+import datetime as dt
 import json
 import math
 import os
@@ -434,6 +435,103 @@ class Bench:
         per_visit_rows = (time.perf_counter() - started) / max(moved, 1)
         return {**timings, "ratio": ratio, "sql_vs_per_row": per_visit_rows / per_visit_sql}
 
+    def chains(self) -> dict:
+        """The earliest chains for a site, with a month of bookings and then a year of them
+        (each slot of the suite and each day of the lab booked), the next two weeks full
+        either way; and 20 coordinators taking the last place of one slot at once."""
+        from django.db import connection
+        from django.utils import timezone
+
+        from common.errors import Refused
+        from scheduling.chains import chains_earliest
+        from scheduling.models import Resource, ResourceKind, ResourceSession, SlotHold
+        from scheduling.slots import resource_slots, slots_take
+
+        suite = Resource.objects.create(
+            name="bench suite", kind=ResourceKind.BRONCHOSCOPY, time_zone="Europe/London"
+        )
+        lab = Resource.objects.create(
+            name="bench lab", kind=ResourceKind.EXPANSION, time_zone="Europe/London"
+        )
+        for weekday in (1, 3):
+            ResourceSession.objects.create(
+                resource=suite,
+                weekday=weekday,
+                starts_at=dt.time(8),
+                ends_at=dt.time(13),
+                capacity=2,
+            )
+        for weekday in range(7):
+            ResourceSession.objects.create(
+                resource=lab,
+                weekday=weekday,
+                starts_at=dt.time(0),
+                ends_at=dt.time(23, 59),
+                capacity=20,
+            )
+        now = timezone.now()
+        today = timezone.localdate(now, suite.time_zone)
+        full_until = today + dt.timedelta(days=14)
+
+        def book(first_day):
+            for resource, held in ((suite, None), (lab, 12)):
+                SlotHold.objects.bulk_create(
+                    [
+                        SlotHold(
+                            resource=resource,
+                            starts_at=slot.starts_at,
+                            ends_at=slot.ends_at,
+                            capacity=slot.capacity,
+                            held=slot.capacity if held is None else held,
+                        )
+                        for slot in resource_slots(
+                            resource=resource, first_day=first_day, last_day=full_until
+                        )
+                    ],
+                    ignore_conflicts=True,
+                )
+
+        def find():
+            return chains_earliest(suite=suite, lab=lab, min_days=21, max_days=35, after=now)
+
+        figures = {}
+        for name, days in (("month", 30), ("year", 365)):
+            book(full_until - dt.timedelta(days=days))
+            seconds, chains = timed(find, repeat=21)
+            figures[name] = {
+                "holds": SlotHold.objects.filter(resource__in=[suite, lab]).count(),
+                "seconds": seconds,
+                "first_harvest": chains[0].harvest.starts_at.isoformat() if chains else None,
+            }
+        figures["ratio"] = figures["year"]["seconds"] / figures["month"]["seconds"]
+
+        [last] = [c.transplant for c in find()[:1]]
+        slots_take(resource=suite, slots=[last], what="bench")  # one place left of two
+        barrier, outcomes = threading.Barrier(20), []
+
+        def take():
+            try:
+                barrier.wait(timeout=30)
+                slots_take(resource=suite, slots=[last], what="bench")
+                outcomes.append("won")
+            except Refused:
+                outcomes.append("told")
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=take) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        held = SlotHold.objects.get(resource=suite, starts_at=last.starts_at).held
+        figures["race"] = {
+            "won": outcomes.count("won"),
+            "told": outcomes.count("told"),
+            "double_bookings": max(held - last.capacity, 0),
+        }
+        return figures
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -474,6 +572,7 @@ def main() -> None:
     r["end_to_end"] = bench.end_to_end()
     r["amendment"] = bench.amendment()
     r["worker_memory"] = bench.worker_memory()
+    r["chains"] = bench.chains()
     r["total_seconds"] = time.perf_counter() - started
     r["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -555,6 +654,21 @@ def write(r: dict, *, small: bool, out: Path) -> None:
             "yes",
         ),
         ("7. weekly report, all sites, full size (s)", full["report"]["seconds"], "reported"),
+        (
+            "8. earliest chains, a year of bookings (ms)",
+            r["chains"]["year"]["seconds"] * 1000,
+            "≤ 50",
+        ),
+        (
+            "8. earliest chains, a year ÷ a month of bookings",
+            r["chains"]["ratio"],
+            "≤ 2",
+        ),
+        (
+            "8. 20 take the last place at once: won, told, double bookings",
+            "{won}, {told}, {double_bookings}".format(**r["chains"]["race"]),
+            "1, 19, 0",
+        ),
     ]
     r["targets"] = [{"target": t, "measured": m, "goal": g} for t, m, g in targets]
     out.mkdir(parents=True, exist_ok=True)

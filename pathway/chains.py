@@ -263,7 +263,7 @@ def reservations_words(rows: list[Reservation]) -> str:
 def _tell_coordinator(
     course, why: str, rearrangement: Rearrangement, problems: list[str], alert_key: str
 ):
-    lines = [f"{why}."]
+    lines = [f"{why.rstrip('.')}."]
     if rearrangement.released:
         lines.append(f"Given back: {reservations_words(rearrangement.released)}.")
     if rearrangement.taken:

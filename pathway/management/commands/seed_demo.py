@@ -39,8 +39,17 @@ from patients.models import (
     SymptomScore,
 )
 from patients.selectors import baseline_records
-from scheduling.models import Visit, VisitKind, VisitStatus
-from scheduling.services import visit_move_refusals, visit_reschedule
+from scheduling.chains import course_resource, follow_ups_proposal, free_slots
+from scheduling.models import (
+    Resource,
+    ResourceClosure,
+    ResourceKind,
+    ResourceSession,
+    Visit,
+    VisitKind,
+    VisitStatus,
+)
+from scheduling.services import follow_ups_book, visit_move_refusals, visit_reschedule
 
 # Name, code, zone, the neutral name patients see in messages, and the number they call.
 SITES = [
@@ -164,6 +173,8 @@ class Command(BaseCommand):
                     )
                     for day in CLINIC_DAYS
                 )
+                self.create_calendars(site)
+            self.create_lab_calendar()
             number = 0
             for state, count in STATE_COUNTS.items():
                 for _ in range(count):
@@ -177,6 +188,67 @@ class Command(BaseCommand):
             )
         )
 
+    @staticmethod
+    def create_calendars(site):
+        """The site's bronchoscopy suite and lung-function clinic: half-hour slots on clinic
+        mornings, one patient each; the suite closed for a week over the new year."""
+        for name, kind in (
+            ("Bronchoscopy suite", ResourceKind.BRONCHOSCOPY),
+            ("Lung-function clinic", ResourceKind.LUNG_FUNCTION),
+        ):
+            resource = Resource.objects.create(
+                name=f"{site.code} {name}", kind=kind, site=site, time_zone=site.time_zone
+            )
+            ResourceSession.objects.bulk_create(
+                ResourceSession(
+                    resource=resource,
+                    weekday=day,
+                    starts_at=dt.time(9 + half // 2, 30 * (half % 2)),
+                    ends_at=dt.time(9 + (half + 1) // 2, 30 * ((half + 1) % 2)),
+                    capacity=1,
+                )
+                for day in CLINIC_DAYS
+                for half in range(6)
+            )
+            if kind == ResourceKind.BRONCHOSCOPY:
+                year = timezone.localdate().year
+                ResourceClosure.objects.create(
+                    resource=resource,
+                    first_day=dt.date(year, 12, 27),
+                    last_day=dt.date(year + 1, 1, 2),
+                    reason="Suite maintenance over the new year",
+                )
+
+    @staticmethod
+    def create_lab_calendar():
+        """The lab's expansion capacity, serving every site: 20 batches in culture a day."""
+        lab = Resource.objects.create(
+            name="Cell lab expansion capacity", kind=ResourceKind.EXPANSION, time_zone="UTC"
+        )
+        ResourceSession.objects.bulk_create(
+            ResourceSession(
+                resource=lab,
+                weekday=day,
+                starts_at=dt.time(0),
+                ends_at=dt.time(23, 59),
+                capacity=20,
+            )
+            for day in range(7)
+        )
+
+    @staticmethod
+    def free_slot(course, kind, wanted: dt.datetime) -> dt.datetime:
+        """The first free slot of the site's resource of `kind` on `wanted`'s day or after."""
+        resource = course_resource(site=course.site, kind=kind)
+        day = timezone.localdate(wanted, resource.time_zone)
+        slots = free_slots(
+            resource=resource,
+            first_day=day,
+            last_day=day + dt.timedelta(days=21),
+            after=timezone.now(),
+        )
+        return slots[0].starts_at
+
     def showcase_reminders_and_alerts(self):
         """If tomorrow at this time the clinic is open, move one booked harvest there, so its
         1-day reminders fall due two minutes from now and `make run` shows reminders flowing
@@ -187,8 +259,18 @@ class Command(BaseCommand):
             .order_by("scheduled_at")
             .first()
         )
-        soon = timezone.now() + dt.timedelta(days=1, minutes=2)
+        soon = (timezone.now() + dt.timedelta(days=1, minutes=2)).replace(second=0, microsecond=0)
         if harvest and not visit_move_refusals(visit=harvest, scheduled_at=soon):
+            # An extra list in the suite at that time, so the harvest's chain moves with it.
+            suite = course_resource(site=harvest.course.site, kind=ResourceKind.BRONCHOSCOPY)
+            local = timezone.localtime(soon, suite.time_zone)
+            ResourceSession.objects.create(
+                resource=suite,
+                weekday=local.weekday(),
+                starts_at=local.time(),
+                ends_at=(local + dt.timedelta(minutes=30)).time(),
+                capacity=1,
+            )
             visit_reschedule(visit=harvest, scheduled_at=soon, by=self.users["coordinator"])
         alerts_scan_overdue()
 
@@ -331,8 +413,31 @@ class Command(BaseCommand):
             days=self.days_past_friday(site, start + dt.timedelta(day["harvest"]))
         )
         day["transplant"] -= self.days_past_friday(site, start + dt.timedelta(day["transplant"]))
-        harvest_at = self.clinic_time(site, start + dt.timedelta(day["harvest"]))
-        transplant_at = self.clinic_time(site, start + dt.timedelta(day["transplant"]))
+        # The harvest and transplant take the first free slot of the suite at or after the
+        # planned time, when they are booked.
+        harvest_wanted = self.clinic_time(site, start + dt.timedelta(day["harvest"]))
+        transplant_wanted = self.clinic_time(site, start + dt.timedelta(day["transplant"]))
+        booked = {}
+
+        def schedule_harvest():
+            booked["harvest"] = self.free_slot(course, ResourceKind.BRONCHOSCOPY, harvest_wanted)
+            services.course_schedule_harvest(
+                course=course,
+                by=u["coordinator"],
+                scheduled_at=booked["harvest"],
+                place=f"{site.code} Bronchoscopy suite",
+            )
+
+        def schedule_transplant():
+            booked["transplant"] = self.free_slot(
+                course, ResourceKind.BRONCHOSCOPY, transplant_wanted
+            )
+            services.course_schedule_transplant(
+                course=course,
+                by=u["coordinator"],
+                scheduled_at=booked["transplant"],
+                place=f"{site.code} Bronchoscopy suite",
+            )
 
         with self.at(start):
             course = services.course_create(patient=patient, by=u["coordinator"])
@@ -349,21 +454,13 @@ class Command(BaseCommand):
                 day["approve"],
                 lambda: services.course_approve(course=course, by=u["clinician"]),
             ),
-            CourseState.HARVEST_SCHEDULED: (
-                day["schedule_harvest"],
-                lambda: services.course_schedule_harvest(
-                    course=course,
-                    by=u["coordinator"],
-                    scheduled_at=harvest_at,
-                    place="Endoscopy suite 2",
-                ),
-            ),
+            CourseState.HARVEST_SCHEDULED: (day["schedule_harvest"], schedule_harvest),
             CourseState.HARVESTED: (
-                harvest_at + dt.timedelta(hours=2),
+                lambda: booked["harvest"] + dt.timedelta(hours=2),
                 lambda: services.course_record_harvest(
                     course=course,
                     by=u["clinician"],
-                    performed_at=harvest_at,
+                    performed_at=booked["harvest"],
                     operator=u["clinician"],
                 ),
             ),
@@ -382,25 +479,18 @@ class Command(BaseCommand):
                 day["release"],
                 lambda: self.release(course),
             ),
-            CourseState.TRANSPLANT_SCHEDULED: (
-                day["schedule_transplant"],
-                lambda: services.course_schedule_transplant(
-                    course=course,
-                    by=u["coordinator"],
-                    scheduled_at=transplant_at,
-                    place="Endoscopy suite 1",
-                ),
-            ),
+            CourseState.TRANSPLANT_SCHEDULED: (day["schedule_transplant"], schedule_transplant),
             CourseState.FOLLOW_UP: (
-                transplant_at + dt.timedelta(hours=2),
-                lambda: self.transplant(course, performed_at=transplant_at),
+                lambda: booked["transplant"] + dt.timedelta(hours=2),
+                lambda: self.transplant(course, performed_at=booked["transplant"]),
             ),
         }
         for state in reached[1:]:
             if state == CourseState.COMPLETED:
                 break
             when, step = steps[state]
-            with self.at(when if isinstance(when, dt.datetime) else start + dt.timedelta(when)):
+            when = when() if callable(when) else start + dt.timedelta(when)
+            with self.at(when):
                 step()
         self.book_follow_ups(course)
         self.count_growth(course)
@@ -441,8 +531,8 @@ class Command(BaseCommand):
             day += 3
 
     def book_follow_ups(self, course):
-        """The coordinator books each follow-up whose window has opened or opens within two
-        weeks, on a clinic morning inside the window; the rest stay due."""
+        """Ten days before each follow-up's window opens (if that is within two weeks from
+        now), the coordinator books it in the proposed clinic slot; the rest stay due."""
         site = course.site
         horizon = timezone.localdate(timezone=site.time_zone) + dt.timedelta(days=14)
         due = Visit.objects.filter(
@@ -452,19 +542,17 @@ class Command(BaseCommand):
             window_opens_on__lte=horizon,
         )
         for visit in due:
-            day = timezone.localdate(visit.scheduled_at, site.time_zone)
-            day -= dt.timedelta(days=max(day.weekday() - 4, 0))  # a weekend: the Friday before
             ten_days_before = dt.datetime.combine(
                 visit.window_opens_on, dt.time(8), tzinfo=site.time_zone
             ) - dt.timedelta(days=10)
             with self.at(min(ten_days_before, timezone.now() - dt.timedelta(hours=1))):
-                visit_reschedule(
-                    visit=visit,
-                    scheduled_at=self.clinic_time(
-                        site, dt.datetime.combine(day, dt.time(12), tzinfo=site.time_zone)
-                    ),
-                    by=self.users["coordinator"],
-                )
+                slots = dict(follow_ups_proposal(course=course))
+                if slots.get(visit):
+                    follow_ups_book(
+                        course=course,
+                        by=self.users["coordinator"],
+                        picks={visit.pk: slots[visit].starts_at},
+                    )
 
     @staticmethod
     def age_in_days(target, day, rng):
