@@ -19,6 +19,7 @@ from django.utils import timezone
 from pathway import services
 from pathway.scans import alerts_scan_overdue
 from pathway.states import CourseState
+from scheduling.models import Resource, ResourceKind, ResourceSession
 from tests.factories import (
     PASSWORD,
     BodyMeasurementFactory,
@@ -37,7 +38,14 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "var" / "screenshots"
 DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
-FOR_THE_README = ("01-dashboard", "06-harvest-booked", "07-follow-ups", "10-label")
+FOR_THE_README = (
+    "01-dashboard",
+    "05-schedule-harvest-form",
+    "06-harvest-booked",
+    "07-follow-ups",
+    "10-label",
+    "12-capacity",
+)
 CHANGE_PAGE = re.compile(r"/\d+/change/(\?|$)")
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -90,6 +98,29 @@ CSP_VIOLATIONS: list[str] = []
 def _watch_csp(message):
     if "Content Security Policy" in message.text:
         CSP_VIOLATIONS.append(message.text)
+
+
+def calendars_for(site):
+    """The site's suite, Tuesdays and Thursdays 08:00–13:00 with two places; the lab's
+    expansion capacity, six batches a day."""
+    suite = Resource.objects.create(
+        name="Leeds bronchoscopy suite",
+        kind=ResourceKind.BRONCHOSCOPY,
+        site=site,
+        time_zone=site.time_zone,
+    )
+    for weekday in (1, 3):
+        ResourceSession.objects.create(
+            resource=suite, weekday=weekday, starts_at=dt.time(8), ends_at=dt.time(13), capacity=2
+        )
+    lab = Resource.objects.create(
+        name="Cell lab expansion", kind=ResourceKind.EXPANSION, time_zone="Europe/London"
+    )
+    for weekday in range(7):
+        ResourceSession.objects.create(
+            resource=lab, weekday=weekday, starts_at=dt.time(0), ends_at=dt.time(23, 59), capacity=6
+        )
+    return suite, lab
 
 
 def log_in(context, base, user):
@@ -172,12 +203,19 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
     shots(page, "04-course")
 
     # 5. Books the harvest through the transition's form; the timeline moves.
+    #    The site keeps calendars: the form offers the earliest chains, all free.
+    _suite, lab = calendars_for(site)
     page.click("button[name=_fsm_transition_to][value=schedule_harvest]")
     page.wait_for_url(re.compile(r"/transition/schedule_harvest/$"))
-    harvest_day = timezone.localdate(now, site.time_zone) + dt.timedelta(days=9)
-    page.fill("#id_scheduled_at_0", harvest_day.isoformat())
-    page.fill("#id_scheduled_at_1", "09:30")
-    page.fill("#id_place", "Endoscopy suite 2")
+    chains = page.locator("input[name=chain]")
+    assert chains.count() == 3
+    assert "provisional transplant" in page.inner_text("#id_chain")
+    assert re.search(
+        r"Harvest \w{3} \d\d \w{3} \d{4} 0[89]:00 (GMT|BST)", page.inner_text("#id_chain")
+    )
+    chains.nth(1).check()
+    picked = chains.nth(1).get_attribute("value")
+    harvest_day = dt.date.fromisoformat(picked[:10])
     shots(page, "05-schedule-harvest-form")
     page.click("input[type=submit][value=Apply]")
     page.wait_for_url(CHANGE_PAGE)
@@ -189,6 +227,8 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
     assert f"booked for {harvest_day}" in harvest.inner_text()
     to_book.refresh_from_db()
     assert to_book.state == CourseState.HARVEST_SCHEDULED
+    assert "provisional transplant" in page.inner_text(".field-capacity")
+    assert to_book.reservations.filter(resource=lab).count() == 36
     shots(page, "06-harvest-booked")
 
     # 6. The clinician records a transplant at the bedside, a second clinician of the site
@@ -250,6 +290,15 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
     assert "Leeds Chest Clinic" in page.inner_text("#content")
     assert "Bristol Lung Unit" not in page.inner_text("#content")
     shots(page, "09-weekly-report")
+
+    # 8b. Sees how full the suite and the lab are for the next 8 weeks.
+    page.goto(f"{base}/admin/scheduling/resource/")
+    page.click("text=Capacity, the next 8 weeks")
+    page.wait_for_url(re.compile(r"/resource/capacity/$"))
+    heat_map = page.inner_text("#content")
+    assert "Leeds bronchoscopy suite" in heat_map and "1/2" in heat_map
+    assert page.locator("td.band-busy").count() >= 1
+    shots(page, "12-capacity")
 
     # 9. Prints the product label, which fits one 100 × 60 mm label.
     page.goto(f"{base}/admin/pathway/treatmentcourse/{to_transplant.pk}/change/")
