@@ -442,7 +442,7 @@ class TreatmentCourseAdmin(
     def capacity(self, obj):
         held = list(
             obj.reservations.filter(released_at__isnull=True, starts_at__gt=timezone.now())
-            .select_related("resource")
+            .select_related("resource", "visit__protocol_visit")
             .order_by("starts_at")
         )
         words = reservations_words(held) if held else "Nothing ahead."

@@ -231,12 +231,20 @@ def course_reservations_reconcile(
     )
     if wanted.suite is None and not course.reservations.filter(released_at__isnull=True).exists():
         return Rearrangement(released=[], taken=[])
-    rearrangement = reservations_rearrange(
+    chain = reservations_rearrange(
         course=course,
         scope=Q(purpose__in=CHAIN_PURPOSES),
         wanted=wanted,
         now=wanted.now,
     )
+    # A follow-up's place goes with its booking: cancelled (a withdrawal), it is given back.
+    follow_ups = reservations_rearrange(
+        course=course,
+        scope=Q(purpose=ReservationPurpose.FOLLOW_UP) & ~Q(visit__status=VisitStatus.BOOKED),
+        wanted=lambda _: [],
+        now=wanted.now,
+    )
+    rearrangement = Rearrangement(released=chain.released + follow_ups.released, taken=chain.taken)
     if wanted.problems or (tell_changes and rearrangement.changed):
         _tell_coordinator(course, why, rearrangement, wanted.problems, alert_key)
     return rearrangement
@@ -250,8 +258,13 @@ def reservations_words(rows: list[Reservation]) -> str:
         if row.purpose == ReservationPurpose.EXPANSION:
             continue
         when = timezone.localtime(row.starts_at, row.resource.time_zone)
-        label = "provisional transplant" if row.provisional else row.get_purpose_display()
-        parts.append(f"{label.lower()} {when:%a %d %b %Y %H:%M %Z}")
+        if row.purpose == ReservationPurpose.FOLLOW_UP and row.visit_id:
+            label = row.visit.label
+        elif row.provisional:
+            label = "provisional transplant"
+        else:
+            label = row.get_purpose_display().lower()
+        parts.append(f"{label} {when:%a %d %b %Y %H:%M %Z}")
     if days:
         zone = days[0].resource.time_zone
         first = min(timezone.localdate(r.starts_at, zone) for r in days)

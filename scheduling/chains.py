@@ -285,8 +285,8 @@ def reservations_rearrange(
     with transaction.atomic():
         active = list(
             course.reservations.filter(scope, released_at__isnull=True)
-            .select_related("resource")
-            .select_for_update()
+            .select_related("resource", "visit__protocol_visit")
+            .select_for_update(of=("self",))
         )
         held = [row for row in active if row.starts_at > now]
         begun = {(r.resource_id, r.starts_at, r.purpose) for r in active if r.starts_at <= now}

@@ -93,8 +93,7 @@ def slots_take(*, resource, slots: list[Slot], what: str) -> None:
             starts_at__in=[slot.starts_at for slot in slots],
             held__lt=F("capacity"),
         ).update(held=F("held") + 1)
-        if taken != len(slots):
-            transaction.set_rollback(True)
+        if taken != len(slots):  # raising rolls the savepoint back: nothing is taken
             raise Refused([f"{what} is no longer free: {resource} is full."])
 
 

@@ -484,3 +484,22 @@ def test_a_follow_up_moved_off_the_clinics_calendar_is_refused(following_up, coo
         visit_reschedule(
             visit=visit, scheduled_at=slot.starts_at + dt.timedelta(minutes=20), by=coordinator
         )
+
+
+def test_a_withdrawal_gives_back_the_follow_ups_places(following_up, coordinator):
+    from scheduling.chains import follow_ups_proposal
+    from scheduling.services import follow_ups_book
+
+    _clinic(following_up.site)
+    proposal = follow_ups_proposal(course=following_up)
+    follow_ups_book(
+        course=following_up,
+        by=coordinator,
+        picks={visit.pk: slot.starts_at for visit, slot in proposal},
+    )
+    assert sum(SlotHold.objects.values_list("held", flat=True)) == len(proposal)
+    services.course_withdraw(course=following_up, by=coordinator, reason="Moved abroad")
+    assert not _held(following_up).exists()
+    assert sum(SlotHold.objects.values_list("held", flat=True)) == 0
+    [alert] = _chain_alerts(following_up)
+    assert all(visit.label in alert.message for visit, _ in proposal)
