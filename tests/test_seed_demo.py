@@ -2,6 +2,7 @@ import itertools
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from pathway.models import TreatmentCourse
 from pathway.states import CourseState
@@ -27,3 +28,29 @@ def test_demo_histories_are_consistent(capsys):
         assert states[-1] == course.state
         assert all(a.target_state == b.source_state for a, b in itertools.pairwise(logs))
         assert [log.at for log in logs] == sorted(log.at for log in logs)
+
+
+def test_the_demo_books_against_calendars_and_counts_every_batch_in_culture(capsys):
+    from django.db.models import Sum
+
+    from pathway.models import BatchStatus
+    from scheduling.models import Reservation, ReservationPurpose, Resource, SlotHold
+
+    call_command("seed_demo")
+    assert Resource.objects.filter(kind="bronchoscopy").count() == 3
+    assert Resource.objects.filter(kind="expansion", site=None).count() == 1
+    held = Reservation.objects.filter(released_at__isnull=True)
+    # Every place held is counted in its slot, and no slot holds more than its capacity.
+    assert held.count() == SlotHold.objects.aggregate(n=Sum("held"))["n"]
+    for state in (CourseState.HARVEST_SCHEDULED, CourseState.EXPANDING, CourseState.RELEASED):
+        for course in TreatmentCourse.objects.filter(state=state):
+            assert held.filter(course=course, purpose=ReservationPurpose.TRANSPLANT).exists()
+    for course in TreatmentCourse.objects.filter(state=CourseState.HARVEST_SCHEDULED):
+        assert held.filter(course=course, purpose=ReservationPurpose.EXPANSION).count() == 36
+    for course in TreatmentCourse.objects.filter(
+        state__in=[CourseState.WITHDRAWN, CourseState.INELIGIBLE]
+    ):
+        assert not held.filter(course=course, starts_at__gt=timezone.now()).exists()
+    for course in TreatmentCourse.objects.filter(state=CourseState.EXPANDING):
+        batch = course.batches.get(status=BatchStatus.EXPANDING)
+        assert batch.cell_counts.count() >= 1
