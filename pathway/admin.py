@@ -522,6 +522,10 @@ class TreatmentCourseAdmin(
         if not request.user.has_perm("scheduling.change_visit"):
             raise PermissionDenied("Booking follow-ups needs the coordinator's role.")
         zone = course.site.time_zone
+        with timezone.override(zone):
+            return self._follow_ups_page(request, course, zone)
+
+    def _follow_ups_page(self, request, course, zone):
         proposal = follow_ups_proposal(course=course)
         if request.method == "POST":
             picks = {
@@ -531,9 +535,8 @@ class TreatmentCourseAdmin(
                 and request.POST.get(f"at_{visit.pk}") == slot.starts_at.isoformat()
                 and str(visit.pk) in request.POST.getlist("book")
             }
-            stale = [
-                pk for pk in request.POST.getlist("book") if pk.isdigit() and int(pk) not in picks
-            ]
+            ticked = [pk for pk in request.POST.getlist("book") if pk.isdecimal() and len(pk) < 12]
+            stale = [pk for pk in ticked if int(pk) not in picks]
             try:
                 if stale:
                     raise Refused(["A slot shown has been taken meanwhile: here is a new set."])

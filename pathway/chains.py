@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from common.errors import Refused
-from pathway.models import BatchStatus, TreatmentCourse
+from pathway.models import TreatmentCourse
 from pathway.states import CourseState
 from scheduling.alerts import alert_raise
 from scheduling.chains import (
@@ -38,11 +38,12 @@ from scheduling.models import (
     ReservationPurpose,
     ResourceKind,
     Severity,
+    SlotHold,
     VisitKind,
     VisitStatus,
 )
 from scheduling.services import open_booking
-from scheduling.slots import Slot
+from scheduling.slots import Slot, places_free, resource_slots
 
 
 def course_suite(course: TreatmentCourse):
@@ -97,17 +98,15 @@ class _Wanted:
     def __post_init__(self):
         self.suite = course_suite(self.course)
         self.lab = course_lab(self.course)
-        self.zone = self.course.site.time_zone
         self.protocol = self.course.protocol
 
     def __call__(self, given_back: list[Reservation]) -> list[Place]:
-        if self.suite is None:
-            return []
-        self.provisional = next(
-            (r.starts_at for r in given_back if r.purpose == ReservationPurpose.TRANSPLANT),
-            None,
-        )
+        self.provisional = next((r.starts_at for r in given_back if r.provisional), None)
         state = self.course.state
+        if state == CourseState.ON_HOLD:
+            # The patient keeps every booking (the visits stay booked, reminders paused) and
+            # the cells their place in the lab; only the guessed transplant slot goes.
+            return _places_kept([r for r in given_back if not r.provisional])
         if state == CourseState.HARVEST_SCHEDULED:
             return self._whole_chain()
         if state in (CourseState.HARVESTED, CourseState.EXPANDING):
@@ -116,11 +115,6 @@ class _Wanted:
             return self._provisional_transplant()
         if state == CourseState.TRANSPLANT_SCHEDULED:
             return self._booked_transplant()
-        if (
-            state == CourseState.ON_HOLD
-            and self.course.batches.filter(status=BatchStatus.EXPANDING).exists()
-        ):
-            return self._expansion()  # the cells are in culture, hold or not
         return []
 
     def _refuse(self, refusal: Refused) -> list[Place]:
@@ -134,6 +128,8 @@ class _Wanted:
         harvest_at = self.harvest_at or (visit.scheduled_at if visit else None)
         if harvest_at is None:
             return []
+        if self.suite is None:  # no suite calendar: the lab's capacity still counts
+            return self._expansion(started=harvest_at)
         try:
             return harvest_chain_places(
                 course=self.course,
@@ -146,43 +142,48 @@ class _Wanted:
         except Refused as refusal:
             return self._refuse(refusal)
 
-    def _day_zero(self) -> dt.date:
-        """Day 0 of expansion: the lab's receipt, or the harvest until the lab has it."""
-        started = self.course.lab_received_at or self.course.harvested_at
-        return timezone.localdate(started, self.zone)
-
-    def _expansion(self) -> list[Place]:
+    def _expansion(self, started: dt.datetime | None = None) -> list[Place]:
+        """A place in the lab on each day from day 0 (the receipt, or the harvest until the
+        lab has the sample) to the last release day, in the lab's calendar; days already
+        begun are left as they are."""
         if self.lab is None:
             return []
-        first = max(self._day_zero(), timezone.localdate(self.now, self.lab.time_zone))
-        last = self._day_zero() + dt.timedelta(days=self.protocol.expansion_max_days)
-        slots = self._lab_days(first, last)
-        if slots is None:
-            return self._refuse(
-                Refused([f"{self.lab} has no free place on every day from {first} to {last}."])
-            )
-        return [Place(ReservationPurpose.EXPANSION, self.lab, slot) for slot in slots]
-
-    def _lab_days(self, first: dt.date, last: dt.date) -> list[Slot] | None:
-        free = free_slots(
-            resource=self.lab,
-            first_day=first,
-            last_day=last,
-            after=dt.datetime.min.replace(tzinfo=dt.UTC),
-        )
+        started = started or self.course.lab_received_at or self.course.harvested_at
+        zone = self.lab.time_zone
+        first = timezone.localdate(started, zone)
+        last = first + dt.timedelta(days=self.protocol.expansion_max_days)
+        slots = resource_slots(resource=self.lab, first_day=first, last_day=last)
+        ahead = [slot for slot in slots if slot.starts_at > self.now]
+        free = places_free(resource=self.lab, slots=ahead)
         by_day: dict[dt.date, Slot] = {}
-        for slot in free:
-            by_day.setdefault(timezone.localdate(slot.starts_at, self.lab.time_zone), slot)
-        days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
-        if any(day not in by_day for day in days):
-            return None
-        return [by_day[day] for day in days]
+        for slot in slots:
+            by_day.setdefault(timezone.localdate(slot.starts_at, zone), slot)
+        places, missing = [], []
+        for n in range((last - first).days + 1):
+            day = first + dt.timedelta(days=n)
+            slot = by_day.get(day)
+            if slot is not None and slot.starts_at <= self.now:
+                continue  # begun: held already, or past helping
+            if slot is None or free[slot.starts_at] <= 0:
+                missing.append(day)
+            else:
+                places.append(Place(ReservationPurpose.EXPANSION, self.lab, slot))
+        if missing:  # strict: refused; otherwise the days free are held and the rest named
+            days = ", ".join(f"{day:%d %b}" for day in missing)
+            self._refuse(Refused([f"{self.lab} has no free place on {days}."]))
+        return places
 
     def _provisional_transplant(self) -> list[Place]:
-        day_zero = self._day_zero()
+        if self.suite is None:
+            return []
+        zone = self.course.site.time_zone
+        day_zero = timezone.localdate(self.course.lab_received_at or self.course.harvested_at, zone)
         first = day_zero + dt.timedelta(days=self.protocol.expansion_min_days)
         last = day_zero + dt.timedelta(days=self.protocol.expansion_max_days)
-        slot = self._transplant_slot(first, last)
+        free = free_slots(resource=self.suite, first_day=first, last_day=last, after=self.now)
+        slot = next((s for s in free if s.starts_at == self.provisional), None) or next(
+            iter(free), None
+        )
         if slot is None:
             self.problems.append(
                 f"{self.suite} has no free slot for the transplant between {first} and {last}."
@@ -190,12 +191,9 @@ class _Wanted:
             return []
         return [Place(ReservationPurpose.TRANSPLANT, self.suite, slot)]
 
-    def _transplant_slot(self, first: dt.date, last: dt.date) -> Slot | None:
-        free = free_slots(resource=self.suite, first_day=first, last_day=last, after=self.now)
-        kept = next((s for s in free if s.starts_at == self.provisional), None)
-        return kept or (free[0] if free else None)
-
     def _booked_transplant(self) -> list[Place]:
+        if self.suite is None:
+            return []
         visit = open_booking(course=self.course, kind=VisitKind.TRANSPLANT)
         if visit is None or visit.status != VisitStatus.BOOKED:
             return []
@@ -204,6 +202,27 @@ class _Wanted:
         except Refused as refusal:
             return self._refuse(refusal)
         return [Place(ReservationPurpose.TRANSPLANT, self.suite, slot, visit.pk)]
+
+
+def _places_kept(rows: list[Reservation]) -> list[Place]:
+    """The places these reservations hold, to be taken again as they are: each slot with the
+    capacity its row in the database has."""
+    capacity = {
+        (hold.resource_id, hold.starts_at): hold.capacity
+        for hold in SlotHold.objects.filter(
+            resource_id__in={r.resource_id for r in rows},
+            starts_at__in={r.starts_at for r in rows},
+        )
+    }
+    return [
+        Place(
+            ReservationPurpose(r.purpose),
+            r.resource,
+            Slot(r.starts_at, r.ends_at, capacity[(r.resource_id, r.starts_at)]),
+            r.visit_id,
+        )
+        for r in rows
+    ]
 
 
 def course_reservations_reconcile(
@@ -229,14 +248,24 @@ def course_reservations_reconcile(
         harvest_at=harvest_at,
         transplant_at=transplant_at,
     )
-    if wanted.suite is None and not course.reservations.filter(released_at__isnull=True).exists():
+    if (
+        wanted.suite is None
+        and wanted.lab is None
+        and not course.reservations.filter(released_at__isnull=True).exists()
+    ):
         return Rearrangement(released=[], taken=[])
-    chain = reservations_rearrange(
-        course=course,
-        scope=Q(purpose__in=CHAIN_PURPOSES),
-        wanted=wanted,
-        now=wanted.now,
-    )
+    try:
+        chain = reservations_rearrange(
+            course=course,
+            scope=Q(purpose__in=CHAIN_PURPOSES),
+            wanted=wanted,
+            now=wanted.now,
+        )
+    except Refused as refusal:  # a place taken by someone else this very moment
+        if strict:
+            raise
+        wanted.problems.extend(refusal.reasons)
+        chain = Rearrangement(released=[], taken=[])
     # A follow-up's place goes with its booking: cancelled (a withdrawal), it is given back.
     follow_ups = reservations_rearrange(
         course=course,

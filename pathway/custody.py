@@ -267,8 +267,9 @@ def _alert_on_forecast_past_transplant(batch: Batch) -> None:
         return
     forecast = batch_growth_forecast(batch=batch, dose="target")
     slot_day = _days_since_receipt(batch, held.starts_at)
-    if forecast is None or forecast.day <= slot_day:
-        return
+    last_release_day = course.protocol.expansion_max_days
+    if forecast is None or forecast.day <= slot_day or forecast.day > last_release_day:
+        return  # in time; or not before the last day, which the slow-growth alert tells
     zone = course.site.time_zone
     received_on = timezone.localdate(batch.received_at, zone)
     last_day = received_on + dt.timedelta(days=course.protocol.expansion_max_days)

@@ -31,6 +31,7 @@ from reporting.calendar_feed import (
 )
 from scheduling.alerts import alert_acknowledge
 from scheduling.capacity import capacity_by_day
+from scheduling.chains import LAB_KINDS
 from scheduling.models import (
     Alert,
     AlertRoute,
@@ -40,6 +41,7 @@ from scheduling.models import (
     ProtocolDeviation,
     Resource,
     ResourceClosure,
+    ResourceKind,
     ResourceSession,
     Visit,
     VisitStatus,
@@ -200,15 +202,26 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
         measurements are recorded below, never by a button."""
         visit = Visit.objects.select_related("course__site").get(pk=obj.pk)
         if "scheduled_at" in form.changed_data:
-            visit_reschedule(
-                visit=visit,
-                scheduled_at=obj.scheduled_at,
-                place=obj.place,
-                by=request.user,
-                deviation_reason=form.cleaned_data.get("deviation_reason", ""),
-            )
+            try:
+                visit_reschedule(
+                    visit=visit,
+                    scheduled_at=obj.scheduled_at,
+                    place=obj.place,
+                    by=request.user,
+                    deviation_reason=form.cleaned_data.get("deviation_reason", ""),
+                )
+            except Refused as refusal:  # taken by someone else since the form was checked
+                request.visit_refused = refusal.reasons
         elif "place" in form.changed_data:
             visit_set_place(visit=visit, place=obj.place)
+
+    def response_change(self, request, obj):
+        refused = getattr(request, "visit_refused", None)
+        if refused:
+            for reason in refused:
+                self.message_user(request, f"Nothing was changed: {reason}", messages.ERROR)
+            return redirect("admin:scheduling_visit_change", object_id=obj.pk)
+        return super().response_change(request, obj)
 
     def get_urls(self):
         return [
@@ -362,12 +375,25 @@ class ResourceAdmin(ScopedChoices, admin.ModelAdmin):
             raise Http404("No such resource at your sites.")
         return resource
 
+    @staticmethod
+    def _runs_the_lab(user) -> bool:
+        return user_sees_all_sites(user) or user.groups.filter(name="lab").exists()
+
     def has_change_permission(self, request, obj=None):
         allowed = super().has_change_permission(request, obj)
         if allowed and obj is not None and obj.site_id is None:
-            user = request.user
-            return user_sees_all_sites(user) or user.groups.filter(name="lab").exists()
+            return self._runs_the_lab(request.user)
         return allowed
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        """Only the lab makes lab capacity: a site's own "expansion capacity" would take its
+        courses off the lab's real limit."""
+        form = super().get_form(request, obj, change, **kwargs)
+        if not self._runs_the_lab(request.user) and "kind" in form.base_fields:
+            form.base_fields["kind"].choices = [
+                (value, label) for value, label in ResourceKind.choices if value not in LAB_KINDS
+            ]
+        return form
 
 
 @admin.register(AlertRoute)

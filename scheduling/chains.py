@@ -283,6 +283,7 @@ def reservations_rearrange(
     under way) stays held. Raises `Refused` (and changes nothing) if a wanted place is full."""
     now = now or timezone.now()
     with transaction.atomic():
+        _one_rearrangement_at_a_time()
         active = list(
             course.reservations.filter(scope, released_at__isnull=True)
             .select_related("resource", "visit__protocol_visit")
@@ -296,10 +297,10 @@ def reservations_rearrange(
             for place in wanted(held)
             if (place.resource.pk, place.slot.starts_at, place.purpose) not in begun
         ]
-        by_resource: dict[int, list[Place]] = {}
+        groups: dict[tuple, list[Place]] = {}
         for place in places:
-            by_resource.setdefault(place.resource.pk, []).append(place)
-        for group in by_resource.values():
+            groups.setdefault((place.resource.pk, place.purpose), []).append(place)
+        for group in groups.values():
             slots_take(
                 resource=group[0].resource,
                 slots=[place.slot for place in group],
@@ -331,6 +332,16 @@ def reservations_rearrange(
         return Rearrangement(released=released, taken=taken)
 
 
+def _one_rearrangement_at_a_time() -> None:
+    """Courses give back and take places in the same slots in different orders (one the
+    suite, then the lab; another the lab's days, then the suite), which could deadlock two
+    transactions. Bookings are a few a day: one at a time, until commit, costs nothing."""
+    connection = transaction.get_connection()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('tracker.capacity'))")
+
+
 def _give_back(held: list[Reservation]) -> None:
     by_resource: dict[int, list[Reservation]] = {}
     for row in held:
@@ -357,6 +368,14 @@ def chain_release(*, course, now: dt.datetime | None = None) -> Rearrangement:
     """Give back every place of the course's chain not yet begun."""
     return reservations_rearrange(
         course=course, scope=Q(purpose__in=CHAIN_PURPOSES), wanted=lambda _: [], now=now
+    )
+
+
+def visit_places_release(*, visit, now: dt.datetime | None = None) -> Rearrangement:
+    """Give back the places a visit holds that have not begun (it was done early, missed or
+    cancelled)."""
+    return reservations_rearrange(
+        course=visit.course, scope=Q(visit=visit), wanted=lambda _: [], now=now
     )
 
 
@@ -462,17 +481,20 @@ def follow_ups_proposal(*, course, after: dt.datetime | None = None) -> list[tup
         last_day=max(v.window_closes_on for v in due),
         after=after,
     )
-    proposal = []
+    proposal, proposed = [], set()
     for visit in due:
         slot = next(
             (
                 s
                 for s in free
-                if visit.window_opens_on
+                if s.starts_at not in proposed  # overlapping windows: one slot each
+                and visit.window_opens_on
                 <= _day(s.starts_at, clinic.time_zone)
                 <= visit.window_closes_on
             ),
             None,
         )
+        if slot:
+            proposed.add(slot.starts_at)
         proposal.append((visit, slot))
     return proposal

@@ -1,6 +1,7 @@
 """Visits and their reminders. Called inside the pathway's transactions, so a visit and its
 reminders are written, moved or cancelled together with the change that causes them."""
 
+import copy
 import datetime as dt
 
 from django.db import transaction
@@ -8,7 +9,12 @@ from django.utils import timezone
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
 from common.errors import Refused
-from scheduling.chains import chain_release, course_resource, visit_places_follow
+from scheduling.chains import (
+    chain_release,
+    course_resource,
+    visit_places_follow,
+    visit_places_release,
+)
 from scheduling.models import (
     OPEN_VISIT_STATUSES,
     Channel,
@@ -136,6 +142,8 @@ def visit_move_refusals(
     """Why this visit may not be booked or moved to `scheduled_at`; empty if it may. Forms
     show these beside the field; `visit_reschedule` raises them."""
     refusals = _move_refusals(visit=visit, scheduled_at=scheduled_at)
+    if not refusals and visit.status in OPEN_VISIT_STATUSES:
+        refusals = _place_refusals(visit=visit, scheduled_at=scheduled_at)
     if refusals or visit.status == VisitStatus.DONE or (deviation_reason or "").strip():
         return refusals
     deviations = _booking_deviations(
@@ -158,6 +166,26 @@ def _move_refusals(*, visit: Visit, scheduled_at: dt.datetime) -> list[str]:
 
 
 _NO_APPOINTMENTS = "The course is {state}: no visit is booked for it."
+
+
+class _OnlyTried(Exception):
+    pass
+
+
+def _place_refusals(*, visit: Visit, scheduled_at: dt.datetime) -> list[str]:
+    """What the calendars refuse of this move (a time that is not a free slot; a harvest
+    whose chain is not free), found by making the move in a savepoint that is always rolled
+    back: the same function decides as when the move is made. No reason excuses these."""
+    moved = copy.copy(visit)
+    moved.scheduled_at = scheduled_at
+    try:
+        with transaction.atomic():
+            visit_places_follow(visit=moved)
+            raise _OnlyTried
+    except _OnlyTried:
+        return []
+    except Refused as refusal:
+        return refusal.reasons
 
 
 def _correction_refusals(*, visit: Visit, scheduled_at: dt.datetime) -> list[str]:
@@ -264,6 +292,7 @@ def visit_record_done(*, visit: Visit, done_at: dt.datetime) -> Visit:
         reminders_cancel(visits=[visit])
         visit.status, visit.done_at = VisitStatus.DONE, done_at
         visit.save(update_fields=["status", "done_at"])
+        visit_places_release(visit=visit)  # done before its booked time: the place is free
     return visit
 
 
@@ -408,6 +437,7 @@ def visit_mark_missed(*, visit: Visit, by, reason: str, now: dt.datetime | None 
         visit.status, visit.missed_reason = VisitStatus.MISSED, reason.strip()
         visit._history_user = by
         visit.save(update_fields=["status", "missed_reason"])
+        visit_places_release(visit=visit, now=now)
         if visit.kind == VisitKind.HARVEST:
             chain_release(course=visit.course, now=now)  # booked again, it is taken anew
     return visit

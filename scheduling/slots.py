@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo
 
 from django.db import transaction
 from django.db.models import F
+from django.db.models.functions import Greatest
+from django.utils import timezone
 
 from common.errors import Refused
 from scheduling.models import SlotHold
@@ -69,32 +71,53 @@ def places_free(*, resource, slots: list[Slot]) -> dict[dt.datetime, int]:
 
 
 def slots_take(*, resource, slots: list[Slot], what: str) -> None:
-    """Take one place in each of these slots, all or none, or raise `Refused` naming `what`.
-    The database decides: each slot's row is made once (a unique constraint), and the places
-    are taken by one UPDATE that counts only rows with a place free; if it counts fewer rows
-    than slots, the savepoint is rolled back and nothing is taken."""
+    """Take one place in each of these slots, all or none, or raise `Refused` naming `what`
+    and the first slot that is full. The database decides: each slot's row is made once (a
+    unique constraint), its capacity brought to the session's present one (never below what
+    it holds), and the places taken by one UPDATE that counts only rows with a place free; if
+    it counts fewer rows than slots, raising rolls the savepoint back and nothing is taken."""
     if not slots:
         return
-    with transaction.atomic():
-        SlotHold.objects.bulk_create(
-            [
-                SlotHold(
+    starts = [slot.starts_at for slot in slots]
+    try:
+        with transaction.atomic():
+            SlotHold.objects.bulk_create(
+                [
+                    SlotHold(
+                        resource=resource,
+                        starts_at=slot.starts_at,
+                        ends_at=slot.ends_at,
+                        capacity=slot.capacity,
+                    )
+                    for slot in slots
+                ],
+                ignore_conflicts=True,
+            )
+            for capacity in {slot.capacity for slot in slots}:
+                SlotHold.objects.filter(
                     resource=resource,
-                    starts_at=slot.starts_at,
-                    ends_at=slot.ends_at,
-                    capacity=slot.capacity,
-                )
-                for slot in slots
-            ],
-            ignore_conflicts=True,
+                    starts_at__in=[s.starts_at for s in slots if s.capacity == capacity],
+                ).exclude(capacity=capacity).update(capacity=Greatest(F("held"), capacity))
+            taken = SlotHold.objects.filter(
+                resource=resource, starts_at__in=starts, held__lt=F("capacity")
+            ).update(held=F("held") + 1)
+            if taken != len(slots):
+                raise _Full
+    except _Full:  # the savepoint is rolled back: nothing was taken
+        full = (
+            SlotHold.objects.filter(resource=resource, starts_at__in=starts)
+            .filter(held__gte=F("capacity"))
+            .order_by("starts_at")
+            .values_list("starts_at", flat=True)
+            .first()
         )
-        taken = SlotHold.objects.filter(
-            resource=resource,
-            starts_at__in=[slot.starts_at for slot in slots],
-            held__lt=F("capacity"),
-        ).update(held=F("held") + 1)
-        if taken != len(slots):  # raising rolls the savepoint back: nothing is taken
-            raise Refused([f"{what} is no longer free: {resource} is full."])
+        when = timezone.localtime(full, resource.time_zone) if full else None
+        on = f" ({when:%a %d %b %Y %H:%M %Z} is full)" if when else ""
+        raise Refused([f"{what} is no longer free: {resource}{on}."]) from None
+
+
+class _Full(Exception):
+    pass
 
 
 def slot_take(*, resource, slot: Slot) -> None:

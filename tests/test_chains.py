@@ -503,3 +503,120 @@ def test_a_withdrawal_gives_back_the_follow_ups_places(following_up, coordinator
     assert sum(SlotHold.objects.values_list("held", flat=True)) == 0
     [alert] = _chain_alerts(following_up)
     assert all(visit.label in alert.message for visit, _ in proposal)
+
+
+# What the review found.
+
+
+def test_moving_a_visit_off_the_calendar_in_the_admin_is_refused_beside_the_field(
+    booked, client, coordinator
+):
+    course, chain = booked
+    visit = Visit.objects.get(course=course, kind=VisitKind.HARVEST)
+    client.force_login(coordinator)
+    off = timezone.localtime(chain.harvest.starts_at, course.site.time_zone) + dt.timedelta(hours=2)
+    response = client.post(
+        reverse("admin:scheduling_visit_change", args=[visit.pk]),
+        {
+            "scheduled_at_0": off.date().isoformat(),
+            "scheduled_at_1": off.strftime("%H:%M"),
+            "place": "Suite",
+            "deviation_reason": "The patient asked",  # no reason makes a full suite free
+        },
+    )
+    assert response.status_code == 200
+    assert "is not a free slot" in response.content.decode()
+    visit.refresh_from_db()
+    assert visit.scheduled_at == chain.harvest.starts_at
+    assert _held(course).count() == 38
+
+
+def test_a_hold_before_the_harvest_keeps_the_booked_harvest_and_its_lab_days(booked, coordinator):
+    course, chain = booked
+    services.course_hold(course=course, by=coordinator, reason="Flu")
+    assert _held(course, ReservationPurpose.HARVEST).get().starts_at == chain.harvest.starts_at
+    assert _held(course, ReservationPurpose.EXPANSION).count() == 36
+    assert not _held(course, ReservationPurpose.TRANSPLANT).exists()
+    services.course_resume(course=course, by=coordinator)
+    assert _held(course).count() == 38
+    assert sum(SlotHold.objects.values_list("held", flat=True)) == 38
+
+
+def test_a_late_receipt_holds_the_lab_days_it_can_and_names_the_one_it_cannot(booked, pathway):
+    course, chain = booked
+    _suite, lab = Resource.objects.get(kind="bronchoscopy"), Resource.objects.get(kind="expansion")
+    with time_machine.travel(chain.harvest.starts_at + dt.timedelta(hours=1), tick=False):
+        services.course_record_harvest(
+            course=course,
+            by=pathway.clinician,
+            performed_at=timezone.now(),
+            operator=pathway.clinician,
+        )
+    # Received a day later, the batch needs one more day at the end, which is full.
+    extra_day = chain.expansion[-1].starts_at + dt.timedelta(days=1)
+    extra = SlotHold.objects.create(
+        resource=lab, starts_at=extra_day, ends_at=extra_day, capacity=3, held=3
+    )
+    with time_machine.travel(chain.harvest.starts_at + dt.timedelta(days=1, hours=2), tick=False):
+        services.course_receive_at_lab(
+            course=course,
+            scanned_coi_id=course.coi_id,
+            by=pathway.lab,
+            received_at=timezone.now(),
+            temperature_c=Decimal("4.5"),
+            transit_hours=Decimal("26"),
+        )
+    # Days 0–35 from the receipt are held but the full one; the harvest day is history.
+    days = _held(course, ReservationPurpose.EXPANSION)
+    assert days.count() == 36 and not days.filter(starts_at=extra.starts_at).exists()
+    [alert] = _chain_alerts(course)
+    assert f"{timezone.localtime(extra_day, lab.time_zone):%d %b}" in alert.message
+    assert "Not held" in alert.message
+
+
+def test_a_site_without_a_suite_calendar_still_holds_the_labs_days(eligible, coordinator):
+    lab = Resource.objects.create(
+        name="Lab expansion", kind=ResourceKind.EXPANSION, time_zone="Europe/London"
+    )
+    for weekday in range(7):
+        ResourceSession.objects.create(
+            resource=lab, weekday=weekday, starts_at=dt.time(0), ends_at=dt.time(23, 59)
+        )
+    services.course_schedule_harvest(
+        course=eligible,
+        by=coordinator,
+        scheduled_at=timezone.now() + dt.timedelta(days=3),
+        place="Endoscopy",
+    )
+    assert _held(eligible, ReservationPurpose.EXPANSION).count() == 36
+
+
+def test_hostile_ticks_on_the_follow_ups_page_are_refused_not_a_500(
+    following_up, coordinator, client
+):
+    _clinic(following_up.site)
+    client.force_login(coordinator)
+    url = reverse("admin:pathway_treatmentcourse_follow_ups", args=[following_up.pk])
+    for ticked in (["²"], ["9" * 5000], ["-1", "abc"], ["1e3"]):
+        response = client.post(url, {"book": ticked})
+        assert response.status_code == 200
+    assert not Reservation.objects.exists()
+
+
+def test_a_site_coordinator_cannot_make_lab_capacity(client, coordinator):
+    client.force_login(coordinator)
+    response = client.post(
+        reverse("admin:scheduling_resource_add"),
+        {
+            "name": "Our own expansion",
+            "kind": "expansion",
+            "time_zone": "Europe/London",
+            "sessions-TOTAL_FORMS": "0",
+            "sessions-INITIAL_FORMS": "0",
+            "closures-TOTAL_FORMS": "0",
+            "closures-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+    assert not Resource.objects.filter(kind="expansion").exists()
