@@ -4,7 +4,7 @@ from django.views.generic import RedirectView
 
 from common.second_factor import second_factor_enrol, second_factor_verify
 from delivery.views import sms_status_callback
-from reporting.views import calendar_feed_view, weekly_report_view
+from reporting.views import calendar_feed_view, weekly_report_view, worklist_assign_view
 
 admin.site.site_header = "COPD cell-therapy pathway"
 admin.site.site_title = "Pathway tracker"
@@ -13,6 +13,11 @@ admin.site.index_title = "Treatment pathway"
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/reports/weekly/", admin.site.admin_view(weekly_report_view), name="weekly-report"),
+    path(
+        "admin/worklist/assign/",
+        admin.site.admin_view(worklist_assign_view),
+        name="worklist-assign",
+    ),
     # The second factor, asked after the password when OTP_REQUIRED is on (common/second_factor.py).
     path("admin/second-factor/", second_factor_verify, name="second-factor-verify"),
     path("admin/second-factor/enrol/", second_factor_enrol, name="second-factor-enrol"),

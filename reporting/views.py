@@ -7,8 +7,10 @@ from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_safe
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST, require_safe
 
 from patients.access import user_sees_all_sites, user_sites
 from reporting.calendar_feed import (
@@ -18,6 +20,8 @@ from reporting.calendar_feed import (
 )
 from reporting.weekly_render import report_chart_png, report_context, report_csv
 from reporting.weekly_report import previous_week, weekly_report
+from reporting.worklist import worklist
+from scheduling.services import work_assign
 
 
 @permission_required("pathway.view_treatmentcourse")
@@ -74,3 +78,24 @@ def calendar_feed_view(request, token):
     # A link pasted somewhere public should not end up in a search engine.
     response["X-Robots-Tag"] = "noindex, nofollow"
     return response
+
+
+@require_POST
+def worklist_assign_view(request):
+    """Take a worklist row ("mine"), or give it back. Only a row the user's own worklist
+    shows can be taken, so a made-up key writes nothing."""
+    key = request.POST.get("key", "")[:60]
+    rows = {item.key: item for item in worklist(user=request.user, sites=user_sites(request.user))}
+    item = rows.get(key)
+    if item is None:
+        messages.error(request, "That piece of work is no longer on your worklist.")
+    elif request.POST.get("give_back") and item.assigned_to == request.user:
+        work_assign(key=key, to=None, by=request.user)
+        messages.success(request, f"Given back: {item.what}, {item.course.patient}.")
+    else:
+        work_assign(key=key, to=request.user, by=request.user)
+        messages.success(request, f"Yours: {item.what}, {item.course.patient}.")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = reverse("admin:index")
+    return redirect(back)

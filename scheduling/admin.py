@@ -8,6 +8,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from common.admin_readonly import ReadOnlyAdmin
 from common.admin_scoping import ScopedChoices, SiteScopedAdmin
@@ -29,7 +30,7 @@ from reporting.calendar_feed import (
     calendar_feed_token_issue,
     calendar_feed_token_revoke,
 )
-from scheduling.alerts import alert_acknowledge
+from scheduling.alerts import SNOOZE_CHOICES, alert_acknowledge, alert_snooze
 from scheduling.capacity import capacity_by_day
 from scheduling.chains import LAB_KINDS
 from scheduling.models import (
@@ -302,6 +303,9 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
         return self._visit_step(request, object_id, BookAgainForm, "Book again", act)
 
 
+SNOOZE_WORDS = (("4h", "4 hours"), ("1d", "a day"), ("3d", "3 days"))
+
+
 @admin.register(ProtocolDeviation)
 class ProtocolDeviationAdmin(ReadOnlyAdmin, SiteScopedAdmin, admin.ModelAdmin):
     """Steps taken outside the protocol's plan, with their reasons: written by the services
@@ -441,11 +445,99 @@ class AlertAdmin(SiteScopedAdmin, admin.ModelAdmin):
     search_fields = ("=course__patient__mrn", "=course__coi_id")
     show_full_result_count = False
     paginator = EstimatedCountPaginator
-    readonly_fields = [f.name for f in Alert._meta.fields]
+    fields = (
+        "kind",
+        "severity",
+        "site",
+        "course",
+        "visit",
+        "message",
+        "created_at",
+        "acknowledged_by",
+        "acknowledged_at",
+        "acknowledged_note",
+        "snoozed_until",
+    )
+    readonly_fields = fields
     actions = ["acknowledge"]
+    change_form_template = "scheduling/alert_change_form.html"
 
     def has_add_permission(self, request):
         return False
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/acknowledge/",
+                self.admin_site.admin_view(self.acknowledge_view),
+                name="scheduling_alert_acknowledge",
+            ),
+            path(
+                "<path:object_id>/snooze/",
+                self.admin_site.admin_view(self.snooze_view),
+                name="scheduling_alert_snooze",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _alert_to_change(self, request, object_id):
+        if request.method != "POST":
+            raise Http404("Acknowledge or snooze from the alert's page.")
+        alert = self.get_object(request, object_id)
+        if alert is None:
+            raise Http404("No such alert at your sites.")
+        if not self.has_change_permission(request, alert):
+            raise PermissionDenied("Acknowledging alerts needs the coordinator's role.")
+        return alert
+
+    def _back(self, request, alert):
+        """Back to where the button was (the worklist, the dashboard), if it is ours."""
+        back = request.POST.get("next", "")
+        if back and url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            return redirect(back)
+        return redirect("admin:scheduling_alert_change", object_id=alert.pk)
+
+    def acknowledge_view(self, request, object_id):
+        alert = self._alert_to_change(request, object_id)
+        note = request.POST.get("note", "")[:2000]
+        if alert_acknowledge(alert=alert, by=request.user, note=note):
+            self.message_user(request, f"Acknowledged: {alert}.", messages.SUCCESS)
+        else:
+            alert.refresh_from_db()
+            when = timezone.localtime(alert.acknowledged_at, alert.site.time_zone)
+            self.message_user(
+                request,
+                f"Not acknowledged again: {alert.acknowledged_by} already had, "
+                f"{when:%d %b %Y %H:%M %Z}.",
+                messages.WARNING,
+            )
+        return self._back(request, alert)
+
+    def snooze_view(self, request, object_id):
+        alert = self._alert_to_change(request, object_id)
+        span = SNOOZE_CHOICES.get(request.POST.get("for", ""))
+        if span is None:
+            self.message_user(request, "Choose how long to snooze it for.", messages.ERROR)
+            return self._back(request, alert)
+        until = timezone.now() + span
+        if alert_snooze(alert=alert, until=until):
+            when = timezone.localtime(until, alert.site.time_zone)
+            self.message_user(
+                request,
+                f"Snoozed until {when:%a %d %b %H:%M %Z}: off the worklist until then, still open.",
+                messages.SUCCESS,
+            )
+        else:
+            self.message_user(request, "It was acknowledged already.", messages.WARNING)
+        return self._back(request, alert)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        alert = self.get_object(request, object_id)
+        extra = (extra_context or {}) | {"snooze_choices": SNOOZE_WORDS}
+        with timezone.override(alert.site.time_zone if alert else None):
+            return super().change_view(request, object_id, form_url, extra)
 
     def has_delete_permission(self, request, obj=None):
         return False

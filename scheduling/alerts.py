@@ -99,12 +99,27 @@ def alert_raise(
     return alert, True
 
 
-def alert_acknowledge(*, alert: Alert, by) -> bool:
-    """Mark an alert as seen by `by`; returns False if someone already had."""
+def alert_acknowledge(*, alert: Alert, by, note: str = "") -> bool:
+    """Mark an alert as seen by `by`, with what was done about it; returns False if someone
+    already had."""
     return bool(
         Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(
-            acknowledged_by=by, acknowledged_at=timezone.now()
+            acknowledged_by=by, acknowledged_at=timezone.now(), acknowledged_note=note.strip()
         )
+    )
+
+
+SNOOZE_CHOICES = {
+    "4h": dt.timedelta(hours=4),
+    "1d": dt.timedelta(days=1),
+    "3d": dt.timedelta(days=3),
+}
+
+
+def alert_snooze(*, alert: Alert, until: dt.datetime) -> bool:
+    """Take an open alert off the worklist until `until`; it stays open (and counted)."""
+    return bool(
+        Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(snoozed_until=until)
     )
 
 

@@ -387,6 +387,12 @@ class Alert(models.Model):
         related_name="+",
     )
     acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_note = models.TextField(
+        "note", blank=True, help_text="What was done about it, for whoever reads it next."
+    )
+    snoozed_until = models.DateTimeField(
+        null=True, blank=True, help_text="Off the worklist until then; it stays open."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -401,6 +407,23 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.message[:60]}"
+
+
+class WorkAssignment(models.Model):
+    """A row of the worklist given to one coordinator. The row itself is never stored: it
+    is what the state of a course says is to do; `key` names it (e.g. "harvest.c12")."""
+
+    key = models.CharField(max_length=60, unique=True)
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="work_assignments"
+    )
+    assigned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    assigned_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.key} → {self.assigned_to}"
 
 
 class CalendarFeedToken(models.Model):

@@ -26,6 +26,7 @@ from scheduling.models import (
     Visit,
     VisitKind,
     VisitStatus,
+    WorkAssignment,
 )
 from scheduling.rules import after_quiet_hours, booking_deviations, reminder_time
 from scheduling.windows import follow_up_slot
@@ -555,3 +556,13 @@ def follow_ups_book(*, course, by, picks: dict[int, dt.datetime]) -> list:
             visit_reschedule(visit=visit, scheduled_at=picks[visit.pk], place=str(clinic), by=by)
             for visit in visits
         ]
+
+
+def work_assign(*, key: str, to, by) -> None:
+    """Give a worklist row to `to` (taking it from whoever had it); `to=None` frees it."""
+    if to is None:
+        WorkAssignment.objects.filter(key=key).delete()
+        return
+    WorkAssignment.objects.update_or_create(
+        key=key, defaults={"assigned_to": to, "assigned_by": by, "assigned_at": timezone.now()}
+    )

@@ -1,0 +1,273 @@
+"""The worklist: what each user has to do next, built from the state of things, not from
+lists anyone keeps. One query per kind of work, whatever the number of rows."""
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.urls import reverse
+from django.utils import timezone
+
+from pathway.models import Batch, BatchStatus, TreatmentCourse
+from pathway.states import CourseState
+from scheduling.chains import course_resource
+from scheduling.models import (
+    Alert,
+    ResourceKind,
+    Visit,
+    VisitKind,
+    VisitStatus,
+    WorkAssignment,
+)
+
+# Follow-ups come onto the list this many days before their window opens.
+FOLLOW_UP_NOTICE_DAYS = 14
+# At most this many rows of one kind; the rest are counted and found through their list.
+ROWS_PER_KIND = 100
+
+
+@dataclass
+class WorkItem:
+    key: str  # stable: what an assignment refers to
+    what: str
+    course: TreatmentCourse
+    due: dt.datetime | dt.date | None
+    action: str
+    url: str
+    post: bool = False  # the button acts at once (a POST), rather than opening a form
+    detail: str = ""
+    assigned_to: object = None
+
+    @property
+    def due_words(self) -> str:
+        """The due time in the site's zone, named; a date is a day in the site's calendar."""
+        if self.due is None:
+            return ""
+        if isinstance(self.due, dt.datetime):
+            return (
+                f"{timezone.localtime(self.due, self.course.site.time_zone):%a %d %b %Y %H:%M %Z}"
+            )
+        return f"{self.due:%a %d %b %Y}"
+
+    @property
+    def overdue(self) -> bool:
+        today = timezone.localdate(timezone=self.course.site.time_zone)
+        if isinstance(self.due, dt.datetime):
+            return self.due < timezone.now()
+        return self.due is not None and self.due < today
+
+
+def _transition_url(course, name: str) -> str:
+    return reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, name])
+
+
+def _courses(sites, state):
+    return TreatmentCourse.objects.filter(site__in=sites, state=state).select_related(
+        "patient", "site", "protocol"
+    )
+
+
+def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
+    """Every piece of work at `sites` that `user` may do, most urgent first."""
+    now = now or timezone.now()
+    may = user.has_perm
+    items: list[WorkItem] = []
+
+    if may("pathway.approve_course"):
+        for course in _courses(sites, CourseState.EVALUATION)[:ROWS_PER_KIND]:
+            items.append(
+                WorkItem(
+                    key=f"decide.c{course.pk}",
+                    what="Decide eligibility",
+                    course=course,
+                    due=None,
+                    action="Approve",
+                    url=_transition_url(course, "approve"),
+                )
+            )
+    if may("pathway.schedule_harvest_course"):
+        for course in _courses(sites, CourseState.ELIGIBLE)[:ROWS_PER_KIND]:
+            items.append(
+                WorkItem(
+                    key=f"harvest.c{course.pk}",
+                    what="Book the harvest",
+                    course=course,
+                    due=None,
+                    action="Schedule harvest",
+                    url=_transition_url(course, "schedule_harvest"),
+                )
+            )
+    if may("pathway.receive_at_lab_course"):
+        for course in _courses(sites, CourseState.HARVESTED)[:ROWS_PER_KIND]:
+            items.append(
+                WorkItem(
+                    key=f"receive.c{course.pk}",
+                    what="Sample due at the lab",
+                    course=course,
+                    due=course.harvested_at,
+                    action="Receive at lab",
+                    url=_transition_url(course, "receive_at_lab"),
+                )
+            )
+    if may("pathway.change_batch") or may("pathway.release_course"):
+        batches = (
+            Batch.objects.filter(course__site__in=sites, status=BatchStatus.EXPANDING)
+            .exclude(course__state=CourseState.ON_HOLD)
+            .select_related("course__patient", "course__site", "course__protocol")
+            .order_by("received_at")
+        )
+        for batch in batches[:ROWS_PER_KIND]:
+            course = batch.course
+            first_day, last_day = course.protocol.release_window(
+                timezone.localdate(batch.received_at, course.site.time_zone)
+            )
+            if batch.qc_recorded:
+                if may("pathway.release_course"):
+                    items.append(
+                        WorkItem(
+                            key=f"release.b{batch.pk}",
+                            what="Release to sign",
+                            course=course,
+                            due=last_day,
+                            action="Sign the release",
+                            url=_transition_url(course, "release"),
+                            detail=f"QC entered by {batch.qc_recorded_by}",
+                        )
+                    )
+            elif may("pathway.change_batch"):
+                items.append(
+                    WorkItem(
+                        key=f"qc.b{batch.pk}",
+                        what="QC to enter",
+                        course=course,
+                        due=first_day,
+                        action="Enter QC",
+                        url=reverse("admin:pathway_batch_change", args=[batch.pk]),
+                        detail=f"day {batch.expansion_day} of expansion",
+                    )
+                )
+    if may("pathway.schedule_transplant_course"):
+        for course in _courses(sites, CourseState.RELEASED)[:ROWS_PER_KIND]:
+            items.append(
+                WorkItem(
+                    key=f"transplant.c{course.pk}",
+                    what="Book the transplant",
+                    course=course,
+                    due=timezone.localdate(course.released_at, course.site.time_zone)
+                    + dt.timedelta(days=course.protocol.transplant_booking_max_days),
+                    action="Schedule transplant",
+                    url=_transition_url(course, "schedule_transplant"),
+                )
+            )
+    if may("pathway.record_transplant_course"):
+        visits = (
+            Visit.objects.filter(
+                course__site__in=sites,
+                course__state=CourseState.TRANSPLANT_SCHEDULED,
+                kind=VisitKind.TRANSPLANT,
+                status=VisitStatus.BOOKED,
+                scheduled_at__lt=now + dt.timedelta(days=1),
+            )
+            .select_related("course__patient", "course__site")
+            .order_by("scheduled_at")
+        )
+        for visit in visits[:ROWS_PER_KIND]:
+            items.append(
+                WorkItem(
+                    key=f"record_transplant.v{visit.pk}",
+                    what="Record the transplant",
+                    course=visit.course,
+                    due=visit.scheduled_at,
+                    action="Record transplant",
+                    url=_transition_url(visit.course, "record_transplant"),
+                )
+            )
+    if may("scheduling.change_visit"):
+        horizon = timezone.localdate(now) + dt.timedelta(days=FOLLOW_UP_NOTICE_DAYS)
+        to_book = (
+            Visit.objects.filter(
+                course__site__in=sites,
+                course__state=CourseState.FOLLOW_UP,
+                kind=VisitKind.FOLLOW_UP,
+                status=VisitStatus.PLANNED,
+                window_opens_on__lte=horizon,
+                window_closes_on__gte=timezone.localdate(now) - dt.timedelta(days=1),
+            )
+            .select_related("course__patient", "course__site", "protocol_visit")
+            .order_by("window_closes_on")
+        )
+        clinics = {}
+        for visit in to_book[:ROWS_PER_KIND]:
+            site = visit.course.site
+            if site.pk not in clinics:
+                clinics[site.pk] = course_resource(site=site, kind=ResourceKind.LUNG_FUNCTION)
+            url = (
+                reverse("admin:pathway_treatmentcourse_follow_ups", args=[visit.course_id])
+                if clinics[site.pk]
+                else reverse("admin:scheduling_visit_change", args=[visit.pk])
+            )
+            items.append(
+                WorkItem(
+                    key=f"follow_up.v{visit.pk}",
+                    what=f"Book the {visit.label}",
+                    course=visit.course,
+                    due=visit.window_closes_on,
+                    action="Book",
+                    url=url,
+                    detail=f"window {visit.window_opens_on:%d %b} – {visit.window_closes_on:%d %b}",
+                )
+            )
+        overdue = (
+            Visit.objects.overdue(sites=sites, at=now)
+            .select_related("course__patient", "course__site", "protocol_visit")
+            .order_by("window_closes_on")
+        )
+        for visit in overdue[:ROWS_PER_KIND]:
+            items.append(
+                WorkItem(
+                    key=f"overdue.v{visit.pk}",
+                    what=f"{visit.label}: overdue",
+                    course=visit.course,
+                    due=visit.window_closes_on,
+                    action="Mark missed",
+                    url=reverse("admin:scheduling_visit_missed", args=[visit.pk]),
+                )
+            )
+    if may("scheduling.change_alert"):
+        alerts = (
+            Alert.objects.filter(site__in=sites, acknowledged_at__isnull=True)
+            .exclude(snoozed_until__gt=now)
+            .select_related("course__patient", "course__site")
+            .order_by("-created_at")
+        )
+        for alert in alerts[:ROWS_PER_KIND]:
+            items.append(
+                WorkItem(
+                    key=f"alert.a{alert.pk}",
+                    what=alert.get_kind_display(),
+                    course=alert.course,
+                    due=alert.created_at,
+                    action="Acknowledge",
+                    url=reverse("admin:scheduling_alert_acknowledge", args=[alert.pk]),
+                    post=True,
+                    detail=alert.message,
+                )
+            )
+    assignments = WorkAssignment.objects.filter(
+        key__in=[item.key for item in items]
+    ).select_related("assigned_to")
+    assigned = {assignment.key: assignment.assigned_to for assignment in assignments}
+    for item in items:
+        item.assigned_to = assigned.get(item.key)
+    return sorted(items, key=_urgency)
+
+
+def _urgency(item: WorkItem):
+    """Overdue first, then by when it is due (undated last), alerts by their time."""
+    due = item.due
+    if due is None:
+        moment = dt.datetime.max.replace(tzinfo=dt.UTC)
+    elif isinstance(due, dt.datetime):
+        moment = due
+    else:
+        moment = dt.datetime.combine(due, dt.time(23, 59), tzinfo=item.course.site.time_zone)
+    return (not item.overdue, moment)

@@ -1,0 +1,168 @@
+"""The worklist: first on the index, built from state, one button per row."""
+
+import datetime as dt
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from pathway import services
+from pathway.states import CourseState
+from scheduling.alerts import alert_raise
+from scheduling.models import Alert, AlertKind, WorkAssignment
+from tests.factories import (
+    BodyMeasurementFactory,
+    ChestCTFactory,
+    ClinicalAssessmentFactory,
+    LungFunctionTestFactory,
+    PatientFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def _eligible_course(pathway, site=None):
+    patient = PatientFactory(**({"site": site} if site else {}))
+    LungFunctionTestFactory(patient=patient)
+    ChestCTFactory(patient=patient)
+    ClinicalAssessmentFactory(patient=patient)
+    BodyMeasurementFactory(patient=patient)
+    course = services.course_create(patient=patient, by=pathway.coordinator)
+    pathway.evaluate(course)
+    services.course_approve(course=course, by=pathway.clinician)
+    return course
+
+
+def _alert(course):
+    alert, _ = alert_raise(
+        kind=AlertKind.VISIT_OVERDUE,
+        course=course,
+        condition_key=f"test.{course.pk}",
+        message="The 4-week visit is overdue.",
+    )
+    return alert
+
+
+def test_the_coordinator_sees_what_to_do_with_one_button_each(client, pathway):
+    course = _eligible_course(pathway)
+    alert = _alert(course)
+    client.force_login(pathway.coordinator)
+    page = client.get(reverse("admin:index")).content.decode()
+    assert "Your worklist" in page
+    assert "Book the harvest" in page
+    assert (
+        reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "schedule_harvest"])
+        in page
+    )
+    assert reverse("admin:scheduling_alert_acknowledge", args=[alert.pk]) in page
+    assert str(course.patient) in page
+
+
+def test_the_lab_sees_the_labs_work_and_not_the_coordinators(client, pathway, course):
+    _eligible_course(pathway)
+    pathway.advance(course, CourseState.HARVESTED)
+    client.force_login(pathway.lab)
+    page = client.get(reverse("admin:index")).content.decode()
+    assert "Book the harvest" not in page
+    assert "Sample due at the lab" in page
+    assert (
+        reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "receive_at_lab"])
+        in page
+    )
+
+
+def test_acknowledging_from_the_worklist_is_one_click_and_comes_back(client, pathway):
+    course = _eligible_course(pathway)
+    alert = _alert(course)
+    client.force_login(pathway.coordinator)
+    index = reverse("admin:index")
+    response = client.post(
+        reverse("admin:scheduling_alert_acknowledge", args=[alert.pk]), {"next": index}
+    )
+    assert response.status_code == 302 and response["Location"] == index
+    alert.refresh_from_db()
+    assert alert.acknowledged_by == pathway.coordinator
+    assert f"alert.a{alert.pk}" not in client.get(index).content.decode()
+
+
+def test_the_alert_page_acknowledges_with_a_note_and_snoozes(client, pathway):
+    course = _eligible_course(pathway)
+    alert, other = _alert(course), _alert(_eligible_course(pathway))
+    client.force_login(pathway.coordinator)
+    page = client.get(reverse("admin:scheduling_alert_change", args=[alert.pk])).content.decode()
+    assert "Acknowledge" in page and "Snooze for" in page and "condition_key" not in page
+    client.post(
+        reverse("admin:scheduling_alert_acknowledge", args=[alert.pk]),
+        {"note": "Rang the patient; rebooked for Friday."},
+    )
+    alert.refresh_from_db()
+    assert alert.acknowledged_note == "Rang the patient; rebooked for Friday."
+    client.post(reverse("admin:scheduling_alert_snooze", args=[other.pk]), {"for": "1d"})
+    other.refresh_from_db()
+    assert other.acknowledged_at is None
+    assert other.snoozed_until > timezone.now() + dt.timedelta(hours=23)
+    index = client.get(reverse("admin:index")).content.decode()
+    assert reverse("admin:scheduling_alert_acknowledge", args=[other.pk]) not in index
+
+
+def test_a_foreign_next_is_not_followed(client, pathway):
+    alert = _alert(_eligible_course(pathway))
+    client.force_login(pathway.coordinator)
+    response = client.post(
+        reverse("admin:scheduling_alert_acknowledge", args=[alert.pk]),
+        {"next": "https://evil.example/"},
+    )
+    assert response["Location"] == reverse("admin:scheduling_alert_change", args=[alert.pk])
+
+
+def test_a_get_does_not_acknowledge(client, pathway):
+    alert = _alert(_eligible_course(pathway))
+    client.force_login(pathway.coordinator)
+    response = client.get(reverse("admin:scheduling_alert_acknowledge", args=[alert.pk]))
+    assert response.status_code == 404
+    alert.refresh_from_db()
+    assert alert.acknowledged_at is None
+
+
+def test_rows_are_taken_and_mine_shows_only_mine(client, pathway):
+    mine, theirs = _eligible_course(pathway), _eligible_course(pathway)
+    client.force_login(pathway.coordinator)
+    client.post(reverse("worklist-assign"), {"key": f"harvest.c{mine.pk}"})
+    assert WorkAssignment.objects.get(key=f"harvest.c{mine.pk}").assigned_to == pathway.coordinator
+    page = client.get(reverse("admin:index") + "?mine=1").content.decode()
+    assert str(mine.patient) in page and str(theirs.patient) not in page
+
+
+def test_a_made_up_row_writes_nothing(client, pathway):
+    _eligible_course(pathway)
+    client.force_login(pathway.coordinator)
+    response = client.post(reverse("worklist-assign"), {"key": "harvest.c999999"}, follow=True)
+    assert "no longer on your worklist" in response.content.decode()
+    assert not WorkAssignment.objects.exists()
+
+
+def test_the_worklist_takes_the_same_queries_for_one_row_or_many(client, pathway):
+    course = _eligible_course(pathway)
+    _alert(course)
+    client.force_login(pathway.coordinator)
+    index = reverse("admin:index")
+    client.get(index)
+    with CaptureQueriesContext(connection) as one:
+        client.get(index)
+    for _ in range(6):
+        _alert(_eligible_course(pathway, site=course.site))
+    with CaptureQueriesContext(connection) as seven:
+        page = client.get(index).content.decode()
+    assert page.count("Book the harvest") == 7
+    assert len(seven) == len(one)
+
+
+def test_every_due_time_names_its_zone(client, pathway):
+    course = _eligible_course(pathway)
+    _alert(course)
+    client.force_login(pathway.coordinator)
+    page = client.get(reverse("admin:index")).content.decode()
+    assert " GMT" in page or " BST" in page
+    assert Alert.objects.count() == 1
