@@ -15,6 +15,7 @@ from common.admin_readonly import ReadOnlyAdmin
 from common.admin_scoping import SiteScopedAdmin
 from common.errors import Refused
 from common.paginator import EstimatedCountPaginator
+from common.zones import zone_words
 from pathway.amendments import follow_ups_recompute
 from pathway.audit import audit_verify
 from pathway.badges import state_badge
@@ -45,11 +46,17 @@ from pathway.models import (
 from pathway.selectors import (
     batch_growth_forecast,
     batches_due_for_release,
+    course_dosing_weight,
     course_evaluation_facts,
 )
-from pathway.services import COURSE_TRANSITION_SERVICES, course_create, course_open_refusal
+from pathway.services import (
+    COURSE_TRANSITION_SERVICES,
+    batch_release_refusals,
+    course_create,
+    course_open_refusal,
+)
 from pathway.states import CourseState
-from patients.access import AUDITOR_GROUP
+from patients.access import AUDITOR_GROUP, roles_allowed
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
 from reporting.outcomes import CHANGES, course_outcomes
 from reporting.timeline import course_timeline
@@ -520,7 +527,9 @@ class TreatmentCourseAdmin(
         if course is None or not self.has_view_permission(request, course):
             raise Http404("No such course here.")
         if not request.user.has_perm("scheduling.change_visit"):
-            raise PermissionDenied("Booking follow-ups needs the coordinator's role.")
+            raise PermissionDenied(
+                f"Booking follow-ups is not in your role: {roles_allowed('change_visit')}."
+            )
         zone = course.site.time_zone
         with timezone.override(zone):
             return self._follow_ups_page(request, course, zone)
@@ -622,7 +631,8 @@ class TreatmentCourseAdmin(
         if not transition.has_perm(course, user=request.user):
             # The form is not shown either: it would show what only the step's role may see.
             raise PermissionDenied(
-                f"You may not {TRANSITION_LABELS[transition_name].lower()} a course."
+                f"You may not {TRANSITION_LABELS[transition_name].lower()} a course: "
+                f"{roles_allowed(f'{transition_name}_course')}."
             )
         form_class = self.get_fsm_transition_form(transition)
         if form_class is None:
@@ -641,21 +651,67 @@ class TreatmentCourseAdmin(
                 )
             ):
                 return redirect("admin:pathway_treatmentcourse_change", object_id=course.pk)
+            if form.errors:  # the page opens on the first field to correct
+                first = next((name for name in form.errors if name in form.fields), None)
+                if first:
+                    form.fields[first].widget.attrs["autofocus"] = True
+            label = self.get_fsm_label(transition)
             return render(
                 request,
-                self.fsm_transition_form_template,
+                "pathway/transition_form.html",
                 self.admin_site.each_context(request)
                 | {
+                    "title": f"{label}: {course.patient}",
                     "opts": self.model._meta,
                     "original": course,
+                    "patient": course.patient,
+                    "zone_words": zone_words(course.site.time_zone),
                     "transition": FSMTransitionContext(
                         name=transition_name,
-                        label=self.get_fsm_label(transition),
+                        label=label,
                         help_text=self.get_help_text(transition),
                     ),
                     "transition_form": form,
+                    **self._what_is_decided(course, transition_name),
                 },
             )
+
+    def _what_is_decided(self, course, transition_name) -> dict:
+        """What the person deciding or signing must see beside the form."""
+        if transition_name == "approve":
+            return {"checklist": self.eligibility(course)}
+        if transition_name == "release":
+            batch = course.batches.filter(status=BatchStatus.EXPANDING).first()
+            if batch is None:
+                return {}
+            protocol, weight = course.protocol, course_dosing_weight(course=course)
+            return {
+                "release": {
+                    "batch": batch,
+                    "protocol": protocol,
+                    "weight_kg": weight.weight_kg if weight else None,
+                    "minimum_cells": (
+                        int(protocol.dose_min_million_per_kg * weight.weight_kg * 1_000_000)
+                        if weight
+                        else None
+                    ),
+                    "extra": [
+                        (test, batch.extra_qc_results.get(test.name))
+                        for test in protocol.qc_tests.all()
+                    ],
+                    "refusals": batch_release_refusals(batch=batch, course=course),
+                }
+            }
+        if transition_name == "record_transplant":
+            protocol = course.protocol
+            return {
+                "transplant": {
+                    "released_cells": course.viable_cells_released,
+                    "dose_min": protocol.dose_min_million_per_kg,
+                    "dose_max": protocol.dose_max_million_per_kg,
+                }
+            }
+        return {}
 
     def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None):
         """Route every admin transition through the same service as commands and tasks."""

@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from common.forms import SafeModelChoiceField
+from common.zones import zone_words
 from pathway.chains import chain_words, course_chains, course_suite
 from pathway.coi import coi_id_is_valid, coi_id_normalise
 from pathway.services import RELEASE_MEANING
@@ -70,6 +71,12 @@ class CourseStepForm(forms.Form):
     def __init__(self, *args, course=None, user=None, **kwargs):
         self.course, self.user = course, user
         super().__init__(*args, **kwargs)
+        if course is not None:  # every time on the form names its zone
+            for field in self.fields.values():
+                if isinstance(field, forms.SplitDateTimeField):
+                    field.help_text = (
+                        f"Local time at {course.site.name} ({zone_words(course.site.time_zone)})."
+                    )
 
 
 class ApproveForm(CourseStepForm):
@@ -224,7 +231,11 @@ class ReleaseForm(CourseStepForm):
 class RecordTransplantForm(CourseStepForm):
     performed_at = _when("Performed at")
     bedside_coi_id = _scanned_coi_id("Chain-of-identity id on the product")
-    cells_administered = forms.IntegerField(label="Cells administered", min_value=1)
+    cells_administered = forms.IntegerField(
+        label="Viable cells administered (cells)",
+        min_value=1,
+        help_text="The count, e.g. 140000000 for 140 × 10⁶.",
+    )
     weight_kg = _decimal("Weight used for the dose (kg)", 20, 350)
     weighed_on = forms.DateField(label="Weighed on", widget=widgets.AdminDateWidget)
     second_person = SafeModelChoiceField(

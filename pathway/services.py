@@ -490,6 +490,26 @@ def course_fail_qc(*, course: TreatmentCourse, by: AbstractBaseUser, reason: str
         return _fire(course, "fail_qc", by=by, note=reason)
 
 
+def batch_release_refusals(*, batch: Batch, course: TreatmentCourse) -> list[str]:
+    """Why the batch's results do not allow its release now; empty if they do. The release
+    form shows these before anyone signs; `course_release` refuses with them."""
+    qc = conditions.QCResults(
+        identity_p63_pct=batch.identity_p63_pct,
+        purity_pct=batch.purity_pct,
+        sterility_negative=bool(batch.sterility_negative),
+        viability_pct=batch.viability_pct,
+        viable_cells=batch.viable_cells,
+        extra=batch.extra_qc_results,
+    )
+    return conditions.release_refusals(
+        protocol=course.protocol,
+        expansion_day=batch.expansion_day,
+        qc=qc,
+        weight=course_dosing_weight(course=course),
+        qc_tests=list(course.protocol.qc_tests.all()),
+    )
+
+
 RELEASE_MEANING = "I release this product for clinical use: its QC results meet the specification."
 
 
@@ -517,21 +537,7 @@ def course_release(
         raise TransitionRefused(["Only a lab user allowed to release products signs a release."])
     if not password_confirms(user=by, password=password, request=request):
         raise TransitionRefused(["The password was not accepted; the release was not signed."])
-    qc = conditions.QCResults(
-        identity_p63_pct=batch.identity_p63_pct,
-        purity_pct=batch.purity_pct,
-        sterility_negative=bool(batch.sterility_negative),
-        viability_pct=batch.viability_pct,
-        viable_cells=batch.viable_cells,
-        extra=batch.extra_qc_results,
-    )
-    refusals = conditions.release_refusals(
-        protocol=course.protocol,
-        expansion_day=batch.expansion_day,
-        qc=qc,
-        weight=course_dosing_weight(course=course),
-        qc_tests=list(course.protocol.qc_tests.all()),
-    )
+    refusals = batch_release_refusals(batch=batch, course=course)
     if refusals:
         raise TransitionRefused(refusals)
     now = timezone.now()

@@ -1,6 +1,7 @@
 """Who may see which site's data. Programme leads, auditors and superusers see every site;
 everyone else sees the sites they coordinate or are a member of."""
 
+from django.contrib.auth.models import Group
 from django.db.models import Q, QuerySet
 
 from patients.models import Site
@@ -31,3 +32,14 @@ def scope_to_user_sites(queryset: QuerySet, user, site_path: str) -> QuerySet:
     if user_sees_all_sites(user):
         return queryset
     return queryset.filter(**{f"{site_path}__in": user_sites(user).values("pk")})
+
+
+def roles_allowed(codename: str) -> str:
+    """Who may do what a permission allows, for a refusal to name: "that is for the
+    clinician role"."""
+    names = sorted(
+        Group.objects.filter(permissions__codename=codename).values_list("name", flat=True)
+    )
+    if not names:
+        return "no role has that permission"
+    return f"that is for the {' or '.join(names)} role" + ("s" if len(names) > 1 else "")

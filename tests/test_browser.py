@@ -217,7 +217,7 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
     picked = chains.nth(1).get_attribute("value")
     harvest_day = dt.date.fromisoformat(picked[:10])
     shots(page, "05-schedule-harvest-form")
-    page.click("input[type=submit][value=Apply]")
+    page.click('input[type=submit][value="Schedule harvest"]')
     page.wait_for_url(CHANGE_PAGE)
     assert "Schedule harvest: the course is now harvest scheduled." in page.inner_text(
         ".messagelist"
@@ -249,7 +249,7 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
     ]
     bedside.select_option("#id_second_person", label=str(pathway.clinician2))
     bedside.fill("#id_second_person_password", PASSWORD)
-    bedside.click("input[type=submit][value=Apply]")
+    bedside.click('input[type=submit][value="Record transplant"]')
     bedside.wait_for_url(CHANGE_PAGE)
     assert "the course is now follow-up" in bedside.inner_text(".messagelist")
     bedside.context.close()
