@@ -2,6 +2,7 @@ import segno
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -20,6 +21,7 @@ from pathway.amendments import follow_ups_recompute
 from pathway.audit import audit_verify
 from pathway.badges import state_badge
 from pathway.chains import reservations_words
+from pathway.coi import coi_id_canonical
 from pathway.conditions import RuleStatus, eligibility_checklist, evaluation_sources
 from pathway.custody import (
     MANUAL_KINDS,
@@ -58,6 +60,7 @@ from pathway.services import (
 from pathway.states import CourseState
 from patients.access import AUDITOR_GROUP, roles_allowed
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
+from patients.search import patients_matching
 from reporting.outcomes import CHANGES, course_outcomes
 from reporting.timeline import course_timeline
 from scheduling.chains import follow_ups_proposal
@@ -323,7 +326,8 @@ class TreatmentCourseAdmin(
     list_display = ("__str__", "site", "state_badge", "days_in_state", "coi_id", "referred_at")
     list_select_related = ("patient", "site")
     list_filter = ("state", AwaitingFilter, "site", "protocol")
-    search_fields = ("=patient__mrn", "^patient__last_name", "=coi_id")
+    search_fields = ("patient__mrn", "patient__last_name", "coi_id")  # see get_search_results
+    search_help_text = "Patient's name (any order), the start of an MRN, or a chain-of-identity id."
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     autocomplete_fields = ("patient",)
@@ -359,6 +363,17 @@ class TreatmentCourseAdmin(
 
     class Media:
         css = {"all": ("pathway/admin.css",)}
+
+    def get_search_results(self, request, queryset, search_term):
+        """As on the patient list (`patients_matching`), and a course's id read off a label."""
+        if not search_term.strip():
+            return queryset, False
+        coi_id = coi_id_canonical(search_term)
+        by_coi = Q(coi_id=coi_id) if coi_id else None
+        return (
+            patients_matching(queryset, search_term, path="patient__", or_exactly=by_coi),
+            False,
+        )
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:

@@ -43,6 +43,15 @@ def coi_id_is_valid(value: str) -> bool:
     return coi_check_character(body) == match.group(3)
 
 
+def coi_id_canonical(value: str) -> str | None:
+    """The id as it is stored ("LDN26-000042-K") from however it was typed or scanned
+    ("ldn26 000042k"); None if it is not a valid id."""
+    if not coi_id_is_valid(value):
+        return None
+    match = _SHAPE.match(coi_id_normalise(value))
+    return f"{match.group(1)}-{match.group(2)}-{match.group(3)}"
+
+
 def coi_ids_match(entered: str, expected: str) -> bool:
     if not ((entered or "").isascii() and (expected or "").isascii()):
         return False

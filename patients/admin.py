@@ -1,7 +1,7 @@
 import json
 
 from django.contrib import admin, messages
-from django.db.models import OuterRef, Subquery
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpResponse
 from django.utils import timezone
@@ -11,6 +11,7 @@ from common.admin_export import export_as_csv
 from common.admin_scoping import ScopedChoices, SiteScopedAdmin
 from common.paginator import EstimatedCountPaginator
 from pathway.badges import state_badge
+from pathway.coi import coi_id_canonical
 from pathway.models import TreatmentCourse
 from pathway.records import adverse_event_record, clinical_record_save
 from pathway.states import CourseState
@@ -29,6 +30,7 @@ from patients.models import (
     SixMinuteWalkTest,
     SymptomScore,
 )
+from patients.search import patients_matching
 from reporting.fhir import FHIR_JSON, fhir_bundle_for_patients, fhir_export_allowed
 
 # Every list can be exported as a coordinator has filtered it (site scoping included).
@@ -181,6 +183,18 @@ class CourseStateFilter(admin.SimpleListFilter):
 
 @admin.register(Patient)
 class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin):
+    def get_search_results(self, request, queryset, search_term):
+        """Names in any order, MRN prefixes and course ids, all on indexes (`patients_matching`)."""
+        if not search_term.strip():
+            return queryset, False
+        coi_id = coi_id_canonical(search_term)
+        by_coi = (
+            Q(Exists(TreatmentCourse.objects.filter(patient=OuterRef("pk"), coi_id=coi_id)))
+            if coi_id
+            else None
+        )
+        return patients_matching(queryset, search_term, or_exactly=by_coi), False
+
     list_display = (
         "mrn",
         "last_name",
@@ -192,7 +206,8 @@ class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.M
     )
     list_select_related = ("site", "coordinator")
     list_filter = ("site", CourseStateFilter)
-    search_fields = ("=mrn", "^last_name")  # both use an index
+    search_fields = ("mrn", "last_name")  # the box; `get_search_results` does the search
+    search_help_text = "Name (any order), the start of an MRN, or a chain-of-identity id."
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     autocomplete_fields = ("coordinator",)
