@@ -64,7 +64,7 @@ from patients.search import patients_matching
 from reporting.outcomes import CHANGES, course_outcomes
 from reporting.timeline import course_timeline
 from scheduling.chains import follow_ups_proposal
-from scheduling.models import ProtocolDeviation, Visit
+from scheduling.models import Notification, ProtocolDeviation, Visit
 from scheduling.services import follow_ups_book
 
 
@@ -318,11 +318,27 @@ class ReferralForm(forms.ModelForm):
         return patient
 
 
+# The step a course in each state is waiting for: the course page's primary button.
+NEXT_STEP = {
+    CourseState.REFERRED: "start_evaluation",
+    CourseState.EVALUATION: "approve",
+    CourseState.ELIGIBLE: "schedule_harvest",
+    CourseState.HARVEST_SCHEDULED: "record_harvest",
+    CourseState.HARVESTED: "receive_at_lab",
+    CourseState.EXPANDING: "release",
+    CourseState.RELEASED: "schedule_transplant",
+    CourseState.TRANSPLANT_SCHEDULED: "record_transplant",
+    CourseState.FOLLOW_UP: "complete",
+    CourseState.ON_HOLD: "resume",
+}
+
+
 @admin.register(TreatmentCourse)
 class TreatmentCourseAdmin(
     FSMAdminMixin, SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin
 ):
     fsm_fields = ["state"]
+    change_form_template = "admin/pathway/treatmentcourse/change_form.html"
     list_display = ("__str__", "site", "state_badge", "days_in_state", "coi_id", "referred_at")
     list_select_related = ("patient", "site")
     list_filter = ("state", AwaitingFilter, "site", "protocol")
@@ -352,6 +368,7 @@ class TreatmentCourseAdmin(
         "low_fev1_justification",
         "outcomes",
         "capacity",
+        "messages_sent",
     )
     inlines = (
         VisitInline,
@@ -396,8 +413,21 @@ class TreatmentCourseAdmin(
                     )
                 },
             ),
-            ("Eligibility", {"fields": ("eligibility", "low_fev1_justification")}),
-            ("Outcomes", {"fields": ("outcomes",)}),
+            (
+                "Eligibility",
+                {
+                    "fields": ("eligibility", "low_fev1_justification"),
+                    # Open while it is being decided; folded away after.
+                    "classes": ()
+                    if obj.state in (CourseState.EVALUATION, CourseState.ELIGIBLE)
+                    else ("collapse",),
+                },
+            ),
+            ("Outcomes", {"fields": ("outcomes",), "classes": ("collapse",)}),
+            (
+                "Messages sent to the patient",
+                {"fields": ("messages_sent",), "classes": ("collapse",)},
+            ),
             (
                 "Procedures",
                 {
@@ -413,6 +443,7 @@ class TreatmentCourseAdmin(
                         "cells_administered",
                         "discharged_at",
                     ),
+                    "classes": ("collapse",),
                 },
             ),
         )
@@ -460,7 +491,38 @@ class TreatmentCourseAdmin(
             "reporting/timeline.html", {"timeline": course_timeline(course=obj)}
         )
 
-    @admin.display(description="")
+    @admin.display(description="last 20")
+    def messages_sent(self, obj):
+        """The patient's last reminders: channel, when (the site's time), and what became of
+        each, so a coordinator can answer "did they get it?"."""
+        notifications = list(
+            Notification.objects.filter(patient=obj.patient)
+            .select_related("visit__protocol_visit")
+            .order_by("-send_after")[:20]
+        )
+        if not notifications:
+            return "Nothing sent yet."
+        zone = obj.site.time_zone
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    f"{timezone.localtime(n.sent_at or n.send_after, zone):%a %d %b %Y %H:%M %Z}",
+                    n.get_channel_display(),
+                    n.visit.label if n.visit_id else n.get_template_display(),
+                    n.get_status_display(),
+                )
+                for n in notifications
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>when</th><th>by</th><th>about</th><th>status</th></tr>"
+            "</thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    @admin.display(description="places ahead")
     def capacity(self, obj):
         held = list(
             obj.reservations.filter(released_at__isnull=True, starts_at__gt=timezone.now())
@@ -633,8 +695,15 @@ class TreatmentCourseAdmin(
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         course = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if course is not None:
+            timeline = course_timeline(course=course)
+            extra |= {
+                "primary_transition": NEXT_STEP.get(course.state),
+                "next_step_words": timeline.next_action,
+            }
         with timezone.override(course.site.time_zone if course else None):
-            return super().change_view(request, object_id, form_url, extra_context)
+            return super().change_view(request, object_id, form_url, extra)
 
     def fsm_transition_view(self, request, object_id, transition_name, **kwargs):
         """django-fsm-2's transition form page, with the form given the course and the user,

@@ -4,8 +4,9 @@ from django.contrib import admin, messages
 from django.db.models import Exists, OuterRef, Q, Subquery
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpResponse
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from common.admin_export import export_as_csv
 from common.admin_scoping import ScopedChoices, SiteScopedAdmin
@@ -211,8 +212,10 @@ class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.M
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     autocomplete_fields = ("coordinator",)
+    readonly_fields = ("courses",)
     fieldsets = (
         (None, {"fields": ("site", "mrn", "first_name", "last_name", "date_of_birth", "sex")}),
+        ("Treatment courses", {"fields": ("courses",)}),
         (
             "Contact and consent",
             {
@@ -256,6 +259,33 @@ class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.M
                 latest_course_state=Subquery(latest.values("state")[:1]),
                 latest_course_since=Subquery(latest.values("state_changed_at")[:1]),
             )
+        )
+
+    @admin.display(description="")
+    def courses(self, obj):
+        """Links to the patient's courses at the patient's site (the one the user sees them
+        at), newest first."""
+        if obj is None or obj.pk is None:
+            return "Add the patient first; then start a course from Treatment courses."
+        courses = (
+            TreatmentCourse.objects.filter(patient=obj, site=obj.site)
+            .select_related("patient", "site")
+            .order_by("-referred_at", "-pk")
+        )
+        if not courses:
+            return "No course yet."
+        return format_html_join(
+            "",
+            '<p><a href="{}">{}</a> {} since {:%d %b %Y}</p>',
+            (
+                (
+                    reverse("admin:pathway_treatmentcourse_change", args=[course.pk]),
+                    course,
+                    state_badge(course.state),
+                    timezone.localdate(course.state_changed_at, course.site.time_zone),
+                )
+                for course in courses
+            ),
         )
 
     @admin.display(description="course")
