@@ -15,6 +15,7 @@ from common.admin_scoping import ScopedChoices, SiteScopedAdmin
 from common.errors import Refused
 from common.paginator import EstimatedCountPaginator
 from common.urls import public_url_for
+from common.zones import local_words
 from patients.access import user_sees_all_sites, user_sites
 from patients.admin import (
     ClinicalRecordsSavedThroughServices,
@@ -145,11 +146,12 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
         "course",
         "kind",
         "protocol_visit",
-        "scheduled_at",
+        "when",
         "window_closes_on",
         "status",
     )
     list_select_related = ("course__patient", "course__site", "protocol_visit")
+
     list_filter = ("status", OverdueFilter, UpcomingProceduresFilter, "kind", "course__site")
     search_fields = ("=course__patient__mrn", "^course__patient__last_name")
     show_full_result_count = False
@@ -191,6 +193,11 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="booked for (the site's time)", ordering="scheduled_at")
+    def when(self, obj):
+        """Each visit in its own site's zone, named: a list mixes sites."""
+        return local_words(obj.scheduled_at, obj.course.site.time_zone)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         visit = self.get_object(request, object_id)
@@ -432,7 +439,7 @@ class OpenAlertFilter(admin.SimpleListFilter):
 @admin.register(Alert)
 class AlertAdmin(SiteScopedAdmin, admin.ModelAdmin):
     list_display = (
-        "created_at",
+        "raised",
         "severity",
         "kind",
         "site",
@@ -441,6 +448,7 @@ class AlertAdmin(SiteScopedAdmin, admin.ModelAdmin):
         "acknowledged_by",
     )
     list_select_related = ("site", "course__patient", "acknowledged_by")
+
     list_filter = (OpenAlertFilter, "severity", "kind", "site")
     search_fields = ("=course__patient__mrn", "=course__coi_id")
     show_full_result_count = False
@@ -461,6 +469,10 @@ class AlertAdmin(SiteScopedAdmin, admin.ModelAdmin):
     readonly_fields = fields
     actions = ["acknowledge"]
     change_form_template = "scheduling/alert_change_form.html"
+
+    @admin.display(description="raised (the site's time)", ordering="created_at")
+    def raised(self, obj):
+        return local_words(obj.created_at, obj.site.time_zone)
 
     def has_add_permission(self, request):
         return False
