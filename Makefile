@@ -19,6 +19,11 @@ $(VENV)/.installed: $(BIN)/python requirements.txt requirements-dev.txt
 
 install: $(VENV)/.installed
 
+# axe-core, which the browser tests inject to check accessibility (package-lock.json pins it).
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 migrate: install
 	DEBUG=1 $(BIN)/python manage.py migrate --noinput
 
@@ -36,7 +41,7 @@ run: seed
 # (`make test ARGS=tests/test_coi.py`); after a migration changes, `make test ARGS=--create-db`.
 # CI always builds it anew.
 PYTEST_DB := $(if $(CI),--create-db,--reuse-db)
-test: install
+test: install node_modules/.installed
 	$(TEST_ENV) $(BIN)/pytest $(PYTEST_DB) $(ARGS)
 
 lint: install
@@ -55,4 +60,4 @@ bench-small: install
 	DATABASE_URL=$(BENCH_DB) OTP_REQUIRED=0 $(BIN)/python bench/run.py --small
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var node_modules .pytest_cache .ruff_cache

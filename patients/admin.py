@@ -1,6 +1,7 @@
 import json
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, Q, Subquery
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpResponse
@@ -211,7 +212,6 @@ class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.M
     search_help_text = "Name (any order), the start of an MRN, or a chain-of-identity id."
     show_full_result_count = False
     paginator = EstimatedCountPaginator
-    autocomplete_fields = ("coordinator",)
     readonly_fields = ("courses",)
     fieldsets = (
         (None, {"fields": ("site", "mrn", "first_name", "last_name", "date_of_birth", "sex")}),
@@ -260,6 +260,17 @@ class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.M
                 latest_course_since=Subquery(latest.values("state_changed_at")[:1]),
             )
         )
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        """The coordinator is chosen from the coordinators, in a plain select: a few names,
+        and one a screen reader can name (the autocomplete widget's box cannot)."""
+        if db_field.name == "coordinator":
+            kwargs["queryset"] = (
+                get_user_model()
+                .objects.filter(groups__name="coordinator", is_active=True)
+                .order_by("last_name", "first_name", "username")
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     @admin.display(description="")
     def courses(self, obj):
