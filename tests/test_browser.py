@@ -6,6 +6,7 @@ the few the README shows are copied to docs/screenshots/.
 """
 
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -19,7 +20,8 @@ from django.utils import timezone
 from pathway import services
 from pathway.scans import alerts_scan_overdue
 from pathway.states import CourseState
-from scheduling.models import Resource, ResourceKind, ResourceSession
+from scheduling.alerts import alert_raise
+from scheduling.models import AlertKind, Resource, ResourceKind, ResourceSession
 from tests.factories import (
     PASSWORD,
     BodyMeasurementFactory,
@@ -331,6 +333,7 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
 
 
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+LAPTOP = {"width": 1366, "height": 900}  # the clinic's screens
 
 
 def axe_serious(page) -> list[str]:
@@ -365,7 +368,7 @@ def test_the_pages_people_work_in_pass_axe_and_fit_1366(
     assert alerts_scan_overdue() >= 0
     base = live_server.url
     # axe is injected as a script: the test's own context lets it past the page's policy.
-    context = browser.new_context(viewport={"width": 1366, "height": 900}, bypass_csp=True)
+    context = browser.new_context(viewport=LAPTOP, bypass_csp=True)
     page = log_in(context, base, pathway.coordinator)
     pages = {
         "worklist": "/admin/",
@@ -384,3 +387,137 @@ def test_the_pages_people_work_in_pass_axe_and_fit_1366(
     context.close()
     assert found == {name: [] for name in pages}
     assert all(width <= 1366 for width in widths.values()), widths
+
+
+class Actions:
+    """Counts what a person does: each click, each field typed or chosen, each key."""
+
+    def __init__(self, page):
+        self.page, self.count = page, 0
+
+    def click(self, selector):
+        self.page.click(selector)
+        self.count += 1
+
+    def fill(self, selector, value):
+        self.page.fill(selector, value)
+        self.count += 1
+
+    def check(self, selector):
+        self.page.check(selector)
+        self.count += 1
+
+    def choose(self, selector, label):
+        self.page.select_option(selector, label=label)
+        self.count += 1
+
+    def press(self, selector, key):
+        self.page.press(selector, key)
+        self.count += 1
+
+
+def test_actions_per_task_from_the_worklist(
+    django_db_setup, browser, live_server, pathway, settings
+):
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    site = SiteFactory(name="Leeds Chest Clinic", code="LDS")
+    now = timezone.now()
+
+    def course_at(mrn, last_name, state, start):
+        patient = PatientFactory(site=site, mrn=mrn, last_name=last_name, first_name="Grace")
+        LungFunctionTestFactory(patient=patient)
+        ChestCTFactory(patient=patient)
+        ClinicalAssessmentFactory(patient=patient)
+        BodyMeasurementFactory(patient=patient)
+        with time_machine.travel(start - dt.timedelta(days=3), tick=False):
+            course = services.course_create(patient=patient, by=pathway.coordinator)
+        return pathway.starting(start).advance(course, state)
+
+    to_release = course_at("LDS-3001", "Okafor", CourseState.EXPANDING, now - dt.timedelta(days=26))
+    pathway.record_qc(to_release)
+    to_transplant = course_at(
+        "LDS-3002", "Walsh", CourseState.TRANSPLANT_SCHEDULED, now - dt.timedelta(days=34)
+    )
+    pathway.starting(now - dt.timedelta(days=34)).deliver_to_site(to_transplant)
+    site.members.add(pathway.clinician2)
+    to_book = course_at("LDS-3003", "Nguyen", CourseState.ELIGIBLE, now - dt.timedelta(days=2))
+    alert, _ = alert_raise(
+        kind=AlertKind.COLD_CHAIN_BROKEN,
+        course=to_book,
+        condition_key="actions.alert",
+        message="A test alert to acknowledge.",
+    )
+    calendars_for(site)
+    base = live_server.url
+    measured = {}
+
+    # A coordinator: books a harvest, acknowledges an alert, finds a patient by name.
+    page = log_in(
+        browser.new_context(viewport={"width": 1366, "height": 900}), base, pathway.coordinator
+    )
+    act = Actions(page)
+    act.click('#worklist tr:has-text("Nguyen") a:has-text("Schedule harvest")')
+    act.check("input[name=chain] >> nth=0")
+    act.click('input[type=submit][value="Schedule harvest"]')
+    page.wait_for_url(CHANGE_PAGE)
+    to_book.refresh_from_db()
+    assert to_book.state == CourseState.HARVEST_SCHEDULED
+    measured["book a harvest"] = act.count
+
+    page.goto(f"{base}/admin/")
+    act = Actions(page)
+    act.click(f'#worklist tr:has-text("{alert.get_kind_display()}") button:has-text("Acknowledge")')
+    page.wait_for_url(f"{base}/admin/")
+    alert.refresh_from_db()
+    assert alert.acknowledged_by == pathway.coordinator
+    measured["acknowledge an alert"] = act.count
+
+    act = Actions(page)
+    act.fill("#find-patient", "grace okafor")
+    act.press("#find-patient", "Enter")
+    page.wait_for_url(re.compile(r"/patient/\?q="))
+    assert page.locator("#result_list tbody tr").count() == 1
+    assert "LDS-3001" in page.inner_text("#result_list")
+    measured["find a patient by name"] = act.count
+    page.context.close()
+
+    # The second lab user signs the release.
+    page = log_in(browser.new_context(viewport=LAPTOP), base, pathway.lab2)
+    act = Actions(page)
+    act.click('#worklist tr:has-text("Okafor") a:has-text("Sign the release")')
+    assert "Every result meets the specification." in page.inner_text("#content")
+    act.fill("#id_password", PASSWORD)
+    act.click('input[type=submit][value="Release"]')
+    page.wait_for_url(CHANGE_PAGE)
+    to_release.refresh_from_db()
+    assert to_release.state == CourseState.RELEASED
+    measured["sign a release"] = act.count
+    page.context.close()
+
+    # The clinician records the transplant at the bedside.
+    page = log_in(
+        browser.new_context(viewport={"width": 1366, "height": 900}), base, pathway.clinician
+    )
+    act = Actions(page)
+    act.click('#worklist tr:has-text("Walsh") a:has-text("Record transplant")')
+    today = timezone.localdate(now, site.time_zone)
+    act.fill("#id_performed_at_0", today.isoformat())
+    act.fill("#id_performed_at_1", "08:15")
+    act.fill("#id_bedside_coi_id", to_transplant.coi_id)
+    act.fill("#id_cells_administered", "140000000")
+    act.fill("#id_weight_kg", "70.0")
+    assert "2.00 × 10⁶ cells per kg (within the range)" in page.inner_text("#dose-per-kg")
+    act.fill("#id_weighed_on", today.isoformat())
+    act.choose("#id_second_person", str(pathway.clinician2))
+    act.fill("#id_second_person_password", PASSWORD)
+    act.click('input[type=submit][value="Record transplant"]')
+    page.wait_for_url(CHANGE_PAGE)
+    to_transplant.refresh_from_db()
+    assert to_transplant.state == CourseState.FOLLOW_UP
+    measured["record a transplant"] = act.count
+    page.context.close()
+
+    (SCREENSHOTS / "actions.json").write_text(json.dumps(measured, indent=2))
+    assert measured["acknowledge an alert"] <= 2
+    assert measured["book a harvest"] <= 4
+    assert measured["find a patient by name"] <= 2
