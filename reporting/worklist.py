@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from django.urls import reverse
 from django.utils import timezone
 
+from common.zones import local_words
 from pathway.models import Batch, BatchStatus, TreatmentCourse
 from pathway.states import CourseState
 from scheduling.chains import course_resource
 from scheduling.models import (
     Alert,
     ResourceKind,
+    Severity,
     Visit,
     VisitKind,
     VisitStatus,
@@ -36,6 +38,7 @@ class WorkItem:
     post: bool = False  # the button acts at once (a POST), rather than opening a form
     detail: str = ""
     assigned_to: object = None
+    urgent: bool = False  # first on the list, whatever is due
 
     @property
     def due_words(self) -> str:
@@ -43,9 +46,7 @@ class WorkItem:
         if self.due is None:
             return ""
         if isinstance(self.due, dt.datetime):
-            return (
-                f"{timezone.localtime(self.due, self.course.site.time_zone):%a %d %b %Y %H:%M %Z}"
-            )
+            return local_words(self.due, self.course.site.time_zone)
         return f"{self.due:%a %d %b %Y}"
 
     @property
@@ -236,7 +237,7 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
         alerts = (
             Alert.objects.filter(site__in=sites, acknowledged_at__isnull=True)
             .exclude(snoozed_until__gt=now)
-            .select_related("course__patient", "course__site")
+            .select_related("course__patient", "course__site", "site")
             .order_by("-created_at")
         )
         for alert in alerts[:ROWS_PER_KIND]:
@@ -245,11 +246,13 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
                     key=f"alert.a{alert.pk}",
                     what=alert.get_kind_display(),
                     course=alert.course,
-                    due=alert.created_at,
+                    due=None,  # an alert is to read now; when it was raised is in the detail
                     action="Acknowledge",
                     url=reverse("admin:scheduling_alert_acknowledge", args=[alert.pk]),
                     post=True,
-                    detail=alert.message,
+                    detail=f"Raised {local_words(alert.created_at, alert.site.time_zone)}. "
+                    f"{alert.message}",
+                    urgent=alert.severity == Severity.URGENT,
                 )
             )
     assignments = WorkAssignment.objects.filter(
@@ -262,7 +265,7 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
 
 
 def _urgency(item: WorkItem):
-    """Overdue first, then by when it is due (undated last), alerts by their time."""
+    """Urgent alerts first, then what is overdue, then by when it is due (undated last)."""
     due = item.due
     if due is None:
         moment = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -270,4 +273,4 @@ def _urgency(item: WorkItem):
         moment = due
     else:
         moment = dt.datetime.combine(due, dt.time(23, 59), tzinfo=item.course.site.time_zone)
-    return (not item.overdue, moment)
+    return (not item.urgent, not item.overdue, moment)
