@@ -15,6 +15,7 @@ from django_fsm.admin import FSMAdminMixin, FSMTransitionContext
 from common.admin_readonly import ReadOnlyAdmin
 from common.admin_scoping import SiteScopedAdmin
 from common.errors import Refused
+from common.numbers import cells_words
 from common.paginator import EstimatedCountPaginator
 from common.zones import zone_words
 from pathway.amendments import follow_ups_recompute
@@ -361,9 +362,9 @@ class TreatmentCourseAdmin(
         "lab_received_at",
         "expansion_day",
         "released_at",
-        "viable_cells_released",
+        "viable_cells_released_words",
         "transplanted_at",
-        "cells_administered",
+        "cells_administered_words",
         "discharged_at",
         "low_fev1_justification",
         "outcomes",
@@ -438,9 +439,9 @@ class TreatmentCourseAdmin(
                         "lab_received_at",
                         "expansion_day",
                         "released_at",
-                        "viable_cells_released",
+                        "viable_cells_released_words",
                         "transplanted_at",
-                        "cells_administered",
+                        "cells_administered_words",
                         "discharged_at",
                     ),
                     "classes": ("collapse",),
@@ -490,6 +491,14 @@ class TreatmentCourseAdmin(
         return render_to_string(
             "reporting/timeline.html", {"timeline": course_timeline(course=obj)}
         )
+
+    @admin.display(description="viable cells released")
+    def viable_cells_released_words(self, obj):
+        return cells_words(obj.viable_cells_released)
+
+    @admin.display(description="cells administered")
+    def cells_administered_words(self, obj):
+        return cells_words(obj.cells_administered)
 
     @admin.display(description="last 20")
     def messages_sent(self, obj):
@@ -1000,6 +1009,7 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
         "course",
         "status_column",
         "expansion_day_column",
+        "viable_cells_column",
         "qc_recorded_by",
         "released_by",
     )
@@ -1046,6 +1056,10 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
         ("Release", {"fields": ("released_by", "released_at", "release_meaning")}),
     )
     form = BatchQcForm
+
+    @admin.display(description="viable cells", ordering="viable_cells")
+    def viable_cells_column(self, obj):
+        return cells_words(obj.viable_cells) if obj.viable_cells is not None else "–"
 
     def _qc_tests(self, obj) -> list:
         return list(obj.course.protocol.qc_tests.all()) if obj is not None else []
