@@ -168,6 +168,7 @@ class ProtocolAdmin(admin.ModelAdmin):
 
 
 class TransitionLogInline(admin.TabularInline):
+    classes = ("collapse",)  # the course page opens on its state and next step
     model = TransitionLog
     fields = ("at", "transition", "source_state", "target_state", "by", "note")
     readonly_fields = fields
@@ -218,6 +219,8 @@ class VisitInline(admin.TabularInline):
 class CustodyEventInline(admin.TabularInline):
     """The course's chain of custody as a timeline; events are added, never edited."""
 
+    classes = ("collapse",)  # the course page opens on its state and next step
+
     model = CustodyEvent
     fields = ("at", "kind", "coi_id", "location", "temperature_c", "by", "note", "corrects")
     readonly_fields = fields
@@ -237,6 +240,8 @@ class CustodyEventInline(admin.TabularInline):
 
 class DeviationInline(admin.TabularInline):
     """The course's protocol deviations: what the plan was, what was done, who said why."""
+
+    classes = ("collapse",)  # the course page opens on its state and next step
 
     model = ProtocolDeviation
     fields = ("at", "kind", "visit", "detail", "reason", "by")

@@ -34,6 +34,7 @@ from patients.models import (
 )
 from patients.search import patients_matching
 from reporting.fhir import FHIR_JSON, fhir_bundle_for_patients, fhir_export_allowed
+from scheduling.models import VisitStatus
 
 # Every list can be exported as a coordinator has filtered it (site scoping included).
 admin.site.add_action(export_as_csv)
@@ -338,6 +339,17 @@ class VisitRecordInline(ScopedChoices, admin.TabularInline):
 
 class VisitLungFunctionInline(VisitRecordInline):
     model = LungFunctionTest
+
+    def get_extra(self, request, obj=None, **kwargs):
+        """A follow-up not yet measured opens with an empty row to fill."""
+        if (
+            obj is not None
+            and obj.status == VisitStatus.BOOKED
+            and not obj.lungfunctiontests.exists()
+        ):
+            return 1
+        return 0
+
     fields = (
         "taken_on",
         "fev1_l",

@@ -182,6 +182,29 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
                     url=_transition_url(visit.course, "record_transplant"),
                 )
             )
+    if may("patients.add_lungfunctiontest"):
+        to_measure = (
+            Visit.objects.filter(
+                course__site__in=sites,
+                kind=VisitKind.FOLLOW_UP,
+                status=VisitStatus.BOOKED,
+                scheduled_at__lt=now + dt.timedelta(days=1),
+            )
+            .exclude(course__state__in=[CourseState.ON_HOLD, CourseState.WITHDRAWN])
+            .select_related("course__patient", "course__site", "protocol_visit")
+            .order_by("scheduled_at")
+        )
+        for visit in to_measure[:ROWS_PER_KIND]:
+            items.append(
+                WorkItem(
+                    key=f"measure.v{visit.pk}",
+                    what=f"Record the {visit.label}",
+                    course=visit.course,
+                    due=visit.scheduled_at,
+                    action="Record the measurements",
+                    url=reverse("admin:scheduling_visit_change", args=[visit.pk]),
+                )
+            )
     if may("scheduling.change_visit"):
         horizon = timezone.localdate(now) + dt.timedelta(days=FOLLOW_UP_NOTICE_DAYS)
         to_book = (

@@ -22,6 +22,7 @@ from pathway.scans import alerts_scan_overdue
 from pathway.states import CourseState
 from scheduling.alerts import alert_raise
 from scheduling.models import AlertKind, Resource, ResourceKind, ResourceSession
+from scheduling.services import visit_reschedule
 from tests.factories import (
     PASSWORD,
     BodyMeasurementFactory,
@@ -441,6 +442,9 @@ def test_actions_per_task_from_the_worklist(
     pathway.starting(now - dt.timedelta(days=34)).deliver_to_site(to_transplant)
     site.members.add(pathway.clinician2)
     to_book = course_at("LDS-3003", "Nguyen", CourseState.ELIGIBLE, now - dt.timedelta(days=2))
+    to_measure = course_at("LDS-3004", "Santos", CourseState.FOLLOW_UP, now - dt.timedelta(days=61))
+    four_weeks = to_measure.visits.filter(kind="follow_up").order_by("scheduled_at").first()
+    visit_reschedule(visit=four_weeks, scheduled_at=now + dt.timedelta(hours=2))
     alert, _ = alert_raise(
         kind=AlertKind.COLD_CHAIN_BROKEN,
         course=to_book,
@@ -515,6 +519,20 @@ def test_actions_per_task_from_the_worklist(
     to_transplant.refresh_from_db()
     assert to_transplant.state == CourseState.FOLLOW_UP
     measured["record a transplant"] = act.count
+
+    # ...and the 4-week lung function, from the worklist.
+    page.goto(f"{base}/admin/")
+    act = Actions(page)
+    act.click('#worklist tr:has-text("Santos") a:has-text("Record the measurements")')
+    act.fill('input[name$="-0-taken_on"]', today.isoformat())
+    act.fill('input[name$="-0-fev1_l"]', "1.45")
+    act.fill('input[name$="-0-fev1_pct_predicted"]', "52")
+    act.fill('input[name$="-0-fvc_l"]', "2.90")
+    act.click("input[name=_save]")
+    page.wait_for_selector(".messagelist")
+    four_weeks.refresh_from_db()
+    assert four_weeks.status == "done"
+    measured["record a follow-up's lung function"] = act.count
     page.context.close()
 
     (SCREENSHOTS / "actions.json").write_text(json.dumps(measured, indent=2))
