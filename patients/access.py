@@ -1,6 +1,7 @@
 """Who may see which site's data. Programme leads, auditors and superusers see every site;
 everyone else sees the sites they coordinate or are a member of."""
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import Q, QuerySet
 
@@ -43,3 +44,14 @@ def roles_allowed(codename: str) -> str:
     if not names:
         return "no role has that permission"
     return f"that is for the {' or '.join(names)} role" + ("s" if len(names) > 1 else "")
+
+
+def site_coordinators(*, sites):
+    """The active coordinators who work at any of these sites."""
+    return (
+        get_user_model()
+        .objects.filter(groups__name="coordinator", is_active=True)
+        .filter(Q(coordinated_sites__in=sites) | Q(member_sites__in=sites))
+        .distinct()
+        .order_by("username")
+    )

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST, require_safe
 
-from patients.access import user_sees_all_sites, user_sites
+from patients.access import site_coordinators, user_sees_all_sites, user_sites
 from reporting.calendar_feed import (
     calendar_feed_ics,
     calendar_feed_token_mark_used,
@@ -82,16 +82,29 @@ def calendar_feed_view(request, token):
 
 @require_POST
 def worklist_assign_view(request):
-    """Take a worklist row ("mine"), or give it back. Only a row the user's own worklist
-    shows can be taken, so a made-up key writes nothing."""
+    """Take a worklist row ("mine"), give it to another coordinator of its site, or give it
+    back. Only a row the user's own worklist shows can be given, so a made-up key writes
+    nothing; only a coordinator of the row's site can receive it."""
     key = request.POST.get("key", "")[:60]
     rows = {item.key: item for item in worklist(user=request.user, sites=user_sites(request.user))}
     item = rows.get(key)
+    to = request.POST.get("to", "")
     if item is None:
         messages.error(request, "That piece of work is no longer on your worklist.")
     elif request.POST.get("give_back") and item.assigned_to == request.user:
         work_assign(key=key, to=None, by=request.user)
         messages.success(request, f"Given back: {item.what}, {item.course.patient}.")
+    elif request.POST.get("give") and to:
+        receiver = (
+            site_coordinators(sites=[item.course.site])
+            .filter(pk=int(to) if to.isdecimal() and len(to) < 12 else None)
+            .first()
+        )
+        if receiver is None:
+            messages.error(request, "Only a coordinator of the patient's site can take it.")
+        else:
+            work_assign(key=key, to=receiver, by=request.user)
+            messages.success(request, f"Given to {receiver}: {item.what}, {item.course.patient}.")
     else:
         work_assign(key=key, to=request.user, by=request.user)
         messages.success(request, f"Yours: {item.what}, {item.course.patient}.")

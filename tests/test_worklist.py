@@ -166,3 +166,25 @@ def test_every_due_time_names_its_zone(client, pathway):
     page = client.get(reverse("admin:index")).content.decode()
     assert " GMT" in page or " BST" in page
     assert Alert.objects.count() == 1
+
+
+def test_a_row_is_given_to_a_coordinator_of_its_site_and_no_one_else(client, pathway):
+    from tests.factories import SiteFactory, UserFactory
+
+    course = _eligible_course(pathway)
+    colleague = UserFactory(username="colleague", role="coordinator")
+    course.site.coordinators.add(colleague)
+    stranger = UserFactory(username="stranger", role="coordinator")
+    SiteFactory(staff=[stranger]).coordinators.add(stranger)
+    course.site.coordinators.remove(stranger)
+    course.site.members.remove(stranger)
+    client.force_login(pathway.coordinator)
+    key = f"harvest.c{course.pk}"
+    page = client.get(reverse("admin:index")).content.decode()
+    assert "give to…" in page
+    client.post(reverse("worklist-assign"), {"key": key, "to": str(stranger.pk), "give": "1"})
+    assert not WorkAssignment.objects.exists()
+    client.post(reverse("worklist-assign"), {"key": key, "to": str(colleague.pk), "give": "1"})
+    assert WorkAssignment.objects.get(key=key).assigned_to == colleague
+    client.post(reverse("worklist-assign"), {"key": key, "to": "²", "give": "1"})
+    assert WorkAssignment.objects.get(key=key).assigned_to == colleague

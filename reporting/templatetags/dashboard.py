@@ -1,6 +1,6 @@
 from django import template
 
-from patients.access import user_sites
+from patients.access import site_coordinators, user_sites
 from reporting.dashboard import site_dashboard
 from reporting.worklist import worklist
 from scheduling.selectors import UPCOMING_PROCEDURE_DAYS
@@ -33,5 +33,6 @@ def pathway_worklist(context):
         "mine": mine,
         "user": user,
         "here": request.get_full_path(),
+        "coordinators": list(site_coordinators(sites=sites)) if items else [],
         "csrf_token": context.get("csrf_token"),
     }
