@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from common.zones import local_words
-from pathway.models import Batch, BatchStatus, TreatmentCourse
+from pathway.models import TRANSITION_LABELS, Batch, BatchStatus, TreatmentCourse
 from pathway.states import CourseState
 from scheduling.chains import course_resource
 from scheduling.models import (
@@ -67,46 +67,48 @@ def _courses(sites, state):
     )
 
 
+def _booking_deadline(course) -> dt.date:
+    released_on = timezone.localdate(course.released_at, course.site.time_zone)
+    return released_on + dt.timedelta(days=course.protocol.transplant_booking_max_days)
+
+
+# Courses waiting in a state for one step: the row's key, its words, the step, when it is due.
+COURSES_WAITING = {
+    CourseState.EVALUATION: ("decide", "Decide eligibility", "approve", lambda c: None),
+    CourseState.ELIGIBLE: ("harvest", "Book the harvest", "schedule_harvest", lambda c: None),
+    CourseState.HARVESTED: (
+        "receive",
+        "Sample due at the lab",
+        "receive_at_lab",
+        lambda c: c.harvested_at,
+    ),
+    CourseState.RELEASED: (
+        "transplant",
+        "Book the transplant",
+        "schedule_transplant",
+        _booking_deadline,
+    ),
+}
+
+
 def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
     """Every piece of work at `sites` that `user` may do, most urgent first."""
     now = now or timezone.now()
     may = user.has_perm
     items: list[WorkItem] = []
 
-    if may("pathway.approve_course"):
-        for course in _courses(sites, CourseState.EVALUATION)[:ROWS_PER_KIND]:
+    for state, (key, what, step, due) in COURSES_WAITING.items():
+        if not may(f"pathway.{step}_course"):
+            continue
+        for course in _courses(sites, state)[:ROWS_PER_KIND]:
             items.append(
                 WorkItem(
-                    key=f"decide.c{course.pk}",
-                    what="Decide eligibility",
+                    key=f"{key}.c{course.pk}",
+                    what=what,
                     course=course,
-                    due=None,
-                    action="Approve",
-                    url=_transition_url(course, "approve"),
-                )
-            )
-    if may("pathway.schedule_harvest_course"):
-        for course in _courses(sites, CourseState.ELIGIBLE)[:ROWS_PER_KIND]:
-            items.append(
-                WorkItem(
-                    key=f"harvest.c{course.pk}",
-                    what="Book the harvest",
-                    course=course,
-                    due=None,
-                    action="Schedule harvest",
-                    url=_transition_url(course, "schedule_harvest"),
-                )
-            )
-    if may("pathway.receive_at_lab_course"):
-        for course in _courses(sites, CourseState.HARVESTED)[:ROWS_PER_KIND]:
-            items.append(
-                WorkItem(
-                    key=f"receive.c{course.pk}",
-                    what="Sample due at the lab",
-                    course=course,
-                    due=course.harvested_at,
-                    action="Receive at lab",
-                    url=_transition_url(course, "receive_at_lab"),
+                    due=due(course),
+                    action=TRANSITION_LABELS[step],
+                    url=_transition_url(course, step),
                 )
             )
     if may("pathway.change_batch") or may("pathway.release_course"):
@@ -146,19 +148,6 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
                         detail=f"day {batch.expansion_day} of expansion",
                     )
                 )
-    if may("pathway.schedule_transplant_course"):
-        for course in _courses(sites, CourseState.RELEASED)[:ROWS_PER_KIND]:
-            items.append(
-                WorkItem(
-                    key=f"transplant.c{course.pk}",
-                    what="Book the transplant",
-                    course=course,
-                    due=timezone.localdate(course.released_at, course.site.time_zone)
-                    + dt.timedelta(days=course.protocol.transplant_booking_max_days),
-                    action="Schedule transplant",
-                    url=_transition_url(course, "schedule_transplant"),
-                )
-            )
     if may("pathway.record_transplant_course"):
         visits = (
             Visit.objects.filter(

@@ -171,7 +171,7 @@ def test_a_site_without_calendars_books_by_time_as_before(eligible, coordinator)
 # The chain follows each slip.
 
 
-def _harvest_and_receive(course, chain, pathway):
+def _harvest(course, chain, pathway):
     with time_machine.travel(chain.harvest.starts_at + dt.timedelta(hours=1), tick=False):
         services.course_record_harvest(
             course=course,
@@ -179,15 +179,23 @@ def _harvest_and_receive(course, chain, pathway):
             performed_at=timezone.now(),
             operator=pathway.clinician,
         )
-    with time_machine.travel(chain.harvest.starts_at + dt.timedelta(hours=6), tick=False):
+
+
+def _receive(course, chain, pathway, *, after=dt.timedelta(hours=6), temperature="4.5"):
+    with time_machine.travel(chain.harvest.starts_at + after, tick=False):
         services.course_receive_at_lab(
             course=course,
             scanned_coi_id=course.coi_id,
             by=pathway.lab,
             received_at=timezone.now(),
-            temperature_c=Decimal("4.5"),
-            transit_hours=Decimal("5"),
+            temperature_c=Decimal(temperature),
+            transit_hours=Decimal(after.total_seconds() / 3600).quantize(Decimal("0.1")),
         )
+
+
+def _harvest_and_receive(course, chain, pathway):
+    _harvest(course, chain, pathway)
+    _receive(course, chain, pathway)
 
 
 @pytest.fixture
@@ -231,25 +239,12 @@ def test_a_harvest_moved_off_the_calendar_is_refused_and_keeps_its_chain(booked,
 
 def test_a_cold_chain_rejection_gives_back_the_rest_and_tells_the_coordinator_once(booked, pathway):
     course, chain = booked
-    with time_machine.travel(chain.harvest.starts_at + dt.timedelta(hours=1), tick=False):
-        services.course_record_harvest(
-            course=course,
-            by=pathway.clinician,
-            performed_at=timezone.now(),
-            operator=pathway.clinician,
-        )
-    with time_machine.travel(chain.harvest.starts_at + dt.timedelta(hours=6), tick=False):
-        services.course_receive_at_lab(
-            course=course,
-            scanned_coi_id=course.coi_id,
-            by=pathway.lab,
-            received_at=timezone.now(),
-            temperature_c=Decimal("15"),  # outside the cold chain: rejected
-            transit_hours=Decimal("5"),
-        )
-        assert course.state == CourseState.ELIGIBLE
-        # What had begun stays (the harvest, today's lab place); nothing ahead is held.
-        assert not _held(course).filter(starts_at__gt=timezone.now()).exists()
+    _harvest(course, chain, pathway)
+    _receive(course, chain, pathway, temperature="15")  # outside the cold chain: rejected
+    assert course.state == CourseState.ELIGIBLE
+    # What had begun stays (the harvest, the day's lab place); nothing ahead is held.
+    received = chain.harvest.starts_at + dt.timedelta(hours=6)
+    assert not _held(course).filter(starts_at__gt=received).exists()
     [alert] = _chain_alerts(course)
     assert "The sample was rejected" in alert.message
     assert "Given back:" in alert.message and "35 expansion days" in alert.message
@@ -544,28 +539,14 @@ def test_a_hold_before_the_harvest_keeps_the_booked_harvest_and_its_lab_days(boo
 
 def test_a_late_receipt_holds_the_lab_days_it_can_and_names_the_one_it_cannot(booked, pathway):
     course, chain = booked
-    _suite, lab = Resource.objects.get(kind="bronchoscopy"), Resource.objects.get(kind="expansion")
-    with time_machine.travel(chain.harvest.starts_at + dt.timedelta(hours=1), tick=False):
-        services.course_record_harvest(
-            course=course,
-            by=pathway.clinician,
-            performed_at=timezone.now(),
-            operator=pathway.clinician,
-        )
+    lab = Resource.objects.get(kind="expansion")
+    _harvest(course, chain, pathway)
     # Received a day later, the batch needs one more day at the end, which is full.
     extra_day = chain.expansion[-1].starts_at + dt.timedelta(days=1)
     extra = SlotHold.objects.create(
         resource=lab, starts_at=extra_day, ends_at=extra_day, capacity=3, held=3
     )
-    with time_machine.travel(chain.harvest.starts_at + dt.timedelta(days=1, hours=2), tick=False):
-        services.course_receive_at_lab(
-            course=course,
-            scanned_coi_id=course.coi_id,
-            by=pathway.lab,
-            received_at=timezone.now(),
-            temperature_c=Decimal("4.5"),
-            transit_hours=Decimal("26"),
-        )
+    _receive(course, chain, pathway, after=dt.timedelta(days=1, hours=2))
     # Days 0–35 from the receipt are held but the full one; the harvest day is history.
     days = _held(course, ReservationPurpose.EXPANSION)
     assert days.count() == 36 and not days.filter(starts_at=extra.starts_at).exists()
