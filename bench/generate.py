@@ -117,10 +117,10 @@ def alerts_and_batches(first: int, last: int) -> None:
     _execute(
         """
         INSERT INTO scheduling_alert (id, kind, severity, message, condition_key, created_at,
-            course_id, site_id, acknowledged_at)
+            course_id, site_id, acknowledged_at, acknowledged_note)
         SELECT i, 'visit_overdue', 'warning', 'Bench alert ' || i, 'bench.' || i,
             now() - (i %% 300) * interval '1 day', i, 1 + i %% 20,
-            CASE WHEN i %% 5 = 0 THEN NULL ELSE now() END
+            CASE WHEN i %% 5 = 0 THEN NULL ELSE now() END, ''
         FROM generate_series(%s, %s) AS i
         """,
         [first, last],

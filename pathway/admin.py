@@ -710,12 +710,8 @@ class TreatmentCourseAdmin(
     def change_view(self, request, object_id, form_url="", extra_context=None):
         course = self.get_object(request, object_id)
         extra = dict(extra_context or {})
-        if course is not None:
-            timeline = course_timeline(course=course)
-            extra |= {
-                "primary_transition": NEXT_STEP.get(course.state),
-                "next_step_words": timeline.next_action,
-            }
+        if course is not None:  # the timeline below says the next step in words
+            extra["primary_transition"] = NEXT_STEP.get(course.state)
         with timezone.override(course.site.time_zone if course else None):
             return super().change_view(request, object_id, form_url, extra)
 
