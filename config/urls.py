@@ -3,8 +3,13 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from common.second_factor import second_factor_enrol, second_factor_verify
-from delivery.views import sms_status_callback
-from reporting.views import calendar_feed_view, weekly_report_view, worklist_assign_view
+from delivery.views import sms_inbound, sms_status_callback
+from reporting.views import (
+    calendar_feed_view,
+    weekly_report_view,
+    worklist_assign_view,
+    worklist_done_view,
+)
 
 admin.site.site_header = "COPD cell-therapy pathway"
 admin.site.site_title = "Pathway tracker"
@@ -18,11 +23,13 @@ urlpatterns = [
         admin.site.admin_view(worklist_assign_view),
         name="worklist-assign",
     ),
+    path("admin/worklist/done/", admin.site.admin_view(worklist_done_view), name="worklist-done"),
     # The second factor, asked after the password when OTP_REQUIRED is on (common/second_factor.py).
     path("admin/second-factor/", second_factor_verify, name="second-factor-verify"),
     path("admin/second-factor/enrol/", second_factor_enrol, name="second-factor-enrol"),
     path("admin/", admin.site.urls),
     path("sms/status/", sms_status_callback, name="sms-status"),
+    path("sms/inbound/", sms_inbound, name="sms-inbound"),
     # Outside /admin/: calendar applications cannot sign in; the secret link is the credential.
     path("calendar/<str:token>.ics", calendar_feed_view, name="calendar-feed"),
 ]

@@ -178,6 +178,25 @@ class Patient(models.Model):
 
 
 @deconstructible
+class ConsentChange(models.Model):
+    """A patient's consent to a channel given or withdrawn: when, and how we learnt of it."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="consent_changes")
+    channel = models.CharField(max_length=10)  # "sms" or "email"
+    consents = models.BooleanField()
+    at = models.DateTimeField(default=timezone.now)
+    source = models.CharField(
+        max_length=100, help_text='Where it came from, e.g. "SMS reply STOP".'
+    )
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        verb = "gave" if self.consents else "withdrew"
+        return f"{self.patient} {verb} {self.channel} consent ({self.source})"
+
+
 class Range:
     """An allowed range for a measurement, with the message a clinician reads when it fails."""
 

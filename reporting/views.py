@@ -21,7 +21,7 @@ from reporting.calendar_feed import (
 from reporting.weekly_render import report_chart_png, report_context, report_csv
 from reporting.weekly_report import previous_week, weekly_report
 from reporting.worklist import worklist
-from scheduling.services import work_assign
+from scheduling.services import work_assign, worklist_row_done
 
 
 @permission_required("pathway.view_treatmentcourse")
@@ -108,6 +108,24 @@ def worklist_assign_view(request):
     else:
         work_assign(key=key, to=request.user, by=request.user)
         messages.success(request, f"Yours: {item.what}, {item.course.patient}.")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = reverse("admin:index")
+    return redirect(back)
+
+
+@require_POST
+def worklist_done_view(request):
+    """Tick off a row that is done by saying so: a patient's message answered, a booking
+    confirmed by phone. Only a row on the user's own worklist, so a made-up key does nothing."""
+    key = request.POST.get("key", "")[:60]
+    rows = {item.key: item for item in worklist(user=request.user, sites=user_sites(request.user))}
+    item = rows.get(key)
+    if item is None:
+        messages.error(request, "That piece of work is no longer on your worklist.")
+    else:
+        worklist_row_done(key=key, by=request.user)
+        messages.success(request, f"Done: {item.what}, {item.course.patient}.")
     back = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
         back = reverse("admin:index")

@@ -13,6 +13,8 @@ from pathway.states import CourseState
 from scheduling.chains import course_resource
 from scheduling.models import (
     Alert,
+    PatientRequest,
+    PatientRequestKind,
     ResourceKind,
     Severity,
     Visit,
@@ -23,6 +25,8 @@ from scheduling.models import (
 
 # Follow-ups come onto the list this many days before their window opens.
 FOLLOW_UP_NOTICE_DAYS = 14
+# Bookings not confirmed by the patient come onto the list this many days before.
+CONFIRM_NOTICE_DAYS = 2
 # At most this many rows of one kind; the rest are counted and found through their list.
 ROWS_PER_KIND = 100
 
@@ -89,6 +93,19 @@ COURSES_WAITING = {
         _booking_deadline,
     ),
 }
+
+
+def _courses_of(requests) -> dict:
+    """Each patient's latest course, for requests that name no visit: one query."""
+    patients = {request.patient_id for request in requests if not request.visit_id}
+    latest = {}
+    for course in (
+        TreatmentCourse.objects.filter(patient_id__in=patients)
+        .select_related("patient", "site")
+        .order_by("patient_id", "-referred_at")
+    ):
+        latest.setdefault(course.patient_id, course)
+    return latest
 
 
 def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
@@ -195,6 +212,61 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
                 )
             )
     if may("scheduling.change_visit"):
+        requests = (
+            PatientRequest.objects.filter(patient__site__in=sites, done_at__isnull=True)
+            .select_related("patient__site", "visit__course__site", "visit__protocol_visit")
+            .order_by("created_at")
+        )
+        courses = _courses_of(requests[:ROWS_PER_KIND])
+        for request in requests[:ROWS_PER_KIND]:
+            course = request.visit.course if request.visit_id else courses.get(request.patient_id)
+            if course is None:
+                continue
+            moves = request.kind == PatientRequestKind.CHANGE and request.visit_id
+            items.append(
+                WorkItem(
+                    key=f"request.r{request.pk}",
+                    what=f"{request.get_kind_display()} ({request.source})"
+                    + (f": {request.visit.label}" if request.visit_id else ""),
+                    course=course,
+                    due=None,
+                    action="Move the visit" if moves else "Done",
+                    url=(
+                        reverse("admin:scheduling_visit_change", args=[request.visit_id])
+                        if moves
+                        else reverse("worklist-done")
+                    ),
+                    post=not moves,
+                    detail=f"“{request.text[:200]}” · "
+                    f"{local_words(request.created_at, request.patient.site.time_zone)}",
+                    urgent=True,
+                )
+            )
+        unconfirmed = (
+            Visit.objects.filter(
+                course__site__in=sites,
+                status=VisitStatus.BOOKED,
+                confirmed_at__isnull=True,
+                scheduled_at__gt=now,
+                scheduled_at__lt=now + dt.timedelta(days=CONFIRM_NOTICE_DAYS),
+            )
+            .exclude(course__state=CourseState.ON_HOLD)
+            .select_related("course__patient", "course__site", "protocol_visit")
+            .order_by("scheduled_at")
+        )
+        for visit in unconfirmed[:ROWS_PER_KIND]:
+            items.append(
+                WorkItem(
+                    key=f"confirm.v{visit.pk}",
+                    what=f"Booking to confirm: {visit.label}",
+                    course=visit.course,
+                    due=visit.scheduled_at,
+                    action="Confirmed by phone",
+                    url=reverse("worklist-done"),
+                    post=True,
+                    detail="Not confirmed by the patient yet: a call, then tick it here.",
+                )
+            )
         horizon = timezone.localdate(now) + dt.timedelta(days=FOLLOW_UP_NOTICE_DAYS)
         to_book = (
             Visit.objects.filter(

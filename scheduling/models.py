@@ -69,6 +69,12 @@ class Visit(models.Model):
         max_length=20, choices=VisitStatus.choices, default=VisitStatus.PLANNED, db_index=True
     )
     done_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the patient confirmed they will come.",
+    )
     missed_reason = models.TextField(blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     history = HistoricalRecords()
@@ -624,3 +630,76 @@ class Reservation(models.Model):
     def provisional(self) -> bool:
         """A transplant's place held before the transplant is booked."""
         return self.purpose == ReservationPurpose.TRANSPLANT and self.visit_id is None
+
+
+class ReplyIntent(models.TextChoices):
+    CONFIRM = "confirm", "Confirm"
+    CHANGE = "change", "Asks for another time"
+    STOP = "stop", "Stop texts"
+    HELP = "help", "Help"
+    OTHER = "other", "Other message"
+
+
+class InboundMessage(models.Model):
+    """A text a patient sent us, as the SMS provider delivered it: stored once per provider
+    message id, so a webhook delivered twice acts once."""
+
+    provider_message_id = models.CharField(max_length=64, unique=True)
+    from_number = models.CharField(max_length=32)
+    body = models.TextField()
+    received_at = models.DateTimeField(default=timezone.now)
+    intent = models.CharField(max_length=10, choices=ReplyIntent.choices)
+    patient = models.ForeignKey(
+        "patients.Patient",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="inbound_messages",
+    )
+    visit = models.ForeignKey(
+        Visit, on_delete=models.SET_NULL, null=True, blank=True, related_name="inbound_messages"
+    )
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_intent_display()} from {self.from_number}"
+
+
+class PatientRequestKind(models.TextChoices):
+    CHANGE = "change", "Another time, please"
+    MESSAGE = "message", "A message"
+
+
+class PatientRequest(models.Model):
+    """Something a patient asked for that a coordinator must do: it is on the worklist until
+    someone marks it done."""
+
+    kind = models.CharField(max_length=10, choices=PatientRequestKind.choices)
+    patient = models.ForeignKey(
+        "patients.Patient", on_delete=models.CASCADE, related_name="requests"
+    )
+    visit = models.ForeignKey(
+        Visit, on_delete=models.SET_NULL, null=True, blank=True, related_name="requests"
+    )
+    text = models.TextField(blank=True)
+    source = models.CharField(max_length=20)  # "sms" or "link"
+    created_at = models.DateTimeField(default=timezone.now)
+    done_at = models.DateTimeField(null=True, blank=True)
+    done_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                name="patient_request_open_idx",
+                condition=models.Q(done_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.patient}"

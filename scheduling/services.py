@@ -21,6 +21,8 @@ from scheduling.models import (
     Notification,
     NotificationStatus,
     NotificationTemplate,
+    PatientRequest,
+    PatientRequestKind,
     ProtocolDeviation,
     ResourceKind,
     Visit,
@@ -367,9 +369,15 @@ def visit_reschedule(
                 setattr(visit, field, value)
         if visit.status == VisitStatus.DONE:
             visit.done_at = scheduled_at
+        else:
+            visit.confirmed_at = None  # a new time is confirmed anew
         visit.save()
         if visit.status == VisitStatus.BOOKED:
             visit_places_follow(visit=visit)
+            # The patient asked for another time: moved, the request is answered.
+            PatientRequest.objects.filter(
+                visit=visit, kind=PatientRequestKind.CHANGE, done_at__isnull=True
+            ).update(done_at=timezone.now(), done_by=by)
         if visit.status in OPEN_VISIT_STATUSES:
             reminders_schedule(visit=visit)
         if visit.kind == VisitKind.TRANSPLANT and visit.status == VisitStatus.DONE:
@@ -566,3 +574,15 @@ def work_assign(*, key: str, to, by) -> None:
     WorkAssignment.objects.update_or_create(
         key=key, defaults={"assigned_to": to, "assigned_by": by, "assigned_at": timezone.now()}
     )
+
+
+def worklist_row_done(*, key: str, by) -> None:
+    """A patient's request answered ("request.r12"), or a booking confirmed by phone
+    ("confirm.v34")."""
+    kind, _, ident = key.partition(".")
+    pk = int(ident[1:]) if ident[1:].isdecimal() else None
+    now = timezone.now()
+    if kind == "request":
+        PatientRequest.objects.filter(pk=pk, done_at__isnull=True).update(done_at=now, done_by=by)
+    elif kind == "confirm":
+        Visit.objects.filter(pk=pk, confirmed_at__isnull=True).update(confirmed_at=now)

@@ -1,0 +1,149 @@
+"""What a patient's text message means, and what it does.
+
+CONFIRM marks their next booked visit confirmed; CHANGE asks a coordinator for another time;
+STOP withdraws their SMS consent at once (recorded, and every text not yet sent cancelled);
+HELP gets the clinic's number; anything else goes to a coordinator with its words. The
+provider's message id makes a webhook delivered twice act once. The answer never names a
+diagnosis or a procedure: only the clinic's patient-facing name, the time and the number.
+"""
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from patients.models import ConsentChange, Patient
+from scheduling.models import (
+    Channel,
+    InboundMessage,
+    Notification,
+    NotificationStatus,
+    PatientRequest,
+    PatientRequestKind,
+    ReplyIntent,
+    Visit,
+    VisitStatus,
+)
+
+# The first word decides; the carriers' own opt-out words all mean STOP.
+KEYWORDS = {
+    ReplyIntent.CONFIRM: {"CONFIRM", "YES", "Y", "OK", "CONFIRMAR", "SI", "SÍ", "确认", "是"},
+    ReplyIntent.CHANGE: {"CHANGE", "RESCHEDULE", "CAMBIAR", "更改", "改期"},
+    ReplyIntent.STOP: {
+        "STOP",
+        "STOPALL",
+        "UNSUBSCRIBE",
+        "CANCEL",
+        "END",
+        "QUIT",
+        "OPTOUT",
+        "PARAR",
+        "BAJA",
+        "退订",
+    },
+    ReplyIntent.HELP: {"HELP", "INFO", "AYUDA", "帮助"},
+}
+_FIRST_WORD = re.compile(r"[\w\u4e00-\u9fff]+")
+
+
+def reply_intent(body: str) -> ReplyIntent:
+    """What a text means, from its first word in any case, punctuation ignored."""
+    match = _FIRST_WORD.search(body or "")
+    word = match.group(0).upper() if match else ""
+    for intent, words in KEYWORDS.items():
+        if word in words:
+            return intent
+    return ReplyIntent.OTHER
+
+
+@dataclass(frozen=True)
+class Handled:
+    inbound: InboundMessage
+    answer: str  # what to text back; empty: nothing (a repeat, or a number we do not know)
+    repeat: bool = False
+
+
+def _next_visit(patient: Patient, now: dt.datetime) -> Visit | None:
+    return (
+        Visit.objects.filter(
+            course__patient=patient, status=VisitStatus.BOOKED, scheduled_at__gt=now
+        )
+        .select_related("course__site")
+        .order_by("scheduled_at")
+        .first()
+    )
+
+
+def _when(visit: Visit) -> str:
+    local = timezone.localtime(visit.scheduled_at, visit.course.patient.zone)
+    return f"{local:%a %d %b %H:%M %Z}"
+
+
+def sms_reply_handle(
+    *, provider_message_id: str, from_number: str, body: str, now: dt.datetime | None = None
+) -> Handled:
+    """Act on a patient's text once; returns what to answer."""
+    now = now or timezone.now()
+    known = InboundMessage.objects.filter(provider_message_id=provider_message_id).first()
+    if known:
+        return Handled(known, "", repeat=True)
+    matches = list(Patient.objects.filter(phone=from_number).select_related("site")[:2])
+    patient = matches[0] if len(matches) == 1 else None
+    intent = reply_intent(body)
+    try:
+        with transaction.atomic():
+            inbound = InboundMessage.objects.create(
+                provider_message_id=provider_message_id,
+                from_number=from_number[:32],
+                body=body[:2000],
+                received_at=now,
+                intent=intent,
+                patient=patient,
+            )
+            answer = _act(inbound, patient, intent, now) if patient else ""
+    except IntegrityError:  # the same message, delivered twice at once: the other one acted
+        return Handled(
+            InboundMessage.objects.get(provider_message_id=provider_message_id), "", True
+        )
+    return Handled(inbound, answer)
+
+
+def _act(inbound: InboundMessage, patient: Patient, intent: ReplyIntent, now) -> str:
+    site = patient.site
+    clinic, phone = site.patient_facing_name or site.name, str(site.patient_phone or "")
+    call = f" Call {phone}." if phone else ""
+    if intent == ReplyIntent.STOP:
+        sms_consent_withdraw(patient=patient, at=now, source="SMS reply STOP")
+        return f"{clinic}: you will get no more texts from us.{call}"
+    if intent == ReplyIntent.HELP:
+        return f"{clinic}.{call}"
+    visit = _next_visit(patient, now)
+    inbound.visit = visit
+    inbound.save(update_fields=["visit"])
+    if intent == ReplyIntent.CONFIRM:
+        if visit is None:
+            return f"{clinic}: you have no appointment to confirm.{call}"
+        Visit.objects.filter(pk=visit.pk).update(confirmed_at=now)
+        return f"{clinic}: thank you, your appointment on {_when(visit)} is confirmed."
+    kind = PatientRequestKind.CHANGE if intent == ReplyIntent.CHANGE else PatientRequestKind.MESSAGE
+    PatientRequest.objects.create(
+        kind=kind, patient=patient, visit=visit, text=inbound.body, source="sms", created_at=now
+    )
+    if kind == PatientRequestKind.CHANGE:
+        return f"{clinic}: we will contact you to find another time."
+    return f"{clinic}: thank you, we have your message."
+
+
+def sms_consent_withdraw(*, patient: Patient, at: dt.datetime, source: str) -> int:
+    """No more texts, from now: the consent is withdrawn and recorded with its source, and
+    every text not yet sent is cancelled. Returns how many were cancelled."""
+    Patient.objects.filter(pk=patient.pk).update(consent_sms=False)
+    patient.consent_sms = False
+    ConsentChange.objects.create(
+        patient=patient, channel=Channel.SMS, consents=False, at=at, source=source
+    )
+    return Notification.objects.filter(
+        patient=patient, channel=Channel.SMS, status=NotificationStatus.PENDING
+    ).update(status=NotificationStatus.CANCELLED)
