@@ -11,7 +11,15 @@ from common.urls import public_url
 from delivery.channels import OutgoingMessage
 from reporting.weekly_render import report_chart_png, report_context, report_csv, report_text
 from reporting.weekly_report import weekly_report
-from scheduling.models import Channel, Notification, NotificationTemplate, VisitKind
+from scheduling.chains import course_resource, free_slots
+from scheduling.models import (
+    Channel,
+    Notification,
+    NotificationTemplate,
+    ResourceKind,
+    VisitKind,
+)
+from scheduling.visit_links import visit_link_issue
 
 
 def visit_in_patients_words(visit) -> tuple[str, str]:
@@ -24,8 +32,10 @@ def visit_in_patients_words(visit) -> tuple[str, str]:
     return protocol.transplant_description, protocol.transplant_preparation
 
 
-def _reminder_context(notification: Notification) -> dict:
-    visit, patient = notification.visit, notification.patient
+def visit_page_context(visit) -> dict:
+    """What a patient is told of a visit, in their own zone (named): the reminder's words,
+    and the one-tap page's."""
+    patient = visit.course.patient
     site = visit.course.site
     # In the patient's own zone (theirs if set, else the site's), and named.
     local = timezone.localtime(visit.scheduled_at, patient.zone)
@@ -42,6 +52,43 @@ def _reminder_context(notification: Notification) -> dict:
         "clinic": clinic,
         "phone": site.patient_phone.as_international if site.patient_phone else "",
     }
+
+
+def _reminder_context(notification: Notification) -> dict:
+    """The visit in words, and a new link to its page (only the link's hash is kept)."""
+    visit = notification.visit
+    token = visit_link_issue(visit=visit)
+    return visit_page_context(visit) | {"link": public_url(reverse("visit-page", args=[token]))}
+
+
+# How many other times the page offers, where the clinic keeps a calendar.
+OTHER_TIMES = 6
+
+
+def visit_other_times(*, visit) -> list[tuple[str, str]]:
+    """Free slots a patient may ask for instead (value, words in their zone): a follow-up's,
+    inside its window, at the site's clinic. Procedures are rearranged by the coordinator."""
+    if visit.kind != VisitKind.FOLLOW_UP or not visit.window_closes_on:
+        return []
+    clinic = course_resource(site=visit.course.site, kind=ResourceKind.LUNG_FUNCTION)
+    if clinic is None:
+        return []
+    slots = free_slots(
+        resource=clinic,
+        first_day=visit.window_opens_on,
+        last_day=visit.window_closes_on,
+        after=timezone.now(),
+    )
+    zone = visit.course.patient.zone
+    return [
+        (slot.starts_at.isoformat(), _words(timezone.localtime(slot.starts_at, zone)))
+        for slot in slots
+        if slot.starts_at != visit.scheduled_at
+    ][:OTHER_TIMES]
+
+
+def _words(local) -> str:
+    return f"{local:%a} {local.day} {local:%b} {local:%H:%M} {local.tzname()}"
 
 
 def _alert_context(notification: Notification) -> dict:

@@ -1,15 +1,22 @@
-"""The SMS provider's callbacks."""
+"""The SMS provider's callbacks, and the one-tap page patients reach from a reminder."""
+
+import time
 
 from django.conf import settings
+from django.core.cache import cache
 from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseForbidden
+from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
+from common.errors import Refused
 from common.urls import public_url
+from delivery.messages import visit_other_times, visit_page_context
 from delivery.outbox import notification_record_provider_status
 from scheduling.replies import sms_reply_handle
+from scheduling.visit_links import visit_link_answer, visit_link_open
 
 
 def _signed_by_twilio(request) -> bool:
@@ -56,3 +63,49 @@ def sms_inbound(request):
     if handled.answer:
         twiml.message(handled.answer)
     return HttpResponse(str(twiml), content_type="text/xml; charset=utf-8")
+
+
+# The one-tap page: a link in a reminder, no login. It shows one visit and nothing else.
+PAGE_REQUESTS_PER_MINUTE = 30
+
+
+def _too_many(request) -> bool:
+    """A guard against guessing tokens: so many requests a minute from one address."""
+    key = f"visit-page:{request.META.get('REMOTE_ADDR', '')}:{int(time.time() // 60)}"
+    cache.add(key, 0, timeout=60)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between the two calls
+        count = 1
+    return count > PAGE_REQUESTS_PER_MINUTE
+
+
+@require_http_methods(["GET", "POST"])
+def visit_page(request, token):
+    """The visit (what, when in the patient's zone, where, how to prepare), with Confirm and
+    Ask for another time (a free slot of the clinic, where it keeps a calendar)."""
+    if _too_many(request):
+        return HttpResponse("Too many requests: try again in a minute.", status=429)
+    link = visit_link_open(token=token)
+    if link is None:
+        return render(request, "delivery/visit_page_gone.html", status=404)
+    visit = link.visit
+    choices = visit_other_times(visit=visit)
+    answered = ""
+    if request.method == "POST":
+        wanted = request.POST.get("answer", "")
+        wish = next((words for value, words in choices if value == request.POST.get("slot")), "")
+        try:
+            if wanted == "confirm":
+                visit_link_answer(link=link, confirm=True)
+                answered = "confirmed"
+            elif wanted == "change":
+                visit_link_answer(link=link, confirm=False, wish=wish)
+                answered = "change"
+        except Refused:
+            answered = "used"
+    context = visit_page_context(visit) | {
+        "answered": answered or ("used" if link.used_at else ""),
+        "choices": choices,
+    }
+    return render(request, "delivery/visit_page.html", context)

@@ -703,3 +703,18 @@ class PatientRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.patient}"
+
+
+class VisitLink(models.Model):
+    """A link in a reminder to a small page about one visit, with no login. Only the token's
+    SHA-256 is stored, so a copy of the database opens no page; it stops working after the
+    visit, and once the patient has answered (confirmed, or asked for another time)."""
+
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="links")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Link to {self.visit}"

@@ -48,6 +48,7 @@ FOR_THE_README = (
     "07-follow-ups",
     "10-label",
     "12-capacity",
+    "13-one-tap-page",
 )
 CHANGE_PAGE = re.compile(r"/\d+/change/(\?|$)")
 CHROMIUM_FLAGS = [
@@ -539,3 +540,50 @@ def test_actions_per_task_from_the_worklist(
     assert measured["acknowledge an alert"] <= 2
     assert measured["book a harvest"] <= 4
     assert measured["find a patient by name"] <= 2
+
+
+def test_the_one_tap_page_on_a_phone(django_db_setup, browser, live_server, pathway, settings):
+    from scheduling.visit_links import visit_link_issue
+
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    patient = PatientFactory(first_name="Mei", last_name="Zhang", mrn="LDS-4001")
+    LungFunctionTestFactory(patient=patient)
+    ChestCTFactory(patient=patient)
+    ClinicalAssessmentFactory(patient=patient)
+    BodyMeasurementFactory(patient=patient)
+    course = services.course_create(patient=patient, by=pathway.coordinator)
+    pathway.evaluate(course)
+    services.course_approve(course=course, by=pathway.clinician)
+    services.course_schedule_harvest(
+        course=course,
+        by=pathway.coordinator,
+        scheduled_at=timezone.now() + dt.timedelta(days=3),
+        place="Endoscopy unit, level 2",
+    )
+    harvest = course.visits.get(kind="harvest")
+    phone = {"viewport": {"width": 360, "height": 740}, "is_mobile": True, "has_touch": True}
+    shots = Shots()
+
+    checked = browser.new_context(**phone, bypass_csp=True)
+    page = checked.new_page()
+    page.goto(f"{live_server.url}/v/{visit_link_issue(visit=harvest)}/")
+    assert axe_serious(page) == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    checked.close()
+
+    context = browser.new_context(**phone)
+    context.on("console", _watch_csp)
+    CSP_VIOLATIONS.clear()
+    page = context.new_page()
+    page.goto(f"{live_server.url}/v/{visit_link_issue(visit=harvest)}/")
+    assert "Hello Mei" in page.inner_text("h1") and "Zhang" not in page.content()
+    shots(page, "13-one-tap-page")
+    page.tap("button.confirm")
+    page.wait_for_selector(".done")
+    assert "confirmed" in page.inner_text(".done")
+    shots(page, "14-one-tap-confirmed")
+    context.close()
+    harvest.refresh_from_db()
+    assert harvest.confirmed_at is not None
+    assert CSP_VIOLATIONS == []
+    shots.publish()

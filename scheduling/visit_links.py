@@ -1,0 +1,74 @@
+"""The one-tap page's links: issued with a reminder, opened without a login, answered once."""
+
+import datetime as dt
+import hashlib
+import secrets
+
+from django.db import transaction
+from django.utils import timezone
+
+from common.errors import Refused
+from scheduling.models import (
+    PatientRequest,
+    PatientRequestKind,
+    Visit,
+    VisitLink,
+    VisitStatus,
+)
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def visit_link_issue(*, visit: Visit) -> str:
+    """A new link's token (only its hash is kept); it works until the visit's time."""
+    token = secrets.token_urlsafe(18)
+    VisitLink.objects.create(visit=visit, token_hash=_hash(token), expires_at=visit.scheduled_at)
+    return token
+
+
+def visit_link_open(*, token: str, now: dt.datetime | None = None) -> VisitLink | None:
+    """The link a token names, if it still works: not expired, its visit still booked."""
+    if not token or len(token) > 64:
+        return None
+    now = now or timezone.now()
+    link = (
+        VisitLink.objects.filter(token_hash=_hash(token), expires_at__gt=now)
+        .select_related(
+            "visit__course__patient",
+            "visit__course__site",
+            "visit__course__protocol",
+            "visit__protocol_visit",
+        )
+        .first()
+    )
+    if link is None or link.visit.status != VisitStatus.BOOKED:
+        return None
+    return link
+
+
+def visit_link_answer(
+    *, link: VisitLink, confirm: bool, wish: str = "", now: dt.datetime | None = None
+) -> None:
+    """The patient confirms, or asks for another time (`wish`: the slot they chose, in
+    words). Once: the visit's links stop acting, whichever was used."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        used = VisitLink.objects.filter(
+            visit=link.visit, used_at__isnull=True, expires_at__gt=now
+        ).update(used_at=now)
+        if not used:
+            raise Refused(["This link has been used already."])
+        visit = link.visit
+        if confirm:
+            Visit.objects.filter(pk=visit.pk).update(confirmed_at=now)
+            return
+        PatientRequest.objects.create(
+            kind=PatientRequestKind.CHANGE,
+            patient=visit.course.patient,
+            visit=visit,
+            text=wish or "Asked for another time.",
+            source="link",
+            created_at=now,
+        )
