@@ -3,7 +3,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from common.second_factor import second_factor_enrol, second_factor_verify
-from delivery.views import sms_inbound, sms_status_callback, visit_page
+from delivery.views import checkin_page, sms_inbound, sms_status_callback, visit_page
 from reporting.views import (
     calendar_feed_view,
     weekly_report_view,
@@ -32,6 +32,7 @@ urlpatterns = [
     path("sms/inbound/", sms_inbound, name="sms-inbound"),
     # A reminder's link: no login; the token is the credential, for one visit, until it.
     path("v/<str:token>/", visit_page, name="visit-page"),
+    path("q/<str:token>/", checkin_page, name="checkin-page"),
     # Outside /admin/: calendar applications cannot sign in; the secret link is the credential.
     path("calendar/<str:token>.ics", calendar_feed_view, name="calendar-feed"),
 ]

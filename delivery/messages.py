@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from common.urls import public_url
 from delivery.channels import OutgoingMessage
+from pathway.checkins import invitation_link_issue
 from reporting.weekly_render import report_chart_png, report_context, report_csv, report_text
 from reporting.weekly_report import weekly_report
 from scheduling.chains import course_resource, free_slots
@@ -125,10 +126,37 @@ def _weekly_report_message(notification: Notification) -> OutgoingMessage:
     )
 
 
+def _questionnaire_message(notification: Notification) -> OutgoingMessage:
+    """A link to the questions, and until when they are open, in the patient's zone."""
+    invitation, patient = notification.invitation, notification.patient
+    site = patient.site
+    token = invitation_link_issue(invitation=invitation)
+    closes = timezone.localtime(invitation.closes_at, patient.zone)
+    context = {
+        "first_name": patient.first_name,
+        "clinic": site.patient_facing_name or "your clinic",
+        "link": public_url(reverse("checkin-page", args=[token])),
+        "until": f"{closes:%a} {closes.day} {closes:%b} {closes:%H:%M} {closes.tzname()}",
+        "reminder": notification.idempotency_key.split(".")[2] == "reminder",
+    }
+    text = render_to_string("delivery/messages/questionnaire.txt", context).strip()
+    if notification.channel == Channel.SMS:
+        to = str(patient.phone)
+        return OutgoingMessage(to=to, text=text, idempotency_key=notification.idempotency_key)
+    return OutgoingMessage(
+        to=patient.email,
+        subject=f"{context['clinic']}: a few questions about how you are",
+        text=text,
+        idempotency_key=notification.idempotency_key,
+    )
+
+
 def notification_message(notification: Notification) -> OutgoingMessage:
     """Render a notification for its channel."""
     if notification.template == NotificationTemplate.WEEKLY_REPORT:
         return _weekly_report_message(notification)
+    if notification.template == NotificationTemplate.QUESTIONNAIRE:
+        return _questionnaire_message(notification)
     if notification.template == NotificationTemplate.VISIT_REMINDER:
         context = _reminder_context(notification)
         to = (

@@ -29,6 +29,7 @@ from scheduling.models import (
     AlertKind,
     Channel,
     DeliveryAttempt,
+    InvitationStatus,
     Notification,
     NotificationStatus,
     NotificationTemplate,
@@ -220,6 +221,25 @@ def _reminder_still_applies(notification: Notification) -> bool:
     return patient.consent_sms and bool(patient.phone)
 
 
+def _still_applies(notification: Notification) -> bool:
+    """A patient's message is sent only while what it is about still stands."""
+    if notification.template == NotificationTemplate.VISIT_REMINDER:
+        return _reminder_still_applies(notification)
+    if notification.template == NotificationTemplate.QUESTIONNAIRE:
+        return _questionnaire_still_applies(notification)
+    return True
+
+
+def _questionnaire_still_applies(notification: Notification) -> bool:
+    """Still open to answer, and the patient still consents to this channel."""
+    invitation, patient = notification.invitation, notification.patient
+    if invitation.status != InvitationStatus.OPEN or invitation.closes_at <= timezone.now():
+        return False
+    if notification.channel == Channel.EMAIL:
+        return patient.consent_email and bool(patient.email)
+    return patient.consent_sms and bool(patient.phone)
+
+
 def _still_held(notification: Notification) -> bool:
     """Renew this run's claim just before sending; False if the row was reclaimed meanwhile.
 
@@ -246,9 +266,7 @@ def notification_send_claimed(
     if not _still_held(notification):
         logger.warning("Notification %s was reclaimed before it was sent", notification.pk)
         return NotificationStatus.SENDING
-    if notification.template == NotificationTemplate.VISIT_REMINDER and not _reminder_still_applies(
-        notification
-    ):
+    if not _still_applies(notification):
         Notification.objects.filter(
             pk=notification.pk, claim_token=notification.claim_token
         ).update(status=NotificationStatus.CANCELLED, claim_token=None)
@@ -326,6 +344,7 @@ def notifications_dispatch_batch(*, batch_size: int | None = None) -> BatchResul
         "visit__course__protocol",
         "visit__protocol_visit",
         "alert__site",
+        "invitation__instrument",
     )
     for notification in claimed:
         status = notification_send_claimed(notification, channels=channels)

@@ -10,6 +10,7 @@ from delivery.outbox import (
     notifications_dispatch_batch,
     notifications_reclaim_stale,
 )
+from pathway.checkins import checkins_tick as pathway_checkins_tick
 from pathway.scans import alerts_scan_overdue
 from reporting.weekly_report import weekly_reports_queue
 
@@ -33,6 +34,12 @@ def dispatch_notification_batch() -> int:
 @shared_task(name="scheduling.tasks.scan_overdue", ignore_result=True)
 def scan_overdue() -> int:
     return alerts_scan_overdue()
+
+
+@shared_task(name="scheduling.tasks.checkins_tick", ignore_result=True)
+def checkins_tick() -> dict:
+    """Beat, every 15 minutes: open the check-ins due, remind once, close the missed."""
+    return pathway_checkins_tick()
 
 
 @shared_task(name="scheduling.tasks.queue_weekly_reports", ignore_result=True)

@@ -15,6 +15,8 @@ from common.errors import Refused
 from common.urls import public_url
 from delivery.messages import visit_other_times, visit_page_context
 from delivery.outbox import notification_record_provider_status
+from pathway.checkins import invitation_answer, invitation_open
+from patients.questionnaires import text_in
 from scheduling.replies import sms_reply_handle
 from scheduling.visit_links import visit_link_answer, visit_link_open
 
@@ -109,3 +111,47 @@ def visit_page(request, token):
         "choices": choices,
     }
     return render(request, "delivery/visit_page.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def checkin_page(request, token):
+    """A questionnaire from a message's link, in the patient's language; answered once."""
+    if _too_many(request):
+        return HttpResponse("Too many requests: try again in a minute.", status=429)
+    invitation = invitation_open(token=token)
+    if invitation is None:
+        return render(request, "delivery/visit_page_gone.html", status=404)
+    patient = invitation.course.patient
+    language = patient.preferred_language
+    definition = invitation.instrument.definition
+    errors, done, chosen = [], False, {}
+    if request.method == "POST":
+        for item in definition["items"]:
+            value = request.POST.get(item["code"], "")
+            if value.lstrip("-").isdecimal() and len(value) < 4:
+                chosen[item["code"]] = int(value)
+        try:
+            invitation_answer(invitation=invitation, answers=chosen)
+            done = True
+        except Refused as refusal:
+            errors = refusal.reasons
+    items = [
+        {
+            "code": item["code"],
+            "text": text_in(item["text"], language),
+            "options": [
+                (option["value"], text_in(option["text"], language)) for option in item["options"]
+            ],
+            "chosen": chosen.get(item["code"]),
+        }
+        for item in definition["items"]
+    ]
+    context = {
+        "language": language,
+        "first_name": patient.first_name,
+        "clinic": patient.site.patient_facing_name or "your clinic",
+        "items": items,
+        "errors": errors,
+        "done": done,
+    }
+    return render(request, "delivery/checkin_page.html", context)

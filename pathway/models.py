@@ -195,6 +195,44 @@ class Protocol(models.Model):
         )
 
 
+class ProtocolInstrument(models.Model):
+    """A questionnaire the protocol asks patients between visits: every so many days from the
+    transplant until a week, or once around each follow-up; open for some days, reminded
+    once."""
+
+    protocol = models.ForeignKey(Protocol, on_delete=models.CASCADE, related_name="instruments")
+    instrument = models.ForeignKey(
+        "patients.Instrument", on_delete=models.PROTECT, related_name="+"
+    )
+    every_days = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="E.g. 7 for a weekly diary; empty to ask it at each follow-up instead.",
+    )
+    until_weeks = models.PositiveSmallIntegerField(
+        default=24, help_text="Weeks after the transplant it is asked until."
+    )
+    open_days = models.PositiveSmallIntegerField(
+        default=3, help_text="Days it stays open before it closes as missed."
+    )
+    remind_after_days = models.PositiveSmallIntegerField(
+        default=2, help_text="Days unanswered before the one reminder."
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(remind_after_days__lt=models.F("open_days")),
+                name="protocol_instrument_reminds_while_open",
+                violation_error_message="The reminder must come while it is still open.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        when = f"every {self.every_days} days" if self.every_days else "at each follow-up"
+        return f"{self.instrument}, {when}"
+
+
 class QcTestKind(models.TextChoices):
     PASS_FAIL = "pass_fail", "Passed or failed"
     AT_LEAST = "at_least", "A number, at least the limit"

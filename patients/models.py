@@ -556,3 +556,46 @@ class AdverseEvent(models.Model):
             errors["outcome"] = "A grade 5 event is fatal by definition: set the outcome to fatal."
         if errors:
             raise ValidationError(errors)
+
+
+class Instrument(models.Model):
+    """A questionnaire as data (patients/questionnaires.py): its items and answers in each
+    language, how it is scored, the score that needs a clinician, its MCID."""
+
+    code = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=100)
+    definition = models.JSONField()
+    licence = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="For a licensed instrument: whose licence the site uses it under.",
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from patients.questionnaires import definition_errors
+
+        errors = definition_errors(self.definition)
+        if errors:
+            raise ValidationError({"definition": errors})
+
+
+class QuestionnaireResponse(ClinicalRecord):
+    """A patient's answers to an instrument, and their score: a clinical record like any
+    other, dated in the site's calendar."""
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="responses")
+    answers = models.JSONField()
+    score = models.DecimalField(max_digits=6, decimal_places=1)
+    needs_clinician = models.BooleanField(default=False)
+
+    class Meta(ClinicalRecord.Meta):
+        indexes = [models.Index(fields=["patient", "instrument", "-taken_on"])]
+
+    def __str__(self) -> str:
+        return f"{self.instrument} {self.score.normalize()} on {self.taken_on}"

@@ -147,6 +147,7 @@ class Channel(models.TextChoices):
 class NotificationTemplate(models.TextChoices):
     VISIT_REMINDER = "visit_reminder", "Appointment reminder"
     ALERT = "alert", "Coordinator alert"
+    QUESTIONNAIRE = "questionnaire", "Questionnaire to answer"
     WEEKLY_REPORT = "weekly_report", "Weekly status report"
 
 
@@ -194,6 +195,14 @@ class Notification(models.Model):
     )
     alert = models.ForeignKey(
         "scheduling.Alert",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="notifications",
+        db_index=False,
+    )
+    invitation = models.ForeignKey(
+        "scheduling.QuestionnaireInvitation",
         on_delete=models.CASCADE,
         null=True,
         blank=True,
@@ -264,6 +273,11 @@ class Notification(models.Model):
                 condition=models.Q(alert__isnull=False),
             ),
             models.Index(
+                fields=["invitation"],
+                name="notification_invitation_idx",
+                condition=models.Q(invitation__isnull=False),
+            ),
+            models.Index(
                 fields=["report_site"],
                 name="notification_report_site_idx",
                 condition=models.Q(report_site__isnull=False),
@@ -318,6 +332,7 @@ class AlertKind(models.TextChoices):
     FOLLOW_UP_TO_BOOK = "follow_up_to_book", "Follow-up window open, not booked"
     GROWTH_SHORTFALL = "growth_shortfall", "Cells may not reach the minimum dose in time"
     CHAIN_CHANGED = "chain_changed", "Booked capacity released or moved"
+    SYMPTOMS = "symptoms", "A patient's answers need a clinician"
     FORECAST_PAST_TRANSPLANT = (
         "forecast_past_transplant",
         "Cells forecast ready after the provisional transplant",
@@ -718,3 +733,66 @@ class VisitLink(models.Model):
 
     def __str__(self) -> str:
         return f"Link to {self.visit}"
+
+
+class InvitationStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    ANSWERED = "answered", "Answered"
+    MISSED = "missed", "Missed (closed unanswered)"
+
+
+class QuestionnaireInvitation(models.Model):
+    """A questionnaire a patient is asked to answer between visits: open from `opens_at` to
+    `closes_at`, sent by their consented channel as a link, reminded once, answered once."""
+
+    course = models.ForeignKey(
+        "pathway.TreatmentCourse", on_delete=models.CASCADE, related_name="invitations"
+    )
+    instrument = models.ForeignKey(
+        "patients.Instrument", on_delete=models.PROTECT, related_name="invitations"
+    )
+    opens_at = models.DateTimeField()
+    closes_at = models.DateTimeField()
+    status = models.CharField(
+        max_length=10, choices=InvitationStatus.choices, default=InvitationStatus.OPEN
+    )
+    reminded_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    response = models.OneToOneField(
+        "patients.QuestionnaireResponse",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="invitation",
+    )
+
+    class Meta:
+        ordering = ["opens_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["course", "instrument", "opens_at"], name="invitation_once_per_opening"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["closes_at"],
+                name="invitation_open_idx",
+                condition=models.Q(status="open"),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instrument} for {self.course} from {self.opens_at:%Y-%m-%d}"
+
+
+class InvitationLink(models.Model):
+    """A link in a questionnaire message; only the token's SHA-256 is kept."""
+
+    invitation = models.ForeignKey(
+        QuestionnaireInvitation, on_delete=models.CASCADE, related_name="links"
+    )
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"Link to {self.invitation}"
