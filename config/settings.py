@@ -167,13 +167,12 @@ CONTENT_SECURITY_POLICY = {
 }
 
 LANGUAGE_CODE = "en-gb"
-# Languages reminders can be written in; also what the admin offers.
+# The languages patients are written to in (reminders, replies, the pages behind their links):
+# each is complete, and tests/test_i18n.py fails when a patient-facing string is not.
 LANGUAGES = [
     ("en", "English"),
     ("es", "Spanish"),
-    ("fr", "French"),
-    ("de", "German"),
-    ("zh-hans", "Chinese"),
+    ("zh-hans", "Simplified Chinese"),
 ]
 # The zone the admin shows times in when no site is in play; each Site has its own zone.
 TIME_ZONE = env.str("TIME_ZONE", default="Europe/London")

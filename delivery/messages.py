@@ -5,10 +5,13 @@ or a treatment's name."""
 
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.formats import date_format
+from django.utils.translation import gettext
 
 from common.urls import public_url
 from delivery.channels import OutgoingMessage
+from delivery.patient_wording import in_patients_language
 from pathway.checkins import invitation_link_issue
 from reporting.weekly_render import report_chart_png, report_context, report_csv, report_text
 from reporting.weekly_report import weekly_report
@@ -33,22 +36,30 @@ def visit_in_patients_words(visit) -> tuple[str, str]:
     return protocol.transplant_description, protocol.transplant_preparation
 
 
+def patient_moment(at, patient) -> tuple[str, str]:
+    """A date and a time as the patient reads them: in their zone (named), in their
+    language's own format ("Wed 2 Dec 2026", "2 de diciembre de 2026", "2026年12月2日").
+    Call it inside `translation.override(patient.preferred_language)`."""
+    local = timezone.localtime(at, patient.zone)
+    return date_format(local, "DATE_FORMAT"), f"{local:%H:%M} {local.tzname()}"
+
+
 def visit_page_context(visit) -> dict:
-    """What a patient is told of a visit, in their own zone (named): the reminder's words,
-    and the one-tap page's."""
+    """What a patient is told of a visit, in their own zone and language: the reminder's
+    words, and the one-tap page's. Call it inside `translation.override`."""
     patient = visit.course.patient
     site = visit.course.site
-    # In the patient's own zone (theirs if set, else the site's), and named.
-    local = timezone.localtime(visit.scheduled_at, patient.zone)
     what, preparation = visit_in_patients_words(visit)
-    clinic = site.patient_facing_name or "your clinic"
+    clinic = site.patient_facing_name or gettext("your clinic")
+    date, time = patient_moment(visit.scheduled_at, patient)
     return {
+        "language": patient.preferred_language,
         "first_name": patient.first_name,
-        "what": what,
-        "preparation": preparation.strip(),
-        "date": f"{local:%A} {local.day} {local:%B %Y}",
-        "short_date": f"{local:%a} {local.day} {local:%b}",
-        "time": f"{local:%H:%M} {local.tzname()}",
+        "what": in_patients_language(what),
+        "preparation": in_patients_language(preparation.strip()),
+        "date": date,
+        "short_date": date,
+        "time": time,
         "place": visit.place or clinic,
         "clinic": clinic,
         "phone": site.patient_phone.as_international if site.patient_phone else "",
@@ -60,6 +71,24 @@ def _reminder_context(notification: Notification) -> dict:
     visit = notification.visit
     token = visit_link_issue(visit=visit)
     return visit_page_context(visit) | {"link": public_url(reverse("visit-page", args=[token]))}
+
+
+def _reminder_message(notification: Notification) -> OutgoingMessage:
+    """An appointment reminder, in the patient's language."""
+    patient = notification.patient
+    to = patient.email if notification.channel == Channel.EMAIL else str(patient.phone)
+    with translation.override(patient.preferred_language):
+        context = _reminder_context(notification)
+        if notification.channel == Channel.SMS:
+            text = render_to_string("delivery/messages/visit_reminder_sms.txt", context).strip()
+            return OutgoingMessage(to=to, text=text, idempotency_key=notification.idempotency_key)
+        return OutgoingMessage(
+            to=to,
+            subject=gettext("Reminder: your appointment on %(date)s") % {"date": context["date"]},
+            text=render_to_string("delivery/messages/visit_reminder.txt", context),
+            html=render_to_string("delivery/messages/visit_reminder.html", context),
+            idempotency_key=notification.idempotency_key,
+        )
 
 
 # How many other times the page offers, where the clinic keeps a calendar.
@@ -80,16 +109,12 @@ def visit_other_times(*, visit) -> list[tuple[str, str]]:
         last_day=visit.window_closes_on,
         after=timezone.now(),
     )
-    zone = visit.course.patient.zone
+    patient = visit.course.patient
     return [
-        (slot.starts_at.isoformat(), _words(timezone.localtime(slot.starts_at, zone)))
+        (slot.starts_at.isoformat(), " ".join(patient_moment(slot.starts_at, patient)))
         for slot in slots
         if slot.starts_at != visit.scheduled_at
     ][:OTHER_TIMES]
-
-
-def _words(local) -> str:
-    return f"{local:%a} {local.day} {local:%b} {local:%H:%M} {local.tzname()}"
 
 
 def _alert_context(notification: Notification) -> dict:
@@ -131,23 +156,22 @@ def _questionnaire_message(notification: Notification) -> OutgoingMessage:
     invitation, patient = notification.invitation, notification.patient
     site = patient.site
     token = invitation_link_issue(invitation=invitation)
-    closes = timezone.localtime(invitation.closes_at, patient.zone)
-    context = {
-        "first_name": patient.first_name,
-        "clinic": site.patient_facing_name or "your clinic",
-        "link": public_url(reverse("checkin-page", args=[token])),
-        "until": f"{closes:%a} {closes.day} {closes:%b} {closes:%H:%M} {closes.tzname()}",
-        "reminder": notification.idempotency_key.split(".")[2] == "reminder",
-    }
-    text = render_to_string("delivery/messages/questionnaire.txt", context).strip()
+    with translation.override(patient.preferred_language):
+        clinic = site.patient_facing_name or gettext("your clinic")
+        context = {
+            "first_name": patient.first_name,
+            "clinic": clinic,
+            "link": public_url(reverse("checkin-page", args=[token])),
+            "until": " ".join(patient_moment(invitation.closes_at, patient)),
+            "reminder": notification.idempotency_key.split(".")[2] == "reminder",
+        }
+        text = render_to_string("delivery/messages/questionnaire.txt", context).strip()
+        subject = gettext("%(clinic)s: a few questions about how you are") % {"clinic": clinic}
     if notification.channel == Channel.SMS:
         to = str(patient.phone)
         return OutgoingMessage(to=to, text=text, idempotency_key=notification.idempotency_key)
     return OutgoingMessage(
-        to=patient.email,
-        subject=f"{context['clinic']}: a few questions about how you are",
-        text=text,
-        idempotency_key=notification.idempotency_key,
+        to=patient.email, subject=subject, text=text, idempotency_key=notification.idempotency_key
     )
 
 
@@ -158,22 +182,7 @@ def notification_message(notification: Notification) -> OutgoingMessage:
     if notification.template == NotificationTemplate.QUESTIONNAIRE:
         return _questionnaire_message(notification)
     if notification.template == NotificationTemplate.VISIT_REMINDER:
-        context = _reminder_context(notification)
-        to = (
-            notification.patient.email
-            if notification.channel == Channel.EMAIL
-            else str(notification.patient.phone)
-        )
-        if notification.channel == Channel.SMS:
-            text = render_to_string("delivery/messages/visit_reminder_sms.txt", context).strip()
-            return OutgoingMessage(to=to, text=text, idempotency_key=notification.idempotency_key)
-        return OutgoingMessage(
-            to=to,
-            subject=f"Reminder: your appointment on {context['date']}",
-            text=render_to_string("delivery/messages/visit_reminder.txt", context),
-            html=render_to_string("delivery/messages/visit_reminder.html", context),
-            idempotency_key=notification.idempotency_key,
-        )
+        return _reminder_message(notification)
     context = _alert_context(notification)
     alert = context["alert"]
     return OutgoingMessage(

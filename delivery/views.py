@@ -6,6 +6,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseForbidden
 from django.shortcuts import render
+from django.utils import translation
+from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 from twilio.request_validator import RequestValidator
@@ -89,9 +91,14 @@ def visit_page(request, token):
     if _too_many(request):
         return HttpResponse("Too many requests: try again in a minute.", status=429)
     link = visit_link_open(token=token)
-    if link is None:
+    if link is None:  # the link carries no language: the page is in the clinic's
         return render(request, "delivery/visit_page_gone.html", status=404)
     visit = link.visit
+    with translation.override(visit.course.patient.preferred_language):
+        return _visit_page(request, link, visit)
+
+
+def _visit_page(request, link, visit):
     choices = visit_other_times(visit=visit)
     answered = ""
     if request.method == "POST":
@@ -133,8 +140,12 @@ def checkin_page(request, token):
         try:
             invitation_answer(invitation=invitation, answers=chosen)
             done = True
-        except Refused as refusal:
-            errors = refusal.reasons
+        except Refused:  # the questions still to answer, in the patient's words
+            errors = [
+                text_in(item["text"], language)
+                for item in definition["items"]
+                if chosen.get(item["code"]) not in {o["value"] for o in item["options"]}
+            ] or [gettext("These questions have been answered already.")]
     items = [
         {
             "code": item["code"],
@@ -154,4 +165,5 @@ def checkin_page(request, token):
         "errors": errors,
         "done": done,
     }
-    return render(request, "delivery/checkin_page.html", context)
+    with translation.override(language):
+        return render(request, "delivery/checkin_page.html", context)

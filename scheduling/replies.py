@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.formats import date_format
+from django.utils.translation import gettext
 
 from patients.models import ConsentChange, Patient
 from scheduling.models import (
@@ -77,8 +79,9 @@ def _next_visit(patient: Patient, now: dt.datetime) -> Visit | None:
 
 
 def _when(visit: Visit) -> str:
+    """In the patient's zone (named) and their language's date format."""
     local = timezone.localtime(visit.scheduled_at, visit.course.patient.zone)
-    return f"{local:%a %d %b %H:%M %Z}"
+    return f"{date_format(local, 'DATE_FORMAT')} {local:%H:%M} {local.tzname()}"
 
 
 def sms_reply_handle(
@@ -111,29 +114,39 @@ def sms_reply_handle(
 
 
 def _act(inbound: InboundMessage, patient: Patient, intent: ReplyIntent, now) -> str:
+    """Act, and answer in the patient's language."""
+    with translation.override(patient.preferred_language):
+        return _act_in_language(inbound, patient, intent, now)
+
+
+def _act_in_language(inbound, patient, intent, now) -> str:
     site = patient.site
-    clinic, phone = site.patient_facing_name or site.name, str(site.patient_phone or "")
-    call = f" Call {phone}." if phone else ""
+    words = {
+        "clinic": site.patient_facing_name or site.name,
+        "phone": str(site.patient_phone or ""),
+    }
+    call = (" " + gettext("Call %(phone)s.") % words) if words["phone"] else ""
     if intent == ReplyIntent.STOP:
         sms_consent_withdraw(patient=patient, at=now, source="SMS reply STOP")
-        return f"{clinic}: you will get no more texts from us.{call}"
+        return gettext("%(clinic)s: you will get no more texts from us.") % words + call
     if intent == ReplyIntent.HELP:
-        return f"{clinic}.{call}"
+        return f"{words['clinic']}.{call}"
     visit = _next_visit(patient, now)
     inbound.visit = visit
     inbound.save(update_fields=["visit"])
     if intent == ReplyIntent.CONFIRM:
         if visit is None:
-            return f"{clinic}: you have no appointment to confirm.{call}"
+            return gettext("%(clinic)s: you have no appointment to confirm.") % words + call
         Visit.objects.filter(pk=visit.pk).update(confirmed_at=now)
-        return f"{clinic}: thank you, your appointment on {_when(visit)} is confirmed."
+        words["when"] = _when(visit)
+        return gettext("%(clinic)s: thank you, your appointment on %(when)s is confirmed.") % words
     kind = PatientRequestKind.CHANGE if intent == ReplyIntent.CHANGE else PatientRequestKind.MESSAGE
     PatientRequest.objects.create(
         kind=kind, patient=patient, visit=visit, text=inbound.body, source="sms", created_at=now
     )
     if kind == PatientRequestKind.CHANGE:
-        return f"{clinic}: we will contact you to find another time."
-    return f"{clinic}: thank you, we have your message."
+        return gettext("%(clinic)s: we will contact you to find another time.") % words
+    return gettext("%(clinic)s: thank you, we have your message.") % words
 
 
 def sms_consent_withdraw(*, patient: Patient, at: dt.datetime, source: str) -> int:
