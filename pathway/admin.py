@@ -62,6 +62,7 @@ from pathway.states import CourseState
 from patients.access import AUDITOR_GROUP, roles_allowed
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
 from patients.search import patients_matching
+from reporting.checkins import course_checkins
 from reporting.outcomes import CHANGES, course_outcomes
 from reporting.timeline import course_timeline
 from scheduling.chains import follow_ups_proposal
@@ -375,6 +376,7 @@ class TreatmentCourseAdmin(
         "outcomes",
         "capacity",
         "messages_sent",
+        "checkins",
     )
     inlines = (
         VisitInline,
@@ -434,6 +436,7 @@ class TreatmentCourseAdmin(
                 "Messages sent to the patient",
                 {"fields": ("messages_sent",), "classes": ("collapse",)},
             ),
+            ("Check-ins between visits", {"fields": ("checkins",), "classes": ("collapse",)}),
             (
                 "Procedures",
                 {
@@ -495,6 +498,23 @@ class TreatmentCourseAdmin(
     def timeline(self, obj):
         return render_to_string(
             "reporting/timeline.html", {"timeline": course_timeline(course=obj)}
+        )
+
+    @admin.display(description="last 12")
+    def checkins(self, obj):
+        rows = course_checkins(course=obj)
+        if not rows:
+            return "None asked yet."
+        cells = "<tr>" + "<td>{}</td>" * 5 + "</tr>"
+        body = format_html_join(
+            "",
+            cells,
+            ((r.name, r.asked, r.status, r.score, r.change) for r in rows),
+        )
+        return format_html(
+            "<table><thead><tr><th>questionnaire</th><th>asked</th><th>status</th>"
+            "<th>score</th><th>change</th></tr></thead><tbody>{}</tbody></table>",
+            body,
         )
 
     @admin.display(description="viable cells released")

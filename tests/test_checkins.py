@@ -191,3 +191,51 @@ def test_the_questions_are_in_the_patients_language(client, diary_link):
 @pytest.mark.django_db
 def test_the_shipped_instruments_are_installed():
     assert set(Instrument.objects.values_list("code", flat=True)) >= {"mmrc", "exacerbation-diary"}
+
+
+@pytest.mark.django_db
+def test_a_site_loads_a_licensed_instrument_and_a_broken_one_is_refused(tmp_path):
+    import json
+
+    from django.core.management import CommandError, call_command
+
+    good = tmp_path / "made-up.json"
+    good.write_text(json.dumps(MADE_UP))
+    call_command("instrument_load", str(good), code="made-up", name="Made-up", licence="Ours")
+    assert Instrument.objects.get(code="made-up").licence == "Ours"
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(MADE_UP | {"scoring": "median"}))
+    with pytest.raises(CommandError, match="Scoring is one of"):
+        call_command("instrument_load", str(broken), code="broken", name="Broken")
+    (tmp_path / "not.json").write_text("{")
+    with pytest.raises(CommandError, match="not a JSON file"):
+        call_command("instrument_load", str(tmp_path / "not.json"), code="x", name="X")
+    assert not Instrument.objects.filter(code__in=["broken", "x"]).exists()
+
+
+@pytest.mark.django_db
+def test_the_course_shows_mmrc_against_its_baseline(client, transplanted, pathway):
+    from django.urls import reverse
+
+    from patients.models import SymptomScore
+
+    SymptomScore.objects.create(
+        patient=transplanted.patient,
+        taken_on=transplanted.transplanted_on - dt.timedelta(days=30),
+        mmrc=3,
+        cat=20,
+    )
+    four_weeks = transplanted.visits.filter(kind="follow_up").order_by("scheduled_at").first()
+    opens = dt.datetime.combine(
+        four_weeks.window_opens_on, dt.time(11), tzinfo=transplanted.site.time_zone
+    )
+    cache.clear()
+    with time_machine.travel(opens, tick=False):
+        checkins_tick()
+        mmrc = QuestionnaireInvitation.objects.get(instrument__code="mmrc")
+        client.post(f"/q/{invitation_link_issue(invitation=mmrc)}/", {"grade": "1"})
+    client.force_login(pathway.coordinator)
+    page = client.get(
+        reverse("admin:pathway_treatmentcourse_change", args=[transplanted.pk])
+    ).content.decode()
+    assert "mMRC breathlessness" in page and "-2 from baseline (reaches the MCID)" in page
