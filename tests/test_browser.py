@@ -587,3 +587,35 @@ def test_the_one_tap_page_on_a_phone(django_db_setup, browser, live_server, path
     assert harvest.confirmed_at is not None
     assert CSP_VIOLATIONS == []
     shots.publish()
+
+
+def test_the_weekly_diary_on_a_phone(django_db_setup, browser, live_server, pathway, settings):
+    from pathway.checkins import invitation_link_issue
+    from patients.models import Instrument
+    from scheduling.models import QuestionnaireInvitation
+
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    patient = PatientFactory(first_name="Lucía", preferred_language="es")
+    course = services.course_create(patient=patient, by=pathway.coordinator)
+    now = timezone.now()
+    diary = QuestionnaireInvitation.objects.create(
+        course=course,
+        instrument=Instrument.objects.get(code="exacerbation-diary"),
+        opens_at=now - dt.timedelta(hours=1),
+        closes_at=now + dt.timedelta(days=2),
+    )
+    phone = {"viewport": {"width": 360, "height": 740}, "is_mobile": True, "has_touch": True}
+    checked = browser.new_context(**phone, bypass_csp=True)
+    page = checked.new_page()
+    page.goto(f"{live_server.url}/q/{invitation_link_issue(invitation=diary)}/")
+    assert "¿ha respirado peor que de costumbre?" in page.inner_text("main")
+    assert axe_serious(page) == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    for code in ("breathless", "sputum", "colour", "medicine", "visit"):
+        page.check(f"input[name={code}][value='0']")
+    page.click("button[type=submit]")
+    page.wait_for_selector(".done")
+    assert "Gracias" in page.inner_text(".done")
+    checked.close()
+    diary.refresh_from_db()
+    assert diary.status == "answered"
