@@ -596,8 +596,19 @@ class TreatmentCourseAdmin(
     @admin.display(description="change from baseline")
     def outcomes(self, obj):
         rows = course_outcomes(course=obj)
+        reported = next((r for r in course_checkins(course=obj) if r.change), None)
+        by_patient = (
+            format_html(
+                "<p>mMRC as the patient reported it ({}): {}, {}.</p>",
+                reported.asked,
+                reported.score,
+                reported.change,
+            )
+            if reported
+            else ""
+        )
         if not rows:
-            return "No follow-up measured yet."
+            return by_patient or "No follow-up measured yet."
         header = format_html_join("", "<th>{}</th>", ((m.label,) for m in CHANGES))
         body = format_html_join(
             "",
@@ -615,7 +626,10 @@ class TreatmentCourseAdmin(
             ),
         )
         return format_html(
-            '<table class="course-outcomes"><tr><th></th>{}</tr>{}</table>', header, body
+            '<table class="course-outcomes"><tr><th></th>{}</tr>{}</table>{}',
+            header,
+            body,
+            by_patient,
         )
 
     def get_urls(self):

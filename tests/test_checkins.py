@@ -239,3 +239,4 @@ def test_the_course_shows_mmrc_against_its_baseline(client, transplanted, pathwa
         reverse("admin:pathway_treatmentcourse_change", args=[transplanted.pk])
     ).content.decode()
     assert "mMRC breathlessness" in page and "-2 from baseline (reaches the MCID)" in page
+    assert "mMRC as the patient reported it" in page  # in the course's outcomes too
