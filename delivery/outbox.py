@@ -216,9 +216,7 @@ def _reminder_still_applies(notification: Notification) -> bool:
     visit, patient = notification.visit, notification.patient
     if visit.status not in OPEN_VISIT_STATUSES or visit.scheduled_at <= timezone.now():
         return False
-    if notification.channel == Channel.EMAIL:
-        return patient.consent_email and bool(patient.email)
-    return patient.consent_sms and bool(patient.phone)
+    return patient.consents_to(notification.channel)
 
 
 def _still_applies(notification: Notification) -> bool:
@@ -235,9 +233,7 @@ def _questionnaire_still_applies(notification: Notification) -> bool:
     invitation, patient = notification.invitation, notification.patient
     if invitation.status != InvitationStatus.OPEN or invitation.closes_at <= timezone.now():
         return False
-    if notification.channel == Channel.EMAIL:
-        return patient.consent_email and bool(patient.email)
-    return patient.consent_sms and bool(patient.phone)
+    return patient.consents_to(notification.channel)
 
 
 def _still_held(notification: Notification) -> bool:

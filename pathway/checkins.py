@@ -88,14 +88,7 @@ def invitations_open_due(*, now: dt.datetime | None = None) -> int:
 def _send(invitation: QuestionnaireInvitation, *, now, reminder: bool) -> None:
     course = invitation.course
     patient, protocol = course.patient, course.protocol
-    channels = [
-        channel
-        for channel, allowed in (
-            (Channel.EMAIL, patient.consent_email and patient.email),
-            (Channel.SMS, patient.consent_sms and patient.phone),
-        )
-        if allowed
-    ]
+    channels = [channel for channel in (Channel.EMAIL, Channel.SMS) if patient.consents_to(channel)]
     which = "reminder" if reminder else "first"
     for channel in channels:
         send_after = now

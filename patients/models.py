@@ -149,6 +149,13 @@ class Patient(models.Model):
     def __str__(self) -> str:
         return f"{self.last_name}, {self.first_name} ({self.mrn})"
 
+    def consents_to(self, channel: str) -> bool:
+        """Consents to be written to on this channel ("email" or "sms"), and has an address
+        for it: the one rule every message to a patient passes, when written and when sent."""
+        if channel == "email":
+            return self.consent_email and bool(self.email)
+        return channel == "sms" and self.consent_sms and bool(self.phone)
+
     @property
     def zone(self):
         """The patient's own time zone: theirs if set, else their site's."""

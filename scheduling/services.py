@@ -47,14 +47,7 @@ def reminders_schedule(*, visit: Visit, now: dt.datetime | None = None) -> list[
     now = now or timezone.now()
     course = visit.course
     patient, protocol = course.patient, course.protocol
-    channels = [
-        channel
-        for channel, allowed in (
-            (Channel.EMAIL, patient.consent_email and patient.email),
-            (Channel.SMS, patient.consent_sms and patient.phone),
-        )
-        if allowed
-    ]
+    channels = [channel for channel in (Channel.EMAIL, Channel.SMS) if patient.consents_to(channel)]
     stamp = int(visit.scheduled_at.timestamp())
     reminders = []
     for lead_days in sorted(set(protocol.reminder_lead_days), reverse=True):
