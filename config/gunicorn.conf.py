@@ -4,7 +4,8 @@ config.wsgi`.
 The access log names the path but never the query string: a search for an MRN or a name in
 the admin travels in the URL (`?q=…`), and an access log is no place for a patient's
 identifiers. `%(U)s` is the path alone; `%(r)s` (the request line) and `%(q)s` would carry
-the query.
+the query. Paths that carry a secret (a patient's link, a calendar feed's) are masked
+(`config/gunicorn_logging.py`).
 """
 
 import os
@@ -14,3 +15,4 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 timeout = 30
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
+logger_class = "config.gunicorn_logging.SecretMaskingLogger"

@@ -23,6 +23,8 @@ from delivery.channels import DeliveryChannel, DeliveryError
 from delivery.channels.email import EmailChannel
 from delivery.channels.sms import TWILIO_PERMANENT_ERRORS, sms_backend
 from delivery.messages import notification_message
+from pathway.states import CourseState
+from patients.models import Patient
 from scheduling.alerts import alert_raise
 from scheduling.models import (
     OPEN_VISIT_STATUSES,
@@ -175,8 +177,13 @@ def _record_outcome(
     return changes["status"]
 
 
+def _course(notification: Notification):
+    """The course a patient's message is about: its visit's, or its check-in's."""
+    return (notification.visit or notification.invitation).course
+
+
 def _after_patients_quiet_hours(notification: Notification, at: dt.datetime) -> dt.datetime:
-    protocol = notification.visit.course.protocol
+    protocol = _course(notification).protocol
     return after_quiet_hours(
         at,
         zone=notification.patient.zone,
@@ -222,16 +229,24 @@ def _reminder_still_applies(notification: Notification) -> bool:
 def _still_applies(notification: Notification) -> bool:
     """A patient's message is sent only while what it is about still stands."""
     if notification.template == NotificationTemplate.VISIT_REMINDER:
-        return _reminder_still_applies(notification)
-    if notification.template == NotificationTemplate.QUESTIONNAIRE:
-        return _questionnaire_still_applies(notification)
-    return True
+        applies = _reminder_still_applies(notification)
+    elif notification.template == NotificationTemplate.QUESTIONNAIRE:
+        applies = _questionnaire_still_applies(notification)
+    else:
+        return True
+    if applies and notification.channel == Channel.SMS:
+        # Read again, not from the batch's copy: a STOP that arrived since it was claimed
+        # stops this text too.
+        applies = Patient.objects.filter(pk=notification.patient_id, consent_sms=True).exists()
+    return applies
 
 
 def _questionnaire_still_applies(notification: Notification) -> bool:
     """Still open to answer, and the patient still consents to this channel."""
     invitation, patient = notification.invitation, notification.patient
     if invitation.status != InvitationStatus.OPEN or invitation.closes_at <= timezone.now():
+        return False
+    if invitation.course.state != CourseState.FOLLOW_UP:  # held or withdrawn since
         return False
     return patient.consents_to(notification.channel)
 
@@ -302,7 +317,9 @@ def notification_record_provider_status(
         notification = (
             Notification.objects.select_for_update(of=("self",))
             .filter(provider_message_id=provider_message_id, status=NotificationStatus.SENT)
-            .select_related("patient__site", "visit__course__protocol")
+            .select_related(
+                "patient__site", "visit__course__protocol", "invitation__course__protocol"
+            )
             .first()
         )
         if notification is None:
@@ -341,6 +358,7 @@ def notifications_dispatch_batch(*, batch_size: int | None = None) -> BatchResul
         "visit__protocol_visit",
         "alert__site",
         "invitation__instrument",
+        "invitation__course__protocol",
     )
     for notification in claimed:
         status = notification_send_claimed(notification, channels=channels)

@@ -1,5 +1,6 @@
 """The SMS provider's callbacks, and the one-tap page patients reach from a reminder."""
 
+import re
 import time
 
 from django.conf import settings
@@ -71,11 +72,23 @@ def sms_inbound(request):
 
 # The one-tap page: a link in a reminder, no login. It shows one visit and nothing else.
 PAGE_REQUESTS_PER_MINUTE = 30
+ANSWER_VALUE = re.compile(r"-?[0-9]{1,3}")
+
+
+def _client_address(request) -> str:
+    """The patient's address: behind the TLS proxy, the one it saw (the last X-Forwarded-For
+    entry, which the proxy appends); otherwise the connection's."""
+    if settings.BEHIND_TLS_PROXY:
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded[:64]
+    return request.META.get("REMOTE_ADDR", "")
 
 
 def _too_many(request) -> bool:
-    """A guard against guessing tokens: so many requests a minute from one address."""
-    key = f"visit-page:{request.META.get('REMOTE_ADDR', '')}:{int(time.time() // 60)}"
+    """A guard against guessing tokens: so many requests a minute from one address, counted
+    in the shared cache (Redis in production), so every worker counts together."""
+    key = f"patient-page:{_client_address(request)}:{int(time.time() // 60)}"
     cache.add(key, 0, timeout=60)
     try:
         count = cache.incr(key)
@@ -84,12 +97,21 @@ def _too_many(request) -> bool:
     return count > PAGE_REQUESTS_PER_MINUTE
 
 
+def _cross_site(request) -> bool:
+    """A form posted from another site: refused. (The pages take no CSRF cookie: the token in
+    the link is the credential, and a patient's phone may refuse cookies.)"""
+    return request.method == "POST" and request.headers.get("Sec-Fetch-Site") == "cross-site"
+
+
+@csrf_exempt
 @require_http_methods(["GET", "POST"])
 def visit_page(request, token):
     """The visit (what, when in the patient's zone, where, how to prepare), with Confirm and
     Ask for another time (a free slot of the clinic, where it keeps a calendar)."""
     if _too_many(request):
         return HttpResponse("Too many requests: try again in a minute.", status=429)
+    if _cross_site(request):
+        return HttpResponseForbidden("Not from this site.")
     link = visit_link_open(token=token)
     if link is None:  # the link carries no language: the page is in the clinic's
         return render(request, "delivery/visit_page_gone.html", status=404)
@@ -120,11 +142,14 @@ def _visit_page(request, link, visit):
     return render(request, "delivery/visit_page.html", context)
 
 
+@csrf_exempt  # as the visit page: the link's token is the credential
 @require_http_methods(["GET", "POST"])
 def checkin_page(request, token):
     """A questionnaire from a message's link, in the patient's language; answered once."""
     if _too_many(request):
         return HttpResponse("Too many requests: try again in a minute.", status=429)
+    if _cross_site(request):
+        return HttpResponseForbidden("Not from this site.")
     invitation = invitation_open(token=token)
     if invitation is None:
         return render(request, "delivery/visit_page_gone.html", status=404)
@@ -135,7 +160,7 @@ def checkin_page(request, token):
     if request.method == "POST":
         for item in definition["items"]:
             value = request.POST.get(item["code"], "")
-            if value.lstrip("-").isdecimal() and len(value) < 4:
+            if ANSWER_VALUE.fullmatch(value):
                 chosen[item["code"]] = int(value)
         try:
             invitation_answer(invitation=invitation, answers=chosen)
@@ -145,7 +170,10 @@ def checkin_page(request, token):
                 text_in(item["text"], language)
                 for item in definition["items"]
                 if chosen.get(item["code"]) not in {o["value"] for o in item["options"]}
-            ] or [gettext("These questions have been answered already.")]
+            ]
+            if not errors:
+                with translation.override(language):
+                    errors = [gettext("These questions have been answered already.")]
     items = [
         {
             "code": item["code"],
@@ -160,10 +188,11 @@ def checkin_page(request, token):
     context = {
         "language": language,
         "first_name": patient.first_name,
-        "clinic": patient.site.patient_facing_name or "your clinic",
+        "clinic": patient.site.patient_facing_name,
         "items": items,
         "errors": errors,
         "done": done,
     }
     with translation.override(language):
+        context["clinic"] = context["clinic"] or gettext("your clinic")
         return render(request, "delivery/checkin_page.html", context)

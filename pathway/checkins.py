@@ -12,6 +12,7 @@ import hashlib
 import secrets
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from common.errors import Refused
@@ -120,7 +121,10 @@ def invitations_remind_and_close(*, now: dt.datetime | None = None) -> tuple[int
     now = now or timezone.now()
     reminded = 0
     open_ones = QuestionnaireInvitation.objects.filter(
-        status=InvitationStatus.OPEN, reminded_at__isnull=True, closes_at__gt=now
+        status=InvitationStatus.OPEN,
+        reminded_at__isnull=True,
+        closes_at__gt=now,
+        course__state=CourseState.FOLLOW_UP,
     ).select_related("course__patient", "course__protocol", "course__site")
     remind_after = {
         (asked.protocol_id, asked.instrument_id): asked.remind_after_days
@@ -136,8 +140,9 @@ def invitations_remind_and_close(*, now: dt.datetime | None = None) -> tuple[int
             ).update(reminded_at=now):
                 _send(invitation, now=now, reminder=True)
                 reminded += 1
-    missed = QuestionnaireInvitation.objects.filter(
-        status=InvitationStatus.OPEN, closes_at__lte=now
+    # Past its time, or its course held or withdrawn since it opened: closed unanswered.
+    missed = QuestionnaireInvitation.objects.filter(status=InvitationStatus.OPEN).filter(
+        Q(closes_at__lte=now) | ~Q(course__state=CourseState.FOLLOW_UP)
     )
     Notification.objects.filter(invitation__in=missed, status=NotificationStatus.PENDING).update(
         status=NotificationStatus.CANCELLED
@@ -173,7 +178,9 @@ def invitation_open(
     now = now or timezone.now()
     link = (
         InvitationLink.objects.filter(token_hash=_hash(token))
-        .select_related("invitation__instrument", "invitation__course__patient__site")
+        .select_related(
+            "invitation__instrument", "invitation__course__patient__site", "invitation__course"
+        )
         .first()
     )
     if link is None:
@@ -182,6 +189,8 @@ def invitation_open(
     if invitation.status != InvitationStatus.OPEN or not (
         invitation.opens_at <= now < invitation.closes_at
     ):
+        return None
+    if invitation.course.state != CourseState.FOLLOW_UP:
         return None
     return invitation
 

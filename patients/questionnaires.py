@@ -51,6 +51,10 @@ def definition_errors(definition) -> list[str]:
         values = [option.get("value") for option in options if isinstance(option, dict)]
         if len(values) != len(options) or not all(isinstance(v, int) for v in values):
             errors.append(f"Item {n}: every answer has a whole-number value.")
+        elif not all(
+            isinstance(option.get("text"), dict) and option["text"].get("en") for option in options
+        ):
+            errors.append(f"Item {n}: every answer needs its words in English at least.")
     if definition.get("scoring") not in SCORINGS:
         errors.append(f"Scoring is one of {', '.join(SCORINGS)}.")
     if definition.get("scoring") == "single" and len(items) != 1:

@@ -94,7 +94,9 @@ def worklist_assign_view(request):
     elif request.POST.get("give_back") and item.assigned_to == request.user:
         work_assign(key=key, to=None, by=request.user)
         messages.success(request, f"Given back: {item.what}, {item.course.patient}.")
-    elif request.POST.get("give") and to:
+    elif request.POST.get("give") and not to:
+        messages.error(request, "Choose whom to give it to.")
+    elif request.POST.get("give"):
         receiver = (
             site_coordinators(sites=[item.course.site])
             .filter(pk=int(to) if to.isdecimal() and len(to) < 12 else None)

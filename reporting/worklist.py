@@ -132,7 +132,7 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
         batches = (
             Batch.objects.filter(course__site__in=sites, status=BatchStatus.EXPANDING)
             .exclude(course__state=CourseState.ON_HOLD)
-            .select_related("course__patient", "course__site", "course__protocol")
+            .select_related("course__patient", "course__site", "course__protocol", "qc_recorded_by")
             .order_by("received_at")
         )
         for batch in batches[:ROWS_PER_KIND]:
@@ -214,7 +214,12 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
     if may("scheduling.change_visit"):
         requests = (
             PatientRequest.objects.filter(patient__site__in=sites, done_at__isnull=True)
-            .select_related("patient__site", "visit__course__site", "visit__protocol_visit")
+            .select_related(
+                "patient__site",
+                "visit__course__site",
+                "visit__course__patient",
+                "visit__protocol_visit",
+            )
             .order_by("created_at")
         )
         courses = _courses_of(requests[:ROWS_PER_KIND])

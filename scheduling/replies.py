@@ -50,12 +50,19 @@ KEYWORDS = {
 _FIRST_WORD = re.compile(r"[\w\u4e00-\u9fff]+")
 
 
+# Said alone, these act; in a longer text ("Si no puedo ir", "Cancel my appointment") they
+# are a person's words, for a coordinator to read.
+ALONE_ONLY = (ReplyIntent.CONFIRM, ReplyIntent.STOP)
+
+
 def reply_intent(body: str) -> ReplyIntent:
-    """What a text means, from its first word in any case, punctuation ignored."""
-    match = _FIRST_WORD.search(body or "")
-    word = match.group(0).upper() if match else ""
-    for intent, words in KEYWORDS.items():
-        if word in words:
+    """What a text means: CONFIRM and STOP only when the text is that word alone (as the
+    carriers read opt-outs), CHANGE and HELP from the first word; in any case, punctuation
+    ignored. Anything else is a message for a coordinator."""
+    words = _FIRST_WORD.findall(body or "")
+    first = words[0].upper() if words else ""
+    for intent, keywords in KEYWORDS.items():
+        if first in keywords and (len(words) == 1 or intent not in ALONE_ONLY):
             return intent
     return ReplyIntent.OTHER
 
@@ -92,7 +99,7 @@ def sms_reply_handle(
     known = InboundMessage.objects.filter(provider_message_id=provider_message_id).first()
     if known:
         return Handled(known, "", repeat=True)
-    matches = list(Patient.objects.filter(phone=from_number).select_related("site")[:2])
+    matches = list(Patient.objects.filter(phone=from_number).select_related("site")[:10])
     patient = matches[0] if len(matches) == 1 else None
     intent = reply_intent(body)
     try:
@@ -105,7 +112,14 @@ def sms_reply_handle(
                 intent=intent,
                 patient=patient,
             )
-            answer = _act(inbound, patient, intent, now) if patient else ""
+            if patient:
+                answer = _act(inbound, patient, intent, now)
+            elif intent == ReplyIntent.STOP:  # a shared phone: nobody on it is texted again
+                for sharer in matches:
+                    sms_consent_withdraw(patient=sharer, at=now, source="SMS reply STOP")
+                answer = ""
+            else:
+                answer = ""
     except IntegrityError:  # the same message, delivered twice at once: the other one acted
         return Handled(
             InboundMessage.objects.get(provider_message_id=provider_message_id), "", True
@@ -122,7 +136,8 @@ def _act(inbound: InboundMessage, patient: Patient, intent: ReplyIntent, now) ->
 def _act_in_language(inbound, patient, intent, now) -> str:
     site = patient.site
     words = {
-        "clinic": site.patient_facing_name or site.name,
+        # Never the site's own name: it may say what the clinic treats.
+        "clinic": site.patient_facing_name or gettext("your clinic"),
         "phone": str(site.patient_phone or ""),
     }
     call = (" " + gettext("Call %(phone)s.") % words) if words["phone"] else ""

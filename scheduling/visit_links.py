@@ -22,9 +22,23 @@ def _hash(token: str) -> str:
 
 
 def visit_link_issue(*, visit: Visit) -> str:
-    """A new link's token (only its hash is kept); it works until the visit's time."""
+    """A new link's token (only its hash is kept); it works until the visit's time. Once
+    the patient has answered (confirmed, or asked for another time still to be dealt with),
+    a later reminder's link shows the visit but does not ask again."""
     token = secrets.token_urlsafe(18)
-    VisitLink.objects.create(visit=visit, token_hash=_hash(token), expires_at=visit.scheduled_at)
+    # Read from the database: the caller's copy of the visit may predate the answer.
+    answered = (
+        Visit.objects.filter(pk=visit.pk, confirmed_at__isnull=False).exists()
+        or PatientRequest.objects.filter(
+            visit=visit, done_at__isnull=True, kind=PatientRequestKind.CHANGE
+        ).exists()
+    )
+    VisitLink.objects.create(
+        visit=visit,
+        token_hash=_hash(token),
+        expires_at=visit.scheduled_at,
+        used_at=timezone.now() if answered else None,
+    )
     return token
 
 

@@ -338,3 +338,17 @@ def _postgres_only(request):
 
         if connection.vendor != "postgresql":
             pytest.skip("needs PostgreSQL: set DATABASE_URL (CI does)")
+
+
+@pytest.fixture
+def local_cache(settings):
+    """A cache of the test's own (the patient pages' rate limit counts in it), never the
+    shared Redis one, which holds Celery's queues."""
+    import uuid
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": uuid.uuid4().hex,
+        }
+    }

@@ -5,7 +5,6 @@ import datetime as dt
 
 import pytest
 import time_machine
-from django.core.cache import cache
 
 from delivery.messages import notification_message
 from pathway.checkins import checkins_tick, invitation_link_issue
@@ -131,8 +130,7 @@ def test_the_message_carries_a_link_and_no_diagnosis(transplanted):
 
 
 @pytest.fixture
-def diary_link(transplanted):
-    cache.clear()
+def diary_link(transplanted, local_cache):
     with time_machine.travel(_week_one(transplanted), tick=False):
         checkins_tick()
     invitation = QuestionnaireInvitation.objects.get(instrument__code="exacerbation-diary")
@@ -214,7 +212,7 @@ def test_a_site_loads_a_licensed_instrument_and_a_broken_one_is_refused(tmp_path
 
 
 @pytest.mark.django_db
-def test_the_course_shows_mmrc_against_its_baseline(client, transplanted, pathway):
+def test_the_course_shows_mmrc_against_its_baseline(client, transplanted, pathway, local_cache):
     from django.urls import reverse
 
     from patients.models import SymptomScore
@@ -229,7 +227,6 @@ def test_the_course_shows_mmrc_against_its_baseline(client, transplanted, pathwa
     opens = dt.datetime.combine(
         four_weeks.window_opens_on, dt.time(11), tzinfo=transplanted.site.time_zone
     )
-    cache.clear()
     with time_machine.travel(opens, tick=False):
         checkins_tick()
         mmrc = QuestionnaireInvitation.objects.get(instrument__code="mmrc")
@@ -240,3 +237,48 @@ def test_the_course_shows_mmrc_against_its_baseline(client, transplanted, pathwa
     ).content.decode()
     assert "mMRC breathlessness" in page and "-2 from baseline (reaches the MCID)" in page
     assert "mMRC as the patient reported it" in page  # in the course's outcomes too
+
+
+@pytest.mark.django_db
+def test_a_hostile_value_is_not_a_500(client, diary_link):
+    invitation, token = diary_link
+    with time_machine.travel(invitation.opens_at + dt.timedelta(hours=1), tick=False):
+        for value in ("--1", "1e3", "٣", "", "0x1"):
+            assert client.post(f"/q/{token}/", NO_SIGNS | {"visit": value}).status_code == 200
+    assert not QuestionnaireResponse.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_held_course_is_asked_nothing_more(client, diary_link, pathway):
+    from pathway import services
+
+    invitation, token = diary_link
+    course = invitation.course
+    with time_machine.travel(invitation.opens_at + dt.timedelta(hours=1), tick=False):
+        services.course_hold(course=course, by=pathway.coordinator, reason="Admitted")
+        assert client.get(f"/q/{token}/").status_code == 404
+        checkins_tick()
+    invitation.refresh_from_db()
+    assert invitation.status == InvitationStatus.MISSED
+    assert not Notification.objects.filter(
+        invitation=invitation, status=NotificationStatus.PENDING
+    ).exists()
+
+
+@pytest.mark.django_db
+def test_a_check_in_text_that_fails_is_retried_after_quiet_hours(diary_link):
+    from delivery.channels import DeliveryError
+    from delivery.outbox import notification_send_claimed
+
+    invitation, _ = diary_link
+
+    class Failing:
+        def send(self, message):
+            raise DeliveryError("try again later")
+
+    sms = Notification.objects.filter(invitation=invitation, channel=Channel.SMS).first()
+    Notification.objects.filter(pk=sms.pk).update(status="sending", claim_token="b" * 32)
+    claimed = Notification.objects.select_related("patient", "invitation__course").get(pk=sms.pk)
+    with time_machine.travel(invitation.opens_at + dt.timedelta(hours=1), tick=False):
+        status = notification_send_claimed(claimed, channels={Channel.SMS: Failing()})
+    assert status == NotificationStatus.PENDING

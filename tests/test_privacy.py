@@ -184,6 +184,21 @@ def test_gunicorns_access_log_keeps_the_path_and_drops_the_query(tmp_path):
     assert "MRN771234" not in written and "Okafor" not in written and "q=" not in written
 
 
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/v/AbC-123_xyz/", "/v/…/"),
+        ("/q/AbC-123_xyz/", "/q/…/"),
+        ("/calendar/AbC-123_xyz.ics", "/calendar/….ics"),
+        ("/admin/patients/patient/", "/admin/patients/patient/"),
+    ],
+)
+def test_the_access_log_masks_the_secrets_in_paths(path, logged):
+    from config.gunicorn_logging import path_without_secrets
+
+    assert path_without_secrets(path) == logged
+
+
 def _answers(urllib_request, url) -> bool:
     try:
         urllib_request.urlopen(url, timeout=2)

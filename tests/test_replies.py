@@ -203,3 +203,40 @@ def test_a_message_is_ticked_off_and_a_made_up_key_does_nothing(client, settings
     client.post("/admin/worklist/done/", {"key": f"request.r{request.pk}"})
     request.refresh_from_db()
     assert request.done_by == pathway.coordinator
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["Si no puedo ir el martes", "Cancel my appointment please", "OK but can we change it"],
+)
+def test_confirm_and_stop_act_only_when_said_alone(body):
+    assert reply_intent(body) == ReplyIntent.OTHER
+
+
+def test_stop_from_a_shared_phone_stops_everyone_on_it(client, settings, booked):
+    from tests.factories import PatientFactory
+
+    other = PatientFactory(site=booked.course.site, phone=PHONE, consent_sms=True)
+    text(client, settings, "STOP")
+    other.refresh_from_db()
+    booked.course.patient.refresh_from_db()
+    assert other.consent_sms is False and booked.course.patient.consent_sms is False
+
+
+def test_an_answer_never_names_the_sites_own_name(client, settings, booked):
+    site = booked.course.site
+    site.name, site.patient_facing_name = "COPD Cell Therapy Unit", ""
+    site.save(update_fields=["name", "patient_facing_name"])
+    reply = text(client, settings, "HELP").content.decode()
+    assert "COPD" not in reply and "your clinic" in reply
+
+
+def test_a_stop_that_arrives_while_a_text_is_being_sent_stops_it(booked):
+    from delivery.outbox import notification_send_claimed
+    from scheduling.replies import sms_consent_withdraw
+
+    sms = Notification.objects.filter(visit=booked, channel=Channel.SMS).first()
+    Notification.objects.filter(pk=sms.pk).update(status="sending", claim_token="a" * 32)
+    claimed = Notification.objects.select_related("patient", "visit__course").get(pk=sms.pk)
+    sms_consent_withdraw(patient=booked.course.patient, at=timezone.now(), source="test")
+    assert notification_send_claimed(claimed, channels={}) == NotificationStatus.CANCELLED

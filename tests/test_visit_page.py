@@ -5,7 +5,6 @@ import hashlib
 
 import pytest
 import time_machine
-from django.core.cache import cache
 from django.utils import timezone
 
 from delivery.messages import notification_message
@@ -25,8 +24,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def _fresh_rate_limit():
-    cache.clear()
+def _fresh_rate_limit(local_cache):
+    pass
 
 
 @pytest.fixture
@@ -98,3 +97,17 @@ def test_guessing_is_slowed_down(client, harvest):
     with time_machine.travel(timezone.now(), tick=False):  # all within one minute
         codes = [client.get(f"/v/guess{n}/").status_code for n in range(35)]
     assert codes[:30] == [404] * 30 and codes[-1] == 429
+
+
+def test_a_later_reminders_link_does_not_ask_again(client, harvest):
+    client.post(f"/v/{visit_link_issue(visit=harvest)}/", {"answer": "confirm"})
+    page = client.get(f"/v/{visit_link_issue(visit=harvest)}/").content.decode()
+    assert "You have answered already" in page and "I will come" not in page
+
+
+def test_a_form_posted_from_another_site_is_refused(client, harvest):
+    token = visit_link_issue(visit=harvest)
+    response = client.post(f"/v/{token}/", {"answer": "confirm"}, HTTP_SEC_FETCH_SITE="cross-site")
+    assert response.status_code == 403
+    harvest.refresh_from_db()
+    assert harvest.confirmed_at is None

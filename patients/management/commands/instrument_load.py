@@ -27,6 +27,11 @@ class Command(BaseCommand):
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise CommandError(f"{definition} is not a JSON file: {error}") from error
         instrument = Instrument.objects.filter(code=code).first() or Instrument(code=code)
+        if instrument.pk and instrument.responses.exists() and instrument.definition != loaded:
+            raise CommandError(
+                f"{code} has answers already, scored by its definition: load the new one under "
+                "a new code."
+            )
         instrument.name, instrument.definition, instrument.licence = name, loaded, licence
         try:
             instrument.full_clean()
