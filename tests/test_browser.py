@@ -596,8 +596,14 @@ def test_the_weekly_diary_on_a_phone(django_db_setup, browser, live_server, path
 
     settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
     patient = PatientFactory(first_name="Lucía", preferred_language="es")
-    course = services.course_create(patient=patient, by=pathway.coordinator)
+    LungFunctionTestFactory(patient=patient)
+    ChestCTFactory(patient=patient)
+    ClinicalAssessmentFactory(patient=patient)
+    BodyMeasurementFactory(patient=patient)
     now = timezone.now()
+    with time_machine.travel(now - dt.timedelta(days=43), tick=False):
+        course = services.course_create(patient=patient, by=pathway.coordinator)
+    pathway.advance(course, CourseState.FOLLOW_UP)  # check-ins are asked after the transplant
     diary = QuestionnaireInvitation.objects.create(
         course=course,
         instrument=Instrument.objects.get(code="exacerbation-diary"),
