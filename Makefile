@@ -14,7 +14,8 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@echo "Installing the Python packages (a few minutes on a fresh machine)..."
+	$(BIN)/pip install --progress-bar on -r requirements-dev.txt
 	touch $@
 
 install: $(VENV)/.installed

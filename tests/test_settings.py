@@ -63,3 +63,17 @@ def test_without_redis_the_broker_needs_no_server():
     from config.celery import app
 
     assert app.conf.broker_url == "filesystem://"
+
+
+def test_a_first_run_writes_only_under_var_and_listens_on_this_machine(settings):
+    """The embedded broker's folders are all under var/ (git-ignored): none in the working
+    tree. `make run` serves on 127.0.0.1 unless BIND_ADDRESS says otherwise."""
+    from pathlib import Path
+
+    if settings.CELERY_BROKER_URL == "filesystem://":
+        var = str(settings.VAR_DIR)
+        folders = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+        for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
+            assert folders[key].startswith(var), key
+    procfile = (Path(settings.BASE_DIR) / "Procfile.dev").read_text()
+    assert "${BIND_ADDRESS:-127.0.0.1}:$PORT" in procfile and "0.0.0.0" not in procfile
