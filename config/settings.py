@@ -128,6 +128,8 @@ OTP_TOTP_ISSUER = "Pathway tracker"
 
 # Production: HTTPS only. Behind a proxy that terminates TLS, set SECURE_PROXY_SSL_HEADER.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# The load balancer asks over plain HTTP, inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
@@ -191,6 +193,8 @@ PHONENUMBER_DB_FORMAT = "E164"
 # Celery: Redis when REDIS_URL is set, otherwise kombu's filesystem transport, which needs
 # no server and is enough for one machine running `make run`.
 REDIS_URL = env.str("REDIS_URL", default="")
+# /metrics: with a token, for Prometheus anywhere; without, for this machine only.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # One cache for every process (the patient pages' rate limit counts across workers): Redis
 # when there is one, else this process's memory.
 CACHES = {

@@ -3,7 +3,14 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from common.second_factor import second_factor_enrol, second_factor_verify
-from delivery.views import checkin_page, sms_inbound, sms_status_callback, visit_page
+from delivery.views import (
+    checkin_page,
+    healthz,
+    metrics,
+    sms_inbound,
+    sms_status_callback,
+    visit_page,
+)
 from reporting.views import (
     calendar_feed_view,
     weekly_report_view,
@@ -33,6 +40,9 @@ urlpatterns = [
     # A reminder's link: no login; the token is the credential, for one visit, until it.
     path("v/<str:token>/", visit_page, name="visit-page"),
     path("q/<str:token>/", checkin_page, name="checkin-page"),
+    # Operations: no login; nothing about any patient.
+    path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     # Outside /admin/: calendar applications cannot sign in; the secret link is the credential.
     path("calendar/<str:token>.ics", calendar_feed_view, name="calendar-feed"),
 ]

@@ -1,21 +1,29 @@
 """The SMS provider's callbacks, and the one-tap page patients reach from a reminder."""
 
+import hmac
 import re
 import time
 
 from django.conf import settings
 from django.core.cache import cache
-from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseForbidden
+from django.http import (
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseForbidden,
+    JsonResponse,
+)
 from django.shortcuts import render
 from django.utils import translation
 from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from common.errors import Refused
 from common.urls import public_url
+from delivery.health import TrackerCollector, health_checks
 from delivery.messages import visit_other_times, visit_page_context
 from delivery.outbox import notification_record_provider_status
 from pathway.checkins import invitation_answer, invitation_open
@@ -196,3 +204,34 @@ def checkin_page(request, token):
     with translation.override(language):
         context["clinic"] = context["clinic"] or gettext("your clinic")
         return render(request, "delivery/checkin_page.html", context)
+
+
+@require_safe
+def healthz(request):
+    """200 when the database and the broker answer, beat's dispatcher ran in the last 5
+    minutes and no reminder is more than 5 minutes late; 503 saying which is not."""
+    checks = health_checks()
+    healthy = all(check.ok for check in checks)
+    body = {
+        "status": "ok" if healthy else "failing",
+        "checks": {check.name: {"ok": check.ok, "detail": check.detail} for check in checks},
+    }
+    return JsonResponse(body, status=200 if healthy else 503)
+
+
+_REGISTRY = CollectorRegistry()
+_REGISTRY.register(TrackerCollector())
+
+
+@require_safe
+def metrics(request):
+    """Prometheus's text format. With METRICS_TOKEN set, only for `Authorization: Bearer
+    <token>`; without it, only for this machine (the proxy does not forward it)."""
+    token = settings.METRICS_TOKEN
+    if token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return HttpResponseForbidden("A token is needed.")
+    elif _client_address(request) not in ("127.0.0.1", "::1"):
+        return HttpResponseForbidden("Only from this machine: set METRICS_TOKEN to scrape.")
+    return HttpResponse(generate_latest(_REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -315,6 +315,8 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["notification", "at"]
+        # /metrics counts the last hour's attempts: a range on this, not a scan.
+        indexes = [models.Index(fields=["at"], name="delivery_attempt_at_idx")]
 
     def __str__(self) -> str:
         return f"{'Delivered' if self.succeeded else 'Failed'} at {self.at:%Y-%m-%d %H:%M}"
