@@ -77,3 +77,29 @@ def test_a_first_run_writes_only_under_var_and_listens_on_this_machine(settings)
             assert folders[key].startswith(var), key
     procfile = (Path(settings.BASE_DIR) / "Procfile.dev").read_text()
     assert "${BIND_ADDRESS:-127.0.0.1}:$PORT" in procfile and "0.0.0.0" not in procfile
+
+
+def test_the_web_process_serves_its_own_static_files(settings, client):
+    """WhiteNoise, so production needs no proxy rule for /static/: compressed, cached."""
+    settings.WHITENOISE_USE_FINDERS = True
+    from django.test import Client
+
+    response = Client().get("/static/common/admin.css", HTTP_ACCEPT_ENCODING="gzip")
+    assert response.status_code == 200
+    assert "max-age" in response["Cache-Control"]
+
+
+def test_production_runs_web_worker_and_beat_from_one_process_file_and_one_image(settings):
+    from pathlib import Path
+
+    root = Path(settings.BASE_DIR)
+    roles = {
+        line.split(":", 1)[0]
+        for line in (root / "Procfile").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert roles == {"release", "web", "worker", "beat"}
+    compose = (root / "compose.yaml").read_text()
+    for service in ("web:", "worker:", "beat:", "db:", "redis:", "migrate:"):
+        assert f"\n  {service}" in compose
+    assert "collectstatic" in (root / "Containerfile").read_text()
