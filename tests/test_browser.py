@@ -386,6 +386,11 @@ def test_the_pages_people_work_in_pass_axe_and_fit_1366(
         page.goto(base + path)
         found[name] = axe_serious(page)
         widths[name] = page.evaluate("document.documentElement.scrollWidth")
+    # The operator's two pages answer in the browser too.
+    health = page.goto(base + "/healthz")
+    assert health.status in (200, 503) and "beat" in health.json()["checks"]
+    metrics = page.goto(base + "/metrics")
+    assert metrics.status == 200 and "tracker_outbox_due" in page.content()
     context.close()
     assert found == {name: [] for name in pages}
     assert all(width <= 1366 for width in widths.values()), widths
