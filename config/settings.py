@@ -213,7 +213,22 @@ CACHES = {
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
 }
-if REDIS_URL:
+# RabbitMQ, Celery's recommended production broker, when CELERY_BROKER_URL names one: the
+# task queue is a quorum queue (replicated, and it survives a broker restart), and every
+# publish waits for the broker's confirm, so a tick that returned was really queued.
+AMQP_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
+if AMQP_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
+    CELERY_BROKER_URL = AMQP_BROKER_URL
+    CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="tracker")
+    CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+elif AMQP_BROKER_URL:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "CELERY_BROKER_URL is for RabbitMQ (amqp://…); for Redis set REDIS_URL instead."
+    )
+elif REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
 else:
     # Every folder the transport writes, under var/ (git-ignored): left to itself it makes

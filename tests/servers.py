@@ -26,9 +26,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote
 
+import pytest
 from aiosmtpd.controller import Controller
 from django.db import connection
 from django.utils import timezone
+from kombu import Queue
 
 from config.celery import app
 from delivery.tasks import dispatch_due_notifications
@@ -175,6 +177,9 @@ class RedisServer:
         self.port = free_port()
         self.process = None
 
+    def worker_env(self) -> dict:
+        return {"REDIS_URL": self.url}
+
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
@@ -223,6 +228,51 @@ class RedisServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class RabbitMQ:
+    """The machine's RabbitMQ (SERVICES.md), with a queue of the test's own; stopped and
+    started with `rabbitmqctl stop_app` / `start_app`, which keep the shared node's settings."""
+
+    url = "amqp://guest:guest@127.0.0.1:5672//"
+
+    def __init__(self):
+        self.queue = f"tracker-drill-{uuid.uuid4().hex[:8]}"
+
+    def worker_env(self) -> dict:
+        return {"CELERY_BROKER_URL": self.url, "CELERY_TASK_DEFAULT_QUEUE": self.queue}
+
+    @property
+    def task_queue(self) -> Queue:
+        """The queue as the workers declare it: a quorum queue."""
+        return Queue(self.queue, routing_key=self.queue, queue_arguments={"x-queue-type": "quorum"})
+
+    def _ctl(self, *args):
+        subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+    def ping(self) -> bool:
+        done = subprocess.run(
+            ["rabbitmq-diagnostics", "-q", "check_running"], capture_output=True, timeout=60
+        )
+        return done.returncode == 0
+
+    def stop(self):
+        self._ctl("stop_app")
+
+    def start(self):
+        self._ctl("start_app")
+        wait_until(self.ping, timeout=120, interval=1, what="RabbitMQ")
+
+    def __enter__(self):
+        if not self.ping():
+            pytest.fail("RabbitMQ is not running: start it as SERVICES.md says")
+        return self
+
+    def __exit__(self, *exc):
+        if not self.ping():  # a drill that failed half-way leaves the node as it found it
+            self.start()
+        with contextlib.suppress(Exception), app.connection_for_write(self.url) as broker:
+            broker.default_channel.queue_delete(self.queue)
 
 
 class CeleryWorker:
@@ -314,12 +364,12 @@ def database_url() -> str:
     return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def worker_env(redis, smtp, twilio=None, **extra) -> dict:
+def worker_env(broker_server, smtp, twilio=None, **extra) -> dict:
     env = {
         "DEBUG": "0",
         "SECRET_KEY": "worker-test-key",
         "DATABASE_URL": database_url(),
-        "REDIS_URL": redis.url,
+        **broker_server.worker_env(),
         "EMAIL_URL": smtp.url,
         "SMS_BACKEND": "null",
     }
@@ -328,10 +378,13 @@ def worker_env(redis, smtp, twilio=None, **extra) -> dict:
     return env | {key: str(value) for key, value in extra.items()}
 
 
-def tick(redis):
-    """What beat does every minute: one dispatch tick, sent through the test's own Redis."""
-    with app.connection_for_write(redis.url) as broker:
-        dispatch_due_notifications.apply_async(connection=broker)
+def tick(broker_server):
+    """What beat does every minute: one dispatch tick, sent through the test's own broker
+    (a Redis of its own, or a quorum queue of its own on the machine's RabbitMQ)."""
+    with app.connection_for_write(broker_server.url) as broker:
+        dispatch_due_notifications.apply_async(
+            connection=broker, queue=getattr(broker_server, "task_queue", None)
+        )
 
 
 def sent_count() -> int:

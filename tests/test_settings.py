@@ -103,3 +103,32 @@ def test_production_runs_web_worker_and_beat_from_one_process_file_and_one_image
     for service in ("web:", "worker:", "beat:", "db:", "redis:", "migrate:"):
         assert f"\n  {service}" in compose
     assert "collectstatic" in (root / "Containerfile").read_text()
+
+
+def _settings_with(**env) -> str:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps([s.CELERY_BROKER_URL, getattr(s, 'CELERY_TASK_DEFAULT_QUEUE_TYPE', ''),"
+        " s.CELERY_BROKER_TRANSPORT_OPTIONS.get('confirm_publish', False) "
+        "if hasattr(s, 'CELERY_BROKER_TRANSPORT_OPTIONS') else False]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=os.environ | {"DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "1"} | env,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout + done.stderr
+
+
+def test_rabbitmq_is_a_choice_with_quorum_queues_and_publisher_confirms():
+    out = _settings_with(CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//")
+    assert '["amqp://guest:guest@127.0.0.1:5672//", "quorum", true]' in out
+    refused = _settings_with(CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
+    assert "for Redis set REDIS_URL instead" in refused
