@@ -60,8 +60,15 @@ def report_chart_png(report: WeeklyReport) -> bytes:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(10, 4), dpi=100)
-    states, outcomes = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    # One panel per measure, each on its own axis and unit: DLCO %, walk metres and FEV1 mL
+    # on one axis made the smaller changes unreadable.
+    measures = (
+        ("dlco_relative_pct", "DLCO", "%"),
+        ("walk_m", "6-minute walk", "metres"),
+        ("fev1_ml", "FEV1", "mL"),
+    )
+    figure = Figure(figsize=(12, 4), dpi=100)
+    states, *panels = figure.subplots(1, 4, gridspec_kw={"width_ratios": [3, 1.2, 1.2, 1.2]})
     labels = [label for label, _ in report.courses_by_state]
     counts = [count for _, count in report.courses_by_state]
     states.barh(labels[::-1], counts[::-1], color="#417690")
@@ -71,32 +78,24 @@ def report_chart_png(report: WeeklyReport) -> bytes:
     latest = next(
         (row for row in reversed(report.outcomes) if row["measures"]["walk_m"]["summary"].n), None
     )
-    if latest:
-        names, means, errors, references = [], [], [], []
-        for key, label in (
-            ("dlco_relative_pct", "DLCO %"),
-            ("walk_m", "6MWD m"),
-            ("fev1_ml", "FEV1 mL"),
-        ):
-            summary = latest["measures"][key]["summary"]
-            reported = [
-                r.value for r in latest["measures"][key]["references"] if r.kind == "reported"
-            ]
-            names.append(label)
-            means.append(summary.mean or 0)
-            errors.append((summary.ci_high - summary.mean) if summary.ci_high is not None else 0)
-            references.append(float(reported[0]) if reported else None)
-        outcomes.bar(
-            names, means, yerr=errors, color="#79aec8", capsize=4, label="programme (95 % CI)"
-        )
-        for x, value in enumerate(references):
-            if value is not None:
-                outcomes.plot([x - 0.4, x + 0.4], [value, value], color="#ba2121", linewidth=2)
-        outcomes.set_title(f"{latest['visit']}: change (red: published)", fontsize=10)
-        outcomes.axhline(0, color="#999", linewidth=0.5)
-    else:
-        outcomes.text(0.5, 0.5, "No follow-up measured yet", ha="center", va="center")
-        outcomes.set_axis_off()
+    for panel, (key, label, unit) in zip(panels, measures, strict=True):
+        if latest is None:
+            panel.text(0.5, 0.5, "not measured yet", ha="center", va="center", fontsize=9)
+            panel.set_axis_off()
+            continue
+        summary = latest["measures"][key]["summary"]
+        reported = [r.value for r in latest["measures"][key]["references"] if r.kind == "reported"]
+        mean = summary.mean or 0
+        error = (summary.ci_high - summary.mean) if summary.ci_high is not None else 0
+        panel.bar([0], [mean], yerr=[error], color="#79aec8", capsize=4, width=0.6)
+        if reported:
+            panel.axhline(float(reported[0]), color="#ba2121", linewidth=2)
+        panel.axhline(0, color="#999", linewidth=0.5)
+        panel.set_xticks([])
+        panel.set_title(f"{label}\n{latest['visit']}", fontsize=9)
+        panel.set_ylabel(f"change from baseline ({unit})", fontsize=8)
+    if latest is not None:
+        figure.text(0.99, 0.01, "bars: programme, 95 % CI; red: published", ha="right", fontsize=8)
     figure.tight_layout()
     out = io.BytesIO()
     figure.savefig(out, format="png")

@@ -372,3 +372,27 @@ def test_the_email_arrives_with_html_text_csv_and_chart(recipients, coordinator,
     assert parts[csv_name].get_content().startswith("course,site,mrn")
     assert parts["weekly-chart.png"].get_content()[:8] == b"\x89PNG\r\n\x1a\n"
     assert Notification.objects.filter(status=NotificationStatus.SENT).count() == 3
+
+
+def test_the_chart_gives_each_measure_its_own_panel_and_unit(monkeypatch):
+    """DLCO %, walk metres and FEV1 mL each on an axis of their own, beside the states."""
+    from types import SimpleNamespace
+
+    from matplotlib.figure import Figure
+
+    from reporting import weekly_render
+
+    drawn = []
+    original = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        drawn.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    report = SimpleNamespace(courses_by_state=[("Referred", 1)], outcomes=[], scope="All sites")
+    png = weekly_render.report_chart_png(report)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    [figure] = drawn
+    assert len(figure.axes) == 4
+    assert [t.get_text() for t in figure.axes[1].texts] == ["not measured yet"]
