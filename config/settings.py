@@ -213,21 +213,19 @@ CACHES = {
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
 }
-# RabbitMQ, Celery's recommended production broker, when CELERY_BROKER_URL names one: the
-# task queue is a quorum queue (replicated, and it survives a broker restart), and every
-# publish waits for the broker's confirm, so a tick that returned was really queued.
-AMQP_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
-if AMQP_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
-    CELERY_BROKER_URL = AMQP_BROKER_URL
+# CELERY_BROKER_URL, when set, names the broker, as Celery's own convention has it. On
+# RabbitMQ (Celery's recommended production broker) the task queue is a quorum queue
+# (replicated; it survives a broker restart), and every publish waits for the broker's
+# confirm, so a tick that returned was really queued. Otherwise Redis (REDIS_URL), else the
+# embedded filesystem broker.
+EXPLICIT_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
+if EXPLICIT_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
+    CELERY_BROKER_URL = EXPLICIT_BROKER_URL
     CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="tracker")
     CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
-elif AMQP_BROKER_URL:
-    from django.core.exceptions import ImproperlyConfigured
-
-    raise ImproperlyConfigured(
-        "CELERY_BROKER_URL is for RabbitMQ (amqp://…); for Redis set REDIS_URL instead."
-    )
+elif EXPLICIT_BROKER_URL:
+    CELERY_BROKER_URL = EXPLICIT_BROKER_URL
 elif REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
 else:
