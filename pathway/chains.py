@@ -138,6 +138,8 @@ class _Wanted:
                 keep_transplant_at=self.provisional,
                 visit_id=visit.pk if visit else None,
                 after=self.now,
+                suite=self.suite,
+                lab=self.lab,
             )
         except Refused as refusal:
             return self._refuse(refusal)

@@ -387,15 +387,18 @@ def harvest_chain_places(
     keep_transplant_at: dt.datetime | None = None,
     visit_id: int | None = None,
     after: dt.datetime | None = None,
+    suite: Resource | None = None,
+    lab: Resource | None = None,
 ) -> list[Place]:
     """The places of the chain beginning with a harvest of `course` at `harvest_at`: its
     transplant at `transplant_at` if given, else the one at `keep_transplant_at` (held until
     now) while still in the release window, else the earliest free. `Refused` if a part is
-    not free; empty if the site keeps no calendar for its suite."""
-    suite = course_resource(site=course.site, kind=ResourceKind.BRONCHOSCOPY)
+    not free; empty if the site keeps no calendar for its suite. `suite` and `lab`, when the
+    caller has read them already, save reading them again."""
+    suite = suite or course_resource(site=course.site, kind=ResourceKind.BRONCHOSCOPY)
     if suite is None:
         return []
-    lab = course_resource(site=course.site, kind=ResourceKind.EXPANSION)
+    lab = lab or course_resource(site=course.site, kind=ResourceKind.EXPANSION)
     protocol = course.protocol
     kwargs = {
         "suite": suite,
