@@ -26,7 +26,18 @@ def _execute(sql: str, params=None) -> None:
         cursor.execute(sql, params)
 
 
+BENCH_USER = 1_000_000
+
+
 def sites() -> None:
+    _execute(
+        """
+        INSERT INTO auth_user (id, password, is_superuser, username, first_name, last_name,
+            email, is_staff, is_active, date_joined)
+        VALUES (%s, '!', false, 'bench-coordinator', '', '', '', true, true, now())
+        """,
+        [BENCH_USER],
+    )
     _execute(
         """
         INSERT INTO patients_site (id, name, code, time_zone, patient_facing_name, patient_phone)
@@ -65,6 +76,18 @@ def patients_and_courses(first: int, last: int) -> None:
         """,
         [STATES, len(STATES), SITES, first, last],
     )
+    # Each course's last step, when it took its state (the weekly report reads states at a
+    # week's end back from this log). The hashes are placeholders: no bench verifies chains.
+    _execute(
+        """
+        INSERT INTO pathway_transitionlog (transition, source_state, target_state, at, note,
+            data, by_id, course_id, entry_hash, previous_hash)
+        SELECT 'start_evaluation', 'referred', state, state_changed_at, '', '{}', %s, id,
+            md5(id::text), ''
+        FROM pathway_treatmentcourse WHERE id BETWEEN %s AND %s AND state <> 'referred'
+        """,
+        [BENCH_USER, first, last],
+    )
 
 
 def visits(first: int, last: int, per_course: int) -> None:
@@ -76,12 +99,30 @@ def visits(first: int, last: int, per_course: int) -> None:
         SELECT v, 'follow_up', now() + ((v %% 400) - 200) * interval '1 day', '',
             (now() + ((v %% 400) - 207) * interval '1 day')::date,
             (now() + ((v %% 400) - 193) * interval '1 day')::date,
-            CASE WHEN v %% 400 < 180 THEN 'done' ELSE 'planned' END, now(),
+            CASE WHEN v %% 400 < 180 THEN 'done' ELSE 'planned' END,
+            now() + ((v %% 400) - 290) * interval '1 day',
             1 + (v - 1) / %s,
             (SELECT min(id) FROM pathway_protocolvisit) + v %% 4, ''
         FROM generate_series(%s, %s) AS v
         """,
         [per_course, first, last],
+    )
+    _execute(
+        "UPDATE scheduling_visit SET done_at = scheduled_at WHERE id BETWEEN %s AND %s "
+        "AND status = 'done'",
+        [first, last],
+    )
+    # Each done follow-up's stored change from baseline, as measuring it would have stored it.
+    _execute(
+        """
+        INSERT INTO reporting_followupoutcome (visit_id, course_id, site_id, protocol_visit_id,
+            done_at, dlco_relative_pct, dlco_pct_points, fev1_ml, walk_m, cat, mmrc)
+        SELECT v.id, v.course_id, c.site_id, v.protocol_visit_id, v.done_at, v.id %% 41 - 10,
+            v.id %% 13 - 4, v.id %% 301 - 100, v.id %% 121 - 40, v.id %% 9 - 4, v.id %% 3 - 1
+        FROM scheduling_visit v JOIN pathway_treatmentcourse c ON c.id = v.course_id
+        WHERE v.id BETWEEN %s AND %s AND v.status = 'done'
+        """,
+        [first, last],
     )
 
 
@@ -120,7 +161,8 @@ def alerts_and_batches(first: int, last: int) -> None:
             course_id, site_id, acknowledged_at, acknowledged_note)
         SELECT i, 'visit_overdue', 'warning', 'Bench alert ' || i, 'bench.' || i,
             now() - (i %% 300) * interval '1 day', i, 1 + i %% 20,
-            CASE WHEN i %% 5 = 0 THEN NULL ELSE now() END, ''
+            CASE WHEN i %% 5 = 0 THEN NULL
+                ELSE now() - (i %% 300) * interval '1 day' + interval '2 days' END, ''
         FROM generate_series(%s, %s) AS i
         """,
         [first, last],
@@ -147,6 +189,7 @@ def reset_sequences() -> None:
         "scheduling_notification",
         "scheduling_alert",
         "pathway_batch",
+        "pathway_transitionlog",
     ):
         _execute(
             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"

@@ -662,6 +662,12 @@ class ReferenceFigure(models.Model):
     def __str__(self) -> str:
         return f"{self.get_measure_display()}: {self.value} ({self.source})"
 
+    @property
+    def description(self) -> str:
+        """Its kind and its source, once each: the MCID's source is its kind's own name."""
+        kind = self.get_kind_display()
+        return kind if self.source.strip() in ("", kind) else f"{kind}; {self.source}"
+
 
 class BatchStatus(models.TextChoices):
     EXPANDING = "expanding", "Expanding"

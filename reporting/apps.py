@@ -17,3 +17,6 @@ class ReportingConfig(AppConfig):
 
     def ready(self):
         connection_created.connect(_register_sqlite_functions)
+        from reporting import receivers
+
+        receivers.connect()

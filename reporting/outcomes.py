@@ -2,8 +2,13 @@
 
 Baseline is the evaluation: the latest record of each kind not taken at a follow-up visit, on
 or before the transplant date. A follow-up's value is the record entered against that visit.
+
+One course's changes are worked out when asked. The cohort's are aggregated from
+`FollowUpOutcome`, where each done follow-up's changes are stored by the same SQL whenever a
+patient's measurements, visits or transplant date change (the receivers are in apps.py).
 """
 
+from django.db import transaction
 from django.db.models import (
     Aggregate,
     Avg,
@@ -18,9 +23,10 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast, NullIf
 
-from pathway.models import OutcomeMeasure, ReferenceFigure
+from pathway.models import OutcomeMeasure, ReferenceFigure, TreatmentCourse
 from patients.models import LungFunctionTest, SixMinuteWalkTest, SymptomScore
 from patients.selectors import baseline_records
+from reporting.models import FollowUpOutcome
 from reporting.statistics import summarise
 from scheduling.models import Visit, VisitKind, VisitStatus
 
@@ -125,9 +131,48 @@ def course_outcomes(*, course) -> list[dict]:
     ]
 
 
-def cohort_outcomes(*, courses) -> list[dict]:
+def _stored_rows(courses) -> list[FollowUpOutcome]:
+    rows = follow_up_changes(courses=courses).values(
+        "pk", "course_id", "course__site_id", "protocol_visit_id", "done_at", *CHANGES
+    )
+    return [
+        FollowUpOutcome(
+            visit_id=row["pk"],
+            course_id=row["course_id"],
+            site_id=row["course__site_id"],
+            protocol_visit_id=row["protocol_visit_id"],
+            done_at=row["done_at"],
+            **{measure: row[measure] for measure in CHANGES},
+        )
+        for row in rows
+    ]
+
+
+def follow_up_outcomes_refresh(*, patient_ids) -> int:
+    """Store again the changes of every done follow-up of these patients' courses. Three
+    queries; called whenever something a change is worked out from is written."""
+    courses = TreatmentCourse.objects.filter(patient_id__in=patient_ids)
+    with transaction.atomic():
+        FollowUpOutcome.objects.filter(course__in=courses).delete()
+        return len(FollowUpOutcome.objects.bulk_create(_stored_rows(courses)))
+
+
+def follow_up_outcomes_rebuild(*, chunk: int = 2000) -> int:
+    """Store every course's changes afresh (after bulk loads, or to check nothing drifted)."""
+    stored = 0
+    with transaction.atomic():
+        FollowUpOutcome.objects.all().delete()
+        ids = list(TreatmentCourse.objects.order_by("pk").values_list("pk", flat=True))
+        for start in range(0, len(ids), chunk):
+            rows = _stored_rows(ids[start : start + chunk])
+            stored += len(FollowUpOutcome.objects.bulk_create(rows, batch_size=chunk))
+    return stored
+
+
+def cohort_outcomes(*, courses, before=None) -> list[dict]:
     """Per follow-up of the protocol: n, mean, median and 95 % CI of each measure's change,
-    with the reference figures beside them. Two queries, whatever the cohort's size."""
+    with the reference figures beside them; only follow-ups done `before`, when given. Two
+    queries, whatever the cohort's size."""
     aggregates = {}
     for measure in CHANGES:
         aggregates |= {
@@ -137,9 +182,11 @@ def cohort_outcomes(*, courses) -> list[dict]:
             f"{measure.value}__mean_sq": Avg(F(measure.value) * F(measure.value)),
             f"{measure.value}__median": Median(measure.value),
         }
+    stored = FollowUpOutcome.objects.filter(course__in=courses)
+    if before is not None:
+        stored = stored.filter(done_at__lt=before)
     rows = (
-        follow_up_changes(courses=courses)
-        .values("protocol_visit__name", "protocol_visit__weeks_after_transplant")
+        stored.values("protocol_visit__name", "protocol_visit__weeks_after_transplant")
         .annotate(**aggregates)
         .order_by("protocol_visit__weeks_after_transplant", "protocol_visit__name")
     )

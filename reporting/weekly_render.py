@@ -119,7 +119,7 @@ def report_context(report: WeeklyReport) -> dict:
                 ),
                 "opens": opens,
                 "closes": closes,
-                "on_hold": batch.course.state == CourseState.ON_HOLD,
+                "on_hold": report.state_at_end(batch.course) == CourseState.ON_HOLD,
             }
         )
     outcomes = []

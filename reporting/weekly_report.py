@@ -1,5 +1,12 @@
 """The weekly status report: what happened in an ISO week and what comes next, for one site
-or all of them, computed in the database in a fixed number of queries."""
+or all of them, computed in the database in a fixed number of queries.
+
+Every figure is as of the end of the week (Monday 00:00 after it, in the report's zone), so a
+report read weeks later says what was true then: each course's state is read back from the
+transition log, a batch is expanding only if it had been received and not yet released,
+rejected or failed by then, an alert counts if it was open then, a visit was overdue if it
+was still open then. Outcomes count the follow-ups done before the end, from the changes
+stored when they were measured (`reporting.models.FollowUpOutcome`)."""
 
 import datetime as dt
 import re
@@ -8,11 +15,14 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import (
     Count,
     DurationField,
+    Exists,
     ExpressionWrapper,
     F,
+    OuterRef,
     Q,
 )
 from django.utils import timezone
@@ -36,11 +46,15 @@ from scheduling.models import (
     NotificationStatus,
     NotificationTemplate,
     Visit,
+    VisitStatus,
 )
 
 # The report lists the visits booked in the two weeks after its week.
 LOOKAHEAD_DAYS = 14
 THROUGHPUT_WEEKS = 13
+# Each list shows its most pressing rows and says how many there are in all: across a
+# national programme a list of every open alert is neither readable nor quick to build.
+LIST_ROWS = 100
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 
 
@@ -85,6 +99,13 @@ class WeeklyReport:
     adverse_events_by_grade: list[tuple[int, int, int]]
     reminders: dict[str, int]
     throughput_days: list[tuple[str, float | None]]
+    # The state each course had at the end, for the courses that have moved on since.
+    states_at_end: dict[int, str]
+    # How many rows each list has in all (it shows at most LIST_ROWS of them).
+    totals: dict[str, int]
+
+    def state_at_end(self, course) -> str:
+        return self.states_at_end.get(course.pk, course.state)
 
     def courses(self):
         """The courses in scope, read only when the CSV asks: a national programme has 100,000."""
@@ -110,37 +131,45 @@ def weekly_report(*, week: str, site: Site | None = None) -> WeeklyReport:
     start, end = week_bounds(week, zone)
     sites = [site] if site else list(Site.objects.all())
     courses = TreatmentCourse.objects.filter(site__in=sites)
-
-    states = dict(courses.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
+    moved_since = _moved_since(courses, end)
+    states = _counts_by_state_at_end(courses, end, moved_since)
     logs = TransitionLog.objects.filter(course__site__in=sites, at__gte=start, at__lt=end)
     moved = dict(
         logs.values_list("transition").annotate(n=Count("id")).values_list("transition", "n")
     )
-    visits = Visit.objects.filter(course__site__in=sites).select_related(
+    visits = Visit.objects.filter(course__site__in=sites, created_at__lt=end).select_related(
         "course__patient", "course__site", "protocol_visit"
     )
+    # Booked then: still open, or taken place (or missed) since.
     upcoming = visits.filter(
-        status__in=OPEN_VISIT_STATUSES,
+        status__in=[*OPEN_VISIT_STATUSES, VisitStatus.DONE, VisitStatus.MISSED],
         scheduled_at__gte=end,
         scheduled_at__lt=end + dt.timedelta(days=LOOKAHEAD_DAYS),
-    ).order_by("scheduled_at")
+    ).order_by("scheduled_at", "pk")
     overdue = (
-        Visit.objects.overdue(sites=sites, at=end)
+        Visit.objects.overdue_as_of(sites=sites, at=end)
         .select_related("course__patient", "course__site", "protocol_visit")
-        .order_by("window_closes_on")
+        .order_by("window_closes_on", "pk")
     )
     alerts = (
         Alert.objects.filter(site__in=sites, created_at__lt=end)
         .filter(Q(acknowledged_at__isnull=True) | Q(acknowledged_at__gte=end))
         .select_related("course__patient", "site")
-        .order_by("created_at")
+        .order_by("created_at", "pk")
+    )
+    withdrawn_since = TransitionLog.objects.filter(
+        course=OuterRef("course"), transition="withdraw", at__gte=end
     )
     batches = (
         Batch.objects.filter(course__site__in=sites, received_at__lt=end)
-        .filter(Q(status=BatchStatus.EXPANDING) | Q(released_at__gte=end))
-        .exclude(status__in=[BatchStatus.REJECTED, BatchStatus.FAILED_QC])
+        .filter(
+            Q(status=BatchStatus.EXPANDING)
+            | Q(status=BatchStatus.RELEASED, released_at__gte=end)
+            | Q(status=BatchStatus.FAILED_QC, qc_recorded_at__gte=end)
+            | Q(Exists(withdrawn_since), status=BatchStatus.DISCARDED)
+        )
         .select_related("course__site", "course__protocol", "course__patient")
-        .order_by("received_at")
+        .order_by("received_at", "pk")
     )
     grades = AdverseEvent.objects.filter(course__site__in=sites, onset_on__lt=end.date()).aggregate(
         **{
@@ -165,15 +194,50 @@ def weekly_report(*, week: str, site: Site | None = None) -> WeeklyReport:
         referrals=courses.filter(referred_at__gte=start, referred_at__lt=end).count(),
         transitions=[(label, moved[name]) for name, label in TRANSITIONS if moved.get(name)],
         completions=moved.get("complete", 0),
-        upcoming=list(upcoming),
-        overdue_visits=list(overdue),
-        open_alerts=list(alerts),
-        batches_in_expansion=list(batches),
-        outcomes=cohort_outcomes(courses=courses),
+        upcoming=list(upcoming[:LIST_ROWS]),
+        overdue_visits=list(overdue[:LIST_ROWS]),
+        open_alerts=list(alerts[:LIST_ROWS]),
+        batches_in_expansion=list(batches[:LIST_ROWS]),
+        outcomes=cohort_outcomes(courses=courses, before=end),
         adverse_events_by_grade=[(g, grades[f"week_{g}"], grades[f"all_{g}"]) for g in range(1, 6)],
         reminders=reminders,
         throughput_days=_throughput(courses, end),
+        states_at_end={pk: then for pk, (then, _now) in moved_since.items()},
+        totals={
+            "upcoming": upcoming.count(),
+            "overdue_visits": overdue.count(),
+            "open_alerts": alerts.count(),
+            "batches_in_expansion": batches.count(),
+        },
     )
+
+
+def _moved_since(courses, end: dt.datetime) -> dict[int, tuple[str, str]]:
+    """(state at `end`, state now) of each course in `courses` that has moved since `end`:
+    its state then is the one its first transition after `end` left. Reads only the log
+    since `end`, not every course."""
+    since = (
+        TransitionLog.objects.filter(course__in=courses, at__gte=end, course__referred_at__lt=end)
+        .order_by("course_id", "at", "id")
+        .values_list("course_id", "source_state", "course__state")
+    )
+    if connection.vendor == "postgresql":
+        return {pk: (then, now) for pk, then, now in since.distinct("course_id")}
+    moved = {}
+    for pk, then, now in since:
+        moved.setdefault(pk, (then, now))
+    return moved
+
+
+def _counts_by_state_at_end(courses, end: dt.datetime, moved: dict[int, tuple[str, str]]):
+    """Courses referred before `end` by the state they were in at `end`: today's counts,
+    with each course that has moved since counted in its state then instead."""
+    existing = courses.filter(referred_at__lt=end)
+    counts = dict(existing.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
+    for then, now in moved.values():
+        counts[now] -= 1
+        counts[then] = counts.get(then, 0) + 1
+    return counts
 
 
 STEPS = (

@@ -35,9 +35,19 @@ class VisitQuerySet(models.QuerySet):
     def overdue(self, *, sites, at: dt.datetime):
         """Open visits at `sites` whose window closed before the day of `at` in their site's
         calendar. The one definition of overdue; `Visit.is_overdue` is the same for one visit."""
+        return self.open()._window_closed_before(sites=sites, at=at)
+
+    def overdue_as_of(self, *, sites, at: dt.datetime):
+        """The visits that were overdue at the past moment `at`: open then (open still, or done
+        since), with their window closed before that day. A week's report reads these."""
+        open_then = models.Q(status__in=OPEN_VISIT_STATUSES) | models.Q(
+            status=VisitStatus.DONE, done_at__gte=at
+        )
+        return self.filter(open_then, created_at__lt=at)._window_closed_before(sites=sites, at=at)
+
+    def _window_closed_before(self, *, sites, at: dt.datetime):
         return (
-            self.open()
-            .filter(course__site__in=sites)
+            self.filter(course__site__in=sites)
             .annotate(site_today=local_date_by_site(sites, at, site_path="course__site_id"))
             .filter(window_closes_on__lt=models.F("site_today"))
         )

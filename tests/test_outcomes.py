@@ -12,7 +12,14 @@ from pathway.records import clinical_record_save
 from pathway.services import course_create
 from pathway.states import CourseState
 from patients.models import LungFunctionTest, SixMinuteWalkTest, SymptomScore
-from reporting.outcomes import cohort_outcomes, course_outcomes
+from reporting.models import FollowUpOutcome
+from reporting.outcomes import (
+    CHANGES,
+    cohort_outcomes,
+    course_outcomes,
+    follow_up_changes,
+    follow_up_outcomes_rebuild,
+)
 from reporting.statistics import t_975
 from scheduling.models import Visit, VisitKind, VisitStatus
 from tests.factories import ChestCTFactory, ClinicalAssessmentFactory, PatientFactory
@@ -163,9 +170,108 @@ def test_the_cohort_costs_the_same_queries_for_5_and_500_courses(protocol):
     counts = []
     for size in (5, 495):
         _bulk_cohort(size, protocol)
+        follow_up_outcomes_rebuild()  # bulk writes pass no receiver: a bulk load rebuilds
         with CaptureQueriesContext(connection) as queries:
             [four_weeks] = cohort_outcomes(courses=TreatmentCourse.objects.all())
         counts.append(len(queries))
         assert four_weeks["measures"][OutcomeMeasure.FEV1_ML]["summary"].mean == pytest.approx(100)
     assert counts == [2, 2]
     assert four_weeks["measures"][OutcomeMeasure.FEV1_ML]["summary"].n == 500
+
+
+# The stored changes: the same figures as working them out, kept right on every correction.
+
+
+def _walk_mean(courses=None):
+    [four_weeks] = cohort_outcomes(courses=courses or TreatmentCourse.objects.all())
+    return four_weeks["measures"][OutcomeMeasure.WALK_M]["summary"].mean
+
+
+def _stored_equals_worked_out():
+    worked_out = {
+        v.pk: tuple(getattr(v, m) for m in CHANGES)
+        for v in follow_up_changes(courses=TreatmentCourse.objects.all())
+    }
+    stored = {
+        o.visit_id: tuple(getattr(o, m) for m in CHANGES) for o in FollowUpOutcome.objects.all()
+    }
+    return stored == worked_out
+
+
+def test_each_done_follow_up_is_stored_with_exactly_its_worked_out_changes(cohort):
+    assert FollowUpOutcome.objects.count() == 3
+    assert _stored_equals_worked_out()
+
+
+def test_a_corrected_follow_up_measurement_corrects_the_cohort(cohort, clinician):
+    walk = SixMinuteWalkTest.objects.get(patient=cohort[0].patient, visit__isnull=False)
+    walk.distance_m = 330  # 360 was a typing slip: +30, not +60
+    walk.save()
+    assert _walk_mean() == pytest.approx((30 + 30 + 70) / 3)
+    assert _stored_equals_worked_out()
+
+
+def test_a_corrected_baseline_corrects_every_follow_up_of_the_patient(cohort):
+    baseline = SixMinuteWalkTest.objects.get(patient=cohort[1].patient, visit__isnull=True)
+    baseline.distance_m = 380  # the 4-week 380 m is then no change at all
+    baseline.save()
+    assert _walk_mean() == pytest.approx((60 + 0 + 70) / 3)
+    assert _stored_equals_worked_out()
+
+
+def test_a_deleted_measurement_leaves_the_cohort(cohort):
+    SixMinuteWalkTest.objects.get(patient=cohort[2].patient, visit__isnull=False).delete()
+    [four_weeks] = cohort_outcomes(courses=TreatmentCourse.objects.all())
+    walk = four_weeks["measures"][OutcomeMeasure.WALK_M]["summary"]
+    assert (walk.n, walk.mean) == (2, pytest.approx(45))
+    assert _stored_equals_worked_out()
+
+
+def test_a_corrected_transplant_date_picks_the_baseline_again(cohort, clinician):
+    course = cohort[0]
+    later = course.transplanted_on + dt.timedelta(days=1)
+    # A later evaluation walk, after the recorded transplant date: not the baseline until the
+    # transplant date is corrected to the day after it.
+    clinical_record_save(
+        record=SixMinuteWalkTest(patient=course.patient, taken_on=later, distance_m=350),
+        by=clinician,
+    )
+    assert _walk_mean() == pytest.approx(160 / 3)
+    course.transplanted_on = later
+    course.save(update_fields=["transplanted_on"])
+    assert _walk_mean() == pytest.approx((10 + 30 + 70) / 3)
+    assert _stored_equals_worked_out()
+
+
+def test_a_follow_up_reopened_leaves_the_cohort(cohort):
+    visit = Visit.objects.get(course=cohort[0], protocol_visit__weeks_after_transplant=4)
+    visit.status = VisitStatus.BOOKED
+    visit.save()
+    assert _walk_mean() == pytest.approx((30 + 70) / 2)
+
+
+def test_a_correction_in_the_admin_corrects_the_cohort(client, cohort, admin_user):
+    from django.urls import reverse
+
+    from tests.admin_forms import change_form_data
+
+    client.force_login(admin_user)
+    walk = SixMinuteWalkTest.objects.get(patient=cohort[0].patient, visit__isnull=False)
+    url = reverse("admin:scheduling_visit_change", args=[walk.visit_id])
+    data = change_form_data(client.get(url))
+    [field] = [k for k, v in data.items() if k.endswith("-distance_m") and str(v) == "360"]
+    response = client.post(url, data | {field: "330"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert _walk_mean() == pytest.approx((30 + 30 + 70) / 3)
+
+
+def test_the_rebuild_command_stores_what_bulk_sql_changed(cohort):
+    from django.core.management import call_command
+
+    SixMinuteWalkTest.objects.filter(patient=cohort[0].patient, visit__isnull=False).update(
+        distance_m=330
+    )
+    assert _walk_mean() == pytest.approx(160 / 3)  # a bulk update passes no receiver
+    call_command("follow_up_outcomes_rebuild")
+    assert _walk_mean() == pytest.approx((30 + 30 + 70) / 3)
+    assert _stored_equals_worked_out()

@@ -396,3 +396,73 @@ def test_the_chart_gives_each_measure_its_own_panel_and_unit(monkeypatch):
     [figure] = drawn
     assert len(figure.axes) == 4
     assert [t.get_text() for t in figure.axes[1].texts] == ["not measured yet"]
+
+
+# As of the end of the week.
+
+
+def test_a_weeks_report_read_later_says_what_was_true_at_its_end(cohort, pathway):
+    """Everything that happened after Sunday leaves the week's figures as they were."""
+    site, courses = cohort
+    with time_machine.travel(london(2026, 3, 16, 9), tick=False):
+        then = weekly_report(week=WEEK, site=site)
+    with time_machine.travel(london(2026, 3, 17, 10), tick=False):
+        # C, released on Sunday, is booked for transplant on Tuesday.
+        services.course_schedule_transplant(
+            course=courses["C"],
+            by=pathway.coordinator,
+            scheduled_at=london(2026, 3, 19, 10),
+            place="Endoscopy 1",
+        )
+        [alert] = then.open_alerts
+        alert.acknowledged_at, alert.acknowledged_by = london(2026, 3, 17, 10), pathway.coordinator
+        alert.save()
+        overdue = then.overdue_visits[0]
+        overdue.status, overdue.done_at = "done", london(2026, 3, 17, 10)
+        overdue.save()
+        new_course(pathway, site, london(2026, 3, 17, 10), "LATE-1")  # referred after the week
+    with time_machine.travel(london(2026, 3, 20, 10), tick=False):
+        pathway.release(courses["D"])  # D's batch, expanding on Sunday, released on Friday
+    with time_machine.travel(london(2026, 3, 30, 9), tick=False):
+        later = weekly_report(week=WEEK, site=site)
+
+    assert later.courses_by_state == then.courses_by_state
+    assert dict(later.courses_by_state)["Released"] == 1
+    assert dict(later.courses_by_state)["Transplant scheduled"] == 0
+    assert [b.course for b in later.batches_in_expansion] == [courses["D"]]
+    assert later.open_alerts == then.open_alerts
+    assert later.overdue_visits == then.overdue_visits
+    assert later.outcomes == then.outcomes
+    assert later.totals == then.totals
+    # And this week's report, as of its own end, has them all moved on.
+    with time_machine.travel(london(2026, 3, 30, 9), tick=False):
+        now = weekly_report(week="2026-W12", site=site)
+    states = dict(now.courses_by_state)
+    assert (states["Released"], states["Transplant scheduled"], states["Referred"]) == (1, 1, 1)
+    assert now.batches_in_expansion == [] and now.open_alerts == []
+
+
+def test_the_report_says_its_moment_and_zone_and_each_reference_once(cohort):
+    site, _courses = cohort
+    with time_machine.travel(london(2026, 3, 16, 9), tick=False):
+        report = weekly_report(week=WEEK, site=site)
+        text, html = report_text(report), report_html(report)
+    moment = "Every figure is as of the end of the week, Mon 16 Mar 2026 00:00 GMT (Europe/London)."
+    assert moment in text and moment in html
+    assert "published 30.0 (Minimal clinically important difference)" in text
+    assert html.count("Minimal clinically important difference") == text.count(
+        "Minimal clinically important difference"
+    )
+    assert "difference; Minimal clinically important difference" not in html
+
+
+def test_a_long_list_shows_its_first_rows_and_says_how_many_in_all(cohort, monkeypatch):
+    from reporting import weekly_report as module
+
+    site, _courses = cohort
+    monkeypatch.setattr(module, "LIST_ROWS", 0)
+    with time_machine.travel(london(2026, 3, 16, 9), tick=False):
+        report = weekly_report(week=WEEK, site=site)
+        text = report_text(report)
+    assert report.upcoming == [] and report.totals["upcoming"] == 1
+    assert "OPEN ALERTS (the first 0 of 1; the admin lists all)" in text
