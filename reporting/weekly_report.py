@@ -108,10 +108,11 @@ class WeeklyReport:
         return self.states_at_end.get(course.pk, course.state)
 
     def courses(self):
-        """The courses in scope, read only when the CSV asks: a national programme has 100,000."""
+        """The courses in scope at the week's end, read only when the CSV asks: a national
+        programme has 100,000."""
         sites = [self.site] if self.site else Site.objects.all()
         return (
-            TreatmentCourse.objects.filter(site__in=sites)
+            TreatmentCourse.objects.filter(site__in=sites, referred_at__lt=self.end)
             .select_related("patient", "site")
             .order_by("site__code", "pk")
         )

@@ -434,6 +434,12 @@ def test_a_weeks_report_read_later_says_what_was_true_at_its_end(cohort, pathway
     assert later.overdue_visits == then.overdue_visits
     assert later.outcomes == then.outcomes
     assert later.totals == then.totals
+    with time_machine.travel(london(2026, 3, 30, 9), tick=False):
+        rows = {row["mrn"]: row for row in csv.DictReader(io.StringIO(report_csv(later)))}
+    assert rows["C-1"]["state_at_week_end"] == "released"
+    assert rows["C-1"]["days_in_state_at_week_end"] == ""  # moved on since: not read back
+    assert rows["A-1"]["state_at_week_end"] == "evaluation"
+    assert "LATE-1" not in rows
     # And this week's report, as of its own end, has them all moved on.
     with time_machine.travel(london(2026, 3, 30, 9), tick=False):
         now = weekly_report(week="2026-W12", site=site)
