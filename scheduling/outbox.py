@@ -12,6 +12,8 @@ PostgreSQL each statement of a READ COMMITTED transaction sees what committed be
 import hashlib
 from collections.abc import Iterable
 
+from django.db import transaction
+
 from scheduling.models import Notification, NotificationArchive, NotificationStatus
 
 # Keys are looked up in chunks: a protocol amendment writes hundreds of thousands.
@@ -62,7 +64,7 @@ def notifications_write(
     `revive_cancelled` a cancelled row becomes pending again at the new row's time: a visit
     moved back to a time it had gets its reminder back. A key in the archive is never written
     again, whatever became of its message: sent, failed or cancelled, archived is final.
-    Runs inside the caller's transaction. Returns the rows written or revived (without
+    Runs in the caller's transaction, or its own. Returns the rows written or revived (without
     `revive_cancelled`, also those the outbox's unique index skipped: it does not say which).
     """
     unique: dict[str, Notification] = {}
@@ -93,8 +95,11 @@ def notifications_write(
             else:
                 del existing[row.idempotency_key]
         rows = [row for row in rows if row.idempotency_key not in existing]
-    if rows:
-        # A key another writer holds is skipped by the outbox's unique index.
-        Notification.objects.bulk_create(rows, ignore_conflicts=True)
-    dropped = notifications_drop_archived(keys=[row.idempotency_key for row in rows])
+    # One transaction: a row the archive's check takes back must never have been visible to
+    # the dispatcher.
+    with transaction.atomic():
+        if rows:
+            # A key another writer holds is skipped by the outbox's unique index.
+            Notification.objects.bulk_create(rows, ignore_conflicts=True)
+        dropped = notifications_drop_archived(keys=[row.idempotency_key for row in rows])
     return [row for row in rows if row.idempotency_key not in dropped] + revived
