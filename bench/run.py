@@ -21,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import outbox_archive  # noqa: E402 (needs ROOT on the path)
+
 FULL = {"patients": 100_000, "visits_per_course": 10, "pending": 1_000_000, "sent": 9_000_000}
 SMALL = {key: value // 50 if key != "visits_per_course" else value for key, value in FULL.items()}
 REASSIGN = "UPDATE pathway_treatmentcourse SET protocol_id = %s WHERE id BETWEEN %s AND %s"
@@ -573,6 +575,7 @@ def main() -> None:
     r["amendment"] = bench.amendment()
     r["worker_memory"] = bench.worker_memory()
     r["chains"] = bench.chains()
+    r["archive"] = outbox_archive.measure(bench)
     r["total_seconds"] = time.perf_counter() - started
     r["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -670,6 +673,7 @@ def write(r: dict, *, small: bool, out: Path) -> None:
             "1, 19, 0",
         ),
     ]
+    targets += outbox_archive.targets(r)
     r["targets"] = [{"target": t, "measured": m, "goal": g} for t, m, g in targets]
     out.mkdir(parents=True, exist_ok=True)
     name = "results-small" if small else "results"
