@@ -21,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import outbox_archive  # noqa: E402 (needs ROOT on the path)
+
 FULL = {"patients": 100_000, "visits_per_course": 10, "pending": 1_000_000, "sent": 9_000_000}
 SMALL = {key: value // 50 if key != "visits_per_course" else value for key, value in FULL.items()}
 REASSIGN = "UPDATE pathway_treatmentcourse SET protocol_id = %s WHERE id BETWEEN %s AND %s"
@@ -575,6 +577,9 @@ def main() -> None:
     r["amendment"] = bench.amendment()
     r["worker_memory"] = bench.worker_memory()
     r["chains"] = bench.chains()
+    r["archive"] = outbox_archive.measure(bench)
+    # The report as a programme runs it: the settled rows archived, as beat does hourly.
+    r["archive"]["report"] = bench.report()
     r["total_seconds"] = time.perf_counter() - started
     r["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -583,7 +588,7 @@ def main() -> None:
 
 
 def write(r: dict, *, small: bool, out: Path) -> None:
-    base, full = r["base"], r["full"]
+    base, full, archived = r["base"], r["full"], r["archive"]["report"]
     targets = [
         ("1. tick (claim + mark 500) full ÷ 10k rows", full["tick"] / base["tick"], "≤ 1.5"),
         (
@@ -655,13 +660,22 @@ def write(r: dict, *, small: bool, out: Path) -> None:
             full["report"]["queries"] == base["report"]["queries"],
             "yes",
         ),
-        ("7. weekly report, all sites, full size (s)", full["report"]["seconds"], "≤ 2"),
         (
-            "7. weekly report, all sites, full ÷ 10k",
-            full["report"]["seconds"] / base["report"]["seconds"],
+            "7. weekly report, all sites, full size, 10M rows still in the outbox (s)",
+            full["report"]["seconds"],
+            "(for reference)",
+        ),
+        ("7. weekly report, all sites, full size, outbox archived (s)", archived["seconds"], "≤ 2"),
+        (
+            "7. weekly report, all sites, full (outbox archived) ÷ 10k",
+            archived["seconds"] / base["report"]["seconds"],
             "≤ 1.5",
         ),
-        ("7. weekly report, one site, full size (s)", full["report"]["one_site_seconds"], "≤ 0.5"),
+        (
+            "7. weekly report, one site, full size, outbox archived (s)",
+            archived["one_site_seconds"],
+            "≤ 0.5",
+        ),
         (
             "8. earliest chains, a year of bookings (ms)",
             r["chains"]["year"]["seconds"] * 1000,
@@ -678,6 +692,7 @@ def write(r: dict, *, small: bool, out: Path) -> None:
             "1, 19, 0",
         ),
     ]
+    targets += outbox_archive.targets(r)
     r["targets"] = [{"target": t, "measured": m, "goal": g} for t, m, g in targets]
     out.mkdir(parents=True, exist_ok=True)
     name = "results-small" if small else "results"

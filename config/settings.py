@@ -282,6 +282,16 @@ NOTIFICATION_BATCH_SIZE = env.int("NOTIFICATION_BATCH_SIZE", default=100)
 NOTIFICATION_CLAIM_TIMEOUT = env.int("NOTIFICATION_CLAIM_TIMEOUT", default=300)
 # The first retry waits this long, each later one twice as long (capped at a day).
 NOTIFICATION_RETRY_BASE_SECONDS = env.int("NOTIFICATION_RETRY_BASE_SECONDS", default=60)
+# Sent, failed and cancelled notifications move to the archive this many days after they
+# settled (scheduling/outbox_archive.py), so the outbox stays the size of what is pending.
+# 90 days outlasts every late word on a message (a provider's delivery report comes within
+# days), the coordinator's "did they get it?" about recent visits (the course page and the
+# Notification admin read the outbox), and the 12-week follow-up cycle.
+NOTIFICATION_ARCHIVE_AFTER_DAYS = env.int("NOTIFICATION_ARCHIVE_AFTER_DAYS", default=90)
+# Archived notifications lose what they hold about the patient (the link to them and their
+# visit, error text, the provider's id) this many days after they settled; counts stay.
+# Two years covers the programme's yearly reporting with a year to spare.
+NOTIFICATION_PURGE_AFTER_DAYS = env.int("NOTIFICATION_PURGE_AFTER_DAYS", default=730)
 
 LOGGING = {
     "version": 1,

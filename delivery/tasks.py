@@ -13,6 +13,11 @@ from delivery.outbox import (
 from pathway.checkins import checkins_tick as pathway_checkins_tick
 from pathway.scans import alerts_scan_overdue
 from reporting.weekly_report import weekly_reports_queue
+from scheduling.outbox_archive import archive_run
+
+# Beat runs the archive every hour; one run moves and purges at most this many rows each, so
+# a backlog (the first run on an old outbox) is worked off over hours, never in one long job.
+ARCHIVE_ROWS_PER_RUN = 200_000
 
 
 @shared_task(name="scheduling.tasks.dispatch_due_notifications", ignore_result=True)
@@ -46,3 +51,11 @@ def checkins_tick() -> dict:
 def queue_weekly_reports() -> int:
     """Beat, every 5 minutes: the reports due on Monday 07:00 in each site's time."""
     return weekly_reports_queue()
+
+
+@shared_task(name="scheduling.tasks.archive_notifications", ignore_result=True)
+def archive_notifications() -> dict:
+    """Beat, every hour: move notifications settled past the retention to the archive, then
+    purge what archived ones hold about patients past the purge period."""
+    run = archive_run(limit=ARCHIVE_ROWS_PER_RUN)
+    return {"archived": run.archived, "purged": run.purged}

@@ -7,6 +7,7 @@ from django.db import connection, transaction
 from pathway.models import TreatmentCourse
 from pathway.states import HOLDABLE_STATES
 from scheduling.models import OPEN_VISIT_STATUSES, Visit, VisitKind
+from scheduling.outbox import notifications_drop_archived
 from scheduling.services import follow_ups_move
 
 # A protocol amendment moves every open follow-up at once: done in SQL on PostgreSQL, where a
@@ -76,6 +77,7 @@ WHERE r.send_after > now() AND r.send_after < r.scheduled_at
 ON CONFLICT (idempotency_key) DO UPDATE
     SET status = 'pending', send_after = EXCLUDED.send_after, attempts = 0, last_error = ''
     WHERE scheduling_notification.status = 'cancelled'
+RETURNING idempotency_key
 """
 
 
@@ -98,6 +100,9 @@ def follow_ups_recompute(*, protocol) -> int:
         moved = cursor.rowcount
         cursor.execute(_CANCEL_REMINDERS_SQL, params)
         cursor.execute(_WRITE_REMINDERS_SQL, params)
+        # The outbox's one rule for keys, for rows written in SQL: a key archived is not
+        # written again.
+        notifications_drop_archived(keys=[key for (key,) in cursor.fetchall()])
     return moved
 
 

@@ -33,6 +33,7 @@ from scheduling.models import (
     Severity,
     VisitKind,
 )
+from scheduling.outbox import notifications_write
 from scheduling.rules import after_quiet_hours
 
 # Invitations open at this local time at the patient's site, on the day they are due.
@@ -102,16 +103,18 @@ def _send(invitation: QuestionnaireInvitation, *, now, reminder: bool) -> None:
             )
         if send_after >= invitation.closes_at:
             continue
-        Notification.objects.get_or_create(
-            idempotency_key=f"questionnaire.i{invitation.pk}.{which}.{channel}",
-            defaults={
-                "template": NotificationTemplate.QUESTIONNAIRE,
-                "channel": channel,
-                "patient": patient,
-                "invitation": invitation,
-                "send_after": send_after,
-                "max_attempts": protocol.delivery_max_attempts,
-            },
+        notifications_write(
+            [
+                Notification(
+                    template=NotificationTemplate.QUESTIONNAIRE,
+                    channel=channel,
+                    patient=patient,
+                    invitation=invitation,
+                    send_after=send_after,
+                    max_attempts=protocol.delivery_max_attempts,
+                    idempotency_key=f"questionnaire.i{invitation.pk}.{which}.{channel}",
+                )
+            ]
         )
 
 

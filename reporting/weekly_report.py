@@ -43,11 +43,12 @@ from scheduling.models import (
     Alert,
     Channel,
     Notification,
-    NotificationStatus,
     NotificationTemplate,
     Visit,
     VisitStatus,
 )
+from scheduling.outbox import notifications_write
+from scheduling.outbox_archive import reminder_counts
 
 # The report lists the visits booked in the two weeks after its week.
 LOOKAHEAD_DAYS = 14
@@ -179,13 +180,7 @@ def weekly_report(*, week: str, site: Site | None = None) -> WeeklyReport:
         },
         **{f"all_{g}": Count("id", filter=Q(grade=g)) for g in range(1, 6)},
     )
-    reminders = Notification.objects.filter(
-        template=NotificationTemplate.VISIT_REMINDER, patient__site__in=sites
-    ).aggregate(
-        sent=Count("id", filter=Q(sent_at__gte=start, sent_at__lt=end)),
-        failed=Count("id", filter=Q(failed_at__gte=start, failed_at__lt=end)),
-        pending=Count("id", filter=Q(status=NotificationStatus.PENDING)),
-    )
+    reminders = reminder_counts(sites=sites, start=start, end=end)
     return WeeklyReport(
         week=week,
         site=site,
@@ -320,5 +315,5 @@ def weekly_reports_queue(*, now: dt.datetime | None = None) -> int:
             .exclude(email="")
         )
         rows += [_report_notification(week, None, user) for user in leads]
-    Notification.objects.bulk_create(rows, ignore_conflicts=True)
+    notifications_write(rows)
     return len(rows)

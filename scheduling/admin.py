@@ -40,6 +40,7 @@ from scheduling.models import (
     CalendarFeedToken,
     DeliveryAttempt,
     Notification,
+    NotificationArchive,
     ProtocolDeviation,
     Resource,
     ResourceClosure,
@@ -617,6 +618,46 @@ class NotificationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(NotificationArchive)
+class NotificationArchiveAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Notifications settled longer ago than NOTIFICATION_ARCHIVE_AFTER_DAYS, moved out of the
+    outbox by `scheduling/outbox_archive.py` (the Notification list shows the outbox). Read
+    only: the archive is a record. Purged rows name no patient."""
+
+    list_display = (
+        "settled_at",
+        "template",
+        "channel",
+        "site",
+        "patient",
+        "user",
+        "status",
+        "attempts",
+        "purged_at",
+    )
+    list_select_related = ("site", "patient", "user")
+    list_filter = ("status", "channel", "template")
+    search_fields = ("=patient__mrn", "=idempotency_key")
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    ordering = ("-id",)
+
+    def get_queryset(self, request):
+        """Rows of the user's sites, and their own mail."""
+        queryset = super().get_queryset(request)
+        if user_sees_all_sites(request.user):
+            return queryset
+        return queryset.filter(
+            Q(site__in=user_sites(request.user).values("pk")) | Q(user=request.user)
+        )
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise Http404("No such notification for you.")
+        return obj
 
 
 class ActiveLinkFilter(admin.SimpleListFilter):

@@ -21,6 +21,7 @@ from scheduling.models import (
     VisitKind,
     VisitStatus,
 )
+from scheduling.outbox import notifications_write
 
 logger = logging.getLogger(__name__)
 
@@ -81,17 +82,19 @@ def alert_raise(
                 condition_key=condition_key,
             )
             now = timezone.now()
-            Notification.objects.bulk_create(
-                Notification(
-                    template=NotificationTemplate.ALERT,
-                    channel=Channel.EMAIL,
-                    user=user,
-                    alert=alert,
-                    send_after=now,
-                    max_attempts=course.protocol.delivery_max_attempts,
-                    idempotency_key=f"alert.a{alert.pk}.u{user.pk}.email",
-                )
-                for user in alert_recipients(course=course, kind=kind)
+            notifications_write(
+                [
+                    Notification(
+                        template=NotificationTemplate.ALERT,
+                        channel=Channel.EMAIL,
+                        user=user,
+                        alert=alert,
+                        send_after=now,
+                        max_attempts=course.protocol.delivery_max_attempts,
+                        idempotency_key=f"alert.a{alert.pk}.u{user.pk}.email",
+                    )
+                    for user in alert_recipients(course=course, kind=kind)
+                ]
             )
     except IntegrityError:
         return Alert.objects.get(condition_key=condition_key), False

@@ -332,6 +332,100 @@ class DeliveryAttempt(models.Model):
         return f"{'Delivered' if self.succeeded else 'Failed'} at {self.at:%Y-%m-%d %H:%M}"
 
 
+class NotificationArchive(models.Model):
+    """A notification settled (sent, failed or cancelled) longer ago than the retention period,
+    moved out of the outbox so that the outbox stays the size of what is pending.
+
+    Written only by `scheduling.outbox_archive.notifications_archive`, with the outbox row's own
+    id. Its idempotency key stays unique here, so a message archived is never written (or sent)
+    again (`scheduling.outbox.notifications_write`). The delivery attempts are not kept: the
+    row keeps their count, the last error and the provider's id. After the purge period the
+    row keeps only what reports count (`notifications_archive_purge`).
+    """
+
+    id = models.BigIntegerField(primary_key=True)  # the outbox row's id, kept as it was
+    template = models.CharField(max_length=30, choices=NotificationTemplate.choices)
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    status = models.CharField(max_length=20, choices=NotificationStatus.choices)
+    # The site it counts towards: the patient's, or a weekly report's; none for staff mail
+    # about no site. Kept through the purge, which forgets the patient.
+    site = models.ForeignKey(
+        "patients.Site",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,  # the counting index below leads with the time
+    )
+    patient = models.ForeignKey(
+        "patients.Patient",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="archived_notifications",
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,  # staff are deactivated, not deleted
+    )
+    visit = models.ForeignKey(
+        Visit,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,  # visits are cancelled or missed, not deleted
+    )
+    report_week = models.CharField(max_length=8, blank=True)
+    send_after = models.DateTimeField()
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    provider_message_id = models.CharField(max_length=100, blank=True)
+    idempotency_key = models.CharField(max_length=200)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    settled_at = models.DateTimeField(
+        help_text="When it was settled: sent, failed, or (cancelled) when it would have been sent."
+    )
+    archived_at = models.DateTimeField(default=timezone.now)
+    purged_at = models.DateTimeField(
+        null=True, blank=True, help_text="When what it held about the patient was removed."
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "archived notification"
+        indexes = [
+            # The weekly report's counts: reminders sent, failed, in a week.
+            models.Index(fields=["sent_at"], name="notification_archive_sent_idx"),
+            models.Index(
+                fields=["failed_at"],
+                name="notification_archive_fail_idx",
+                condition=models.Q(failed_at__isnull=False),
+            ),
+            # The purge reads only rows not yet purged, oldest first.
+            models.Index(
+                fields=["settled_at"],
+                name="notification_archive_purge_idx",
+                condition=models.Q(purged_at__isnull=True),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key"], name="notification_archive_key_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_template_display()} by {self.channel} ({self.status}, archived)"
+
+
 class AlertKind(models.TextChoices):
     VISIT_OVERDUE = "visit_overdue", "Visit overdue"
     EXPANSION_OVERDUE = "expansion_overdue", "Expansion past its last day"

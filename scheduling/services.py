@@ -30,6 +30,7 @@ from scheduling.models import (
     VisitStatus,
     WorkAssignment,
 )
+from scheduling.outbox import notifications_write
 from scheduling.rules import after_quiet_hours, booking_deviations, reminder_time
 from scheduling.windows import follow_up_slot
 
@@ -76,30 +77,9 @@ def reminders_schedule(*, visit: Visit, now: dt.datetime | None = None) -> list[
                     idempotency_key=f"reminder.v{visit.pk}.{lead_days}d.{channel}.{stamp}",
                 )
             )
-    return _write_reminders(reminders)
-
-
-def _write_reminders(reminders: list[Notification]) -> list[Notification]:
-    """Write new reminders; one whose key exists (the visit moved back to a time it had) is
-    revived if it was cancelled, and left alone if it was already sent or is pending."""
-    existing = {
-        n.idempotency_key: n
-        for n in Notification.objects.filter(
-            idempotency_key__in=[r.idempotency_key for r in reminders]
-        )
-    }
-    for reminder in reminders:
-        earlier = existing.get(reminder.idempotency_key)
-        if earlier and earlier.status == NotificationStatus.CANCELLED:
-            Notification.objects.filter(pk=earlier.pk).update(
-                status=NotificationStatus.PENDING,
-                send_after=reminder.send_after,
-                attempts=0,
-                last_error="",
-            )
-    return Notification.objects.bulk_create(
-        [r for r in reminders if r.idempotency_key not in existing]
-    )
+    # A key that exists (the visit moved back to a time it had) revives its reminder if it was
+    # cancelled, and leaves it alone if it was sent, is pending, or is archived.
+    return notifications_write(reminders, revive_cancelled=True)
 
 
 def reminders_cancel(*, visits) -> int:

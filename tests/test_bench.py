@@ -31,3 +31,6 @@ def test_the_small_benchmark_runs_and_its_structural_targets_hold(db, tmp_path):
     assert targets["4. unfiltered COUNT(*) or DISTINCT on a changelist"] is False
     assert targets["7. weekly report queries equal at 10k and full"] is True
     assert results["messages_per_tick"]["messages"] <= results["messages_per_tick"]["bound"]
+    archive = results["archive"]
+    assert archive["archived"]["archive_rows"] >= results["sizes"]["sent"]  # every sent row
+    assert archive["during"]["moved"] >= archive["during"]["rows"]

@@ -160,6 +160,7 @@ def cohort(pathway, coordinator, clinician):
             visit=v,
             status=status,
             send_after=london(2026, 3, 1),
+            created_at=london(2026, 3, 1),
             idempotency_key=f"test.{i}",
             **extra,
         )
