@@ -256,8 +256,8 @@ _OUTCOME_ROW = (
 
 
 def _outcomes_record(outcomes: list[_Outcome]) -> dict[int, str]:
-    """Write a batch's outcomes, each only if this run still holds its row; returns each
-    row's status (SENDING for a row another run has taken since).
+    """Write outcomes, each only if this run still holds its row; returns each row's status
+    (SENDING for a row another run has taken since).
 
     On PostgreSQL one statement writes them all, and their attempts: one round trip, or a
     transaction with the alerts when a row failed for good. Elsewhere, row by row.
@@ -488,11 +488,13 @@ def _claimed_send(
 ) -> dict[int, str]:
     """Send claimed rows and record what became of each; returns each row's new status.
 
-    Round trips, whatever the number of rows: one renewing their claims, one reading the
-    patients' consent to texts, one writing every outcome with its attempt (PostgreSQL); a
-    batch slower than a third of the claim timeout adds a renewal, a consent read and a
-    write of the outcomes so far at each third. A row no longer held is not sent; one whose
-    visit, check-in or consent no longer stands is cancelled.
+    Round trips for the rows together: one renewing their claims and returning the ids still
+    held, one reading the patients' consent to texts, three issuing the reminders' links; a
+    batch slower than a third of the claim timeout renews, reads and issues again at each
+    third. A row no longer held is not sent; one whose visit, check-in or consent no longer
+    stands is cancelled. Outcomes are written in one statement each time a message has gone
+    (with the cancellations and failures waiting) and once at the end: nothing is written per
+    row that was not sent.
     """
     renew_every = dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT * CLAIM_RENEWAL_SHARE)
     statuses: dict[int, str] = {}
@@ -526,7 +528,14 @@ def _claimed_send(
                 outcomes.append(_cancellation(notification))
             else:
                 link_token = link_tokens.get(notification.pk)
-                outcomes.append(_send(notification, channels, link_token=link_token))
+                outcome = _send(notification, channels, link_token=link_token)
+                outcomes.append(outcome)
+                if outcome.status == NotificationStatus.SENT:
+                    # Written before the next send, with what else is waiting: a worker that
+                    # dies from here on sends this message again when its row is reclaimed,
+                    # but none before it (at most one repeat per process per crash).
+                    statuses |= _outcomes_record(outcomes)
+                    outcomes = []
     except db.Error:
         # The database went away under the batch (a dropped connection, a failover): what
         # was sent is written on a new connection before the error goes on, so that it is not
