@@ -6,7 +6,9 @@ written only while the row still carries that token. A worker that dies leaves i
 claimed; after NOTIFICATION_CLAIM_TIMEOUT they are pending again. Delivery is therefore
 at least once; the idempotency key travels with each message (as the email's Message-ID) so
 the one case that can repeat, a crash between the provider accepting a message and the row
-being marked sent, is recognisable.
+being marked sent, is recognisable. A batch renews its claims, reads consent and issues its
+links all at once, and writes each message sent before it sends the next, so that a crash
+repeats at most the one message in flight (`_claimed_send`).
 """
 
 import contextlib
@@ -459,12 +461,9 @@ def _send(
         return _outcome(
             notification, error=str(error) or error.__class__.__name__, permanent=error.permanent
         )
-    except db.Error:
-        if not connection.is_usable():
-            raise  # the batch stops: see _claimed_send
-        logger.exception("Could not send notification %s", notification.pk)
-        return _outcome(notification, error="database error while rendering")
     except Exception as error:
+        if isinstance(error, db.Error) and not connection.is_usable():
+            raise  # the database went away: the batch stops (see _claimed_send)
         # A bug or bad data must not wedge the row: it is retried, then alerted like a failure.
         logger.exception("Could not send notification %s", notification.pk)
         return _outcome(notification, error=f"{error.__class__.__name__}: {error}")
@@ -611,14 +610,22 @@ def notifications_dispatch_batch(*, batch_size: int | None = None) -> BatchResul
         "user",
         "visit__course__site",
         "visit__course__protocol",
-        "visit__course__patient__site",
         "visit__protocol_visit",
         "alert__site",
         "invitation__instrument",
         "invitation__course__protocol",
     )
+    notifications = list(claimed)
+    for notification in notifications:
+        if (
+            notification.visit_id
+            and notification.visit.course.patient_id == notification.patient_id
+        ):
+            # The reminder's words read the course's patient: the one already loaded, rather
+            # than two queries per message for it and its site.
+            notification.visit.course.patient = notification.patient
     with _channels_for_batch() as channels:
-        statuses = _claimed_send(list(claimed), channels=channels)
+        statuses = _claimed_send(notifications, channels=channels)
     for status in statuses.values():
         if status == NotificationStatus.SENT:
             result.sent += 1
