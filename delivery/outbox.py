@@ -6,15 +6,20 @@ written only while the row still carries that token. A worker that dies leaves i
 claimed; after NOTIFICATION_CLAIM_TIMEOUT they are pending again. Delivery is therefore
 at least once; the idempotency key travels with each message (as the email's Message-ID) so
 the one case that can repeat, a crash between the provider accepting a message and the row
-being marked sent, is recognisable.
+being marked sent, is recognisable. A batch renews its claims, reads consent and issues its
+links all at once, and writes each message sent before it sends the next, so that a crash
+repeats at most the one message in flight (`_claimed_send`).
 """
 
+import contextlib
 import datetime as dt
 import logging
 import math
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 
+from django import db
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -22,7 +27,7 @@ from django.utils import timezone
 from delivery.channels import DeliveryChannel, DeliveryError
 from delivery.channels.email import EmailChannel
 from delivery.channels.sms import TWILIO_PERMANENT_ERRORS, sms_backend
-from delivery.messages import notification_message
+from delivery.messages import notification_message, reminder_links_issue
 from pathway.states import CourseState
 from patients.models import Patient
 from scheduling.alerts import alert_raise
@@ -90,38 +95,68 @@ def notifications_claim(*, batch_size: int, now: dt.datetime | None = None) -> l
     return list(claimed.values_list("id", flat=True))
 
 
-# The common case in one round trip on PostgreSQL: mark the row sent (if this run still holds
-# it) and write its attempt, together.
-_SUCCESS_SQL = """
-WITH sent AS (
-    UPDATE scheduling_notification
-    SET status = 'sent', sent_at = %(now)s, provider_message_id = %(provider_id)s,
-        attempts = attempts + 1, last_error = '', claim_token = NULL
-    WHERE id = %(id)s AND status = 'sending' AND claim_token = %(token)s
-    RETURNING id
-)
-INSERT INTO scheduling_deliveryattempt (notification_id, at, succeeded, error, provider_message_id)
-SELECT id, %(now)s, true, '', %(provider_id)s FROM sent
-"""
+@dataclass
+class _Outcome:
+    """What one claimed row came to, before it is written: the row's new values, and the
+    attempt to keep (none for a cancellation, which sent nothing)."""
+
+    notification: Notification
+    changes: dict
+    at: dt.datetime
+    attempted: bool = True
+    error: str = ""
+    provider_id: str = ""
+    permanent: bool = False
+
+    @property
+    def status(self) -> str:
+        return self.changes["status"]
 
 
-def _record_success(notification: Notification, *, provider_id: str) -> str:
-    if connection.vendor != "postgresql":
-        return _record_outcome(notification, provider_id=provider_id)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _SUCCESS_SQL,
-            {
-                "now": timezone.now(),
-                "provider_id": provider_id,
-                "id": notification.pk,
-                "token": notification.claim_token,
-            },
+def _outcome(
+    notification: Notification,
+    *,
+    error: str = "",
+    provider_id: str = "",
+    new_try: bool = True,
+    permanent: bool = False,
+) -> _Outcome:
+    """What a send's result makes of the row: sent; retried later, with backoff and, for a
+    text, after the patient's quiet hours; or failed, at once if `permanent`, else once its
+    tries run out. `new_try` is False when the result is the provider's later report on a
+    send already counted."""
+    now = timezone.now()
+    attempts = notification.attempts + int(new_try)
+    changes = {"attempts": attempts, "last_error": error, "claim_token": None}
+    if not error:
+        changes |= {
+            "status": NotificationStatus.SENT,
+            "sent_at": now,
+            "provider_message_id": provider_id,
+        }
+    elif permanent or attempts >= notification.max_attempts:
+        changes |= {"status": NotificationStatus.FAILED, "failed_at": now}
+    else:
+        send_after = now + retry_delay(
+            failed_attempts=attempts, base_seconds=settings.NOTIFICATION_RETRY_BASE_SECONDS
         )
-        if cursor.rowcount:
-            return NotificationStatus.SENT
-    logger.warning("Notification %s was reclaimed before its outcome was recorded", notification.pk)
-    return NotificationStatus.SENDING
+        if notification.channel == Channel.SMS and notification.patient_id:
+            send_after = _after_patients_quiet_hours(notification, send_after)
+        changes |= {"status": NotificationStatus.PENDING, "send_after": send_after}
+    return _Outcome(
+        notification,
+        changes,
+        at=now,
+        error=error,
+        provider_id=provider_id,
+        permanent=permanent,
+    )
+
+
+def _cancellation(notification: Notification) -> _Outcome:
+    """What it is about no longer stands: the row is cancelled, and nothing was tried."""
+    changes = {"status": NotificationStatus.CANCELLED, "claim_token": None}
+    return _Outcome(notification, changes, at=timezone.now(), attempted=False)
 
 
 def _record_outcome(
@@ -137,44 +172,141 @@ def _record_outcome(
     `new_try` is False when the outcome is the provider's later report on a send already
     counted. A `permanent` failure is not retried: the row fails, and is alerted, at once.
     """
-    now = timezone.now()
-    attempts = notification.attempts + int(new_try)
-    if not error:
-        changes = {
-            "status": NotificationStatus.SENT,
-            "sent_at": now,
-            "provider_message_id": provider_id,
-        }
-    elif permanent or attempts >= notification.max_attempts:
-        changes = {"status": NotificationStatus.FAILED, "failed_at": now}
-    else:
-        send_after = now + retry_delay(
-            failed_attempts=attempts, base_seconds=settings.NOTIFICATION_RETRY_BASE_SECONDS
-        )
-        if notification.channel == Channel.SMS and notification.patient_id:
-            send_after = _after_patients_quiet_hours(notification, send_after)
-        changes = {"status": NotificationStatus.PENDING, "send_after": send_after}
+    outcome = _outcome(
+        notification, error=error, provider_id=provider_id, new_try=new_try, permanent=permanent
+    )
+    return _outcome_write(outcome)
+
+
+def _outcome_write(outcome: _Outcome) -> str:
+    """One row's outcome through the ORM, if this run still holds the row: the per-row path
+    (SQLite, the provider's later reports). Returns the row's status."""
+    notification = outcome.notification
     with transaction.atomic():
         held = Notification.objects.filter(
             pk=notification.pk,
             status=NotificationStatus.SENDING,
             claim_token=notification.claim_token,
-        ).update(attempts=attempts, last_error=error, claim_token=None, **changes)
+        ).update(**outcome.changes)
         if not held:
             logger.warning(
                 "Notification %s was reclaimed before its outcome was recorded", notification.pk
             )
             return NotificationStatus.SENDING
-        DeliveryAttempt.objects.create(
-            notification=notification,
-            at=now,
-            succeeded=not error,
-            error=error,
-            provider_message_id=provider_id,
-        )
-        if changes["status"] == NotificationStatus.FAILED:
-            _alert_undeliverable(notification, error, attempts=attempts, permanent=permanent)
-    return changes["status"]
+        if outcome.attempted:
+            DeliveryAttempt.objects.create(
+                notification=notification,
+                at=outcome.at,
+                succeeded=outcome.status == NotificationStatus.SENT,
+                error=outcome.error,
+                provider_message_id=outcome.provider_id,
+            )
+        if outcome.status == NotificationStatus.FAILED:
+            _alert_failed(outcome)
+    return outcome.status
+
+
+def _alert_failed(outcome: _Outcome) -> None:
+    _alert_undeliverable(
+        outcome.notification,
+        outcome.error,
+        attempts=outcome.changes["attempts"],
+        permanent=outcome.permanent,
+    )
+
+
+# A batch's outcomes in one statement on PostgreSQL: each row is updated only while it still
+# carries the claim token this run stamped and is still sending (a late run writes nothing),
+# and the attempts of the rows updated are inserted by the same statement. A NULL leaves a
+# column as it is. Its result is the ids written.
+_OUTCOMES_SQL = """
+WITH outcome (id, claim_token, status, attempts, last_error, provider_message_id, send_after,
+        sent_at, failed_at, at, attempted, error, provider_id) AS (
+    VALUES {values}
+), recorded AS (
+    UPDATE scheduling_notification AS notification
+    SET status = outcome.status,
+        attempts = COALESCE(outcome.attempts, notification.attempts),
+        last_error = COALESCE(outcome.last_error, notification.last_error),
+        provider_message_id = COALESCE(
+            outcome.provider_message_id, notification.provider_message_id
+        ),
+        send_after = COALESCE(outcome.send_after, notification.send_after),
+        sent_at = COALESCE(outcome.sent_at, notification.sent_at),
+        failed_at = COALESCE(outcome.failed_at, notification.failed_at),
+        claim_token = NULL
+    FROM outcome
+    WHERE notification.id = outcome.id
+        AND notification.claim_token = outcome.claim_token
+        AND notification.status = 'sending'
+    RETURNING notification.id
+), attempt AS (
+    INSERT INTO scheduling_deliveryattempt (
+        notification_id, at, succeeded, error, provider_message_id
+    )
+    SELECT outcome.id, outcome.at, outcome.status = 'sent', outcome.error, outcome.provider_id
+    FROM outcome JOIN recorded USING (id)
+    WHERE outcome.attempted
+)
+SELECT id FROM recorded
+"""
+# Typed, so that a column that is NULL in every row still has the type of its column.
+_OUTCOME_ROW = (
+    "(%s::bigint, %s::uuid, %s, %s::integer, %s, %s, %s::timestamptz, %s::timestamptz,"
+    " %s::timestamptz, %s::timestamptz, %s::boolean, %s, %s)"
+)
+
+
+def _outcomes_record(outcomes: list[_Outcome]) -> dict[int, str]:
+    """Write outcomes, each only if this run still holds its row; returns each row's status
+    (SENDING for a row another run has taken since).
+
+    On PostgreSQL one statement writes them all, and their attempts: one round trip, or a
+    transaction with the alerts when a row failed for good. Elsewhere, row by row.
+    """
+    if not outcomes:
+        return {}
+    if connection.vendor != "postgresql":
+        return {outcome.notification.pk: _outcome_write(outcome) for outcome in outcomes}
+    failed = [o for o in outcomes if o.status == NotificationStatus.FAILED]
+    # The alert of a row that failed is written with its outcome, or not at all.
+    together = transaction.atomic() if failed else contextlib.nullcontext()
+    with together, connection.cursor() as cursor:
+        values = b",".join(
+            cursor.mogrify(
+                _OUTCOME_ROW,
+                [
+                    outcome.notification.pk,
+                    outcome.notification.claim_token,
+                    outcome.status,
+                    outcome.changes.get("attempts"),
+                    outcome.changes.get("last_error"),
+                    outcome.changes.get("provider_message_id"),
+                    outcome.changes.get("send_after"),
+                    outcome.changes.get("sent_at"),
+                    outcome.changes.get("failed_at"),
+                    outcome.at,
+                    outcome.attempted,
+                    outcome.error,
+                    outcome.provider_id,
+                ],
+            )
+            for outcome in outcomes
+        ).decode()
+        cursor.execute(_OUTCOMES_SQL.format(values=values))
+        recorded = {row[0] for row in cursor.fetchall()}
+        for outcome in failed:
+            if outcome.notification.pk in recorded:
+                _alert_failed(outcome)
+    statuses = {}
+    for outcome in outcomes:
+        pk = outcome.notification.pk
+        if pk in recorded:
+            statuses[pk] = outcome.status
+        else:
+            logger.warning("Notification %s was reclaimed before its outcome was recorded", pk)
+            statuses[pk] = NotificationStatus.SENDING
+    return statuses
 
 
 def _course(notification: Notification):
@@ -226,8 +358,12 @@ def _reminder_still_applies(notification: Notification) -> bool:
     return patient.consents_to(notification.channel)
 
 
-def _still_applies(notification: Notification) -> bool:
-    """A patient's message is sent only while what it is about still stands."""
+def _still_applies(notification: Notification, *, consenting_to_sms: set[int]) -> bool:
+    """A patient's message is sent only while what it is about still stands.
+
+    `consenting_to_sms` holds the patients who consented to texts when last read (see
+    `_patients_consenting_to_sms`).
+    """
     if notification.template == NotificationTemplate.VISIT_REMINDER:
         applies = _reminder_still_applies(notification)
     elif notification.template == NotificationTemplate.QUESTIONNAIRE:
@@ -235,9 +371,7 @@ def _still_applies(notification: Notification) -> bool:
     else:
         return True
     if applies and notification.channel == Channel.SMS:
-        # Read again, not from the batch's copy: a STOP that arrived since it was claimed
-        # stops this text too.
-        applies = Patient.objects.filter(pk=notification.patient_id, consent_sms=True).exists()
+        applies = notification.patient_id in consenting_to_sms
     return applies
 
 
@@ -251,51 +385,173 @@ def _questionnaire_still_applies(notification: Notification) -> bool:
     return patient.consents_to(notification.channel)
 
 
-def _still_held(notification: Notification) -> bool:
-    """Renew this run's claim just before sending; False if the row was reclaimed meanwhile.
+def _patients_consenting_to_sms(notifications: list[Notification]) -> set[int]:
+    """Which of these texts' patients consent to texts, in one query.
 
-    A batch slower than the claim timeout loses its unsent rows to another worker, which
-    then sends them; this run must not send them too.
+    Read again, not from the batch's copy: a STOP that arrived since the rows were claimed
+    stops their texts too. It is read before the first send and again at each renewal.
     """
-    return bool(
-        Notification.objects.filter(
-            pk=notification.pk,
-            status=NotificationStatus.SENDING,
-            claim_token=notification.claim_token,
-        ).update(claimed_at=timezone.now())
+    patient_ids = {n.patient_id for n in notifications if n.channel == Channel.SMS}
+    patient_ids.discard(None)
+    if not patient_ids:
+        return set()
+    return set(
+        Patient.objects.filter(pk__in=patient_ids, consent_sms=True).values_list("pk", flat=True)
     )
 
 
-def _channels() -> dict[str, DeliveryChannel]:
-    return {Channel.EMAIL: EmailChannel(), Channel.SMS: sms_backend()}
+# Renewing the claims of a batch in one statement on PostgreSQL; its result is the ids this
+# run still holds.
+_RENEW_SQL = """
+UPDATE scheduling_notification SET claimed_at = %s
+WHERE id = ANY(%s) AND status = 'sending' AND claim_token = %s
+RETURNING id
+"""
+
+
+def _claims_renew(notifications: list[Notification], *, now: dt.datetime) -> set[int]:
+    """Renew this run's claim on the rows, stamping `now`; returns the ids still held.
+
+    A row another worker reclaimed after the claim timeout is no longer held: this run must
+    not send it, because the other one will.
+    """
+    held = set()
+    by_token = defaultdict(list)
+    for notification in notifications:
+        by_token[notification.claim_token].append(notification.pk)
+    for token, ids in by_token.items():  # one token per batch
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(_RENEW_SQL, [now, ids, token])
+                held |= {row[0] for row in cursor.fetchall()}
+        else:
+            ours = Notification.objects.filter(
+                id__in=ids, status=NotificationStatus.SENDING, claim_token=token
+            )
+            ours.update(claimed_at=now)
+            held |= set(ours.values_list("id", flat=True))
+    return held
+
+
+# A batch renews its claim before its first send, and again before any send that would start
+# more than this share of NOTIFICATION_CLAIM_TIMEOUT after the last renewal: every send then
+# starts with at least two thirds of the timeout left before another worker may reclaim its
+# row, room enough for the send's own timeouts (EMAIL_TIMEOUT, SMS_TIMEOUT).
+CLAIM_RENEWAL_SHARE = 1 / 3
+
+
+@contextlib.contextmanager
+def _channels_for_batch():
+    """The channels, with one SMTP connection for the whole batch, closed after it."""
+    with EmailChannel() as email:
+        yield {Channel.EMAIL: email, Channel.SMS: sms_backend()}
+
+
+def _send(
+    notification: Notification,
+    channels: dict[str, DeliveryChannel],
+    *,
+    link_token: str | None = None,
+) -> _Outcome:
+    """Render and send one row; what came of it, not yet written."""
+    try:
+        message = notification_message(notification, link_token=link_token)
+        provider_id = channels[notification.channel].send(message)
+    except DeliveryError as error:
+        return _outcome(
+            notification, error=str(error) or error.__class__.__name__, permanent=error.permanent
+        )
+    except Exception as error:
+        if isinstance(error, db.Error) and not connection.is_usable():
+            raise  # the database went away: the batch stops (see _claimed_send)
+        # A bug or bad data must not wedge the row: it is retried, then alerted like a failure.
+        logger.exception("Could not send notification %s", notification.pk)
+        return _outcome(notification, error=f"{error.__class__.__name__}: {error}")
+    return _outcome(notification, provider_id=provider_id)
+
+
+def _outcomes_record_reconnecting(outcomes: list[_Outcome]) -> dict[int, str]:
+    """`_outcomes_record`, on a new database connection if the one in hand broke: what was
+    sent must be written, or it is sent again once its claim times out."""
+    try:
+        return _outcomes_record(outcomes)
+    except db.Error:
+        if connection.in_atomic_block or connection.is_usable():
+            raise
+        connection.close()  # the next query opens a new one
+        return _outcomes_record(outcomes)
+
+
+def _claimed_send(
+    notifications: list[Notification], *, channels: dict[str, DeliveryChannel]
+) -> dict[int, str]:
+    """Send claimed rows and record what became of each; returns each row's new status.
+
+    Round trips for the rows together: one renewing their claims and returning the ids still
+    held, one reading the patients' consent to texts, three issuing the reminders' links; a
+    batch slower than a third of the claim timeout renews, reads and issues again at each
+    third. A row no longer held is not sent; one whose visit, check-in or consent no longer
+    stands is cancelled. Outcomes are written in one statement each time a message has gone
+    (with the cancellations and failures waiting) and once at the end: nothing is written per
+    row that was not sent.
+    """
+    renew_every = dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT * CLAIM_RENEWAL_SHARE)
+    statuses: dict[int, str] = {}
+    outcomes: list[_Outcome] = []
+    held: set[int] = set()
+    consenting_to_sms: set[int] = set()
+    link_tokens: dict[int, str] = {}
+    renewed_at = None
+    try:
+        for index, notification in enumerate(notifications):
+            now = timezone.now()
+            if renewed_at is None or now - renewed_at >= renew_every:
+                # Written first, so that a row cancelled or failed meanwhile is not renewed.
+                statuses |= _outcomes_record(outcomes)
+                outcomes = []
+                rest = notifications[index:]
+                held, renewed_at = _claims_renew(rest, now=now), now
+                consenting_to_sms = _patients_consenting_to_sms([n for n in rest if n.pk in held])
+                # Issued for the rows about to be sent, in one go.
+                link_tokens = reminder_links_issue(
+                    [
+                        n
+                        for n in rest
+                        if n.pk in held and _still_applies(n, consenting_to_sms=consenting_to_sms)
+                    ]
+                )
+            if notification.pk not in held:
+                logger.warning("Notification %s was reclaimed before it was sent", notification.pk)
+                statuses[notification.pk] = NotificationStatus.SENDING
+            elif not _still_applies(notification, consenting_to_sms=consenting_to_sms):
+                outcomes.append(_cancellation(notification))
+            else:
+                link_token = link_tokens.get(notification.pk)
+                outcome = _send(notification, channels, link_token=link_token)
+                outcomes.append(outcome)
+                if outcome.status == NotificationStatus.SENT:
+                    # Written before the next send, with what else is waiting: a worker that
+                    # dies from here on sends this message again when its row is reclaimed,
+                    # but none before it (at most one repeat per process per crash).
+                    statuses |= _outcomes_record(outcomes)
+                    outcomes = []
+    except db.Error:
+        # The database went away under the batch (a dropped connection, a failover): what
+        # was sent is written on a new connection before the error goes on, so that it is not
+        # sent twice; the rest stays claimed, and is sent once its claim times out.
+        _outcomes_record_reconnecting(outcomes)
+        raise
+    return statuses | _outcomes_record_reconnecting(outcomes)
 
 
 def notification_send_claimed(
     notification: Notification, *, channels: dict[str, DeliveryChannel] | None = None
 ) -> str:
     """Send one claimed notification and record the outcome. Returns its new status."""
-    if not _still_held(notification):
-        logger.warning("Notification %s was reclaimed before it was sent", notification.pk)
-        return NotificationStatus.SENDING
-    if not _still_applies(notification):
-        Notification.objects.filter(
-            pk=notification.pk, claim_token=notification.claim_token
-        ).update(status=NotificationStatus.CANCELLED, claim_token=None)
-        return NotificationStatus.CANCELLED
-    try:
-        message = notification_message(notification)
-        provider_id = (channels or _channels())[notification.channel].send(message)
-    except DeliveryError as error:
-        return _record_outcome(
-            notification,
-            error=str(error) or error.__class__.__name__,
-            permanent=error.permanent,
-        )
-    except Exception as error:
-        # A bug or bad data must not wedge the row: it is retried, then alerted like a failure.
-        logger.exception("Could not send notification %s", notification.pk)
-        return _record_outcome(notification, error=f"{error.__class__.__name__}: {error}")
-    return _record_success(notification, provider_id=provider_id)
+    if channels:
+        return _claimed_send([notification], channels=channels)[notification.pk]
+    with _channels_for_batch() as default_channels:
+        return _claimed_send([notification], channels=default_channels)[notification.pk]
 
 
 # Twilio's final statuses for a message it accepted, and whether it reached the phone.
@@ -343,12 +599,11 @@ def notification_record_provider_status(
 
 
 def notifications_dispatch_batch(*, batch_size: int | None = None) -> BatchResult:
-    """Claim one batch of due notifications and deliver it."""
+    """Claim one batch of due notifications and deliver it (see `_claimed_send`)."""
     ids = notifications_claim(batch_size=batch_size or settings.NOTIFICATION_BATCH_SIZE)
     result = BatchResult(claimed=len(ids))
     if not ids:
         return result
-    channels = _channels()
     claimed = Notification.objects.filter(id__in=ids).select_related(
         "report_site",
         "patient__site",
@@ -360,8 +615,18 @@ def notifications_dispatch_batch(*, batch_size: int | None = None) -> BatchResul
         "invitation__instrument",
         "invitation__course__protocol",
     )
-    for notification in claimed:
-        status = notification_send_claimed(notification, channels=channels)
+    notifications = list(claimed)
+    for notification in notifications:
+        if (
+            notification.visit_id
+            and notification.visit.course.patient_id == notification.patient_id
+        ):
+            # The reminder's words read the course's patient: the one already loaded, rather
+            # than two queries per message for it and its site.
+            notification.visit.course.patient = notification.patient
+    with _channels_for_batch() as channels:
+        statuses = _claimed_send(notifications, channels=channels)
+    for status in statuses.values():
         if status == NotificationStatus.SENT:
             result.sent += 1
         elif status == NotificationStatus.PENDING:

@@ -57,11 +57,16 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.1, what: str = 
 
 class SmtpSink:
     """Accepts every message and keeps it; `delay` slows each one, like a busy relay.
-    `refuse` maps an address to the SMTP reply its RCPT gets instead (e.g. "550 5.1.1 …")."""
+    `refuse` maps an address to the SMTP reply its RCPT gets instead (e.g. "550 5.1.1 …");
+    a message whose Message-ID is in `hang_up` is not accepted: the sink drops the connection
+    instead, once. `sessions` holds, per message kept, the client's address and port: one
+    entry per SMTP session."""
 
     def __init__(self, delay: float = 0.0):
         self.messages = []
+        self.sessions = []
         self.refuse = {}
+        self.hang_up = set()
         self.delay = delay
         self.lock = threading.Lock()
         self.port = free_port()
@@ -78,7 +83,12 @@ class SmtpSink:
             await asyncio.sleep(self.delay)
         parsed = email.message_from_bytes(envelope.content, policy=policy.default)
         with self.lock:
+            if parsed["Message-ID"] in self.hang_up:
+                self.hang_up.discard(parsed["Message-ID"])
+                server.transport.close()
+                return "421 Closing the connection"
             self.messages.append(parsed)
+            self.sessions.append(session.peer)
         return "250 OK"
 
     def message_ids(self) -> Counter:

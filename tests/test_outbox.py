@@ -25,7 +25,7 @@ from scheduling.models import (
     Visit,
     VisitKind,
 )
-from tests.servers import SmtpSink, TwilioStub
+from tests.servers import SmtpSink, TwilioStub, due_emails
 
 pytestmark = pytest.mark.django_db
 
@@ -415,3 +415,170 @@ def test_an_undelivered_report_for_a_number_that_stopped_fails_at_once(
     sms.refresh_from_db()
     assert (sms.status, sms.attempts) == (NotificationStatus.FAILED, 1)
     assert Alert.objects.filter(kind=AlertKind.DELIVERY_FAILED).count() == 1
+
+
+# A batch: one SMTP session, its claims renewed and its outcomes written per batch.
+
+
+def _only_emails(harvest, count):
+    """`count` due email reminders for the harvest, and nothing else due."""
+    Notification.objects.update(status=NotificationStatus.CANCELLED)
+    return due_emails(harvest, count)
+
+
+def test_a_batch_of_emails_goes_through_one_smtp_session(harvest, smtp):
+    with time_machine.travel(REMINDERS_DUE, tick=False):
+        expected = _only_emails(harvest, 5)
+        result = notifications_dispatch_batch(batch_size=10)
+    assert result.sent == 5
+    assert sorted(smtp.message_ids()) == sorted(expected)
+    assert len(set(smtp.sessions)) == 1
+
+
+def test_a_connection_broken_mid_batch_fails_only_the_message_it_was_carrying(harvest, smtp):
+    with time_machine.travel(REMINDERS_DUE, tick=False):
+        first, broken, last = _only_emails(harvest, 3)
+        smtp.hang_up.add(broken)
+        result = notifications_dispatch_batch(batch_size=10)
+    assert (result.sent, result.retrying) == (2, 1)
+    assert sorted(smtp.message_ids()) == sorted([first, last])
+    assert len(set(smtp.sessions)) == 2  # the message after the break opened a new session
+    retried = Notification.objects.get(status=NotificationStatus.PENDING)
+    assert f"<{retried.idempotency_key}@pathway-tracker>" == broken
+    assert retried.attempts == 1 and retried.send_after > REMINDERS_DUE
+
+
+@pytest.mark.postgres
+def test_a_batch_costs_one_write_per_message_sent_and_a_fixed_number_of_queries_else(
+    harvest, twilio, smtp
+):
+    """Claims, consent and links for the batch at once; each message sent is written before the
+    next is sent, cancellations and failures with it: 3 rows or 30 cost the same but for that."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    patient = harvest.course.patient
+    twilio.refuse[str(patient.phone)] = 21211  # every text fails for good, and alerts
+    queries = []
+    for count in (3, 30):
+        with time_machine.travel(REMINDERS_DUE, tick=False):
+            Notification.objects.filter(idempotency_key__startswith="drill.").delete()
+            keys = _only_emails(harvest, count)
+            # A third of the emails are for a visit that has since been done: cancelled.
+            Notification.objects.filter(idempotency_key__in=[k[1:-17] for k in keys[::3]]).update(
+                visit=Visit.objects.create(
+                    course=harvest.course,
+                    kind=VisitKind.HARVEST,
+                    scheduled_at=REMINDERS_DUE - dt.timedelta(days=1),
+                    status="done",
+                )
+            )
+            Notification.objects.create(
+                template=NotificationTemplate.VISIT_REMINDER,
+                channel=Channel.SMS,
+                patient=patient,
+                visit=harvest,
+                idempotency_key=f"failing.{count}",
+                send_after=REMINDERS_DUE,
+            )
+            with CaptureQueriesContext(connection) as captured:
+                result = notifications_dispatch_batch(batch_size=100)
+        assert (result.claimed, result.failed) == (count + 1, 1)
+        assert result.sent == count - len(keys[::3])
+        writes = [q for q in captured if q["sql"].lstrip().startswith("WITH outcome")]
+        # One per message sent, each with the cancellations and the failure before it, and
+        # one for those after the last message sent, if any.
+        assert result.sent <= len(writes) <= result.sent + 1
+        queries.append(len(captured) - len(writes))
+    assert queries[0] == queries[1]
+    assert DeliveryAttempt.objects.filter(succeeded=True).count() == 20
+
+
+class SlowChannel:
+    """Each send takes `seconds` of the moved clock; `meanwhile` runs after each (another
+    worker's beat, say)."""
+
+    def __init__(self, clock, seconds, meanwhile=lambda: None):
+        self.clock, self.seconds, self.meanwhile, self.sent = clock, seconds, meanwhile, []
+
+    def send(self, message):
+        self.clock.shift(dt.timedelta(seconds=self.seconds))
+        self.sent.append(message.idempotency_key)
+        self.meanwhile()
+        return f"slow-{len(self.sent)}"
+
+
+def _slow_batch(clock, channel, settings):
+    from delivery import outbox
+
+    settings.NOTIFICATION_CLAIM_TIMEOUT = 300
+    ids = notifications_claim(batch_size=10)
+    batch = list(
+        Notification.objects.filter(id__in=ids)
+        .select_related("patient__site", "visit__course__site", "visit__course__protocol")
+        .order_by("id")
+    )
+    return outbox._claimed_send(batch, channels={Channel.EMAIL: channel})
+
+
+def test_a_slow_batch_renews_its_claims_and_keeps_its_rows(harvest, settings):
+    """Each send takes 2 minutes of a 5-minute claim: the batch renews it as it goes, so a
+    beat reclaiming stale rows meanwhile takes none of them."""
+    with time_machine.travel(REMINDERS_DUE, tick=False) as clock:
+        _only_emails(harvest, 4)
+        channel = SlowChannel(clock, 120, meanwhile=notifications_reclaim_stale)
+        statuses = _slow_batch(clock, channel, settings)
+    assert list(statuses.values()) == [NotificationStatus.SENT] * 4
+    assert len(channel.sent) == 4
+    assert Notification.objects.filter(status=NotificationStatus.SENT).count() == 4
+
+
+def test_a_batch_stalled_past_its_claim_sends_no_row_another_worker_took(harvest, settings):
+    """The first send stalls for longer than the claim timeout and a beat reclaims the batch
+    meanwhile: the rest of the batch is not sent, and the stalled row's outcome is not written
+    over the row another worker now holds."""
+    with time_machine.travel(REMINDERS_DUE, tick=False) as clock:
+        _only_emails(harvest, 3)
+        channel = SlowChannel(clock, 301, meanwhile=notifications_reclaim_stale)
+        statuses = _slow_batch(clock, channel, settings)
+    assert list(statuses.values()) == [NotificationStatus.SENDING] * 3
+    assert len(channel.sent) == 1
+    rows = Notification.objects.filter(idempotency_key__startswith="drill.")
+    assert set(rows.values_list("status", "claim_token", "attempts")) == {
+        (NotificationStatus.PENDING, None, 0)
+    }
+    assert not DeliveryAttempt.objects.exists()
+
+
+def test_a_stop_read_at_a_renewal_stops_the_rest_of_a_slow_batchs_texts(harvest, settings):
+    from scheduling.replies import sms_consent_withdraw
+
+    patient = harvest.course.patient
+    Notification.objects.update(status=NotificationStatus.CANCELLED)
+    with time_machine.travel(REMINDERS_DUE, tick=False) as clock:
+        for i in range(3):
+            Notification.objects.create(
+                template=NotificationTemplate.VISIT_REMINDER,
+                channel=Channel.SMS,
+                patient=patient,
+                visit=harvest,
+                idempotency_key=f"text.{i}",
+                send_after=REMINDERS_DUE,
+            )
+
+        def stop_after_the_first():
+            sms_consent_withdraw(patient=patient, at=timezone.now(), source="test")
+
+        channel = SlowChannel(clock, 120, meanwhile=stop_after_the_first)
+        from delivery import outbox
+
+        settings.NOTIFICATION_CLAIM_TIMEOUT = 300
+        ids = notifications_claim(batch_size=10)
+        batch = list(
+            Notification.objects.filter(id__in=ids)
+            .select_related("patient__site", "visit__course__site", "visit__course__protocol")
+            .order_by("id")
+        )
+        statuses = outbox._claimed_send(batch, channels={Channel.SMS: channel})
+    assert list(statuses.values()) == [NotificationStatus.SENT] + [NotificationStatus.CANCELLED] * 2
+    assert channel.sent == ["text.0"]
