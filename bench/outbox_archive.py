@@ -14,16 +14,15 @@ BATCH = 10_000  # rows per archive transaction, as beat's runs use
 
 
 def _vacuum() -> None:
-    """VACUUM ANALYZE the tables the move touched: the dead rows a 9-million-row move leaves
-    are what a production outbox, archived hourly, never accumulates, and fresh statistics
-    give the claim the plan it has in service."""
+    """Reclaim the space the first move left (VACUUM FULL of the outbox, as the README's
+    operations section says to do once after the first archive of an outbox that has grown for
+    years), then ANALYZE: 9 million dead rows are what an outbox archived hourly never
+    accumulates, and fresh statistics give the claim the plan it has in service."""
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute(
-            "VACUUM (ANALYZE) scheduling_notification, scheduling_deliveryattempt, "
-            "scheduling_notificationarchive"
-        )
+        cursor.execute("VACUUM (FULL, ANALYZE) scheduling_notification, scheduling_deliveryattempt")
+        cursor.execute("VACUUM (ANALYZE) scheduling_notificationarchive")
 
 
 def archive_everything(bench) -> dict:
@@ -110,7 +109,7 @@ def targets(r: dict) -> list[tuple[str, object, str]]:
     archive, base = r["archive"], r["base"]
     return [
         (
-            "9. tick full ÷ 10k rows, the sent rows archived (VACUUM ANALYZE after the move)",
+            "9. tick full ÷ 10k rows, the sent rows archived (VACUUM FULL once after the move)",
             archive["archived"]["tick"] / base["tick"],
             "≤ 1.2",
         ),

@@ -19,10 +19,8 @@ from django.db import connection
 from django.db.models import (
     Count,
     DurationField,
-    Exists,
     ExpressionWrapper,
     F,
-    OuterRef,
     Q,
 )
 from django.utils import timezone
@@ -159,16 +157,14 @@ def weekly_report(*, week: str, site: Site | None = None) -> WeeklyReport:
         .select_related("course__patient", "site")
         .order_by("created_at", "pk")
     )
-    withdrawn_since = TransitionLog.objects.filter(
-        course=OuterRef("course"), transition="withdraw", at__gte=end
-    )
+    withdrawn_since = TransitionLog.objects.filter(transition="withdraw", at__gte=end)
     batches = (
         Batch.objects.filter(course__site__in=sites, received_at__lt=end)
         .filter(
             Q(status=BatchStatus.EXPANDING)
             | Q(status=BatchStatus.RELEASED, released_at__gte=end)
             | Q(status=BatchStatus.FAILED_QC, qc_recorded_at__gte=end)
-            | Q(Exists(withdrawn_since), status=BatchStatus.DISCARDED)
+            | Q(status=BatchStatus.DISCARDED, course__in=withdrawn_since.values("course_id"))
         )
         .select_related("course__site", "course__protocol", "course__patient")
         .order_by("received_at", "pk")
@@ -180,7 +176,7 @@ def weekly_report(*, week: str, site: Site | None = None) -> WeeklyReport:
         },
         **{f"all_{g}": Count("id", filter=Q(grade=g)) for g in range(1, 6)},
     )
-    reminders = reminder_counts(sites=sites, start=start, end=end)
+    reminders = reminder_counts(sites=[site] if site else None, start=start, end=end)
     return WeeklyReport(
         week=week,
         site=site,

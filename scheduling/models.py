@@ -404,6 +404,8 @@ class NotificationArchive(models.Model):
         indexes = [
             # The weekly report's counts: reminders sent, failed, in a week.
             models.Index(fields=["sent_at"], name="notification_archive_sent_idx"),
+            # … and one site's: a range of its own rows, not the week's across every site.
+            models.Index(fields=["site", "sent_at"], name="notification_archive_site_idx"),
             models.Index(
                 fields=["failed_at"],
                 name="notification_archive_fail_idx",

@@ -258,7 +258,8 @@ def archive_run(
 
 
 def reminder_counts(*, sites, start: dt.datetime, end: dt.datetime) -> dict[str, int]:
-    """Appointment reminders to patients of `sites`: sent and failed in [start, end), and
+    """Appointment reminders to patients of `sites` (None: every site, read without a join):
+    sent and failed in [start, end), and
     pending at `end` (written by then, settled after it or not yet; a cancellation carries no
     time, so cancelled rows are not counted), from the outbox and the archive together."""
     sent_in_week = Q(sent_at__gte=start, sent_at__lt=end)
@@ -267,22 +268,19 @@ def reminder_counts(*, sites, start: dt.datetime, end: dt.datetime) -> dict[str,
     pending_then = Q(created_at__lt=end) & (
         Q(status__in=[NotificationStatus.PENDING, NotificationStatus.SENDING]) | settled_since
     )
-    in_outbox = Notification.objects.filter(
-        template=NotificationTemplate.VISIT_REMINDER, patient__site__in=sites
-    ).aggregate(
+    in_outbox = Notification.objects.filter(template=NotificationTemplate.VISIT_REMINDER)
+    archive = NotificationArchive.objects.filter(template=NotificationTemplate.VISIT_REMINDER)
+    if sites is not None:
+        in_outbox = in_outbox.filter(patient__site__in=sites)
+        archive = archive.filter(site__in=sites)
+    in_outbox = in_outbox.aggregate(
         sent=Count("id", filter=sent_in_week),
         failed=Count("id", filter=failed_in_week),
         pending=Count("id", filter=pending_then),
     )
-    archived = (
-        NotificationArchive.objects.filter(
-            template=NotificationTemplate.VISIT_REMINDER, site__in=sites
-        )
-        .filter(sent_in_week | failed_in_week | settled_since)
-        .aggregate(
-            sent=Count("id", filter=sent_in_week),
-            failed=Count("id", filter=failed_in_week),
-            pending=Count("id", filter=Q(created_at__lt=end) & settled_since),
-        )
+    archived = archive.filter(sent_in_week | failed_in_week | settled_since).aggregate(
+        sent=Count("id", filter=sent_in_week),
+        failed=Count("id", filter=failed_in_week),
+        pending=Count("id", filter=Q(created_at__lt=end) & settled_since),
     )
     return {key: in_outbox[key] + archived[key] for key in ("sent", "failed", "pending")}
