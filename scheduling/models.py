@@ -40,17 +40,25 @@ class VisitQuerySet(models.QuerySet):
     def overdue_as_of(self, *, sites, at: dt.datetime):
         """The visits that were overdue at the past moment `at`: open then (open still, or done
         since), with their window closed before that day. A week's report reads these."""
-        open_then = models.Q(status__in=OPEN_VISIT_STATUSES) | models.Q(
-            status=VisitStatus.DONE, done_at__gte=at
+        # Each branch on an index of its own: (status, window) and done visits' done_at.
+        closed = _closed_by_any_sites_day(at)
+        open_then = models.Q(status__in=OPEN_VISIT_STATUSES, window_closes_on__lt=closed) | (
+            models.Q(status=VisitStatus.DONE, done_at__gte=at, window_closes_on__lt=closed)
         )
         return self.filter(open_then, created_at__lt=at)._window_closed_before(sites=sites, at=at)
 
     def _window_closed_before(self, *, sites, at: dt.datetime):
         return (
-            self.filter(course__site__in=sites)
+            self.filter(course__site__in=sites, window_closes_on__lt=_closed_by_any_sites_day(at))
             .annotate(site_today=local_date_by_site(sites, at, site_path="course__site_id"))
             .filter(window_closes_on__lt=models.F("site_today"))
         )
+
+
+def _closed_by_any_sites_day(at: dt.datetime) -> dt.date:
+    """A bound no site's day at `at` passes (no zone is more than a day ahead of UTC), so
+    the exact per-site test, which no index can serve, reads only windows already closed."""
+    return at.astimezone(dt.UTC).date() + dt.timedelta(days=1)
 
 
 class Visit(models.Model):
@@ -96,6 +104,10 @@ class Visit(models.Model):
         indexes = [
             models.Index(fields=["status", "window_closes_on"]),
             models.Index(fields=["scheduled_at", "id"], name="visit_scheduled_idx"),
+            # A week's report: the visits done since its end were still open at it.
+            models.Index(
+                fields=["done_at"], name="visit_done_at_idx", condition=models.Q(status="done")
+            ),
         ]
 
     def __str__(self) -> str:
