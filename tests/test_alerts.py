@@ -227,3 +227,36 @@ def test_a_site_changes_who_hears_of_an_alert_kind(client, course, coordinator, 
     told = set(Notification.objects.filter(alert=alert).values_list("user__username", flat=True))
     # The site's own route replaces the default for that kind.
     assert told == {"coordinator", "lab"}
+
+
+@pytest.mark.parametrize(
+    "zone, utc_hour, overdue",
+    [
+        ("Pacific/Kiritimati", 9, False),  # UTC+14: 23:00 on the window's last day
+        ("Pacific/Kiritimati", 11, True),  # 01:00 the day after: overdue, before UTC's day ends
+        ("Pacific/Pago_Pago", 34, False),  # UTC−11: 23:00 on the window's last day
+        ("Pacific/Pago_Pago", 36, True),
+    ],
+)
+def test_overdue_follows_each_sites_own_day_at_the_ends_of_the_earth(
+    pathway, protocol, zone, utc_hour, overdue
+):
+    """The SQL reads an index up to a bound no site's day passes: the farthest zones agree."""
+    from scheduling.models import Visit
+    from tests.factories import PatientFactory, SiteFactory
+
+    site = SiteFactory(time_zone=zone)
+    course = course_create(patient=PatientFactory(site=site), by=pathway.coordinator)
+    last_day = dt.date(2026, 3, 10)
+    visit = Visit.objects.create(
+        course=course,
+        kind="follow_up",
+        scheduled_at=dt.datetime(2026, 3, 1, tzinfo=dt.UTC),
+        window_closes_on=last_day,
+        created_at=dt.datetime(2026, 3, 1, tzinfo=dt.UTC),
+    )
+    at = dt.datetime(2026, 3, 10, tzinfo=dt.UTC) + dt.timedelta(hours=utc_hour)
+    found = set(Visit.objects.overdue(sites=[site], at=at))
+    found_then = set(Visit.objects.overdue_as_of(sites=[site], at=at))
+    today = at.astimezone(site.time_zone).date()
+    assert (visit in found, visit in found_then, visit.is_overdue(today=today)) == (overdue,) * 3
