@@ -20,9 +20,11 @@ def _measurement_changed(sender, instance, **kwargs):
         follow_up_outcomes_refresh(patient_ids=[instance.patient_id])
 
 
-def _visit_saved(sender, instance, **kwargs):
+def _visit_saved(sender, instance, update_fields=None, **kwargs):
     if instance.kind != VisitKind.FOLLOW_UP:
         return
+    if update_fields is not None and not {"status", "done_at"} & set(update_fields):
+        return  # a reschedule or a confirmation: no change counts differently
     if instance.status == VisitStatus.DONE:
         follow_up_outcomes_refresh(patient_ids=[instance.course.patient_id])
     else:  # reopened, or not done yet: it counts in no cohort
