@@ -1,3 +1,4 @@
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 
@@ -34,3 +35,37 @@ class FollowUpOutcome(models.Model):
 
     def __str__(self) -> str:
         return f"Outcomes of visit {self.visit_id}"
+
+
+class WeeklyFigures(models.Model):
+    """A closed week's report, worked out once and kept: what the report said when the week
+    was over.
+
+    Opening a week's report reads this row instead of working the figures out again from a
+    national programme's rows (seconds, growing with the programme). A late correction to
+    the week's data reaches the kept figures only when someone asks for them to be worked
+    out again (the report page's button, or `manage.py weekly_report --recompute`); the
+    report says when its figures were worked out.
+    """
+
+    week = models.CharField(max_length=8)
+    site = models.ForeignKey(
+        "patients.Site", on_delete=models.CASCADE, null=True, related_name="+"
+    )  # none: all sites
+    computed_at = models.DateTimeField()
+    figures = models.JSONField(encoder=DjangoJSONEncoder)
+
+    class Meta:
+        verbose_name_plural = "weekly figures"
+        constraints = [
+            models.UniqueConstraint(fields=["week", "site"], name="weekly_figures_unique"),
+            # NULLs are distinct in a unique index: all sites' row needs its own.
+            models.UniqueConstraint(
+                fields=["week"],
+                condition=models.Q(site__isnull=True),
+                name="weekly_figures_all_sites_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Week {self.week}, {self.site or 'all sites'}"

@@ -9,8 +9,8 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_POST, require_safe
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from patients.access import site_coordinators, user_sees_all_sites, user_sites
 from reporting.calendar_feed import (
@@ -24,23 +24,33 @@ from reporting.worklist import worklist
 from scheduling.services import work_assign, worklist_row_done
 
 
+@require_http_methods(["GET", "HEAD", "POST"])
 @permission_required("pathway.view_treatmentcourse")
 def weekly_report_view(request):
-    """The weekly report in the admin, for a chosen week and site, or as CSV."""
+    """The weekly report in the admin, for a chosen week and site, or as CSV; a POST works a
+    closed week's kept figures out again."""
+    recompute = request.method == "POST"
+    asked = request.POST if recompute else request.GET
     sites = list(user_sites(request.user))
-    site = next((s for s in sites if s.code == request.GET.get("site")), None)
+    site = next((s for s in sites if s.code == asked.get("site")), None)
     if site is None and not user_sees_all_sites(request.user):
         # Only programme leads and auditors see the report across sites.
         if not sites:
             raise PermissionDenied("You belong to no site.")
         site = sites[0]
     zone = site.time_zone if site else ZoneInfo(settings.TIME_ZONE)
-    week = request.GET.get("week") or previous_week(timezone.now(), zone)
+    week = asked.get("week") or previous_week(timezone.now(), zone)
     try:
-        report = weekly_report(week=week, site=site)
+        report = weekly_report(week=week, site=site, recompute=recompute)
     except ValueError as error:
         messages.error(request, str(error))
         return redirect(request.path)
+    if recompute:
+        messages.success(
+            request, f"Week {week}'s figures were worked out again from today's records."
+        )
+        query = urlencode({"week": week, "site": site.code if site else ""})
+        return redirect(f"{request.path}?{query}")
     if request.GET.get("format") == "csv":
         response = HttpResponse(report_csv(report), content_type="text/csv")
         scope = site.code if site else "all-sites"

@@ -30,6 +30,7 @@ def report_csv(report: WeeklyReport) -> str:
             "coi_id",
         ]
     )
+    moved = report.courses_moved_since()
     for course in report.courses().iterator(chunk_size=2000):
         zone = course.site.time_zone
 
@@ -41,8 +42,8 @@ def report_csv(report: WeeklyReport) -> str:
                 course.pk,
                 course.site.code,
                 course.patient.mrn,
-                report.state_at_end(course),
-                _days_in_state_at_end(report, course),
+                moved.get(course.pk, course.state),
+                _days_in_state_at_end(report, course, moved),
                 day(course.referred_at),
                 day(course.harvested_at),
                 day(course.released_at),
@@ -53,10 +54,10 @@ def report_csv(report: WeeklyReport) -> str:
     return out.getvalue()
 
 
-def _days_in_state_at_end(report: WeeklyReport, course) -> int | str:
+def _days_in_state_at_end(report: WeeklyReport, course, moved: dict[int, str]) -> int | str:
     """Whole days in its state at the week's end; blank for a course that has moved since (the
     step into that state is not read: the CSV stays one query per 2,000 courses)."""
-    if course.pk in report.states_at_end:
+    if course.pk in moved:
         return ""
     return max((report.end - course.state_changed_at).days, 0)
 

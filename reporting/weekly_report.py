@@ -8,13 +8,16 @@ rejected or failed by then, an alert counts if it was open then, a visit was ove
 was still open then. Outcomes count the follow-ups done before the end, from the changes
 stored when they were measured (`reporting.models.FollowUpOutcome`)."""
 
+import dataclasses
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.db.models import (
     Count,
@@ -24,18 +27,22 @@ from django.db.models import (
     Q,
 )
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from pathway.models import (
     TRANSITIONS,
     Batch,
     BatchStatus,
+    ReferenceFigure,
     TransitionLog,
     TreatmentCourse,
 )
 from pathway.states import CourseState
 from patients.access import PROGRAMME_LEAD_GROUP
 from patients.models import AdverseEvent, Site
+from reporting.models import WeeklyFigures
 from reporting.outcomes import MedianDuration, cohort_outcomes
+from reporting.statistics import Summary
 from scheduling.models import (
     OPEN_VISIT_STATUSES,
     Alert,
@@ -98,10 +105,12 @@ class WeeklyReport:
     adverse_events_by_grade: list[tuple[int, int, int]]
     reminders: dict[str, int]
     throughput_days: list[tuple[str, float | None]]
-    # The state each course had at the end, for the courses that have moved on since.
+    # The state each listed batch's course had at the end, where it has moved on since.
     states_at_end: dict[int, str]
     # How many rows each list has in all (it shows at most LIST_ROWS of them).
     totals: dict[str, int]
+    # When the figures were worked out: a closed week's are kept from then on.
+    computed_at: dt.datetime
 
     def state_at_end(self, course) -> str:
         return self.states_at_end.get(course.pk, course.state)
@@ -109,12 +118,18 @@ class WeeklyReport:
     def courses(self):
         """The courses in scope at the week's end, read only when the CSV asks: a national
         programme has 100,000."""
-        sites = [self.site] if self.site else Site.objects.all()
         return (
-            TreatmentCourse.objects.filter(site__in=sites, referred_at__lt=self.end)
+            _courses_in(self.site)
+            .filter(referred_at__lt=self.end)
             .select_related("patient", "site")
             .order_by("site__code", "pk")
         )
+
+    def courses_moved_since(self) -> dict[int, str]:
+        """The state at the end of every course in scope that has moved since, for the CSV."""
+        return {
+            pk: then for pk, (then, _now) in _moved_since(_courses_in(self.site), self.end).items()
+        }
 
     @property
     def scope(self) -> str:
@@ -124,9 +139,40 @@ class WeeklyReport:
     def zone(self) -> ZoneInfo:
         return self.site.time_zone if self.site else ZoneInfo(settings.TIME_ZONE)
 
+    @property
+    def figures_are_kept(self) -> bool:
+        """Whether these are a closed week's kept figures (a week not yet over is live)."""
+        return self.computed_at >= self.end
 
-def weekly_report(*, week: str, site: Site | None = None) -> WeeklyReport:
-    """The report for ISO `week`, for `site` or (None) across all sites."""
+
+def _courses_in(site: Site | None):
+    return TreatmentCourse.objects.filter(site=site) if site else TreatmentCourse.objects.all()
+
+
+def weekly_report(*, week: str, site: Site | None = None, recompute: bool = False) -> WeeklyReport:
+    """The report for ISO `week`, for `site` or (None) across all sites.
+
+    A week that is over is worked out once and kept (`WeeklyFigures`), so opening it again
+    reads one row however large the programme; `recompute` works it out again, to take in
+    corrections made since. A week not yet over is worked out each time."""
+    zone = site.time_zone if site else ZoneInfo(settings.TIME_ZONE)
+    _start, end = week_bounds(week, zone)
+    now = timezone.now()
+    if end > now:
+        return _report_from(week, site, weekly_figures(week=week, site=site), computed_at=now)
+    kept = None if recompute else WeeklyFigures.objects.filter(week=week, site=site).first()
+    if kept is None:
+        kept, _ = WeeklyFigures.objects.update_or_create(
+            week=week,
+            site=site,
+            defaults={"figures": weekly_figures(week=week, site=site), "computed_at": now},
+        )
+    return _report_from(week, site, kept.figures, computed_at=kept.computed_at)
+
+
+def weekly_figures(*, week: str, site: Site | None = None) -> dict:
+    """Every figure of the report for ISO `week`, as of its end, worked out from the rows:
+    plain values a JSON column keeps, with the listed rows by primary key."""
     zone = site.time_zone if site else ZoneInfo(settings.TIME_ZONE)
     start, end = week_bounds(week, zone)
     sites = [site] if site else list(Site.objects.all())
@@ -137,24 +183,17 @@ def weekly_report(*, week: str, site: Site | None = None) -> WeeklyReport:
     moved = dict(
         logs.values_list("transition").annotate(n=Count("id")).values_list("transition", "n")
     )
-    visits = Visit.objects.filter(course__site__in=sites, created_at__lt=end).select_related(
-        "course__patient", "course__site", "protocol_visit"
-    )
+    visits = Visit.objects.filter(course__site__in=sites, created_at__lt=end)
     # Booked then: still open, or taken place (or missed) since.
     upcoming = visits.filter(
         status__in=[*OPEN_VISIT_STATUSES, VisitStatus.DONE, VisitStatus.MISSED],
         scheduled_at__gte=end,
         scheduled_at__lt=end + dt.timedelta(days=LOOKAHEAD_DAYS),
     ).order_by("scheduled_at", "pk")
-    overdue = (
-        Visit.objects.overdue_as_of(sites=sites, at=end)
-        .select_related("course__patient", "course__site", "protocol_visit")
-        .order_by("window_closes_on", "pk")
-    )
+    overdue = Visit.objects.overdue_as_of(sites=sites, at=end).order_by("window_closes_on", "pk")
     alerts = (
         Alert.objects.filter(site__in=sites, created_at__lt=end)
         .filter(Q(acknowledged_at__isnull=True) | Q(acknowledged_at__gte=end))
-        .select_related("course__patient", "site")
         .order_by("created_at", "pk")
     )
     withdrawn_since = TransitionLog.objects.filter(transition="withdraw", at__gte=end)
@@ -166,7 +205,6 @@ def weekly_report(*, week: str, site: Site | None = None) -> WeeklyReport:
             | Q(status=BatchStatus.FAILED_QC, qc_recorded_at__gte=end)
             | Q(status=BatchStatus.DISCARDED, course__in=withdrawn_since.values("course_id"))
         )
-        .select_related("course__site", "course__protocol", "course__patient")
         .order_by("received_at", "pk")
     )
     grades = AdverseEvent.objects.filter(course__site__in=sites, onset_on__lt=end.date()).aggregate(
@@ -176,31 +214,109 @@ def weekly_report(*, week: str, site: Site | None = None) -> WeeklyReport:
         },
         **{f"all_{g}": Count("id", filter=Q(grade=g)) for g in range(1, 6)},
     )
-    reminders = reminder_counts(sites=[site] if site else None, start=start, end=end)
-    return WeeklyReport(
-        week=week,
-        site=site,
-        start=start,
-        end=end,
-        courses_by_state=[(state.label, states.get(state.value, 0)) for state in CourseState],
-        referrals=courses.filter(referred_at__gte=start, referred_at__lt=end).count(),
-        transitions=[(label, moved[name]) for name, label in TRANSITIONS if moved.get(name)],
-        completions=moved.get("complete", 0),
-        upcoming=list(upcoming[:LIST_ROWS]),
-        overdue_visits=list(overdue[:LIST_ROWS]),
-        open_alerts=list(alerts[:LIST_ROWS]),
-        batches_in_expansion=list(batches[:LIST_ROWS]),
-        outcomes=cohort_outcomes(courses=courses, before=end),
-        adverse_events_by_grade=[(g, grades[f"week_{g}"], grades[f"all_{g}"]) for g in range(1, 6)],
-        reminders=reminders,
-        throughput_days=_throughput(courses, end),
-        states_at_end={pk: then for pk, (then, _now) in moved_since.items()},
-        totals={
+    listed_batches = list(batches.values_list("pk", "course_id")[:LIST_ROWS])
+    figures = {
+        "start": start,
+        "end": end,
+        "courses_by_state": {state.value: states.get(state.value, 0) for state in CourseState},
+        "referrals": courses.filter(referred_at__gte=start, referred_at__lt=end).count(),
+        "transitions": moved,
+        "upcoming": list(upcoming.values_list("pk", flat=True)[:LIST_ROWS]),
+        "overdue_visits": list(overdue.values_list("pk", flat=True)[:LIST_ROWS]),
+        "open_alerts": list(alerts.values_list("pk", flat=True)[:LIST_ROWS]),
+        "batches_in_expansion": [pk for pk, _course in listed_batches],
+        "outcomes": [
+            {
+                **row,
+                # Pairs, not an object: jsonb does not keep an object's keys in order.
+                "measures": [
+                    (
+                        key,
+                        {
+                            "summary": dataclasses.asdict(values["summary"]),
+                            "references": [reference.pk for reference in values["references"]],
+                        },
+                    )
+                    for key, values in row["measures"].items()
+                ],
+            }
+            for row in cohort_outcomes(courses=courses, before=end)
+        ],
+        "adverse_events_by_grade": [
+            (g, grades[f"week_{g}"], grades[f"all_{g}"]) for g in range(1, 6)
+        ],
+        "reminders": reminder_counts(sites=[site] if site else None, start=start, end=end),
+        "throughput_days": _throughput(courses, end),
+        # JSON keys are strings: the course's pk is turned back into a number when read.
+        "states_at_end": {
+            str(course): moved_since[course][0]
+            for _pk, course in listed_batches
+            if course in moved_since
+        },
+        "totals": {
             "upcoming": upcoming.count(),
             "overdue_visits": overdue.count(),
             "open_alerts": alerts.count(),
             "batches_in_expansion": batches.count(),
         },
+    }
+    # As a JSON column gives them back, so that a kept week reads exactly as a live one.
+    return json.loads(json.dumps(figures, cls=DjangoJSONEncoder))
+
+
+def _in_order(queryset, pks: list[int]) -> list:
+    """The rows of `pks` in that order; a row deleted since is left out."""
+    rows = queryset.in_bulk(pks)
+    return [rows[pk] for pk in pks if pk in rows]
+
+
+def _report_from(week: str, site: Site | None, figures: dict, *, computed_at) -> WeeklyReport:
+    """The report read from its figures (kept, or just worked out): the listed rows and the
+    published reference figures in one query each."""
+    visits = Visit.objects.select_related("course__patient", "course__site", "protocol_visit")
+    references = {reference.pk: reference for reference in ReferenceFigure.objects.all()}
+    moved = figures["transitions"]
+    return WeeklyReport(
+        week=week,
+        site=site,
+        start=parse_datetime(figures["start"]),
+        end=parse_datetime(figures["end"]),
+        courses_by_state=[
+            (state.label, figures["courses_by_state"].get(state.value, 0)) for state in CourseState
+        ],
+        referrals=figures["referrals"],
+        transitions=[(label, moved[name]) for name, label in TRANSITIONS if moved.get(name)],
+        completions=moved.get("complete", 0),
+        upcoming=_in_order(visits, figures["upcoming"]),
+        overdue_visits=_in_order(visits, figures["overdue_visits"]),
+        open_alerts=_in_order(
+            Alert.objects.select_related("course__patient", "site"), figures["open_alerts"]
+        ),
+        batches_in_expansion=_in_order(
+            Batch.objects.select_related("course__site", "course__protocol", "course__patient"),
+            figures["batches_in_expansion"],
+        ),
+        outcomes=[
+            {
+                **row,
+                "measures": {
+                    key: {
+                        "summary": Summary(**values["summary"]),
+                        "references": [
+                            references[pk] for pk in values["references"] if pk in references
+                        ],
+                    }
+                    for key, values in row["measures"]
+                },
+            }
+            for row in figures["outcomes"]
+        ],
+        adverse_events_by_grade=[tuple(row) for row in figures["adverse_events_by_grade"]],
+        reminders=figures["reminders"],
+        throughput_days=[tuple(row) for row in figures["throughput_days"]],
+        states_at_end={int(pk): state for pk, state in figures["states_at_end"].items()},
+        totals=figures["totals"],
+        computed_at=computed_at,
     )
 
 

@@ -278,10 +278,11 @@ def _bulk_courses(site, n):
 def test_the_report_costs_the_same_queries_for_10_and_1000_courses(pathway):
     site = SiteFactory()
     counts = []
+    weekly_report(week=WEEK, site=site)  # each count below then rewrites the kept row
     for n in (10, 990):
         _bulk_courses(site, n)
         with CaptureQueriesContext(connection) as queries:
-            report = weekly_report(week=WEEK, site=site)
+            report = weekly_report(week=WEEK, site=site, recompute=True)
         counts.append(len(queries))
     assert report.referrals == 1000
     assert counts[0] == counts[1], counts
@@ -425,7 +426,9 @@ def test_a_weeks_report_read_later_says_what_was_true_at_its_end(cohort, pathway
     with time_machine.travel(london(2026, 3, 20, 10), tick=False):
         pathway.release(courses["D"])  # D's batch, expanding on Sunday, released on Friday
     with time_machine.travel(london(2026, 3, 30, 9), tick=False):
-        later = weekly_report(week=WEEK, site=site)
+        kept = weekly_report(week=WEEK, site=site)
+        later = weekly_report(week=WEEK, site=site, recompute=True)
+    assert report_text(kept) == report_text(then)  # kept as it was worked out on the 16th
 
     assert later.courses_by_state == then.courses_by_state
     assert dict(later.courses_by_state)["Released"] == 1
@@ -454,7 +457,10 @@ def test_the_report_says_its_moment_and_zone_and_each_reference_once(cohort):
     with time_machine.travel(london(2026, 3, 16, 9), tick=False):
         report = weekly_report(week=WEEK, site=site)
         text, html = report_text(report), report_html(report)
-    moment = "Every figure is as of the end of the week, Mon 16 Mar 2026 00:00 GMT (Europe/London)."
+    moment = (
+        "Every figure is as of the end of the week, Mon 16 Mar 2026 00:00 GMT (Europe/London),"
+        " as recorded by Mon 16 Mar 2026 09:00 GMT, when they were worked out."
+    )
     assert moment in text and moment in html
     assert "published 30.0 (Minimal clinically important difference)" in text
     assert html.count("Minimal clinically important difference") == text.count(
@@ -473,3 +479,93 @@ def test_a_long_list_shows_its_first_rows_and_says_how_many_in_all(cohort, monke
         text = report_text(report)
     assert report.upcoming == [] and report.totals["upcoming"] == 1
     assert "OPEN ALERTS (the first 0 of 1)" in text
+
+
+# A closed week's figures, kept.
+
+
+def _ack_the_open_alert(then, by):
+    [alert] = then.open_alerts
+    # Recorded late: acknowledged on Saturday of the week, entered on the Tuesday after.
+    alert.acknowledged_at, alert.acknowledged_by = london(2026, 3, 14, 10), by
+    alert.save()
+
+
+def test_a_closed_weeks_figures_are_kept_until_worked_out_again(cohort, pathway):
+    from reporting.models import WeeklyFigures
+
+    site, _courses = cohort
+    with time_machine.travel(london(2026, 3, 16, 9), tick=False):
+        then = weekly_report(week=WEEK, site=site)
+    with time_machine.travel(london(2026, 3, 17, 10), tick=False):
+        _ack_the_open_alert(then, pathway.coordinator)
+        with CaptureQueriesContext(connection) as queries:
+            kept = weekly_report(week=WEEK, site=site)
+        assert len(queries) <= 6  # the kept row, the listed rows, the reference figures
+        assert kept.open_alerts == then.open_alerts and kept.totals == then.totals
+        assert kept.computed_at == london(2026, 3, 16, 9)
+        again = weekly_report(week=WEEK, site=site, recompute=True)
+    assert again.open_alerts == [] and again.totals["open_alerts"] == 0
+    assert again.computed_at == london(2026, 3, 17, 10)
+    assert WeeklyFigures.objects.filter(week=WEEK).count() == 1
+    # Kept and worked out are read the same way: nothing else differs.
+    with time_machine.travel(london(2026, 3, 18, 10), tick=False):
+        assert report_text(weekly_report(week=WEEK, site=site)) == report_text(again)
+
+
+def test_a_week_not_over_is_worked_out_each_time_and_never_kept(cohort):
+    from reporting.models import WeeklyFigures
+
+    site, _courses = cohort
+    with time_machine.travel(london(2026, 3, 15, 18), tick=False):
+        report = weekly_report(week=WEEK, site=site)
+        text = report_text(report)
+    assert not WeeklyFigures.objects.exists()
+    assert "The week is not over: every figure is as of Sun 15 Mar 2026 18:00 GMT" in text
+
+
+def test_the_report_page_works_a_weeks_figures_out_again(client, cohort, pathway, admin_user):
+    site, _courses = cohort
+    client.force_login(admin_user)
+    url = reverse("weekly-report")
+    with time_machine.travel(london(2026, 3, 16, 9), tick=False):
+        page = client.get(url, {"week": WEEK, "site": "LDN"}).content.decode()
+    assert "Work the figures out again from today" in page
+    assert "as recorded by Mon 16 Mar 2026 09:00 GMT" in page
+    then = weekly_report(week=WEEK, site=site)
+    with time_machine.travel(london(2026, 3, 17, 10), tick=False):
+        client.force_login(admin_user)
+        _ack_the_open_alert(then, pathway.coordinator)
+        assert "Open alerts (1)" in client.get(url, {"week": WEEK, "site": "LDN"}).content.decode()
+        done = client.post(url, {"week": WEEK, "site": "LDN"}, follow=True)
+    page = done.content.decode()
+    assert done.redirect_chain[-1][0] == f"{url}?week={WEEK}&site=LDN"
+    assert "were worked out again from today" in page
+    assert "Open alerts (0)" in page and "as recorded by Tue 17 Mar 2026 10:00 GMT" in page
+
+
+def test_a_refused_recompute_writes_nothing(client, cohort, admin_user):
+    from reporting.models import WeeklyFigures
+
+    client.force_login(admin_user)
+    url = reverse("weekly-report")
+    for week in ("March", "2026-W99", "2026-W11\x00", "x" * 5000):
+        done = client.post(url, {"week": week, "site": "LDN"})
+        assert done.status_code in (302, 400)  # a NUL is refused before the view
+        assert not WeeklyFigures.objects.exists()
+    page = client.get(done.url if done.status_code == 302 else url).content.decode()
+    assert "worked out again" not in page
+    assert client.put(url).status_code == 405
+
+
+def test_the_command_works_a_weeks_figures_out_again(cohort, pathway):
+    site, _courses = cohort
+    with time_machine.travel(london(2026, 3, 16, 9), tick=False):
+        then = weekly_report(week=WEEK, site=site)
+    with time_machine.travel(london(2026, 3, 17, 10), tick=False):
+        _ack_the_open_alert(then, pathway.coordinator)
+        out = io.StringIO()
+        call_command("weekly_report", "--week", WEEK, "--site", "LDN", stdout=out)
+        assert "OPEN ALERTS (1)" in out.getvalue()
+        call_command("weekly_report", "--week", WEEK, "--site", "LDN", "--recompute", stdout=out)
+        assert "OPEN ALERTS (0)" in out.getvalue()
