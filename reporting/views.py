@@ -30,6 +30,8 @@ def weekly_report_view(request):
     """The weekly report in the admin, for a chosen week and site, or as CSV; a POST works a
     closed week's kept figures out again."""
     recompute = request.method == "POST"
+    if recompute and not request.user.has_perm("reporting.change_weeklyfigures"):
+        raise PermissionDenied("Only a site's coordinators and programme leads may do that.")
     asked = request.POST if recompute else request.GET
     sites = list(user_sites(request.user))
     site = next((s for s in sites if s.code == asked.get("site")), None)
@@ -65,6 +67,7 @@ def weekly_report_view(request):
             "sites": sites,
             "chosen_site": site,
             "chart_data_uri": f"data:image/png;base64,{chart}",
+            "may_recompute": request.user.has_perm("reporting.change_weeklyfigures"),
         }
     )
     return render(request, "reporting/report/admin.html", context)

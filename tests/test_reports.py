@@ -569,3 +569,31 @@ def test_the_command_works_a_weeks_figures_out_again(cohort, pathway):
         assert "OPEN ALERTS (1)" in out.getvalue()
         call_command("weekly_report", "--week", WEEK, "--site", "LDN", "--recompute", stdout=out)
         assert "OPEN ALERTS (0)" in out.getvalue()
+
+
+def test_only_coordinators_and_leads_work_a_weeks_figures_out_again(
+    client, cohort, django_user_model
+):
+    from django.contrib.auth.models import Group
+
+    from reporting.models import WeeklyFigures
+
+    site, _courses = cohort
+    url = reverse("weekly-report")
+    auditor = django_user_model.objects.create_user("audit", is_staff=True)
+    auditor.groups.add(Group.objects.get(name="auditor"))
+    coordinator = django_user_model.objects.create_user("coord", is_staff=True)
+    coordinator.groups.add(Group.objects.get(name="coordinator"))
+    site.coordinators.add(coordinator)
+    with time_machine.travel(london(2026, 3, 16, 9), tick=False):
+        client.force_login(auditor)
+        page = client.get(url, {"week": WEEK, "site": "LDN"}).content.decode()
+        assert "as recorded by" in page and "Work the figures out again" not in page
+        assert client.post(url, {"week": WEEK, "site": "LDN"}).status_code == 403
+        assert WeeklyFigures.objects.get().computed_at == london(2026, 3, 16, 9)
+    with time_machine.travel(london(2026, 3, 16, 10), tick=False):
+        client.force_login(coordinator)
+        page = client.get(url, {"week": WEEK}).content.decode()
+        assert "Work the figures out again" in page
+        assert client.post(url, {"week": WEEK, "site": "LDN"}).status_code == 302
+        assert WeeklyFigures.objects.get().computed_at == london(2026, 3, 16, 10)
