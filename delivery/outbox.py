@@ -18,7 +18,6 @@ import logging
 import math
 import time
 import uuid
-import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -221,18 +220,11 @@ def _alert_failed(outcome: _Outcome) -> None:
 # A batch's outcomes in one statement on PostgreSQL: each row is updated only while it still
 # carries the claim token this run stamped and is still sending (a late run writes nothing),
 # and the attempts of the rows updated are inserted by the same statement. A NULL leaves a
-# column as it is. Its result is the ids written. It runs once per message sent, so it is
-# prepared once per connection (planning it each time cost a quarter of its time): the
-# outcomes come as one array per column, whatever their number.
-_OUTCOMES_STATEMENT = "delivery_outcomes_record"
-_OUTCOMES_PREPARE = f"""
-PREPARE {_OUTCOMES_STATEMENT} (bigint[], uuid[], text[], integer[], text[], text[],
-        timestamptz[], timestamptz[], timestamptz[], timestamptz[], boolean[], text[], text[]) AS
-WITH outcome AS (
-    SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) AS outcome (
-        id, claim_token, status, attempts, last_error, provider_message_id, send_after,
-        sent_at, failed_at, at, attempted, error, provider_id
-    )
+# column as it is. Its result is the ids written.
+_OUTCOMES_SQL = """
+WITH outcome (id, claim_token, status, attempts, last_error, provider_message_id, send_after,
+        sent_at, failed_at, at, attempted, error, provider_id) AS (
+    VALUES {values}
 ), recorded AS (
     UPDATE scheduling_notification AS notification
     SET status = outcome.status,
@@ -261,45 +253,10 @@ WITH outcome AS (
 SELECT id FROM recorded
 """
 # Typed, so that a column that is NULL in every row still has the type of its column.
-_OUTCOMES_EXECUTE = (
-    f"EXECUTE {_OUTCOMES_STATEMENT} (%s::bigint[], %s::uuid[], %s::text[], %s::integer[],"
-    " %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[],"
-    " %s::timestamptz[], %s::boolean[], %s::text[], %s::text[])"
+_OUTCOME_ROW = (
+    "(%s::bigint, %s::uuid, %s, %s::integer, %s, %s, %s::timestamptz, %s::timestamptz,"
+    " %s::timestamptz, %s::timestamptz, %s::boolean, %s, %s)"
 )
-# The database connections (psycopg2's own, not Django's wrapper, which outlives a reconnect)
-# that have the statement prepared: a prepared statement lasts as long as its session.
-_outcomes_prepared_on = weakref.WeakSet()
-
-
-def _outcomes_execute(cursor, outcomes: list[_Outcome]) -> set[int]:
-    """Run the prepared outcome statement, preparing it first on a new connection; returns
-    the ids written."""
-    if connection.connection not in _outcomes_prepared_on:
-        cursor.execute(_OUTCOMES_PREPARE)  # not undone by a rollback: it stays for the session
-        _outcomes_prepared_on.add(connection.connection)
-    columns = zip(
-        *(
-            (
-                outcome.notification.pk,
-                outcome.notification.claim_token,
-                outcome.status,
-                outcome.changes.get("attempts"),
-                outcome.changes.get("last_error"),
-                outcome.changes.get("provider_message_id"),
-                outcome.changes.get("send_after"),
-                outcome.changes.get("sent_at"),
-                outcome.changes.get("failed_at"),
-                outcome.at,
-                outcome.attempted,
-                outcome.error,
-                outcome.provider_id,
-            )
-            for outcome in outcomes
-        ),
-        strict=True,
-    )
-    cursor.execute(_OUTCOMES_EXECUTE, [list(column) for column in columns])
-    return {row[0] for row in cursor.fetchall()}
 
 
 def _outcomes_record(outcomes: list[_Outcome]) -> dict[int, str]:
@@ -317,7 +274,29 @@ def _outcomes_record(outcomes: list[_Outcome]) -> dict[int, str]:
     # The alert of a row that failed is written with its outcome, or not at all.
     together = transaction.atomic() if failed else contextlib.nullcontext()
     with together, connection.cursor() as cursor:
-        recorded = _outcomes_execute(cursor, outcomes)
+        values = b",".join(
+            cursor.mogrify(
+                _OUTCOME_ROW,
+                [
+                    outcome.notification.pk,
+                    outcome.notification.claim_token,
+                    outcome.status,
+                    outcome.changes.get("attempts"),
+                    outcome.changes.get("last_error"),
+                    outcome.changes.get("provider_message_id"),
+                    outcome.changes.get("send_after"),
+                    outcome.changes.get("sent_at"),
+                    outcome.changes.get("failed_at"),
+                    outcome.at,
+                    outcome.attempted,
+                    outcome.error,
+                    outcome.provider_id,
+                ],
+            )
+            for outcome in outcomes
+        ).decode()
+        cursor.execute(_OUTCOMES_SQL.format(values=values))
+        recorded = {row[0] for row in cursor.fetchall()}
         for outcome in failed:
             if outcome.notification.pk in recorded:
                 _alert_failed(outcome)
