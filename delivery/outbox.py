@@ -497,13 +497,17 @@ def outcomes_write_due(*, sent: int, waited: float) -> bool:
 
 
 def _claimed_send(
-    notifications: list[Notification], *, channels: dict[str, DeliveryChannel]
+    notifications: list[Notification],
+    *,
+    channels: dict[str, DeliveryChannel],
+    claimed_at: dt.datetime | None = None,
 ) -> dict[int, str]:
     """Send claimed rows and record what became of each; returns each row's new status.
 
     Round trips for the rows together: one renewing their claims and returning the ids still
-    held, one reading the patients' consent to texts, three issuing the reminders' links; a
-    batch slower than a third of the claim timeout renews, reads and issues again at each
+    held (none for rows this run claimed at `claimed_at`, the claim being as good as a
+    renewal), one reading the patients' consent to texts, three issuing the reminders' links;
+    a batch slower than a third of the claim timeout renews, reads and issues again at each
     third. A row no longer held is not sent; one whose visit, check-in or consent no longer
     stands is cancelled. Outcomes are written in one statement each time `outcomes_write_due`
     says so after a message has gone (with the cancellations and failures waiting), and once
@@ -512,20 +516,22 @@ def _claimed_send(
     renew_every = dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT * CLAIM_RENEWAL_SHARE)
     statuses: dict[int, str] = {}
     outcomes: list[_Outcome] = []
-    held: set[int] = set()
+    held = {n.pk for n in notifications} if claimed_at else set()
     consenting_to_sms: set[int] = set()
     link_tokens: dict[int, str] = {}
-    renewed_at = None
+    renewed_at = claimed_at
     unwritten_sent, first_unwritten_at = 0, None
     try:
         for index, notification in enumerate(notifications):
             now = timezone.now()
-            if renewed_at is None or now - renewed_at >= renew_every:
+            renew = renewed_at is None or now - renewed_at >= renew_every
+            if renew or index == 0:
                 # Written first, so that a row cancelled or failed meanwhile is not renewed.
                 statuses |= _outcomes_record(outcomes)
                 outcomes, unwritten_sent, first_unwritten_at = [], 0, None
                 rest = notifications[index:]
-                held, renewed_at = _claims_renew(rest, now=now), now
+                if renew:
+                    held, renewed_at = _claims_renew(rest, now=now), now
                 consenting_to_sms = _patients_consenting_to_sms([n for n in rest if n.pk in held])
                 # Issued for the rows about to be sent, in one go.
                 link_tokens = reminder_links_issue(
@@ -620,7 +626,10 @@ def notification_record_provider_status(
 
 def notifications_dispatch_batch(*, batch_size: int | None = None) -> BatchResult:
     """Claim one batch of due notifications and deliver it (see `_claimed_send`)."""
-    ids = notifications_claim(batch_size=batch_size or settings.NOTIFICATION_BATCH_SIZE)
+    claimed_at = timezone.now()
+    ids = notifications_claim(
+        batch_size=batch_size or settings.NOTIFICATION_BATCH_SIZE, now=claimed_at
+    )
     result = BatchResult(claimed=len(ids))
     if not ids:
         return result
@@ -653,7 +662,7 @@ def notifications_dispatch_batch(*, batch_size: int | None = None) -> BatchResul
             # than two queries per message for it and its site.
             notification.visit.course.patient = notification.patient
     with _channels_for_batch() as channels:
-        statuses = _claimed_send(notifications, channels=channels)
+        statuses = _claimed_send(notifications, channels=channels, claimed_at=claimed_at)
     for status in statuses.values():
         if status == NotificationStatus.SENT:
             result.sent += 1
