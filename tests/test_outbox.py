@@ -1,4 +1,5 @@
 import datetime as dt
+import math
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,6 +12,7 @@ from delivery.outbox import (
     notifications_claim,
     notifications_dispatch_batch,
     notifications_reclaim_stale,
+    outcomes_write_due,
 )
 from pathway import services
 from pathway.states import CourseState
@@ -449,14 +451,28 @@ def test_a_connection_broken_mid_batch_fails_only_the_message_it_was_carrying(ha
 
 
 @pytest.mark.postgres
-def test_a_batch_costs_one_write_per_message_sent_and_a_fixed_number_of_queries_else(
-    harvest, twilio, smtp
+def test_outcomes_are_written_every_few_messages_sent_or_after_a_short_wait(settings):
+    settings.NOTIFICATION_OUTCOME_WRITE_EVERY = 10
+    settings.NOTIFICATION_OUTCOME_WRITE_WITHIN_MS = 100
+    assert not outcomes_write_due(sent=9, waited=0.099)
+    assert outcomes_write_due(sent=10, waited=0.0)  # as many as a crash may repeat
+    assert outcomes_write_due(sent=1, waited=0.1)  # a slow provider: written within 100 ms
+    settings.NOTIFICATION_OUTCOME_WRITE_EVERY = 1
+    assert outcomes_write_due(sent=1, waited=0.0)  # each before the next is sent
+
+
+@pytest.mark.parametrize("every", [1, 10])
+def test_a_batch_costs_one_write_per_few_messages_sent_and_a_fixed_number_of_queries_else(
+    harvest, twilio, smtp, settings, every
 ):
-    """Claims, consent and links for the batch at once; each message sent is written before the
-    next is sent, cancellations and failures with it: 3 rows or 30 cost the same but for that."""
+    """Claims, consent and links for the batch at once; the messages sent are written every
+    NOTIFICATION_OUTCOME_WRITE_EVERY (before the next is sent), cancellations and failures
+    with them: 3 rows or 30 cost the same but for that."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    settings.NOTIFICATION_OUTCOME_WRITE_EVERY = every
+    settings.NOTIFICATION_OUTCOME_WRITE_WITHIN_MS = 60_000  # the count alone decides here
     patient = harvest.course.patient
     twilio.refuse[str(patient.phone)] = 21211  # every text fails for good, and alerts
     queries = []
@@ -486,9 +502,10 @@ def test_a_batch_costs_one_write_per_message_sent_and_a_fixed_number_of_queries_
         assert (result.claimed, result.failed) == (count + 1, 1)
         assert result.sent == count - len(keys[::3])
         writes = [q for q in captured if q["sql"].lstrip().startswith("WITH outcome")]
-        # One per message sent, each with the cancellations and the failure before it, and
-        # one for those after the last message sent, if any.
-        assert result.sent <= len(writes) <= result.sent + 1
+        # One per `every` messages sent, each with the cancellations and the failure before
+        # it, and one for those after the last, if any.
+        groups = math.ceil(result.sent / every)
+        assert groups <= len(writes) <= groups + 1
         queries.append(len(captured) - len(writes))
     assert queries[0] == queries[1]
     assert DeliveryAttempt.objects.filter(succeeded=True).count() == 20
