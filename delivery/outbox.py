@@ -561,10 +561,11 @@ def _claimed_send(
                         # but none before them.
                         statuses |= _outcomes_record(outcomes)
                         outcomes, unwritten_sent, first_unwritten_at = [], 0, None
-    except db.Error:
-        # The database went away under the batch (a dropped connection, a failover): what
-        # was sent is written on a new connection before the error goes on, so that it is not
-        # sent twice; the rest stays claimed, and is sent once its claim times out.
+    except BaseException:
+        # Whatever stops the batch (the database gone away under it, a failover, a fault in a
+        # message's words, the worker's time limit or shutdown): what was sent is written, on a
+        # new connection if need be, before the error goes on, so that it is not sent twice;
+        # the rest stays claimed, and is sent once its claim times out.
         _outcomes_record_reconnecting(outcomes)
         raise
     return statuses | _outcomes_record_reconnecting(outcomes)

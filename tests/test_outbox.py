@@ -450,6 +450,31 @@ def test_a_connection_broken_mid_batch_fails_only_the_message_it_was_carrying(ha
     assert retried.attempts == 1 and retried.send_after > REMINDERS_DUE
 
 
+def test_a_fault_mid_batch_still_writes_what_was_sent(harvest, smtp, settings, monkeypatch):
+    """The outcomes waiting for their group's write are written before the fault goes on:
+    the two sent are not sent again."""
+    from delivery import outbox
+
+    settings.NOTIFICATION_OUTCOME_WRITE_EVERY = 10
+    settings.NOTIFICATION_OUTCOME_WRITE_WITHIN_MS = 60_000
+    send, calls = outbox._send, []
+
+    def failing_on_the_third(notification, *args, **kwargs):
+        calls.append(notification.pk)
+        if len(calls) == 3:
+            raise RuntimeError("a fault in the message's words")
+        return send(notification, *args, **kwargs)
+
+    monkeypatch.setattr(outbox, "_send", failing_on_the_third)
+    with time_machine.travel(REMINDERS_DUE, tick=False):
+        _only_emails(harvest, 4)
+        with pytest.raises(RuntimeError):
+            notifications_dispatch_batch(batch_size=10)
+    assert len(smtp.message_ids()) == 2
+    assert Notification.objects.filter(status=NotificationStatus.SENT).count() == 2
+    assert Notification.objects.filter(status=NotificationStatus.SENDING).count() == 2
+
+
 @pytest.mark.postgres
 def test_outcomes_are_written_every_few_messages_sent_or_after_a_short_wait(settings):
     settings.NOTIFICATION_OUTCOME_WRITE_EVERY = 10
