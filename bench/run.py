@@ -222,12 +222,13 @@ class Bench:
         week = previous_week(timezone.now(), timezone.get_current_timezone())
         site = Site.objects.order_by("pk").first()
         # Worked out from the rows, as when a week is first opened or worked out again …
-        with CaptureQueriesContext(connection) as worked_out:
-            weekly_report(week=week, recompute=True)
         computed, _ = timed(lambda: weekly_report(week=week, recompute=True), repeat=3)
         computed_one, _ = timed(
             lambda: weekly_report(week=week, site=site, recompute=True), repeat=3
         )
+        # (counted once the kept row exists at both sizes: its first write takes two more)
+        with CaptureQueriesContext(connection) as worked_out:
+            weekly_report(week=week, recompute=True)
         # … and opened again, from the figures kept when it was worked out.
         with CaptureQueriesContext(connection) as opened:
             weekly_report(week=week)
