@@ -509,9 +509,10 @@ def _claimed_send(
     renewal), one reading the patients' consent to texts, three issuing the reminders' links;
     a batch slower than a third of the claim timeout renews, reads and issues again at each
     third. A row no longer held is not sent; one whose visit, check-in or consent no longer
-    stands is cancelled. Outcomes are written in one statement each time `outcomes_write_due`
-    says so after a message has gone (with the cancellations and failures waiting), and once
-    at the end: nothing is written per row that was not sent.
+    stands is cancelled. Outcomes are written in one statement whenever `outcomes_write_due`
+    says so before a row (with the cancellations and failures waiting), once at the end, and
+    before any error that stops the batch goes on: nothing is written per row that was not
+    sent.
     """
     renew_every = dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT * CLAIM_RENEWAL_SHARE)
     statuses: dict[int, str] = {}
@@ -523,6 +524,15 @@ def _claimed_send(
     unwritten_sent, first_unwritten_at = 0, None
     try:
         for index, notification in enumerate(notifications):
+            if unwritten_sent and outcomes_write_due(
+                sent=unwritten_sent, waited=time.monotonic() - first_unwritten_at
+            ):
+                # With what else is waiting: a worker that dies from here on sends the
+                # messages not yet written again when their rows are reclaimed, but none
+                # before them. Checked before every row, so that a run of cancellations or
+                # failures after a message sent does not hold its outcome back.
+                statuses |= _outcomes_record(outcomes)
+                outcomes, unwritten_sent, first_unwritten_at = [], 0, None
             now = timezone.now()
             renew = renewed_at is None or now - renewed_at >= renew_every
             if renew or index == 0:
@@ -553,20 +563,19 @@ def _claimed_send(
                 if outcome.status == NotificationStatus.SENT:
                     unwritten_sent += 1
                     first_unwritten_at = first_unwritten_at or time.monotonic()
-                    if outcomes_write_due(
-                        sent=unwritten_sent, waited=time.monotonic() - first_unwritten_at
-                    ):
-                        # With what else is waiting: a worker that dies from here on sends
-                        # the messages not yet written again when their rows are reclaimed,
-                        # but none before them.
-                        statuses |= _outcomes_record(outcomes)
-                        outcomes, unwritten_sent, first_unwritten_at = [], 0, None
     except BaseException:
         # Whatever stops the batch (the database gone away under it, a failover, a fault in a
         # message's words, the worker's time limit or shutdown): what was sent is written, on a
         # new connection if need be, before the error goes on, so that it is not sent twice;
         # the rest stays claimed, and is sent once its claim times out.
-        _outcomes_record_reconnecting(outcomes)
+        try:
+            _outcomes_record_reconnecting(outcomes)
+        except Exception:
+            # Not in place of the error that stopped the batch: that one goes on.
+            logger.exception(
+                "The outcomes of %d messages could not be written; those sent may be sent again",
+                len(outcomes),
+            )
         raise
     return statuses | _outcomes_record_reconnecting(outcomes)
 

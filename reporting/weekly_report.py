@@ -61,7 +61,11 @@ THROUGHPUT_WEEKS = 13
 # Each list shows its most pressing rows and says how many there are in all: across a
 # national programme a list of every open alert is neither readable nor quick to build.
 LIST_ROWS = 100
-_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+# Reports go out on Monday at 07:00 in each site's own time, for the week just ended; a week's
+# figures are kept from then on.
+SEND_WEEKDAY, SEND_TIME = 0, dt.time(7, 0)
+_WEEK = re.compile(r"([0-9]{4})-W([0-9]{2})", re.ASCII)
+FIRST_YEAR, LAST_YEAR = 1900, 2999
 
 
 def week_label(day: dt.date) -> str:
@@ -71,9 +75,14 @@ def week_label(day: dt.date) -> str:
 
 def week_bounds(week: str, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
     """Monday 00:00 to the next Monday 00:00 of ISO week `2026-W48`, in `zone`."""
-    match = _WEEK.match(week or "")
+    # The whole text, ASCII digits only: "2026-W10\n" or other scripts' digits would name the
+    # same week under another label, and a kept week is found by its label.
+    match = _WEEK.fullmatch(week or "")
     if not match:
         raise ValueError(f"A week looks like 2026-W48, not {week!r}.")
+    if not FIRST_YEAR <= int(match[1]) <= LAST_YEAR:
+        # Far years overflow a date once moved to UTC or a week on.
+        raise ValueError(f"Choose a week between {FIRST_YEAR} and {LAST_YEAR}, not {week}.")
     try:
         monday = dt.date.fromisocalendar(int(match[1]), int(match[2]), 1)
     except ValueError:
@@ -109,8 +118,11 @@ class WeeklyReport:
     states_at_end: dict[int, str]
     # How many rows each list has in all (it shows at most LIST_ROWS of them).
     totals: dict[str, int]
-    # When the figures were worked out: a closed week's are kept from then on.
+    # When the figures were worked out, and whether they are a closed week's, kept.
     computed_at: dt.datetime
+    kept: bool
+    # The zone the week was worked out in (its site's when worked out, if it has moved since).
+    zone: ZoneInfo
 
     def state_at_end(self, course) -> str:
         return self.states_at_end.get(course.pk, course.state)
@@ -136,12 +148,9 @@ class WeeklyReport:
         return self.site.name if self.site else "All sites"
 
     @property
-    def zone(self) -> ZoneInfo:
-        return self.site.time_zone if self.site else ZoneInfo(settings.TIME_ZONE)
-
-    @property
-    def figures_are_kept(self) -> bool:
-        """Whether these are a closed week's kept figures (a week not yet over is live)."""
+    def week_was_over(self) -> bool:
+        """Whether the figures were worked out once the week was over (not as of a moment in
+        it)."""
         return self.computed_at >= self.end
 
 
@@ -152,22 +161,35 @@ def _courses_in(site: Site | None):
 def weekly_report(*, week: str, site: Site | None = None, recompute: bool = False) -> WeeklyReport:
     """The report for ISO `week`, for `site` or (None) across all sites.
 
-    A week that is over is worked out once and kept (`WeeklyFigures`), so opening it again
-    reads one row however large the programme; `recompute` works it out again, to take in
-    corrections made since. A week not yet over is worked out each time."""
+    A week is worked out once and kept (`WeeklyFigures`) from its report's sending time on
+    (Monday 07:00 after it, in its zone), so that the email and every later opening read the
+    same figures, one row however large the programme; `recompute` works it out again, to
+    take in corrections made since. Before then it is worked out each time and not kept: a
+    week not yet over, or one whose last entries may still be coming in."""
     zone = site.time_zone if site else ZoneInfo(settings.TIME_ZONE)
     _start, end = week_bounds(week, zone)
     now = timezone.now()
-    if end > now:
-        return _report_from(week, site, weekly_figures(week=week, site=site), computed_at=now)
-    kept = None if recompute else WeeklyFigures.objects.filter(week=week, site=site).first()
-    if kept is None:
+    if now < dt.datetime.combine(
+        end.date() + dt.timedelta(days=SEND_WEEKDAY), SEND_TIME, tzinfo=zone
+    ):
+        figures = weekly_figures(week=week, site=site)
+        return _report_from(week, site, figures, computed_at=now, kept=False)
+    if recompute:
         kept, _ = WeeklyFigures.objects.update_or_create(
             week=week,
             site=site,
             defaults={"figures": weekly_figures(week=week, site=site), "computed_at": now},
         )
-    return _report_from(week, site, kept.figures, computed_at=kept.computed_at)
+    else:
+        kept = WeeklyFigures.objects.filter(week=week, site=site).first()
+        if kept is None:
+            # Two first openings at once both work it out; both read the row written first.
+            kept, _ = WeeklyFigures.objects.get_or_create(
+                week=week,
+                site=site,
+                defaults={"figures": weekly_figures(week=week, site=site), "computed_at": now},
+            )
+    return _report_from(week, site, kept.figures, computed_at=kept.computed_at, kept=True)
 
 
 def weekly_figures(*, week: str, site: Site | None = None) -> dict:
@@ -214,8 +236,9 @@ def weekly_figures(*, week: str, site: Site | None = None) -> dict:
         },
         **{f"all_{g}": Count("id", filter=Q(grade=g)) for g in range(1, 6)},
     )
-    listed_batches = list(batches.values_list("pk", "course_id")[:LIST_ROWS])
+    listed_batches = list(batches.values_list("pk", "course_id", "course__state")[:LIST_ROWS])
     figures = {
+        "zone": str(zone),
         "start": start,
         "end": end,
         "courses_by_state": {state.value: states.get(state.value, 0) for state in CourseState},
@@ -224,7 +247,7 @@ def weekly_figures(*, week: str, site: Site | None = None) -> dict:
         "upcoming": list(upcoming.values_list("pk", flat=True)[:LIST_ROWS]),
         "overdue_visits": list(overdue.values_list("pk", flat=True)[:LIST_ROWS]),
         "open_alerts": list(alerts.values_list("pk", flat=True)[:LIST_ROWS]),
-        "batches_in_expansion": [pk for pk, _course in listed_batches],
+        "batches_in_expansion": [pk for pk, _course, _state in listed_batches],
         "outcomes": [
             {
                 **row,
@@ -247,11 +270,11 @@ def weekly_figures(*, week: str, site: Site | None = None) -> dict:
         ],
         "reminders": reminder_counts(sites=[site] if site else None, start=start, end=end),
         "throughput_days": _throughput(courses, end),
+        # Each listed batch's course's state then, kept: it may move after the figures are.
         # JSON keys are strings: the course's pk is turned back into a number when read.
         "states_at_end": {
-            str(course): moved_since[course][0]
-            for _pk, course in listed_batches
-            if course in moved_since
+            str(course): moved_since.get(course, (state_now,))[0]
+            for _pk, course, state_now in listed_batches
         },
         "totals": {
             "upcoming": upcoming.count(),
@@ -270,7 +293,9 @@ def _in_order(queryset, pks: list[int]) -> list:
     return [rows[pk] for pk in pks if pk in rows]
 
 
-def _report_from(week: str, site: Site | None, figures: dict, *, computed_at) -> WeeklyReport:
+def _report_from(
+    week: str, site: Site | None, figures: dict, *, computed_at: dt.datetime, kept: bool
+) -> WeeklyReport:
     """The report read from its figures (kept, or just worked out): the listed rows and the
     published reference figures in one query each."""
     visits = Visit.objects.select_related("course__patient", "course__site", "protocol_visit")
@@ -317,6 +342,8 @@ def _report_from(week: str, site: Site | None, figures: dict, *, computed_at) ->
         states_at_end={int(pk): state for pk, state in figures["states_at_end"].items()},
         totals=figures["totals"],
         computed_at=computed_at,
+        kept=kept,
+        zone=ZoneInfo(figures["zone"]),
     )
 
 
@@ -376,10 +403,6 @@ def _throughput(courses, end: dt.datetime) -> list[tuple[str, float | None]]:
             value = dt.timedelta(microseconds=value)
         result.append((label, None if value is None else round(value.total_seconds() / 86400, 1)))
     return result
-
-
-# Reports go out on Monday at 07:00 in each site's own time, for the week just ended.
-SEND_WEEKDAY, SEND_TIME = 0, dt.time(7, 0)
 
 
 def _due_week(now: dt.datetime, zone: ZoneInfo) -> str | None:

@@ -475,6 +475,39 @@ def test_a_fault_mid_batch_still_writes_what_was_sent(harvest, smtp, settings, m
     assert Notification.objects.filter(status=NotificationStatus.SENDING).count() == 2
 
 
+def test_a_message_sent_is_written_within_the_wait_though_failures_follow(
+    harvest, smtp, settings, monkeypatch
+):
+    """The wait is checked before every row, not only after the next message sent: a run of
+    failures after a message sent does not hold its outcome back."""
+    import time
+
+    from delivery import outbox
+
+    settings.NOTIFICATION_OUTCOME_WRITE_EVERY = 10
+    settings.NOTIFICATION_OUTCOME_WRITE_WITHIN_MS = 50
+    send, sent_first, first_seen_as = outbox._send, [], []
+
+    def the_first_goes_and_the_rest_fail_slowly(notification, *args, **kwargs):
+        if not sent_first:
+            sent_first.append(notification.pk)
+        else:
+            if len(first_seen_as) == 2:  # the fourth row: 60 ms after the first was sent
+                first_seen_as.append(Notification.objects.get(pk=sent_first[0]).status)
+            else:
+                first_seen_as.append(None)
+                time.sleep(0.03)
+            smtp.hang_up.add(f"<{notification.idempotency_key}@pathway-tracker>")
+        return send(notification, *args, **kwargs)
+
+    monkeypatch.setattr(outbox, "_send", the_first_goes_and_the_rest_fail_slowly)
+    with time_machine.travel(REMINDERS_DUE, tick=False):
+        _only_emails(harvest, 4)
+        result = notifications_dispatch_batch(batch_size=10)
+    assert (result.sent, result.retrying) == (1, 3)
+    assert first_seen_as[-1] == NotificationStatus.SENT
+
+
 @pytest.mark.postgres
 def test_outcomes_are_written_every_few_messages_sent_or_after_a_short_wait(settings):
     settings.NOTIFICATION_OUTCOME_WRITE_EVERY = 10

@@ -597,3 +597,55 @@ def test_only_coordinators_and_leads_work_a_weeks_figures_out_again(
         assert "Work the figures out again" in page
         assert client.post(url, {"week": WEEK, "site": "LDN"}).status_code == 302
         assert WeeklyFigures.objects.get().computed_at == london(2026, 3, 16, 10)
+
+
+def test_a_kept_week_says_on_hold_as_it_was_then(cohort, pathway):
+    from reporting.weekly_render import report_context
+
+    site, courses = cohort
+    with time_machine.travel(london(2026, 3, 16, 9), tick=False):
+        weekly_report(week=WEEK, site=site)
+    with time_machine.travel(london(2026, 3, 17, 10), tick=False):
+        services.course_hold(course=courses["D"], by=pathway.coordinator, reason="Infection")
+        kept = weekly_report(week=WEEK, site=site)
+        [row] = report_context(kept)["batches"]
+    assert row["batch"].course == courses["D"] and row["on_hold"] is False
+
+
+def test_a_week_is_kept_from_its_mondays_sending_time(cohort):
+    from reporting.models import WeeklyFigures
+
+    site, _courses = cohort
+    with time_machine.travel(london(2026, 3, 16, 6, 59), tick=False):
+        early = weekly_report(week=WEEK, site=site)
+        text = report_text(early)
+    assert not early.kept and not WeeklyFigures.objects.exists()
+    assert "as recorded by Mon 16 Mar 2026 06:59 GMT" in text  # over, but not kept yet
+    with time_machine.travel(london(2026, 3, 16, 7), tick=False):
+        assert weekly_report(week=WEEK, site=site).kept
+    assert WeeklyFigures.objects.count() == 1
+
+
+def test_a_kept_week_keeps_the_zone_it_was_worked_out_in(cohort):
+    site, _courses = cohort
+    with time_machine.travel(london(2026, 3, 16, 9), tick=False):
+        weekly_report(week=WEEK, site=site)
+        site.time_zone = ZoneInfo("Asia/Tokyo")
+        site.save()
+        text = report_text(weekly_report(week=WEEK, site=site))
+    assert "Week 2026-W11 (9 Mar 2026 – 15 Mar 2026), times in Europe/London" in text
+
+
+@pytest.mark.parametrize(
+    "week", ["2026-W10\n", "٢٠٢٦-W10", "2026-W１０", "9999-W52", "0001-W01", "2025-W53"]
+)
+def test_a_week_that_is_not_one_is_refused_plainly(client, cohort, admin_user, week):
+    from reporting.models import WeeklyFigures
+
+    with pytest.raises(ValueError):
+        weekly_report(week=week)
+    client.force_login(admin_user)
+    url = reverse("weekly-report")
+    assert client.get(url, {"week": week}).status_code == 302
+    assert client.post(url, {"week": week}).status_code == 302
+    assert not WeeklyFigures.objects.exists()
