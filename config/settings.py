@@ -8,6 +8,7 @@ from pathlib import Path
 
 import environ
 from csp.constants import NONE, SELF, UNSAFE_INLINE
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -21,8 +22,6 @@ DEBUG = env.bool("DEBUG", default=False)
 _DEVELOPMENT_SECRET_KEY = "dev-only-insecure-key-never-use-in-production"
 SECRET_KEY = env.str("SECRET_KEY", default=_DEVELOPMENT_SECRET_KEY if DEBUG else "")
 if not SECRET_KEY:
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"] if DEBUG else [])
@@ -257,7 +256,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Without DEBUG there is no default: a production that forgot to set a provider would
 # otherwise print patients' reminders to its logs and call them sent.
 _console_when_debugging = {"default": "consolemail://"} if DEBUG else {}
-vars().update(env.email_url("EMAIL_URL", **_console_when_debugging))
+try:
+    vars().update(env.email_url("EMAIL_URL", **_console_when_debugging))
+except ImproperlyConfigured as error:  # django-environ's own words do not name the variable
+    raise ImproperlyConfigured(f"EMAIL_URL: {error}".rstrip()) from None
 # Where samples are expanded: the location written in the chain of custody.
 MANUFACTURING_FACILITY = env.str("MANUFACTURING_FACILITY", default="Cell manufacturing facility")
 # Links in alert emails point here.

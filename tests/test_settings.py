@@ -133,3 +133,27 @@ def test_rabbitmq_is_a_choice_with_quorum_queues_and_publisher_confirms():
     # Celery's own convention: a Redis URL there is simply the broker.
     redis = _settings_with(CELERY_BROKER_URL="redis://127.0.0.1:6379/5")
     assert '["redis://127.0.0.1:6379/5", "", false]' in redis
+
+
+def _manage_with_no_environment(*args):
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_fresh_checkout_checks_its_migrations_with_no_environment():
+    result = _manage_with_no_environment("makemigrations", "--check", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "No changes detected" in result.stdout
+
+
+def test_a_command_without_its_settings_says_what_is_missing_not_a_traceback():
+    result = _manage_with_no_environment("migrate")
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DEBUG is off." in result.stderr
+    assert "Traceback" not in result.stderr and "Models aren't loaded" not in result.stderr
