@@ -20,6 +20,7 @@ from django.utils import timezone
 from pathway import services
 from pathway.scans import alerts_scan_overdue
 from pathway.states import CourseState
+from reporting.weekly_report import week_label
 from scheduling.alerts import alert_raise
 from scheduling.models import AlertKind, Resource, ResourceKind, ResourceSession
 from scheduling.services import visit_reschedule
@@ -294,6 +295,17 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
     assert "Leeds Chest Clinic" in page.inner_text("#content")
     assert "Bristol Lung Unit" not in page.inner_text("#content")
     shots(page, "09-weekly-report")
+    # … opens a closed week's (two weeks back: always past its Monday 07:00, so kept), sees
+    # when its figures were worked out, in the site's zone, and works them out again.
+    closed = week_label(timezone.localdate(now, site.time_zone) - dt.timedelta(weeks=2))
+    page.goto(f"{base}/admin/reports/weekly/?week={closed}&site=LDS")
+    content = page.inner_text("#content")
+    assert f"({site.time_zone}), as recorded by" in content
+    page.click("input[value^='Work the figures out again']")
+    page.wait_for_selector(".messagelist .success")
+    assert f"Week {closed}'s figures were worked out again" in page.inner_text(".messagelist")
+    assert page.url.endswith(f"?week={closed}&site=LDS")
+    shots(page, "09b-weekly-report-worked-out-again")
 
     # 8b. Sees how full the suite and the lab are for the next 8 weeks.
     page.goto(f"{base}/admin/scheduling/resource/")
