@@ -242,13 +242,14 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
     bedside.goto(f"{base}/admin/pathway/treatmentcourse/{to_transplant.pk}/change/")
     follow_up_steps = page.locator(".pathway-timeline li", has_text="week lung function")
     bedside.click("button[name=_fsm_transition_to][value=record_transplant]")
-    today = timezone.localdate(now, site.time_zone)
-    bedside.fill("#id_performed_at_0", today.isoformat())
-    bedside.fill("#id_performed_at_1", "08:15")
+    # An hour ago, in the site's time: "today at 08:15" is in the future before 08:15.
+    performed = timezone.localtime(now - dt.timedelta(hours=1), site.time_zone)
+    bedside.fill("#id_performed_at_0", performed.date().isoformat())
+    bedside.fill("#id_performed_at_1", performed.strftime("%H:%M"))
     bedside.fill("#id_bedside_coi_id", to_transplant.coi_id)
     bedside.fill("#id_cells_administered", "140000000")
     bedside.fill("#id_weight_kg", str(Decimal("70.0")))
-    bedside.fill("#id_weighed_on", today.isoformat())
+    bedside.fill("#id_weighed_on", performed.date().isoformat())
     assert bedside.locator("#id_second_person option").all_inner_texts()[1:] == [
         str(pathway.clinician2)
     ]
@@ -260,7 +261,7 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
     bedside.context.close()
 
     page.goto(f"{base}/admin/pathway/treatmentcourse/{to_transplant.pk}/change/")
-    four_weeks = today + dt.timedelta(weeks=4)
+    four_weeks = performed.date() + dt.timedelta(weeks=4)  # counted from the transplant
     first = follow_up_steps.first
     assert first.inner_text().startswith("4-week lung function")
     assert (
@@ -522,14 +523,15 @@ def test_actions_per_task_from_the_worklist(
     )
     act = Actions(page)
     act.click('#worklist tr:has-text("Walsh") a:has-text("Record transplant")')
-    today = timezone.localdate(now, site.time_zone)
-    act.fill("#id_performed_at_0", today.isoformat())
-    act.fill("#id_performed_at_1", "08:15")
+    # An hour ago, in the site's time: "today at 08:15" is in the future before 08:15.
+    performed = timezone.localtime(now - dt.timedelta(hours=1), site.time_zone)
+    act.fill("#id_performed_at_0", performed.date().isoformat())
+    act.fill("#id_performed_at_1", performed.strftime("%H:%M"))
     act.fill("#id_bedside_coi_id", to_transplant.coi_id)
     act.fill("#id_cells_administered", "140000000")
     act.fill("#id_weight_kg", "70.0")
     assert "2.00 × 10⁶ cells per kg (within the range)" in page.inner_text("#dose-per-kg")
-    act.fill("#id_weighed_on", today.isoformat())
+    act.fill("#id_weighed_on", performed.date().isoformat())
     act.choose("#id_second_person", str(pathway.clinician2))
     act.fill("#id_second_person_password", PASSWORD)
     act.click('input[type=submit][value="Record transplant"]')
@@ -542,7 +544,7 @@ def test_actions_per_task_from_the_worklist(
     page.goto(f"{base}/admin/")
     act = Actions(page)
     act.click('#worklist tr:has-text("Santos") a:has-text("Record the measurements")')
-    act.fill('input[name$="-0-taken_on"]', today.isoformat())
+    act.fill('input[name$="-0-taken_on"]', timezone.localdate(now, site.time_zone).isoformat())
     act.fill('input[name$="-0-fev1_l"]', "1.45")
     act.fill('input[name$="-0-fev1_pct_predicted"]', "52")
     act.fill('input[name$="-0-fvc_l"]', "2.90")
