@@ -39,7 +39,7 @@ def archive_everything(bench) -> dict:
         "seconds": seconds,
         "seconds_per_batch": seconds / max(1, -(-moved // BATCH)),
         "archive_rows": NotificationArchive.objects.count(),
-        "tick": bench.steady_tick(),
+        **bench.tick_beside_base(),
     }
 
 
@@ -106,11 +106,12 @@ def measure(bench) -> dict:
 
 def targets(r: dict) -> list[tuple[str, object, str]]:
     """The rows bench/run.py's `write()` adds to its table."""
-    archive, base = r["archive"], r["base"]
+    archive = r["archive"]
     return [
         (
-            "9. tick full ÷ 10k rows, the sent rows archived (VACUUM FULL once after the move)",
-            archive["archived"]["tick"] / base["tick"],
+            "9. tick full ÷ 10k rows, the sent rows archived (VACUUM FULL once after the move),"
+            " timed in turn",
+            archive["archived"]["ratio"],
             "≤ 1.2",
         ),
         (
