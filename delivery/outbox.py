@@ -88,10 +88,14 @@ def notifications_claim(*, batch_size: int, now: dt.datetime | None = None) -> l
             .order_by("send_after")
             .values_list("id", flat=True)[:batch_size]
         )
-        # The status condition keeps two claimers apart where the database has no row locks.
-        Notification.objects.filter(id__in=ids, status=NotificationStatus.PENDING).update(
-            status=NotificationStatus.SENDING, claimed_at=now, claim_token=token
-        )
+        claiming = Notification.objects.filter(id__in=ids)
+        if connection.vendor != "postgresql":
+            # The status condition keeps two claimers apart where the database has no row
+            # locks. PostgreSQL's rows are locked pending by the SELECT above, and the same
+            # condition there let the planner read the pending index whole (a hundred
+            # thousand rows, 3.5 ms) beside the 500 keys it needs.
+            claiming = claiming.filter(status=NotificationStatus.PENDING)
+        claiming.update(status=NotificationStatus.SENDING, claimed_at=now, claim_token=token)
     # Through the primary key: claim_token has no index, and needs none.
     claimed = Notification.objects.filter(id__in=ids, claim_token=token)
     return list(claimed.values_list("id", flat=True))

@@ -182,6 +182,27 @@ def test_a_claimed_row_is_not_claimed_again_until_its_claim_times_out(harvest, s
         assert sorted(notifications_claim(batch_size=10)) == sorted(claimed)
 
 
+@pytest.mark.postgres
+def test_the_claim_updates_its_rows_through_their_keys_alone(harvest):
+    """The claim's SELECT has locked its rows while they are pending. A status condition on
+    its UPDATE as well let the planner read the pending index whole beside the keys: 3.5 ms
+    of a 10 ms claim with 100,000 reminders pending, and more as the programme grows."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with (
+        time_machine.travel(REMINDERS_DUE, tick=False),
+        CaptureQueriesContext(connection) as captured,
+    ):
+        claimed = notifications_claim(batch_size=10)
+    [update] = [q["sql"] for q in captured if q["sql"].startswith("UPDATE")]
+    assert len(claimed) == 2
+    assert '"status"' not in update.split(" WHERE ", 1)[1]
+    assert set(Notification.objects.filter(pk__in=claimed).values_list("status", flat=True)) == {
+        NotificationStatus.SENDING
+    }
+
+
 def test_a_batch_slower_than_its_claim_sends_nothing_another_worker_took(harvest, twilio, settings):
     """Worker A claims, stalls past the claim timeout; B reclaims and sends. A must not send."""
     from delivery.outbox import notification_send_claimed
