@@ -19,6 +19,14 @@ def expansion_day(*, received_at: dt.datetime, at: dt.datetime, zone) -> int:
     return (timezone.localdate(at, zone) - timezone.localdate(received_at, zone)).days
 
 
+def expansion_day_cutoff(day: int, *, now: dt.datetime, zone) -> dt.datetime:
+    """A sample received before this instant is on expansion `day` or later at `now`: the
+    site's midnight `day - 1` days before `now`'s date there. `expansion_day`'s count, in a
+    form a query can filter on."""
+    first_day_short = timezone.localdate(now, zone) - dt.timedelta(days=day - 1)
+    return dt.datetime.combine(first_day_short, dt.time(0), tzinfo=zone)
+
+
 SEDATION_PREPARATION = (
     "Do not eat or drink for 6 hours before. You will be sedated: bring someone to take you "
     "home, and do not drive for 24 hours."

@@ -5,7 +5,7 @@ import datetime as dt
 
 from django.utils import timezone
 
-from pathway.models import Protocol, TreatmentCourse, expansion_day
+from pathway.models import Protocol, TreatmentCourse, expansion_day, expansion_day_cutoff
 from pathway.states import HOLDABLE_STATES, CourseState
 from patients.models import Site
 from scheduling.alerts import (
@@ -29,18 +29,11 @@ def alerts_scan_overdue(*, now: dt.datetime | None = None) -> int:
     return raised
 
 
-def _local_midnight(day: dt.date, zone) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(0), tzinfo=zone)
-
-
 def _scan_expansions(site: Site, protocol: Protocol, now: dt.datetime) -> int:
     raised = 0
     zone = site.time_zone
     last_day = protocol.expansion_max_days
-    # Received before this local midnight: past the last day, as `expansion_day` counts.
-    received_before = _local_midnight(
-        timezone.localdate(now, zone) - dt.timedelta(days=last_day), zone
-    )
+    received_before = expansion_day_cutoff(last_day + 1, now=now, zone=zone)  # past the last
     overdue = TreatmentCourse.objects.filter(
         site=site,
         protocol=protocol,

@@ -1,12 +1,17 @@
-import datetime as dt
 
 from django.db.models import Q
 from django.utils import timezone
 
 from pathway.conditions import EvaluationFacts
 from pathway.forecast import GrowthForecast, growth_forecast
-from pathway.models import Batch, BatchStatus, Protocol, TreatmentCourse
-from patients.models import BodyMeasurement, ChestCT, ClinicalAssessment, LungFunctionTest
+from pathway.models import Batch, BatchStatus, Protocol, TreatmentCourse, expansion_day_cutoff
+from patients.models import (
+    BodyMeasurement,
+    ChestCT,
+    ClinicalAssessment,
+    LungFunctionTest,
+    Site,
+)
 
 
 def course_evaluation_facts(*, course: TreatmentCourse) -> EvaluationFacts:
@@ -32,14 +37,21 @@ def course_dosing_weight(*, course: TreatmentCourse) -> BodyMeasurement | None:
 
 
 def batches_due_for_release(*, now=None):
-    """Expanding batches that have reached their protocol's first day of release."""
+    """Expanding batches that have reached their protocol's first day of release, the day
+    counted in the site's calendar as the release itself counts it: 21 days of 24 hours
+    would list a batch received in the evening only in the evening of day 21."""
     now = now or timezone.now()
+    zones = set(Site.objects.values_list("time_zone", flat=True))
     due = Q(pk__in=[])
     for protocol in Protocol.objects.all():
-        due |= Q(
-            course__protocol=protocol,
-            received_at__lte=now - dt.timedelta(days=protocol.expansion_min_days),
-        )
+        for zone in zones:
+            due |= Q(
+                course__protocol=protocol,
+                course__site__time_zone=zone,
+                received_at__lt=expansion_day_cutoff(
+                    protocol.expansion_min_days, now=now, zone=zone
+                ),
+            )
     return Batch.objects.filter(due, status=BatchStatus.EXPANDING)
 
 

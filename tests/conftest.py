@@ -190,6 +190,15 @@ class Pathway:
     def at(self, days: float) -> dt.datetime:
         return self.start + dt.timedelta(days=days)
 
+    def on_expansion_day(self, course, day: int) -> dt.datetime:
+        """Noon in the site's calendar on expansion day `day` (the day of receipt, `at(2.9)`,
+        is day 0). `at(2.9 + day)` falls a calendar day short when the clocks go back in
+        between and the receipt fell in the hour after midnight, as it does when the suite
+        runs just before 02:00 UTC in late November."""
+        zone = course.site.time_zone
+        received_on = timezone.localdate(self.at(2.9), zone)
+        return dt.datetime.combine(received_on + dt.timedelta(days=day), dt.time(12), tzinfo=zone)
+
     def steps(self, course):
         at = self.at
         return [

@@ -33,9 +33,10 @@ NO_COUNTS = {"cell_counts-TOTAL_FORMS": "0", "cell_counts-INITIAL_FORMS": "0"}
 
 def release_on_day(pathway, course, day, *, by=None, password=PASSWORD, **qc):
     """QC by the first lab user, then the release signed on expansion day `day`."""
-    with time_machine.travel(pathway.at(2.9 + day - 0.1), tick=False):
+    released_at = pathway.on_expansion_day(course, day)
+    with time_machine.travel(released_at - dt.timedelta(hours=2), tick=False):
         pathway.record_qc(course, **qc)
-    with time_machine.travel(pathway.at(2.9 + day), tick=False):
+    with time_machine.travel(released_at, tick=False):
         return services.course_release(course=course, by=by or pathway.lab2, password=password)
 
 
@@ -587,14 +588,38 @@ def test_a_custody_event_with_another_courses_id_is_refused_in_the_admin(
 def test_batches_due_for_release_are_listed(client, course, pathway, admin_user):
     pathway.advance(course, S.EXPANDING)
     url = reverse("admin:pathway_batch_changelist")
-    with time_machine.travel(pathway.at(2.9 + 20), tick=False):
+    with time_machine.travel(pathway.on_expansion_day(course, 20), tick=False):
         client.force_login(admin_user)  # sessions end after 15 idle minutes: log in "then"
         assert list(client.get(url, {"due": "yes"}).context["cl"].result_list) == []
-    with time_machine.travel(pathway.at(2.9 + 21), tick=False):
+    with time_machine.travel(pathway.on_expansion_day(course, 21), tick=False):
         client.force_login(admin_user)
         assert [b.course for b in client.get(url, {"due": "yes"}).context["cl"].result_list] == [
             course
         ]
+
+
+def test_a_batch_is_listed_due_from_the_midnight_its_release_is_allowed(
+    client, course, pathway, admin_user
+):
+    """Received at 23:30 in the site's calendar: day 21 begins 20 days and 30 minutes later,
+    when the release is allowed, and the list says so then, not at 23:30 that evening."""
+    zone = course.site.time_zone
+    received_on = timezone.localdate(timezone=zone) - dt.timedelta(days=30)
+    received_at = dt.datetime.combine(received_on, dt.time(23, 30), tzinfo=zone)
+    path = pathway.starting(received_at - dt.timedelta(days=2.9))
+    path.advance(course, S.EXPANDING)
+    day_21 = dt.datetime.combine(received_on + dt.timedelta(days=21), dt.time(0, 30), tzinfo=zone)
+    url = reverse("admin:pathway_batch_changelist")
+    for moment, listed in ((day_21 - dt.timedelta(hours=1), []), (day_21, [course])):
+        with time_machine.travel(moment, tick=False):
+            client.force_login(admin_user)
+            due = client.get(url, {"due": "yes"}).context["cl"].result_list
+            assert [b.course for b in due] == listed
+    with time_machine.travel(day_21 - dt.timedelta(minutes=20), tick=False):
+        path.record_qc(course)
+    with time_machine.travel(day_21, tick=False):
+        services.course_release(course=course, by=path.lab2, password=PASSWORD)
+    assert course.state == S.RELEASED
 
 
 def test_the_transition_log_is_append_only(course, coordinator):

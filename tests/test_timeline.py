@@ -66,16 +66,16 @@ def test_an_expansion_counts_its_days_and_turns_red_after_its_window(course, pat
         f"{received_on + dt.timedelta(days=35)}"
     )
 
-    steps, timeline = steps_of(course, now=pathway.at(2.9) + dt.timedelta(days=10))
+    steps, timeline = steps_of(course, now=pathway.on_expansion_day(course, 10))
     assert steps["Expansion"].status == StepStatus.CURRENT
     assert steps["Expansion"].detail == "day 10 of 21–35 days"
     assert steps["Release"].status == StepStatus.UPCOMING and steps["Release"].when == window
     assert timeline.next_action == f"Record QC and release the batch ({window})."
 
-    steps, _ = steps_of(course, now=pathway.at(2.9) + dt.timedelta(days=21))
+    steps, _ = steps_of(course, now=pathway.on_expansion_day(course, 21))
     assert steps["Release"].status == StepStatus.DUE
 
-    steps, timeline = steps_of(course, now=pathway.at(2.9) + dt.timedelta(days=36))
+    steps, timeline = steps_of(course, now=pathway.on_expansion_day(course, 36))
     assert steps["Expansion"].status == StepStatus.OVERDUE
     assert steps["Release"].status == StepStatus.OVERDUE
     assert timeline.next_action_overdue and "day 36 of 21–35 days" in timeline.next_action
