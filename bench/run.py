@@ -136,15 +136,13 @@ def using(wrapper):
 
 
 def report_week() -> str:
-    """The latest week whose report has gone out (Monday 07:00 after it), so whose figures
-    are kept: last week, or before Monday 07:00 the week before, whenever the bench runs."""
+    """The latest week whose report has gone out, so whose figures are kept, whenever the
+    bench runs (before Monday 07:00 that is the week before last)."""
     from django.utils import timezone
 
-    from reporting.weekly_report import SEND_TIME, SEND_WEEKDAY, previous_week
+    from reporting.weekly_report import latest_sent_week
 
-    zone = timezone.get_current_timezone()
-    since = dt.timedelta(days=SEND_WEEKDAY, hours=SEND_TIME.hour, minutes=SEND_TIME.minute)
-    return previous_week(timezone.now().astimezone(zone) - since, zone)
+    return latest_sent_week(timezone.now(), timezone.get_current_timezone())
 
 
 def timed(function, repeat: int = 5) -> tuple[float, object]:

@@ -96,6 +96,22 @@ def previous_week(now: dt.datetime, zone: ZoneInfo) -> str:
     return week_label(timezone.localdate(now, zone) - dt.timedelta(weeks=1))
 
 
+def report_sent_at(week: str, zone: ZoneInfo) -> dt.datetime:
+    """When the report of `week` goes out (Monday 07:00 after it, in `zone`), and from when its
+    figures are kept."""
+    _start, end = week_bounds(week, zone)
+    return dt.datetime.combine(end.date() + dt.timedelta(days=SEND_WEEKDAY), SEND_TIME, tzinfo=zone)
+
+
+def latest_sent_week(now: dt.datetime, zone: ZoneInfo) -> str:
+    """The latest week whose report has gone out by `now`: last week, or before Monday 07:00
+    the week before it."""
+    week = previous_week(now, zone)
+    if now < report_sent_at(week, zone):
+        week = previous_week(now - dt.timedelta(weeks=1), zone)
+    return week
+
+
 @dataclass
 class WeeklyReport:
     week: str
@@ -167,11 +183,8 @@ def weekly_report(*, week: str, site: Site | None = None, recompute: bool = Fals
     take in corrections made since. Before then it is worked out each time and not kept: a
     week not yet over, or one whose last entries may still be coming in."""
     zone = site.time_zone if site else ZoneInfo(settings.TIME_ZONE)
-    _start, end = week_bounds(week, zone)
     now = timezone.now()
-    if now < dt.datetime.combine(
-        end.date() + dt.timedelta(days=SEND_WEEKDAY), SEND_TIME, tzinfo=zone
-    ):
+    if now < report_sent_at(week, zone):
         figures = weekly_figures(week=week, site=site)
         return _report_from(week, site, figures, computed_at=now, kept=False)
     if recompute:

@@ -626,6 +626,20 @@ def test_a_week_is_kept_from_its_mondays_sending_time(cohort):
     assert WeeklyFigures.objects.count() == 1
 
 
+def test_the_latest_week_sent_turns_over_at_mondays_sending_time():
+    """What the bench times as a kept week: the week before last until Monday 07:00, in the
+    zone asked (Monday 06:59 in Sydney is Sunday evening in London)."""
+    from reporting.weekly_report import latest_sent_week
+
+    assert latest_sent_week(london(2026, 3, 16, 6, 59), LONDON) == "2026-W10"
+    assert latest_sent_week(london(2026, 3, 16, 7), LONDON) == WEEK
+    assert latest_sent_week(london(2026, 3, 22, 23, 59), LONDON) == WEEK
+    sydney = ZoneInfo("Australia/Sydney")
+    monday_7_sydney = dt.datetime(2026, 3, 16, 7, tzinfo=sydney)
+    assert latest_sent_week(monday_7_sydney - dt.timedelta(minutes=1), sydney) == "2026-W10"
+    assert latest_sent_week(monday_7_sydney, sydney) == WEEK
+
+
 def test_a_kept_week_keeps_the_zone_it_was_worked_out_in(cohort):
     site, _courses = cohort
     with time_machine.travel(london(2026, 3, 16, 9), tick=False):
