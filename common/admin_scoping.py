@@ -3,7 +3,10 @@ choices offered in forms show only the user's sites."""
 
 from django.conf import settings
 from django.contrib.admin.widgets import AutocompleteSelect, AutocompleteSelectMultiple
+from django.core.exceptions import FieldDoesNotExist
+from django.db import models
 from django.http import Http404
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from common.forms import (
@@ -12,6 +15,7 @@ from common.forms import (
     SafeModelChoiceField,
     SafeModelMultipleChoiceField,
 )
+from common.zones import local_words, respond_in_zone
 
 # Each scoped model and the path from it to its site.
 SITE_PATHS = {
@@ -39,6 +43,13 @@ SITE_PATHS = {
 
 def site_path_of(model) -> str | None:
     return SITE_PATHS.get(model._meta.label_lower)
+
+
+def _model_field(model, name: str):
+    try:
+        return model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return None
 
 
 def scope(queryset, user):
@@ -72,11 +83,66 @@ class ScopedChoices:
         return formfield
 
 
+def site_zone_of(obj):
+    """The time zone of the site `obj` belongs to (through SITE_PATHS), or None."""
+    path = site_path_of(type(obj))
+    if path is None:
+        return None
+    site = obj
+    for step in [] if path == "pk" else path.split("__"):
+        site = getattr(site, step, None)
+        if site is None:
+            return None
+    return site.time_zone
+
+
+def _in_site_zone(name: str, field):
+    """A list column showing a moment in its row's site's zone, named (a list mixes sites)."""
+
+    def column(obj):
+        value = getattr(obj, name)
+        if value is None:
+            return "–"
+        return local_words(value, site_zone_of(obj) or timezone.get_current_timezone())
+
+    column.short_description = field.verbose_name
+    column.admin_order_field = name
+    return column
+
+
 class SiteScopedAdmin(ScopedChoices):
-    """Mix into a ModelAdmin whose model is in SITE_PATHS."""
+    """Mix into a ModelAdmin whose model is in SITE_PATHS. Its pages show the user's sites
+    only, and every time in the site's zone, named: a page of one object in that object's
+    site's zone, a list row by row."""
 
     def get_queryset(self, request):
         return scope(super().get_queryset(request), request.user)
+
+    def get_list_display(self, request):
+        columns = []
+        for name in super().get_list_display(request):
+            field = _model_field(self.model, name) if isinstance(name, str) else None
+            columns.append(
+                _in_site_zone(name, field) if isinstance(field, models.DateTimeField) else name
+            )
+        return columns
+
+    def get_list_select_related(self, request):
+        """The rows' sites come with them: the times need their zones, in one query."""
+        related = super().get_list_select_related(request)
+        path = site_path_of(self.model)
+        if path in (None, "pk") or related is True:
+            return related
+        return [*(related or ()), path]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        return respond_in_zone(
+            site_zone_of(obj),
+            lambda: super(SiteScopedAdmin, self).change_view(
+                request, object_id, form_url, extra_context
+            ),
+        )
 
     def get_object(self, request, object_id, from_field=None):
         """Another site's object is not found: 404, whatever the URL guessed."""

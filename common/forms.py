@@ -1,10 +1,14 @@
-"""Form fields that refuse a value that cannot be an id before asking the database about it.
+"""Form plumbing: fields that refuse a value that cannot be an id before asking the database
+about it, and the second look a form takes at an unusual value.
 
 Django's model choice fields pass what was posted straight to a query: "abc" is caught, but
 a 40-digit number reaches PostgreSQL and fails there ("value out of range for type bigint"),
 and the admin's autocomplete widget looks up whatever a refused form posted when it shows the
 form again. Both were server errors.
 """
+
+import hashlib
+from decimal import Decimal
 
 from django import forms
 from django.contrib.admin.widgets import AutocompleteSelect, AutocompleteSelectMultiple
@@ -69,3 +73,47 @@ class SafeAutocompleteSelect(_OnlyIds, AutocompleteSelect):
 
 class SafeAutocompleteSelectMultiple(_OnlyIds, AutocompleteSelectMultiple):
     pass
+
+
+SECOND_LOOK_WORDS = "If it is right, type it again to confirm it; otherwise correct it."
+
+
+def second_look_token(field: str, value) -> str:
+    """What a form keeps of a value it asked to see again: the field and a digest of it."""
+    if isinstance(value, Decimal):
+        value = value.normalize()  # 9.50 typed again as 9.5 is the same value
+    digest = hashlib.sha256(f"{field}={value}".encode()).hexdigest()[:16]
+    return f"{field}:{digest}"
+
+
+class SecondLook:
+    """A form that saves a possible but unusual value only once it has been typed again.
+
+    The form calls `take_second_look(unusual)` from its `clean`, with the unusual values by
+    field and the words saying why. The first time, each gets its words beside it and is
+    emptied, so that it must be typed again; typed again the same, it is taken. A form using
+    this declares the hidden `second_look` field (`second_look_field()`) and shows it.
+    """
+
+    def take_second_look(self, unusual: dict[str, str]) -> bool:
+        """Whether every unusual value has had its second look (the caller may then tell the
+        service the values were checked)."""
+        name = self.add_prefix("second_look")
+        seen = set((self.data.get(name) or "").split())
+        tokens = {
+            field: second_look_token(field, self.cleaned_data.get(field)) for field in unusual
+        }
+        asked = {field: words for field, words in unusual.items() if tokens[field] not in seen}
+        if not asked:
+            return True
+        data = self.data.copy()
+        data[name] = " ".join(tokens[field] for field in asked)
+        for field, words in asked.items():
+            self.add_error(field, f"{words} {SECOND_LOOK_WORDS}")
+            data[self.add_prefix(field)] = ""
+        self.data = data
+        return False
+
+
+def second_look_field() -> forms.CharField:
+    return forms.CharField(required=False, widget=forms.HiddenInput)

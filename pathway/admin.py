@@ -15,9 +15,10 @@ from django_fsm.admin import FSMAdminMixin, FSMTransitionContext
 from common.admin_readonly import ReadOnlyAdmin
 from common.admin_scoping import SiteScopedAdmin
 from common.errors import Refused
+from common.forms import SecondLook, second_look_field
 from common.numbers import cells_words
 from common.paginator import EstimatedCountPaginator
-from common.zones import zone_words
+from common.zones import respond_in_zone, zone_words
 from pathway.amendments import follow_ups_recompute
 from pathway.audit import audit_verify
 from pathway.badges import state_badge
@@ -61,6 +62,7 @@ from pathway.services import (
 from pathway.states import CourseState
 from patients.access import AUDITOR_GROUP, roles_allowed
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
+from patients.measures import unusual_values
 from patients.search import patients_matching
 from reporting.checkins import course_checkins
 from reporting.outcomes import CHANGES, course_outcomes
@@ -165,6 +167,7 @@ class ProtocolAdmin(admin.ModelAdmin):
                 ),
             },
         ),
+        ("What is entered", {"fields": ("expected_ranges",)}),
     )
 
 
@@ -656,8 +659,7 @@ class TreatmentCourseAdmin(
                 f"Booking follow-ups is not in your role: {roles_allowed('change_visit')}."
             )
         zone = course.site.time_zone
-        with timezone.override(zone):
-            return self._follow_ups_page(request, course, zone)
+        return respond_in_zone(zone, lambda: self._follow_ups_page(request, course, zone))
 
     def _follow_ups_page(self, request, course, zone):
         proposal = follow_ups_proposal(course=course)
@@ -746,8 +748,7 @@ class TreatmentCourseAdmin(
         extra = dict(extra_context or {})
         if course is not None:  # the timeline below says the next step in words
             extra["primary_transition"] = NEXT_STEP.get(course.state)
-        with timezone.override(course.site.time_zone if course else None):
-            return super().change_view(request, object_id, form_url, extra)
+        return super().change_view(request, object_id, form_url, extra)
 
     def fsm_transition_view(self, request, object_id, transition_name, **kwargs):
         """django-fsm-2's transition form page, with the form given the course and the user,
@@ -776,6 +777,7 @@ class TreatmentCourseAdmin(
                     transition_name=transition_name,
                     request=request,
                     kwargs=form.cleaned_data,
+                    form=form,
                 )
             ):
                 return redirect("admin:pathway_treatmentcourse_change", object_id=course.pk)
@@ -841,8 +843,10 @@ class TreatmentCourseAdmin(
             }
         return {}
 
-    def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None):
-        """Route every admin transition through the same service as commands and tasks."""
+    def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None, form=None):
+        """Route every admin transition through the same service as commands and tasks. A
+        refusal of a step with a form is shown on the form, all of it at once, each reason
+        beside the field it is about."""
         service = COURSE_TRANSITION_SERVICES.get(transition_name)
         label = TRANSITION_LABELS.get(transition_name, transition_name)
         if service is None:
@@ -854,8 +858,16 @@ class TreatmentCourseAdmin(
         try:
             log = service(course=obj, by=request.user, **kwargs)
         except Refused as refusal:
+            beside = {}
+            for field, reasons in refusal.by_field.items():
+                if form is not None and field in form.fields:
+                    beside[field] = reasons
+            for field, reasons in beside.items():
+                for reason in reasons:
+                    form.add_error(field, reason)
             for reason in refusal.reasons:
-                self.message_user(request, f"{label} refused: {reason}", messages.ERROR)
+                if not any(reason in reasons for reasons in beside.values()):
+                    self.message_user(request, f"{label} refused: {reason}", messages.ERROR)
             return False
         except PermissionDenied as denied:
             self.message_user(request, str(denied), messages.ERROR)
@@ -926,11 +938,13 @@ QC_MEASURES = (
 _PASS_FAIL_CHOICES = (("", "Not recorded"), ("passed", "Passed"), ("failed", "Failed"))
 
 
-class BatchQcForm(forms.ModelForm):
+class BatchQcForm(SecondLook, forms.ModelForm):
     """The batch's QC results: the four measures and one field per extra test the protocol
-    defines. Refused input is shown beside its field and nothing is saved."""
+    defines. Refused input is shown beside its field and nothing is saved; a result outside
+    the protocol's expected range is saved only once it is typed again."""
 
     qc_tests: tuple = ()
+    second_look = second_look_field()
 
     class Meta:
         model = Batch
@@ -980,6 +994,14 @@ class BatchQcForm(forms.ModelForm):
                 "QC can only be recorded while the batch is expanding, not "
                 f"{self.instance.get_status_display().lower()}."
             )
+        if self.instance.pk:
+            changed = [name for name in Batch.measured_fields if name in self.changed_data]
+            unusual = unusual_values(
+                data,
+                keys={name: Batch.measured_fields[name] for name in changed},
+                expected=self.instance.course.protocol.expected_ranges,
+            )
+            self.take_second_look(unusual)
         return data
 
     def extra_qc_results(self) -> dict:
@@ -993,6 +1015,23 @@ class BatchQcForm(forms.ModelForm):
                 value == "passed" if test.kind == QcTestKind.PASS_FAIL else str(value)
             )
         return results
+
+
+class CellCountForm(SecondLook, forms.ModelForm):
+    """A count: impossible numbers refused beside their field, unusual ones typed again."""
+
+    second_look = second_look_field()
+
+    def clean(self):
+        data = super().clean()
+        if self.has_changed():
+            unusual = unusual_values(
+                data,
+                keys=CellCount.measured_fields,
+                expected=self.instance.batch.course.protocol.expected_ranges,
+            )
+            self.take_second_look(unusual)
+        return data
 
 
 class CellCountFormSet(forms.BaseInlineFormSet):
@@ -1010,8 +1049,9 @@ class CellCountInline(admin.TabularInline):
     """In-process counts, entered by the lab; the growth forecast above fits them."""
 
     model = CellCount
+    form = CellCountForm
     formset = CellCountFormSet
-    fields = ("counted_at", "total_cells", "viability_pct", "by")
+    fields = ("second_look", "counted_at", "total_cells", "viability_pct", "by")
     readonly_fields = ("by",)
     extra = 1
     can_delete = False
@@ -1085,6 +1125,7 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
                     "viable_cells",
                     "qc_recorded_by",
                     "qc_recorded_at",
+                    "second_look",
                 ),
             },
         ),
@@ -1120,12 +1161,6 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
     def expansion_day_column(self, obj):
         return obj.expansion_day if obj.status == BatchStatus.EXPANDING else "–"
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        """Counts are typed in local time at the course's site, as on the course page."""
-        batch = self.get_object(request, object_id)
-        with timezone.override(batch.course.site.time_zone if batch else None):
-            return super().change_view(request, object_id, form_url, extra_context)
-
     @admin.display(description="target dose reached")
     def growth_forecast(self, obj):
         return forecast_text(batch_growth_forecast(batch=obj))
@@ -1141,6 +1176,7 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
                 counted_at=count.counted_at,
                 total_cells=count.total_cells,
                 viability_pct=count.viability_pct,
+                values_checked=True,  # its form has asked for any unusual one typed again
             )
         return None
 
@@ -1173,6 +1209,7 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
             by=request.user,
             **{name: form.cleaned_data[name] for name in QC_MEASURES},
             extra_qc_results=form.extra_qc_results(),
+            values_checked=True,  # the form has asked for any unusual result typed again
         )
 
 

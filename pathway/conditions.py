@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathway.coi import coi_ids_match
 from pathway.models import CustodyKind, Protocol, ProtocolQcTest, QcTestKind
 from patients.clinical import OBSTRUCTION_RATIO, ratio_display
+from patients.measures import measure
 from patients.models import (
     A1ATScreening,
     BodyMeasurement,
@@ -347,6 +348,19 @@ def release_refusals(
     ]
     if missing:
         return [f"The QC results do not record {', '.join(missing)}."]
+    # A result saved before its range was checked cannot be signed off as meeting anything.
+    impossible = [
+        words
+        for key, value in (
+            ("identity_p63_pct", qc.identity_p63_pct),
+            ("purity_pct", qc.purity_pct),
+            ("viability_pct", qc.viability_pct),
+            ("viable_cells", qc.viable_cells),
+        )
+        if (words := measure(key).refusal(value))
+    ]
+    if impossible:
+        return [*impossible, "Correct the QC results on the batch before the release."]
     refusals = []
     if expansion_day is None:
         refusals.append("The lab has not recorded receiving the sample.")
@@ -435,30 +449,30 @@ def transplant_refusals(
     cells_administered: int,
     weight: BodyMeasurement | None,
     released_cells: int | None = None,
-) -> list[str]:
-    """Why the product may not be given; empty if it may."""
-    refusals = []
+) -> dict[str, list[str]]:
+    """Why the product may not be given, by the field each reason is about; empty if it may."""
+    refusals = {"bedside_coi_id": [], "cells_administered": [], "weight_kg": []}
     if released_cells is not None and cells_administered > released_cells:
-        refusals.append(
+        refusals["cells_administered"].append(
             f"{cells_administered / 1e6:.1f} × 10⁶ cells is more than the batch released "
             f"({released_cells / 1e6:.1f} × 10⁶ viable cells): check the count."
         )
     if not course_coi_id or not coi_ids_match(bedside_coi_id, course_coi_id):
-        refusals.append(
+        refusals["bedside_coi_id"].append(
             f"The chain-of-identity id read at the bedside ({bedside_coi_id}) does not match this "
             "patient's. Do not administer; check the product label."
         )
     if weight is None:
-        refusals.append("No body weight is recorded since the evaluation began.")
+        refusals["weight_kg"].append("No body weight is recorded since the evaluation began.")
     else:
         dose = dose_million_per_kg(cells=cells_administered, weight_kg=weight.weight_kg)
         if not protocol.dose_min_million_per_kg <= dose <= protocol.dose_max_million_per_kg:
-            refusals.append(
+            refusals["cells_administered"].append(
                 f"The dose is {dose:.3f} × 10⁶ cells/kg for {_pct(weight.weight_kg)} kg; the "
                 f"protocol allows {_pct(protocol.dose_min_million_per_kg)}–"
                 f"{_pct(protocol.dose_max_million_per_kg)} × 10⁶/kg."
             )
-    return refusals
+    return {field: found for field, found in refusals.items() if found}
 
 
 def product_arrival_refusals(

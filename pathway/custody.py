@@ -22,6 +22,7 @@ from pathway.models import (
     TreatmentCourse,
 )
 from pathway.selectors import batch_growth_forecast
+from patients.measures import measure, unusual_values, unusual_values_refused
 from scheduling.alerts import alert_raise
 from scheduling.chains import free_slots
 from scheduling.models import AlertKind, ReservationPurpose, Severity
@@ -73,15 +74,25 @@ def custody_event_record(
     temperature_c: Decimal | None = None,
     note: str = "",
     corrects: CustodyEvent | None = None,
+    values_checked: bool = False,
 ) -> CustodyEvent:
-    """Record a shipment, a receipt at the site or a correction, with the id read off the label."""
+    """Record a shipment, a receipt at the site or a correction, with the id read off the label.
+    A temperature outside the expected range needs `values_checked` (typed again)."""
     if not by.has_perm("pathway.add_custodyevent"):
         raise PermissionDenied("You do not have permission to record custody events.")
     errors = custody_event_errors(
-        course=course, kind=kind, scanned_coi_id=scanned_coi_id, at=at, corrects=corrects
+        course=course,
+        kind=kind,
+        scanned_coi_id=scanned_coi_id,
+        at=at,
+        corrects=corrects,
+        temperature_c=temperature_c,
     )
     if errors:
         raise ValidationError(errors)
+    unusual = custody_unusual_values(course=course, temperature_c=temperature_c)
+    if unusual and not values_checked:
+        raise unusual_values_refused(unusual)
     return custody_append(
         course=course,
         kind=kind,
@@ -95,11 +106,29 @@ def custody_event_record(
     )
 
 
+def custody_unusual_values(*, course, temperature_c) -> dict[str, str]:
+    """A custody event's values that need a second look, by field."""
+    return unusual_values(
+        {"temperature_c": temperature_c},
+        keys={"temperature_c": "temperature_c"},
+        expected=course.protocol.expected_ranges,
+    )
+
+
 def custody_event_errors(
-    *, course, kind, scanned_coi_id: str, at: dt.datetime | None, corrects
+    *,
+    course,
+    kind,
+    scanned_coi_id: str,
+    at: dt.datetime | None,
+    corrects,
+    temperature_c: Decimal | None = None,
 ) -> dict[str, str]:
     """What is wrong with a hand-recorded custody event, by field; empty if nothing."""
     errors = {}
+    impossible = measure("temperature_c").refusal(temperature_c)
+    if impossible:
+        errors["temperature_c"] = impossible
     if kind not in MANUAL_KINDS:
         errors["kind"] = "This step is recorded by the pathway itself, not by hand."
     if not coi_id_is_valid(scanned_coi_id):
@@ -123,13 +152,17 @@ _QC_WORDS = {True: "passed", False: "failed"}
 
 
 def _qc_result_is_well_formed(test: ProtocolQcTest, result) -> bool:
-    """True or False for a pass/fail test; a finite number, as text, for a numeric one."""
+    """True or False for a pass/fail test; a finite number, as text, for a numeric one (and
+    a possible share, 0–100, for one measured in %)."""
     if test.kind == QcTestKind.PASS_FAIL:
         return isinstance(result, bool)
     try:
-        return isinstance(result, str) and Decimal(result).is_finite()
+        number = Decimal(result) if isinstance(result, str) else None
     except ArithmeticError:
         return False
+    if number is None or not number.is_finite():
+        return False
+    return test.unit.strip() != "%" or not measure("percent").refusal(number)
 
 
 def batch_record_qc(
@@ -142,8 +175,11 @@ def batch_record_qc(
     viability_pct: Decimal,
     viable_cells: int,
     extra_qc_results: dict | None = None,
+    values_checked: bool = False,
 ) -> Batch:
-    """Enter (or correct, before release) a batch's QC results; logged in the chain of custody."""
+    """Enter (or correct, before release) a batch's QC results; logged in the chain of custody.
+    An impossible result is refused beside its field; one outside the protocol's expected
+    range only once `values_checked` (the form asks it typed again)."""
     if not by.has_perm("pathway.change_batch"):
         raise PermissionDenied("You do not have permission to record QC results.")
     if batch.status != BatchStatus.EXPANDING:
@@ -165,6 +201,9 @@ def batch_record_qc(
     batch.viable_cells, batch.extra_qc_results = viable_cells, extra_qc_results or {}
     batch.qc_recorded_by, batch.qc_recorded_at = by, now
     batch.full_clean()
+    unusual = batch.unusual_values(batch.course.protocol.expected_ranges)
+    if unusual and not values_checked:
+        raise unusual_values_refused(unusual)
     with transaction.atomic():
         batch.save()
         custody_append(
@@ -194,6 +233,7 @@ def batch_record_cell_count(
     counted_at: dt.datetime,
     total_cells: int,
     viability_pct: Decimal,
+    values_checked: bool = False,
 ) -> CellCount:
     """Record an in-process count of a batch in culture. If the growth forecast then says the
     minimum dose may not be reached by the last day of release, the coordinator hears of it
@@ -211,6 +251,9 @@ def batch_record_cell_count(
         viability_pct=viability_pct,
     )
     count.full_clean()
+    unusual = count.unusual_values(batch.course.protocol.expected_ranges)
+    if unusual and not values_checked:
+        raise unusual_values_refused(unusual)
     with transaction.atomic():
         count.save()
         _alert_on_slow_growth(batch)

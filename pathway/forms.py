@@ -5,19 +5,18 @@ given the course and the user (`CourseStepForm`), so that what it offers is what
 will accept.
 """
 
-from decimal import Decimal
-
 from django import forms
 from django.contrib.admin import widgets
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from common.forms import SafeModelChoiceField
+from common.forms import SafeModelChoiceField, SecondLook, second_look_field
 from common.zones import zone_words
 from pathway.chains import chain_words, course_chains, course_suite
 from pathway.coi import coi_id_is_valid, coi_id_normalise
 from pathway.services import RELEASE_MEANING
 from pathway.signatures import bedside_confirmers
+from patients.measures import measure, unusual_values
 from scheduling.chains import CHAIN_SEARCH_DAYS
 from scheduling.models import ReservationPurpose
 
@@ -35,14 +34,24 @@ def _when(label: str, *, required: bool = True) -> forms.SplitDateTimeField:
     )
 
 
-def _decimal(label: str, low, high, places: int = 1, **kwargs) -> forms.DecimalField:
-    return forms.DecimalField(
-        label=label,
-        min_value=Decimal(low),
-        max_value=Decimal(high),
-        decimal_places=places,
-        **kwargs,
-    )
+class MeasureField(forms.DecimalField):
+    """A number typed as a measure of `patients.measures`: refused beside the field, in the
+    measure's words, when it is impossible or finer than it is measured. A measure counted in
+    whole units (cells) comes back as an int."""
+
+    def __init__(self, key: str, *, label: str, **kwargs):
+        self.measure = measure(key)
+        super().__init__(label=label, **kwargs)
+
+    def validate(self, value):
+        super().validate(value)
+        refusal = self.measure.refusal(value)
+        if refusal:
+            raise forms.ValidationError(refusal, code="impossible")
+
+    def clean(self, value):
+        number = super().clean(value)
+        return int(number) if number is not None and self.measure.places == 0 else number
 
 
 def _deviation_reason(what: str) -> forms.CharField:
@@ -65,8 +74,12 @@ def _valid_coi_id(value: str) -> str:
     return coi_id_normalise(value)
 
 
-class CourseStepForm(forms.Form):
-    """A transition's form, knowing the course and who is taking the step."""
+class CourseStepForm(SecondLook, forms.Form):
+    """A transition's form, knowing the course and who is taking the step. The numbers it
+    takes (`measured`: field name → measure) are saved only once an unusual one is typed
+    again: the service is then told `values_checked`."""
+
+    measured: dict[str, str] = {}
 
     def __init__(self, *args, course=None, user=None, **kwargs):
         self.course, self.user = course, user
@@ -77,6 +90,20 @@ class CourseStepForm(forms.Form):
                     field.help_text = (
                         f"Local time at {course.site.name} ({zone_words(course.site.time_zone)})."
                     )
+        if self.measured:
+            self.fields["second_look"] = second_look_field()
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.measured:
+            unusual = unusual_values(
+                cleaned,
+                keys=self.measured,
+                expected=self.course.protocol.expected_ranges if self.course else None,
+            )
+            cleaned.pop("second_look", None)
+            cleaned["values_checked"] = self.take_second_look(unusual)
+        return cleaned
 
 
 class ApproveForm(CourseStepForm):
@@ -200,10 +227,12 @@ class RecordHarvestForm(CourseStepForm):
 
 
 class ReceiveAtLabForm(CourseStepForm):
+    measured = {"temperature_c": "temperature_c", "transit_hours": "transit_hours"}
+
     received_at = _when("Received at")
     scanned_coi_id = _scanned_coi_id("Chain-of-identity id on the sample")
-    temperature_c = _decimal("Temperature on arrival (°C)", -80, 60)
-    transit_hours = _decimal("Hours in transit", 0, 1000)
+    temperature_c = MeasureField("temperature_c", label="Temperature on arrival (°C)")
+    transit_hours = MeasureField("transit_hours", label="Hours in transit")
     note = _note()
 
     def clean_scanned_coi_id(self) -> str:
@@ -229,14 +258,16 @@ class ReleaseForm(CourseStepForm):
 
 
 class RecordTransplantForm(CourseStepForm):
+    measured = {"cells_administered": "cells_administered", "weight_kg": "weight_kg"}
+
     performed_at = _when("Performed at")
     bedside_coi_id = _scanned_coi_id("Chain-of-identity id on the product")
-    cells_administered = forms.IntegerField(
+    cells_administered = MeasureField(
+        "cells_administered",
         label="Viable cells administered (cells)",
-        min_value=1,
         help_text="The count, e.g. 140000000 for 140 × 10⁶.",
     )
-    weight_kg = _decimal("Weight used for the dose (kg)", 20, 350)
+    weight_kg = MeasureField("weight_kg", label="Weight used for the dose (kg)")
     weighed_on = forms.DateField(label="Weighed on", widget=widgets.AdminDateWidget)
     second_person = SafeModelChoiceField(
         queryset=get_user_model().objects.none(),

@@ -4,13 +4,14 @@ import json
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transition
 from simple_history.models import HistoricalRecords
 
 from pathway.states import FINAL_STATES, HOLDABLE_STATES, WITHDRAWABLE_STATES, CourseState
+from patients.measures import MeasuredModel, expected_range_errors
 
 
 def expansion_day(*, received_at: dt.datetime, at: dt.datetime, zone) -> int:
@@ -37,8 +38,21 @@ def _default_reminder_lead_days() -> list[int]:
     return [7, 1]
 
 
-class Protocol(models.Model):
+class Protocol(MeasuredModel):
     """Every number the pathway runs on, as data a site can amend without a deploy."""
+
+    # Its limits are measures too: a purity limit of 950 % is refused like a purity of 950 %.
+    measured_fields = {
+        "fev1_pct_min": "fev1_pct_predicted",
+        "fev1_pct_max": "fev1_pct_predicted",
+        "cold_chain_min_c": "temperature_c",
+        "cold_chain_max_c": "temperature_c",
+        "cold_chain_max_transit_hours": "transit_hours",
+        "min_viability_pct": "percent",
+        "min_identity_p63_pct": "percent",
+        "min_purity_pct": "percent",
+        "dlco_decline_alert_pct": "percent",
+    }
 
     name = models.CharField(max_length=200, unique=True)
     is_default = models.BooleanField(
@@ -148,6 +162,15 @@ class Protocol(models.Model):
         help_text="After this many failed tries the coordinator is alerted.",
     )
 
+    expected_ranges = models.JSONField(
+        "expected ranges",
+        default=dict,
+        blank=True,
+        help_text='Where this protocol expects other values than the defaults, e.g. {"weight_kg": '
+        "[40, 160]}: a value outside is saved only after a second look. What is possible is "
+        "fixed (patients/measures.py).",
+    )
+
     # What reminders tell patients: plain words that name no diagnosis and no treatment.
     harvest_description = models.CharField(
         "the harvest, in patients' words",
@@ -194,6 +217,11 @@ class Protocol(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        errors = expected_range_errors(self.expected_ranges)
+        if errors:
+            raise ValidationError({"expected_ranges": errors})
 
     def release_window(self, received_on: dt.date) -> tuple[dt.date, dt.date]:
         """The first and last day a batch received on `received_on` may be released."""
@@ -685,8 +713,17 @@ class BatchStatus(models.TextChoices):
     DISCARDED = "discarded", "Discarded (course withdrawn)"
 
 
-class Batch(models.Model):
+class Batch(MeasuredModel):
     """One harvested sample's manufacturing run, from lab receipt to release or rejection."""
+
+    measured_fields = {
+        "temperature_c": "temperature_c",
+        "transit_hours": "transit_hours",
+        "identity_p63_pct": "identity_p63_pct",
+        "purity_pct": "purity_pct",
+        "viability_pct": "viability_pct",
+        "viable_cells": "viable_cells",
+    }
 
     course = models.ForeignKey(TreatmentCourse, on_delete=models.PROTECT, related_name="batches")
     coi_id = models.CharField("chain-of-identity id", max_length=30, editable=False)
@@ -764,18 +801,15 @@ class Batch(models.Model):
         return self.qc_recorded_at is not None
 
 
-class CellCount(models.Model):
+class CellCount(MeasuredModel):
     """An in-process count of a batch in culture: the growth forecast fits these."""
+
+    measured_fields = {"total_cells": "total_cells", "viability_pct": "viability_pct"}
 
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="cell_counts")
     counted_at = models.DateTimeField()
-    total_cells = models.BigIntegerField(validators=[MinValueValidator(1)])
-    viability_pct = models.DecimalField(
-        "viability (%)",
-        max_digits=4,
-        decimal_places=1,
-        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(100))],
-    )
+    total_cells = models.BigIntegerField()
+    viability_pct = models.DecimalField("viability (%)", max_digits=4, decimal_places=1)
     by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
 
     class Meta:

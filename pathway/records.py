@@ -7,6 +7,8 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from pathway.selectors import patient_expected_ranges
+from patients.measures import unusual_values_refused
 from patients.models import AdverseEvent, ClinicalRecord, LungFunctionTest, Patient
 from patients.selectors import course_baseline_lung_function
 from scheduling.alerts import alert_raise
@@ -28,9 +30,12 @@ def _visit_done_at(visit: Visit, taken_on: dt.date) -> dt.datetime:
     return dt.datetime.combine(taken_on, local_time, tzinfo=zone)
 
 
-def clinical_record_save(*, record: ClinicalRecord, by, early_reason: str = "") -> list[str]:
-    """Validate and save a record; returns its warnings (values to double-check, and what
-    was not done).
+def clinical_record_save(
+    *, record: ClinicalRecord, by, early_reason: str = "", values_checked: bool = False
+) -> list[str]:
+    """Validate and save a record; returns its warnings (what was not done, and what to look
+    at). A value possible but outside the protocol's expected range is refused unless
+    `values_checked` says someone has looked at it twice (the forms ask it typed again).
 
     A record entered against an open follow-up visit marks the visit done, unless it was
     taken before the visit's window opened: that needs a clinician's reason, kept as a
@@ -44,6 +49,9 @@ def clinical_record_save(*, record: ClinicalRecord, by, early_reason: str = "") 
     if record.visit_id and not record.patient_id:
         record.patient_id = record.visit.course.patient_id
     record.full_clean()
+    unusual = record.unusual_values(patient_expected_ranges(patient_id=record.patient_id))
+    if unusual and not values_checked:
+        raise unusual_values_refused(unusual)
     record._history_user = by
     if isinstance(record, LungFunctionTest):
         warnings += _same_day_lung_function(record)
@@ -59,7 +67,7 @@ def clinical_record_save(*, record: ClinicalRecord, by, early_reason: str = "") 
                 warnings += _follow_up_done(visit, record, by=by, early_reason=early_reason)
             if isinstance(record, LungFunctionTest):
                 _alert_on_decline(record, visit)
-    return record.warnings() + warnings
+    return warnings
 
 
 def _follow_up_done(visit: Visit, record: ClinicalRecord, *, by, early_reason: str) -> list[str]:

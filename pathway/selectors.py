@@ -74,3 +74,18 @@ def batch_growth_forecast(*, batch: Batch, dose: str = "target") -> GrowthForeca
     return growth_forecast(
         points=points, target_cells=float(per_kg) * float(weight.weight_kg) * 1_000_000
     )
+
+
+def patient_expected_ranges(*, patient_id: int | None) -> dict:
+    """The expected ranges of the protocol the patient's latest course follows (else the
+    default protocol's): the values outside them need a second look."""
+    course = (
+        TreatmentCourse.objects.filter(patient_id=patient_id)
+        .select_related("protocol")
+        .order_by("-referred_at")
+        .first()
+        if patient_id
+        else None
+    )
+    protocol = course.protocol if course else Protocol.objects.filter(is_default=True).first()
+    return protocol.expected_ranges if protocol else {}

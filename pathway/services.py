@@ -7,6 +7,7 @@ The admin, management commands and tasks all come through here.
 """
 
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -19,6 +20,7 @@ from django.utils import timezone
 from django_fsm import can_proceed
 
 from common.errors import Refused
+from common.zones import date_words, local_words
 from pathway import conditions
 from pathway.chains import course_reservations_reconcile
 from pathway.coi import coi_id_format, coi_id_normalise, coi_ids_match
@@ -36,6 +38,7 @@ from pathway.models import (
 from pathway.selectors import course_dosing_weight, course_evaluation_facts
 from pathway.signatures import bedside_confirmers, may_sign_release, password_confirms
 from pathway.states import FINAL_STATES
+from patients.measures import measure, unusual_values, unusual_values_refused
 from patients.models import BodyMeasurement
 from scheduling import services as scheduling
 from scheduling.alerts import alert_raise
@@ -346,12 +349,29 @@ def course_receive_at_lab(
     transit_hours: Decimal,
     scanned_coi_id: str,
     note: str = "",
+    values_checked: bool = False,
 ) -> TransitionLog:
     """Record the sample's arrival, its label scanned, and start its batch. A broken cold chain
     rejects it at once and alerts the coordinator; the course goes back to eligible for a
-    re-harvest."""
+    re-harvest. An impossible temperature or transit time is refused; an unusual one needs
+    `values_checked` (the form asks it typed again)."""
     _authorise(course, "receive_at_lab", by)
     _require_past(received_at, "receipt time")
+    measured = {"temperature_c": temperature_c, "transit_hours": transit_hours}
+    impossible = {
+        field: [words]
+        for field, value in measured.items()
+        if (words := measure(field).refusal(value))
+    }
+    if impossible:
+        raise TransitionRefused(by_field=impossible)
+    unusual = unusual_values(
+        measured,
+        keys={field: field for field in measured},
+        expected=course.protocol.expected_ranges,
+    )
+    if unusual and not values_checked:
+        raise TransitionRefused(by_field=unusual_values_refused(unusual).message_dict)
     if not course.coi_id or not coi_ids_match(scanned_coi_id, course.coi_id):
         raise TransitionRefused(
             [
@@ -634,63 +654,81 @@ def course_record_transplant(
     early_reason: str = "",
     note: str = "",
     request=None,
+    values_checked: bool = False,
 ) -> TransitionLog:
     """Record the transplant after the bedside checks: the product arrived at the site through
     the chain of custody, its chain-of-identity id matches the patient's, no more cells are
     given than were released, the dose per kg of a recent weight is in range, and a second
     person confirms. A mismatched id also raises an urgent alert. A transplant before its
-    booked day needs a reason (a protocol deviation). Creates the follow-ups, due within their
-    windows until booked."""
+    booked day needs a reason (a protocol deviation). Every refusal is given at once, by the
+    field it is about. Creates the follow-ups, due within their windows until booked."""
     _authorise(course, "record_transplant", by)
-    _require_past(performed_at, "transplant time")
-    if course.released_at and performed_at < course.released_at:
-        raise TransitionRefused(["The transplant cannot come before the product's release."])
+    zone = course.site.time_zone
+    by_field: dict[str, list[str]] = defaultdict(list)
+    for field, value in (("cells_administered", cells_administered), ("weight_kg", weight_kg)):
+        impossible = measure(field).refusal(value)
+        if impossible:
+            by_field[field].append(impossible)
+    if performed_at > timezone.now():
+        by_field["performed_at"].append("The transplant time cannot be in the future.")
+    elif course.released_at and performed_at < course.released_at:
+        by_field["performed_at"].append("The transplant cannot come before the product's release.")
     if discharged_at is not None and discharged_at < performed_at:
-        raise TransitionRefused(["Discharge cannot come before the transplant."])
-    weight = BodyMeasurement(patient=course.patient, taken_on=weighed_on, weight_kg=weight_kg)
-    refusals = conditions.dosing_weight_refusals(
+        by_field["discharged_at"].append("Discharge cannot come before the transplant.")
+    by_field["weighed_on"] += conditions.dosing_weight_refusals(
         protocol=course.protocol,
         weighed_on=weighed_on,
-        transplant_on=timezone.localdate(performed_at, course.site.time_zone),
-        evaluation_started_on=timezone.localdate(
-            course.evaluation_started_at, course.site.time_zone
-        )
+        transplant_on=timezone.localdate(performed_at, zone),
+        evaluation_started_on=timezone.localdate(course.evaluation_started_at, zone)
         if course.evaluation_started_at
         else None,
     )
-    refusals += conditions.transplant_refusals(
-        protocol=course.protocol,
-        course_coi_id=course.coi_id,
-        bedside_coi_id=bedside_coi_id,
-        cells_administered=cells_administered,
-        weight=weight,
-        released_cells=course.viable_cells_released,
-    )
-    refusals += conditions.product_arrival_refusals(
+    weight = BodyMeasurement(patient=course.patient, taken_on=weighed_on, weight_kg=weight_kg)
+    if not by_field["cells_administered"] and not by_field["weight_kg"]:
+        for field, found in conditions.transplant_refusals(
+            protocol=course.protocol,
+            course_coi_id=course.coi_id,
+            bedside_coi_id=bedside_coi_id,
+            cells_administered=cells_administered,
+            weight=weight,
+            released_cells=course.viable_cells_released,
+        ).items():
+            by_field[field] += found
+        unusual = unusual_values(
+            {"cells_administered": cells_administered, "weight_kg": weight_kg},
+            keys={"cells_administered": "cells_administered", "weight_kg": "weight_kg"},
+            expected=course.protocol.expected_ranges,
+        )
+        if unusual and not values_checked:
+            for field, words in unusual_values_refused(unusual).message_dict.items():
+                by_field[field] += words
+    refusals = conditions.product_arrival_refusals(
         custody_events=_custody_since_release(course, until=performed_at), site=course.site.name
     )
     booking = scheduling.open_booking(course=course, kind=VisitKind.TRANSPLANT)
-    early = booking is not None and timezone.localdate(
-        performed_at, course.site.time_zone
-    ) < timezone.localdate(booking.scheduled_at, course.site.time_zone)
+    early = booking is not None and timezone.localdate(performed_at, zone) < timezone.localdate(
+        booking.scheduled_at, zone
+    )
     if early and not early_reason.strip():
-        booked_on = timezone.localdate(booking.scheduled_at, course.site.time_zone)
-        refusals.append(
-            f"The transplant is booked for {booked_on}: move the booking first, or give the "
-            "reason it was done earlier."
+        booked_on = timezone.localdate(booking.scheduled_at, zone)
+        by_field["early_reason"].append(
+            f"The transplant is booked for {date_words(booked_on)}: move the booking first, or "
+            "give the reason it was done earlier."
         )
     coi_mismatch = not course.coi_id or not coi_ids_match(bedside_coi_id, course.coi_id)
     if coi_mismatch:
         _alert_coi_mismatch(course=course, bedside_coi_id=bedside_coi_id, by=by)
-    refusals += _confirm_second_person(
+    for reason in _confirm_second_person(
         course=course,
         by=by,
         second_person=second_person,
         password=second_person_password,
         request=request,
-    )
-    if refusals:
-        raise TransitionRefused(refusals)
+    ):
+        field = "second_person_password" if reason == SIGNATURE_NOT_ACCEPTED else "second_person"
+        by_field[field].append(reason)
+    if refusals or any(by_field.values()):
+        raise TransitionRefused(refusals, by_field=by_field)
     dose = conditions.dose_million_per_kg(cells=cells_administered, weight_kg=weight_kg)
     data = {
         "performed_at": performed_at.isoformat(),
@@ -729,7 +767,6 @@ def course_record_transplant(
             f"{weight_kg} kg); confirmed by {second_person.get_username()}.",
         )
         if early:
-            booked_local = timezone.localtime(booking.scheduled_at, course.site.time_zone)
             scheduling.deviation_record(
                 course=course,
                 visit=booking,
@@ -738,7 +775,7 @@ def course_record_transplant(
                 deviations=[
                     (
                         DeviationKind.BEFORE_BOOKING,
-                        f"Booked for {booked_local:%Y-%m-%d %H:%M %Z}.",
+                        f"Booked for {local_words(booking.scheduled_at, zone)}.",
                     )
                 ],
             )

@@ -1,5 +1,6 @@
 import json
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, Q, Subquery
@@ -11,11 +12,13 @@ from django.utils.html import format_html, format_html_join
 
 from common.admin_export import export_as_csv
 from common.admin_scoping import ScopedChoices, SiteScopedAdmin
+from common.forms import SecondLook, second_look_field
 from common.paginator import EstimatedCountPaginator
 from pathway.badges import state_badge
 from pathway.coi import coi_id_canonical
 from pathway.models import TreatmentCourse
 from pathway.records import adverse_event_record, clinical_record_save
+from pathway.selectors import patient_expected_ranges
 from pathway.states import CourseState
 from patients.access import user_sites
 from patients.clinical import ratio_display
@@ -61,8 +64,9 @@ class ClinicalRecordsSavedThroughServices:
                 adverse_event_record(event=record, by=request.user)
                 continue
             early_reason = form.cleaned_data.get("deviation_reason", "")
+            # Its row's form has taken the second look at any unusual value (MeasuredRecordForm).
             for warning in clinical_record_save(
-                record=record, by=request.user, early_reason=early_reason
+                record=record, by=request.user, early_reason=early_reason, values_checked=True
             ):
                 self.message_user(request, warning, messages.WARNING)
         return None
@@ -83,7 +87,27 @@ class SiteAdmin(SiteScopedAdmin, admin.ModelAdmin):
     inlines = (ClinicHoursInline,)
 
 
+class MeasuredRecordForm(SecondLook, forms.ModelForm):
+    """A clinical record's row: an impossible value is refused beside its field; one possible
+    but outside the protocol's expected range is saved only once it is typed again."""
+
+    second_look = second_look_field()
+
+    def clean(self):
+        cleaned = super().clean()
+        model = self._meta.model
+        changed = [name for name in model.measured_fields if name in self.changed_data]
+        if changed:
+            values = {name: cleaned.get(name) for name in model.measured_fields if name in cleaned}
+            unusual = model(**values).unusual_values(
+                patient_expected_ranges(patient_id=self.instance.patient_id)
+            )
+            self.take_second_look({name: unusual[name] for name in changed if name in unusual})
+        return cleaned
+
+
 class ClinicalRecordInline(ScopedChoices, admin.TabularInline):
+    form = MeasuredRecordForm
     extra = 0
     can_delete = False  # a wrong value is corrected, not erased
     readonly_fields = ("visit", "entered_by", "entered_at")
@@ -95,12 +119,21 @@ class ClinicalRecordInline(ScopedChoices, admin.TabularInline):
 
 class BodyMeasurementInline(ClinicalRecordInline):
     model = BodyMeasurement
-    fields = ("taken_on", "weight_kg", "height_cm", "visit", "entered_by", "entered_at")
+    fields = (
+        "second_look",
+        "taken_on",
+        "weight_kg",
+        "height_cm",
+        "visit",
+        "entered_by",
+        "entered_at",
+    )
 
 
 class LungFunctionTestInline(ClinicalRecordInline):
     model = LungFunctionTest
     fields = (
+        "second_look",
         "taken_on",
         "fev1_l",
         "fev1_pct_predicted",
@@ -129,17 +162,18 @@ class LungFunctionTestInline(ClinicalRecordInline):
 
 class SixMinuteWalkTestInline(ClinicalRecordInline):
     model = SixMinuteWalkTest
-    fields = ("taken_on", "distance_m", "visit", "entered_by")
+    fields = ("second_look", "taken_on", "distance_m", "visit", "entered_by")
 
 
 class SymptomScoreInline(ClinicalRecordInline):
     model = SymptomScore
-    fields = ("taken_on", "mmrc", "cat", "visit", "entered_by")
+    fields = ("second_look", "taken_on", "mmrc", "cat", "visit", "entered_by")
 
 
 class ChestCTInline(ClinicalRecordInline):
     model = ChestCT
     fields = (
+        "second_look",
         "taken_on",
         "emphysema_present",
         "low_attenuation_pct",
@@ -331,6 +365,7 @@ class VisitRecordFormSet(BaseInlineFormSet):
 
 
 class VisitRecordInline(ScopedChoices, admin.TabularInline):
+    form = MeasuredRecordForm
     formset = VisitRecordFormSet
     extra = 0
     can_delete = False
@@ -351,6 +386,7 @@ class VisitLungFunctionInline(VisitRecordInline):
         return 0
 
     fields = (
+        "second_look",
         "taken_on",
         "fev1_l",
         "fev1_pct_predicted",
@@ -365,17 +401,24 @@ class VisitLungFunctionInline(VisitRecordInline):
 
 class VisitWalkInline(VisitRecordInline):
     model = SixMinuteWalkTest
-    fields = ("taken_on", "distance_m", "entered_by")
+    fields = ("second_look", "taken_on", "distance_m", "entered_by")
 
 
 class VisitSymptomInline(VisitRecordInline):
     model = SymptomScore
-    fields = ("taken_on", "mmrc", "cat", "entered_by")
+    fields = ("second_look", "taken_on", "mmrc", "cat", "entered_by")
 
 
 class VisitChestCTInline(VisitRecordInline):
     model = ChestCT
-    fields = ("taken_on", "emphysema_present", "low_attenuation_pct", "findings", "entered_by")
+    fields = (
+        "second_look",
+        "taken_on",
+        "emphysema_present",
+        "low_attenuation_pct",
+        "findings",
+        "entered_by",
+    )
 
 
 class AdverseEventInline(ScopedChoices, admin.StackedInline):

@@ -11,6 +11,7 @@ from simple_history.models import HistoricalRecords
 from timezone_field import TimeZoneField
 
 from patients.clinical import fev1_fvc_ratio, gold_stage
+from patients.measures import MeasuredModel
 
 
 class Site(models.Model):
@@ -205,7 +206,8 @@ class ConsentChange(models.Model):
 
 
 class Range:
-    """An allowed range for a measurement, with the message a clinician reads when it fails."""
+    """An allowed range for a measurement, as migration 0002 wrote it on the fields. The
+    ranges now live in `patients.measures`, which every record's validation reads."""
 
     def __init__(self, label: str, low: str, high: str, unit: str = ""):
         self.label, self.low, self.high, self.unit = label, str(low), str(high), unit
@@ -226,7 +228,7 @@ class Range:
         return [self]
 
 
-class ClinicalRecord(models.Model):
+class ClinicalRecord(MeasuredModel):
     """A dated fact about a patient, with who entered it.
 
     Records without a visit are the evaluation's (the course's baseline); records entered
@@ -249,7 +251,7 @@ class ClinicalRecord(models.Model):
     entered_at = models.DateTimeField(default=timezone.now, editable=False)
     history = HistoricalRecords(inherit=True)
 
-    class Meta:
+    class Meta(MeasuredModel.Meta):
         abstract = True
         ordering = ["-taken_on", "-id"]
 
@@ -276,38 +278,12 @@ class ClinicalRecord(models.Model):
         """Errors between fields of this record; each names the field and what is allowed."""
         return {}
 
-    def warnings(self) -> list[str]:
-        """Values that are possible but unusual: accepted, with a word to check them."""
-        return []
-
-
-def _suspicious(label: str, value, low, high, unit: str) -> list[str]:
-    if value is not None and not Decimal(str(low)) <= Decimal(str(value)) <= Decimal(str(high)):
-        return [
-            f"{label} of {value}{unit} is unusual (usually {low}–{high}{unit}); please check it."
-        ]
-    return []
-
-
-WEIGHT = Range("Weight", "20", "350", "kg")
-HEIGHT = Range("Height", "100", "250", "cm")
-FEV1 = Range("FEV1", "0.10", "8.00", "L")
-FVC = Range("FVC", "0.10", "10.00", "L")
-PCT_PREDICTED = {
-    name: Range(f"{name} % predicted", "1", "200", "%") for name in ("FEV1", "FVC", "DLCO", "TLC")
-}
-DLCO = Range("DLCO", "0.5", "60", "mL/min/mmHg")
-WALK = Range("Six-minute walk distance", "0", "1000", "m")
-MMRC = Range("mMRC", "0", "4")
-CAT = Range("CAT", "0", "40")
-LOW_ATTENUATION = Range("Low-attenuation area", "0", "100", "%")
-
 
 class BodyMeasurement(ClinicalRecord):
-    weight_kg = models.DecimalField(max_digits=5, decimal_places=1, validators=WEIGHT.validators())
-    height_cm = models.DecimalField(
-        max_digits=4, decimal_places=1, null=True, blank=True, validators=HEIGHT.validators()
-    )
+    measured_fields = {"weight_kg": "weight_kg", "height_cm": "height_cm"}
+
+    weight_kg = models.DecimalField(max_digits=5, decimal_places=1)
+    height_cm = models.DecimalField(max_digits=4, decimal_places=1, null=True, blank=True)
 
     class Meta(ClinicalRecord.Meta):
         indexes = [models.Index(fields=["patient", "-taken_on"])]
@@ -315,32 +291,33 @@ class BodyMeasurement(ClinicalRecord):
     def __str__(self) -> str:
         return f"{self.weight_kg} kg on {self.taken_on}"
 
-    def warnings(self) -> list[str]:
-        return _suspicious("Weight", self.weight_kg, 35, 150, " kg")
-
 
 class LungFunctionTest(ClinicalRecord):
     """Post-bronchodilator spirometry, with diffusion and volumes where measured."""
 
-    fev1_l = models.DecimalField(
-        "FEV1 (L)", max_digits=4, decimal_places=2, validators=FEV1.validators()
-    )
+    measured_fields = {
+        "fev1_l": "fev1_l",
+        "fev1_pct_predicted": "fev1_pct_predicted",
+        "fvc_l": "fvc_l",
+        "fvc_pct_predicted": "fvc_pct_predicted",
+        "dlco": "dlco",
+        "dlco_pct_predicted": "dlco_pct_predicted",
+        "tlc_pct_predicted": "tlc_pct_predicted",
+    }
+
+    fev1_l = models.DecimalField("FEV1 (L)", max_digits=4, decimal_places=2)
     fev1_pct_predicted = models.DecimalField(
         "FEV1 % predicted",
         max_digits=4,
         decimal_places=1,
-        validators=PCT_PREDICTED["FEV1"].validators(),
     )
-    fvc_l = models.DecimalField(
-        "FVC (L)", max_digits=4, decimal_places=2, validators=FVC.validators()
-    )
+    fvc_l = models.DecimalField("FVC (L)", max_digits=4, decimal_places=2)
     fvc_pct_predicted = models.DecimalField(
         "FVC % predicted",
         max_digits=4,
         decimal_places=1,
         null=True,
         blank=True,
-        validators=PCT_PREDICTED["FVC"].validators(),
     )
     dlco = models.DecimalField(
         "DLCO (mL/min/mmHg)",
@@ -348,7 +325,6 @@ class LungFunctionTest(ClinicalRecord):
         decimal_places=1,
         null=True,
         blank=True,
-        validators=DLCO.validators(),
     )
     dlco_pct_predicted = models.DecimalField(
         "DLCO % predicted",
@@ -356,7 +332,6 @@ class LungFunctionTest(ClinicalRecord):
         decimal_places=1,
         null=True,
         blank=True,
-        validators=PCT_PREDICTED["DLCO"].validators(),
     )
     tlc_pct_predicted = models.DecimalField(
         "TLC % predicted",
@@ -364,7 +339,6 @@ class LungFunctionTest(ClinicalRecord):
         decimal_places=1,
         null=True,
         blank=True,
-        validators=PCT_PREDICTED["TLC"].validators(),
     )
 
     class Meta(ClinicalRecord.Meta):
@@ -389,18 +363,22 @@ class LungFunctionTest(ClinicalRecord):
             return {"fev1_l": f"FEV1 ({self.fev1_l} L) cannot exceed FVC ({self.fvc_l} L)."}
         return {}
 
-    def warnings(self) -> list[str]:
-        found = _suspicious("FEV1 % predicted", self.fev1_pct_predicted, 15, 150, " %")
-        found += _suspicious("DLCO % predicted", self.dlco_pct_predicted, 15, 150, " %")
-        if self.fev1_l and self.fvc_l and self.fev1_fvc < Decimal("0.25"):
-            found.append(
-                f"FEV1/FVC of {self.fev1_fvc} is unusually low; please check both volumes."
+    def unusual_values(self, expected: dict | None = None) -> dict[str, str]:
+        found = super().unusual_values(expected)
+        volumes = (self.fev1_l, self.fvc_l)
+        if all(isinstance(v, Decimal) and v > 0 for v in volumes) and self.fev1_fvc < Decimal(
+            "0.25"
+        ):
+            found.setdefault(
+                "fvc_l", f"FEV1/FVC of {self.fev1_fvc:.2f} is unusually low; check both volumes."
             )
         return found
 
 
 class SixMinuteWalkTest(ClinicalRecord):
-    distance_m = models.PositiveIntegerField("distance (m)", validators=WALK.validators())
+    measured_fields = {"distance_m": "walk_m"}
+
+    distance_m = models.PositiveIntegerField("distance (m)")
 
     class Meta(ClinicalRecord.Meta):
         verbose_name = "six-minute walk test"
@@ -409,13 +387,12 @@ class SixMinuteWalkTest(ClinicalRecord):
     def __str__(self) -> str:
         return f"{self.distance_m} m on {self.taken_on}"
 
-    def warnings(self) -> list[str]:
-        return _suspicious("A six-minute walk", self.distance_m, 50, 700, " m")
-
 
 class SymptomScore(ClinicalRecord):
-    mmrc = models.PositiveSmallIntegerField("mMRC dyspnoea grade", validators=MMRC.validators())
-    cat = models.PositiveSmallIntegerField("CAT score", validators=CAT.validators())
+    measured_fields = {"mmrc": "mmrc", "cat": "cat"}
+
+    mmrc = models.PositiveSmallIntegerField("mMRC dyspnoea grade")
+    cat = models.PositiveSmallIntegerField("CAT score")
 
     class Meta(ClinicalRecord.Meta):
         indexes = [models.Index(fields=["patient", "-taken_on"])]
@@ -425,6 +402,8 @@ class SymptomScore(ClinicalRecord):
 
 
 class ChestCT(ClinicalRecord):
+    measured_fields = {"low_attenuation_pct": "low_attenuation_pct"}
+
     emphysema_present = models.BooleanField()
     low_attenuation_pct = models.DecimalField(
         "low-attenuation area %",
@@ -432,7 +411,6 @@ class ChestCT(ClinicalRecord):
         decimal_places=1,
         null=True,
         blank=True,
-        validators=LOW_ATTENUATION.validators(),
     )
     findings = models.TextField(blank=True)
 

@@ -15,7 +15,7 @@ from common.admin_scoping import ScopedChoices, SiteScopedAdmin
 from common.errors import Refused
 from common.paginator import EstimatedCountPaginator
 from common.urls import public_url_for
-from common.zones import local_words
+from common.zones import local_words, respond_in_zone, zone_words
 from patients.access import user_sees_all_sites, user_sites
 from patients.admin import (
     ClinicalRecordsSavedThroughServices,
@@ -53,10 +53,12 @@ from scheduling.selectors import UPCOMING_PROCEDURE_DAYS, upcoming_procedures
 from scheduling.services import (
     visit_book_again,
     visit_mark_missed,
+    visit_missed_refusals,
     visit_move_refusals,
     visit_reschedule,
     visit_set_place,
 )
+from scheduling.windows import window_words
 
 _REASON_HELP = (
     "Needed to book outside the visit's window or the site's clinic hours, or to count "
@@ -91,17 +93,25 @@ class VisitForm(forms.ModelForm):
         return data
 
 
-class MarkMissedForm(forms.Form):
+class VisitStepForm(forms.Form):
+    """A step on one visit; its times are the site's local times, and say so."""
+
+    def __init__(self, *args, zone, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            if isinstance(field, forms.SplitDateTimeField):
+                field.help_text = f"Local time at the course's site ({zone_words(zone)})."
+
+
+class MarkMissedForm(VisitStepForm):
     reason = forms.CharField(
         label="Why was it missed?", widget=forms.Textarea(attrs={"rows": 3}), max_length=1000
     )
 
 
-class BookAgainForm(forms.Form):
+class BookAgainForm(VisitStepForm):
     scheduled_at = forms.SplitDateTimeField(
-        label="New date and time",
-        widget=admin.widgets.AdminSplitDateTime,
-        help_text="Local time at the course's site.",
+        label="New date and time", widget=admin.widgets.AdminSplitDateTime
     )
     place = forms.CharField(max_length=200, required=False)
     deviation_reason = forms.CharField(
@@ -200,11 +210,6 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
         """Each visit in its own site's zone, named: a list mixes sites."""
         return local_words(obj.scheduled_at, obj.course.site.time_zone)
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        visit = self.get_object(request, object_id)
-        with timezone.override(visit.course.site.time_zone if visit else None):
-            return super().change_view(request, object_id, form_url, extra_context)
-
     def save_model(self, request, obj, form, change):
         """Booking or moving a visit goes through the service that moves its reminders with
         it (the form has shown what it would refuse). A follow-up is done only when its
@@ -250,7 +255,7 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
     @admin.display(description="next steps")
     def next_steps(self, obj):
         links = []
-        if obj.status in (VisitStatus.PLANNED, VisitStatus.BOOKED):
+        if not visit_missed_refusals(visit=obj):
             links.append(("scheduling_visit_missed", "Mark missed"))
         if obj.status == VisitStatus.MISSED:
             links.append(("scheduling_visit_book_again", "Book again"))
@@ -262,39 +267,48 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
             ((reverse(f"admin:{name}", args=[obj.pk]), label) for name, label in links),
         )
 
-    def _visit_step(self, request, object_id, form_class, title, act):
+    def _visit_step(self, request, object_id, form_class, title, act, refusals=None):
         visit = self.get_object(request, object_id)
         if not self.has_change_permission(request, visit):
             raise PermissionDenied
+        found = refusals(visit=visit) if refusals else []
+        return respond_in_zone(
+            visit.course.site.time_zone,
+            lambda: self._visit_step_page(request, visit, form_class, title, act, found),
+        )
+
+    def _visit_step_page(self, request, visit, form_class, title, act, refusals=()):
+        """The step's form; where the step cannot succeed (`refusals`), the reasons instead."""
         zone = visit.course.site.time_zone
-        with timezone.override(zone):
-            form = form_class(request.POST or None)
-            if request.method == "POST" and form.is_valid():
-                try:
-                    message = act(visit, form.cleaned_data)
-                except Refused as refusal:
-                    for reason in refusal.reasons:
-                        form.add_error(None, reason)
-                else:
-                    self.message_user(request, message, messages.SUCCESS)
-                    return redirect("admin:scheduling_visit_change", object_id=visit.pk)
-            booked_local = timezone.localtime(visit.scheduled_at, zone)
-            context = self.admin_site.each_context(request) | {
-                "title": title,
-                "visit": visit,
-                "form": form,
-                "opts": self.model._meta,
-                "booked_local": booked_local,
-                "zone_name": booked_local.tzname(),
-            }
-            return TemplateResponse(request, "scheduling/visit_step.html", context)
+        form = form_class(request.POST or None, zone=zone) if not refusals else None
+        if form is not None and request.method == "POST" and form.is_valid():
+            try:
+                message = act(visit, form.cleaned_data)
+            except Refused as refusal:
+                for reason in refusal.reasons:
+                    form.add_error(None, reason)
+            else:
+                self.message_user(request, message, messages.SUCCESS)
+                return redirect("admin:scheduling_visit_change", object_id=visit.pk)
+        context = self.admin_site.each_context(request) | {
+            "title": title,
+            "visit": visit,
+            "form": form,
+            "refusals": refusals,
+            "opts": self.model._meta,
+            "booked_words": local_words(visit.scheduled_at, zone),
+            "window_words": window_words(visit),
+        }
+        return TemplateResponse(request, "scheduling/visit_step.html", context)
 
     def mark_missed_view(self, request, object_id):
         def act(visit, data):
             visit_mark_missed(visit=visit, by=request.user, reason=data["reason"])
             return f"The {visit.label} is marked missed; its reminders are cancelled."
 
-        return self._visit_step(request, object_id, MarkMissedForm, "Mark missed", act)
+        return self._visit_step(
+            request, object_id, MarkMissedForm, "Mark missed", act, refusals=visit_missed_refusals
+        )
 
     def book_again_view(self, request, object_id):
         def act(visit, data):
@@ -547,10 +561,8 @@ class AlertAdmin(SiteScopedAdmin, admin.ModelAdmin):
         return self._back(request, alert)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        alert = self.get_object(request, object_id)
         extra = (extra_context or {}) | {"snooze_choices": SNOOZE_WORDS}
-        with timezone.override(alert.site.time_zone if alert else None):
-            return super().change_view(request, object_id, form_url, extra)
+        return super().change_view(request, object_id, form_url, extra)
 
     def has_delete_permission(self, request, obj=None):
         return False

@@ -6,6 +6,7 @@ from django.utils import timezone
 from simple_history.models import HistoricalRecords
 from timezone_field import TimeZoneField
 
+from common.zones import date_words
 from patients.models import Weekday
 from patients.sites import local_date_by_site
 
@@ -111,9 +112,8 @@ class Visit(models.Model):
         ]
 
     def __str__(self) -> str:
-        return (
-            f"{self.label} on {timezone.localdate(self.scheduled_at, self.course.site.time_zone)}"
-        )
+        day = timezone.localdate(self.scheduled_at, self.course.site.time_zone)
+        return f"{self.label} on {date_words(day)}"
 
     @property
     def label(self) -> str:

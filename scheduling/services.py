@@ -9,6 +9,7 @@ from django.utils import timezone
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
 from common.errors import Refused
+from common.zones import date_words, local_words
 from scheduling.chains import (
     chain_release,
     course_resource,
@@ -396,22 +397,34 @@ def follow_ups_move(*, course) -> None:
         reminders_schedule(visit=visit)
 
 
+def visit_missed_refusals(*, visit: Visit, now: dt.datetime | None = None) -> list[str]:
+    """Why this visit cannot be marked missed now; empty if it can. A visit can be once its
+    window has closed, or its booked time has passed. Pages offer "Mark missed" only when
+    this is empty; `visit_mark_missed` refuses the same."""
+    now = now or timezone.now()
+    if visit.status not in OPEN_VISIT_STATUSES:
+        return [f"A {visit.get_status_display().lower()} visit cannot be marked missed."]
+    today = timezone.localdate(now, visit.course.site.time_zone)
+    passed = visit.status == VisitStatus.BOOKED and visit.scheduled_at < now
+    if visit.is_overdue(today=today) or passed:
+        return []
+    zone = visit.course.site.time_zone
+    until = (
+        f"its booked time, {local_words(visit.scheduled_at, zone)}, has passed"
+        if visit.status == VisitStatus.BOOKED
+        else f"its window has closed ({date_words(visit.window_closes_on)})"
+    )
+    return [f"This visit can still take place: it can be marked missed once {until}."]
+
+
 def visit_mark_missed(*, visit: Visit, by, reason: str, now: dt.datetime | None = None) -> Visit:
     """The patient did not come: a visit whose window has closed, or whose booked time has
     passed, is marked missed with the reason; its reminders are cancelled. It can then be
     booked again (`visit_book_again`)."""
     now = now or timezone.now()
-    today = timezone.localdate(now, visit.course.site.time_zone)
-    if visit.status not in OPEN_VISIT_STATUSES:
-        raise Refused([f"A {visit.get_status_display().lower()} visit cannot be marked missed."])
-    passed = visit.status == VisitStatus.BOOKED and visit.scheduled_at < now
-    if not (visit.is_overdue(today=today) or passed):
-        raise Refused(
-            [
-                "This visit can still take place: mark it missed once its window has closed "
-                f"({visit.window_closes_on}) or its booked time has passed."
-            ]
-        )
+    refusals = visit_missed_refusals(visit=visit, now=now)
+    if refusals:
+        raise Refused(refusals)
     if not reason.strip():
         raise Refused(["Give the reason the visit was missed."])
     with transaction.atomic():

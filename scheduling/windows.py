@@ -4,6 +4,8 @@ import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from common.zones import date_words
+
 
 @dataclass(frozen=True)
 class FollowUpSlot:
@@ -29,3 +31,14 @@ def follow_up_slot(
         window_opens_on=due_on - window,
         window_closes_on=due_on + window,
     )
+
+
+def window_words(visit) -> str:
+    """A visit's window as every page writes it, "Mon 7 Dec 2026 – Mon 21 Dec 2026"; a
+    procedure's one day once; "" for none."""
+    opens, closes = visit.window_opens_on, visit.window_closes_on
+    if opens is None:
+        return ""
+    if opens == closes:
+        return date_words(opens)
+    return f"{date_words(opens)} – {date_words(closes)}"

@@ -121,12 +121,13 @@ def test_each_range_at_its_boundary(clinician, model, base, field, inside, outsi
     patient = PatientFactory()
     values = {k: Decimal(v) if isinstance(v, str) else v for k, v in base.items()}
     accepted = model(patient=patient, taken_on=timezone.localdate(), **values | {field: inside})
-    clinical_record_save(record=accepted, by=clinician)
+    # The extremes are possible but unusual: saved once they have had their second look.
+    clinical_record_save(record=accepted, by=clinician, values_checked=True)
     assert accepted.pk
 
     rejected = model(patient=patient, taken_on=timezone.localdate(), **values | {field: outside})
     with pytest.raises(ValidationError) as error:
-        clinical_record_save(record=rejected, by=clinician)
+        clinical_record_save(record=rejected, by=clinician, values_checked=True)
     assert any(message in m for m in error.value.message_dict[field]), error.value.message_dict
     assert rejected.pk is None
     assert model.objects.count() == 1
@@ -172,15 +173,62 @@ def test_a_follow_up_measurement_dated_before_the_transplant_is_refused(course, 
     assert on_the_day.patient == course.patient
 
 
-@pytest.mark.parametrize("distance, warned", [(50, False), (49, True), (700, False), (701, True)])
-def test_unusual_values_are_accepted_with_a_warning(clinician, distance, warned):
+@pytest.mark.parametrize("distance, unusual", [(50, False), (49, True), (700, False), (701, True)])
+def test_an_unusual_value_is_saved_only_after_a_second_look(clinician, distance, unusual):
+    patient = PatientFactory()
+    walk = SixMinuteWalkTest(patient=patient, taken_on=timezone.localdate(), distance_m=distance)
+    if unusual:
+        with pytest.raises(ValidationError) as refused:
+            clinical_record_save(record=walk, by=clinician)
+        assert refused.value.message_dict["distance_m"] == [
+            f"Six-minute walk distance of {distance} m is unusual (expected between 50 m and "
+            "700 m). If it is right, type it again to confirm it; otherwise correct it."
+        ]
+        assert walk.pk is None
+    clinical_record_save(record=walk, by=clinician, values_checked=unusual)
+    assert walk.pk
+
+
+def test_the_protocol_says_what_it_expects(clinician, course):
+    course.protocol.expected_ranges = {"walk_m": [100, 600]}
+    course.protocol.full_clean()
+    course.protocol.save()
+    walk = SixMinuteWalkTest(patient=course.patient, taken_on=timezone.localdate(), distance_m=80)
+    with pytest.raises(ValidationError, match="expected between 100 m and 600 m"):
+        clinical_record_save(record=walk, by=clinician)
+
+
+@pytest.mark.parametrize(
+    "ranges, message",
+    [
+        ({"walk_m": [0, 2000]}, "must lie within what is possible"),
+        ({"walk_m": [600, 100]}, "low end must be below"),
+        ({"walking": [0, 10]}, "no measure named 'walking'"),
+        ({"walk_m": "far"}, "give the range as [low, high]"),
+    ],
+)
+def test_a_protocol_cannot_expect_the_impossible(ranges, message):
+    protocol = Protocol(name="Narrow", expected_ranges=ranges)
+    with pytest.raises(ValidationError) as error:
+        protocol.full_clean()
+    assert message in " ".join(error.value.message_dict["expected_ranges"])
+
+
+def test_a_walk_is_kept_to_the_metre_it_was_measured_at_never_cut(clinician):
     walk = SixMinuteWalkTest(
-        patient=PatientFactory(), taken_on=timezone.localdate(), distance_m=distance
+        patient=PatientFactory(), taken_on=timezone.localdate(), distance_m=Decimal("478.75")
     )
-    warnings = clinical_record_save(record=walk, by=clinician)
-    assert walk.pk and bool(warnings) is warned
-    if warned:
-        assert f"A six-minute walk of {distance} m is unusual" in warnings[0]
+    with pytest.raises(ValidationError) as error:
+        clinical_record_save(record=walk, by=clinician, values_checked=True)
+    assert error.value.message_dict["distance_m"] == [
+        "Six-minute walk distance is measured to the nearest 1 m; 478.75 m was entered: enter "
+        "it as it was measured."
+    ]
+    assert not SixMinuteWalkTest.objects.exists()
+    walk.distance_m = Decimal("479")
+    clinical_record_save(record=walk, by=clinician)
+    walk.refresh_from_db()
+    assert walk.distance_m == 479
 
 
 @pytest.fixture

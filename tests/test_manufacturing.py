@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
@@ -301,6 +302,14 @@ def test_the_form_offers_only_the_sites_clinicians_other_than_the_recorder(clien
     assert list(form.fields["second_person"].queryset) == [pathway.clinician2]
 
 
+def said_on(response) -> list[str]:
+    """What a transition page tells: its messages, and the errors beside its fields."""
+    form = response.context["transition_form"]
+    return [str(m) for m in response.context["messages"]] + [
+        error for errors in form.errors.values() for error in errors
+    ]
+
+
 def test_the_sixth_wrong_second_person_password_locks_them_out_like_a_failed_login(
     client, course, pathway, settings
 ):
@@ -331,14 +340,14 @@ def test_the_sixth_wrong_second_person_password_locks_them_out_like_a_failed_log
         }
         for attempt in range(6):
             response = client.post(url, data | {"second_person_password": f"guess{attempt}"})
-            answers.append([str(m) for m in response.context["messages"]])
+            answers.append(said_on(response))
         # The right password no longer helps: the account is locked, as after failed logins.
         locked = client.post(url, data | {"second_person_password": PASSWORD})
         login = Client().post(
             "/admin/login/?next=/admin/", {"username": "clinician2", "password": PASSWORD}
         )
     assert all(any(SIGNATURE_NOT_ACCEPTED in m for m in a) for a in answers)
-    assert any(SIGNATURE_NOT_ACCEPTED in str(m) for m in locked.context["messages"])
+    assert any(SIGNATURE_NOT_ACCEPTED in m for m in said_on(locked))
     course.refresh_from_db()
     assert course.state == S.TRANSPLANT_SCHEDULED
     # Nothing in the answers tells a guesser which it was.
@@ -872,3 +881,131 @@ def test_the_timeline_shows_the_growth_forecast(course, pathway):
         timeline = course_timeline(course=course)
     [expansion] = [step for step in timeline.steps if step.name == "Expansion"]
     assert "target dose (140 × 10⁶ cells) forecast for day 17" in expansion.detail
+
+
+# What is entered is possible: every percentage 0–100, an unusual one typed again.
+
+
+@pytest.mark.parametrize("field", ["identity_p63_pct", "purity_pct", "viability_pct"])
+def test_a_percentage_over_100_is_refused_by_the_service_and_100_is_taken(course, pathway, field):
+    pathway.advance(course, S.EXPANDING)
+    with pytest.raises(ValidationError) as refused:
+        pathway.record_qc(course, **{field: Decimal("950")})
+    assert "must be between 0% and 100%; 950% was entered." in refused.value.message_dict[field][0]
+    batch = Batch.objects.get(course=course)
+    assert batch.qc_recorded_at is None and getattr(batch, field) is None
+    pathway.record_qc(course, **{field: Decimal("100")})
+    batch.refresh_from_db()
+    assert getattr(batch, field) == Decimal("100")
+
+
+def test_purity_950_is_refused_beside_its_field_on_the_qc_form_and_nothing_is_saved(
+    client, course, pathway
+):
+    pathway.advance(course, S.EXPANDING)
+    batch = Batch.objects.get(course=course)
+    client.force_login(pathway.lab)
+    url = reverse("admin:pathway_batch_change", args=[batch.pk])
+    typed = {
+        "identity_p63_pct": "91",
+        "purity_pct": "950",
+        "sterility_negative": "true",
+        "viability_pct": "85",
+        "viable_cells": "150000000",
+    } | NO_COUNTS
+    refused = client.post(url, typed)
+    assert refused.status_code == 200
+    assert refused.context["adminform"].form.errors["purity_pct"] == [
+        "Purity must be between 0% and 100%; 950% was entered."
+    ]
+    batch.refresh_from_db()
+    assert batch.qc_recorded_at is None and batch.purity_pct is None
+    assert not course.custody_events.filter(kind=CustodyKind.QC_RECORDED).exists()
+
+
+def test_an_unusual_result_is_saved_only_once_typed_again(client, course, pathway):
+    pathway.advance(course, S.EXPANDING)
+    batch = Batch.objects.get(course=course)
+    client.force_login(pathway.lab)
+    url = reverse("admin:pathway_batch_change", args=[batch.pk])
+    typed = {
+        "identity_p63_pct": "91",
+        "purity_pct": "9.5",  # possible, but most likely 95 mistyped
+        "sterility_negative": "true",
+        "viability_pct": "85",
+        "viable_cells": "150000000",
+    } | NO_COUNTS
+    asked = client.post(url, typed)
+    assert asked.status_code == 200
+    form = asked.context["adminform"].form
+    assert form.errors["purity_pct"] == [
+        "Purity of 9.5% is unusual (expected between 20% and 100%). If it is right, type it "
+        "again to confirm it; otherwise correct it."
+    ]
+    assert form["purity_pct"].value() == ""  # to be typed again, not ticked through
+    batch.refresh_from_db()
+    assert batch.qc_recorded_at is None
+
+    second_look = form["second_look"].value()
+    assert second_look
+    retyped = client.post(url, typed | {"second_look": second_look, "purity_pct": "95"})
+    assert retyped.status_code == 302  # corrected: 95 is usual, nothing more to confirm
+    batch.refresh_from_db()
+    assert batch.purity_pct == Decimal("95")
+
+
+def test_the_same_unusual_value_typed_again_is_taken(client, course, pathway):
+    pathway.advance(course, S.EXPANDING)
+    batch = Batch.objects.get(course=course)
+    client.force_login(pathway.lab)
+    url = reverse("admin:pathway_batch_change", args=[batch.pk])
+    typed = {
+        "identity_p63_pct": "91",
+        "purity_pct": "96",
+        "sterility_negative": "true",
+        "viability_pct": "15",
+        "viable_cells": "150000000",
+    } | NO_COUNTS
+    asked = client.post(url, typed)
+    second_look = asked.context["adminform"].form["second_look"].value()
+    other = client.post(url, typed | {"second_look": second_look, "viability_pct": "14"})
+    assert other.status_code == 200, "another unusual value is asked about again"
+    confirmed = client.post(url, typed | {"second_look": second_look, "viability_pct": "15.0"})
+    assert confirmed.status_code == 302
+    batch.refresh_from_db()
+    assert batch.viability_pct == Decimal("15")
+
+
+def test_an_unusual_result_through_the_service_needs_values_checked(course, pathway):
+    pathway.advance(course, S.EXPANDING)
+    with pytest.raises(ValidationError, match="Viable cells of 100 cells is unusual"):
+        pathway.record_qc(course, viable_cells=100)
+    batch = pathway.record_qc(course, viable_cells=100, values_checked=True)
+    assert batch.viable_cells == 100
+
+
+def test_a_percent_extra_test_over_100_is_refused(course, pathway):
+    course.protocol.qc_tests.create(name="CD45-", kind="at_least", limit="90", unit="%")
+    pathway.advance(course, S.EXPANDING)
+    with pytest.raises(ValidationError, match="not a result this test can have"):
+        pathway.record_qc(course, extra_qc_results={"CD45-": "950"})
+    pathway.record_qc(course, extra_qc_results={"CD45-": "100"})
+
+
+def test_a_release_page_never_says_an_impossible_result_meets_the_specification(
+    client, course, pathway
+):
+    """A result saved before its range was checked (kept from an older version) is shown as
+    refused, never as meeting the specification."""
+    pathway.advance(course, S.EXPANDING)
+    pathway.record_qc(course)
+    Batch.objects.filter(course=course).update(purity_pct=Decimal("950"))
+    client.force_login(pathway.lab2)
+    release = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "release"])
+    with time_machine.travel(pathway.at(31), tick=False):
+        page = client.get(release).content.decode()
+        assert "Every result meets the specification" not in page
+        assert "Purity must be between 0% and 100%; 950.0% was entered." in page
+        client.post(release, {"password": PASSWORD, "meaning": "Released"})
+    course.refresh_from_db()
+    assert course.state == S.EXPANDING
