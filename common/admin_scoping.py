@@ -83,17 +83,36 @@ class ScopedChoices:
         return formfield
 
 
+# Models whose times are read in a zone found elsewhere than their site path: the paths to
+# an object with a `time_zone`, tried in turn ("" is the object itself).
+ZONE_PATHS = {
+    "scheduling.notification": ("patient__site", "alert__site", "report_site"),
+    "scheduling.notificationarchive": ("site",),
+    "scheduling.calendarfeedtoken": ("site",),
+    "scheduling.resource": ("",),
+}
+
+
+def zone_paths_of(model) -> tuple[str, ...]:
+    found = ZONE_PATHS.get(model._meta.label_lower)
+    if found is not None:
+        return found
+    path = site_path_of(model)
+    return () if path is None else ("" if path == "pk" else path,)
+
+
 def site_zone_of(obj):
-    """The time zone of the site `obj` belongs to (through SITE_PATHS), or None."""
-    path = site_path_of(type(obj))
-    if path is None:
-        return None
-    site = obj
-    for step in [] if path == "pk" else path.split("__"):
-        site = getattr(site, step, None)
-        if site is None:
-            return None
-    return site.time_zone
+    """The time zone `obj`'s times are read in: its site's (through SITE_PATHS or
+    ZONE_PATHS), or None."""
+    for path in zone_paths_of(type(obj)):
+        holder = obj
+        for step in path.split("__") if path else ():
+            holder = getattr(holder, step, None)
+            if holder is None:
+                break
+        if holder is not None:
+            return holder.time_zone
+    return None
 
 
 def _in_site_zone(name: str, field):
@@ -110,13 +129,9 @@ def _in_site_zone(name: str, field):
     return column
 
 
-class SiteScopedAdmin(ScopedChoices):
-    """Mix into a ModelAdmin whose model is in SITE_PATHS. Its pages show the user's sites
-    only, and every time in the site's zone, named: a page of one object in that object's
-    site's zone, a list row by row."""
-
-    def get_queryset(self, request):
-        return scope(super().get_queryset(request), request.user)
+class ZonedTimesAdmin:
+    """Mix into a ModelAdmin: every time on its pages in the zone of the object's site, named;
+    a page of one object in that object's zone, a list row by row (a list mixes sites)."""
 
     def get_list_display(self, request):
         columns = []
@@ -130,19 +145,27 @@ class SiteScopedAdmin(ScopedChoices):
     def get_list_select_related(self, request):
         """The rows' sites come with them: the times need their zones, in one query."""
         related = super().get_list_select_related(request)
-        path = site_path_of(self.model)
-        if path in (None, "pk") or related is True:
+        paths = [path for path in zone_paths_of(self.model) if path]
+        if not paths or related is True:
             return related
-        return [*(related or ()), path]
+        return [*(related or ()), *paths]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         obj = self.get_object(request, object_id)
         return respond_in_zone(
-            site_zone_of(obj),
-            lambda: super(SiteScopedAdmin, self).change_view(
+            site_zone_of(obj) if obj is not None else None,
+            lambda: super(ZonedTimesAdmin, self).change_view(
                 request, object_id, form_url, extra_context
             ),
         )
+
+
+class SiteScopedAdmin(ZonedTimesAdmin, ScopedChoices):
+    """Mix into a ModelAdmin whose model is in SITE_PATHS: its pages show the user's sites
+    only, and every time in the site's zone, named."""
+
+    def get_queryset(self, request):
+        return scope(super().get_queryset(request), request.user)
 
     def get_object(self, request, object_id, from_field=None):
         """Another site's object is not found: 404, whatever the URL guessed."""

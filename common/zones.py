@@ -21,9 +21,10 @@ def date_words(day: dt.date) -> str:
     return f"{day:%a} {day.day} {day:%b %Y}"
 
 
-def local_words(at: dt.datetime, zone) -> str:
-    """A moment as the people at a site read it: "Tue 1 Dec 2026 09:00 GMT"."""
-    local = timezone.localtime(at, zone)
+def local_words(at: dt.datetime, zone=None) -> str:
+    """A moment as the people at a site read it: "Tue 1 Dec 2026 09:00 GMT"; in `zone`, or,
+    given none, in the zone `at` is already in."""
+    local = timezone.localtime(at, zone or at.tzinfo)
     return f"{date_words(local)} {local:%H:%M %Z}"
 
 

@@ -1,5 +1,9 @@
+import datetime as dt
+import json
+
 import segno
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
@@ -18,7 +22,7 @@ from common.errors import Refused
 from common.forms import SecondLook, second_look_field
 from common.numbers import cells_words
 from common.paginator import EstimatedCountPaginator
-from common.zones import respond_in_zone, zone_words
+from common.zones import date_words, local_words, respond_in_zone, zone_words
 from pathway.amendments import follow_ups_recompute
 from pathway.audit import audit_verify
 from pathway.badges import state_badge
@@ -32,14 +36,17 @@ from pathway.custody import (
     cell_count_errors,
     custody_event_errors,
     custody_event_record,
+    custody_unusual_values,
 )
 from pathway.forecast import forecast_interval_words
+from pathway.forms import ProductCustodyForm
 from pathway.models import (
     TRANSITION_LABELS,
     Batch,
     BatchStatus,
     CellCount,
     CustodyEvent,
+    CustodyKind,
     Protocol,
     ProtocolQcTest,
     ProtocolVisit,
@@ -60,7 +67,7 @@ from pathway.services import (
     course_open_refusal,
 )
 from pathway.states import CourseState
-from patients.access import AUDITOR_GROUP, roles_allowed
+from patients.access import AUDITOR_GROUP, roles_allowed, user_sites
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
 from patients.measures import unusual_values
 from patients.search import patients_matching
@@ -343,6 +350,17 @@ NEXT_STEP = {
 }
 
 
+# The product's journey from the lab to the bedside, each a step of its own on the worklist.
+PRODUCT_CUSTODY_STEPS = {
+    "shipped_to_site": CustodyKind.SHIPPED_TO_SITE,
+    "received_at_site": CustodyKind.RECEIVED_AT_SITE,
+}
+PRODUCT_CUSTODY_HELP = {
+    CustodyKind.SHIPPED_TO_SITE: "The released product leaves the lab: scan its label as it goes.",
+    CustodyKind.RECEIVED_AT_SITE: "The product arrives at the site: scan its label on receipt.",
+}
+
+
 @admin.register(TreatmentCourse)
 class TreatmentCourseAdmin(
     FSMAdminMixin, SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin
@@ -545,7 +563,7 @@ class TreatmentCourseAdmin(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
                 (
-                    f"{timezone.localtime(n.sent_at or n.send_after, zone):%a %d %b %Y %H:%M %Z}",
+                    f"{local_words(n.sent_at or n.send_after, zone)}",
                     n.get_channel_display(),
                     n.visit.label if n.visit_id else n.get_template_display(),
                     n.get_status_display(),
@@ -646,7 +664,75 @@ class TreatmentCourseAdmin(
             self.admin_site.admin_view(self.follow_ups_view),
             name="pathway_treatmentcourse_follow_ups",
         )
-        return [label, follow_ups, *super().get_urls()]
+        custody = path(
+            "<path:object_id>/custody/<str:step>/",
+            self.admin_site.admin_view(self.product_custody_view),
+            name="pathway_treatmentcourse_custody",
+        )
+        return [label, follow_ups, custody, *super().get_urls()]
+
+    def product_custody_view(self, request, object_id, step):
+        """The product leaving the lab for the site ("shipped_to_site"), or arriving there
+        ("received_at_site"), as a step of its own: the label scanned, the time with its
+        zone and the temperature with its unit, prefilled with now and the place."""
+        course = self.get_object(request, object_id)
+        kind = PRODUCT_CUSTODY_STEPS.get(step)
+        if kind is None:
+            raise Http404("No such custody step.")
+        if not request.user.has_perm("pathway.add_custodyevent"):
+            raise PermissionDenied(
+                f"Recording custody is not in your role: {roles_allowed('add_custodyevent')}."
+            )
+        return respond_in_zone(
+            course.site.time_zone, lambda: self._product_custody_page(request, course, kind)
+        )
+
+    def _product_custody_page(self, request, course, kind):
+        zone = course.site.time_zone
+        place = settings.MANUFACTURING_FACILITY if kind == CustodyKind.SHIPPED_TO_SITE else ""
+        initial = {
+            "at": timezone.localtime(timezone.now(), zone).replace(second=0, microsecond=0),
+            "location": place or course.site.name,
+        }
+        data = request.POST if request.method == "POST" else None
+        form = ProductCustodyForm(data=data, initial=initial, course=course, user=request.user)
+        if data is not None and form.is_valid():
+            try:
+                custody_event_record(
+                    course=course,
+                    kind=kind,
+                    by=request.user,
+                    scanned_coi_id=form.cleaned_data["scanned_coi_id"],
+                    at=form.cleaned_data["at"],
+                    location=form.cleaned_data["location"],
+                    temperature_c=form.cleaned_data.get("temperature_c"),
+                    note=form.cleaned_data.get("note", ""),
+                    values_checked=form.cleaned_data["values_checked"],
+                )
+            except ValidationError as invalid:
+                for field, errors in invalid.message_dict.items():
+                    for error in errors:
+                        form.add_error(field if field in form.fields else None, error)
+            else:
+                self.message_user(
+                    request,
+                    f"{CustodyKind(kind).label}: recorded for {course.coi_id}, "
+                    f"{local_words(form.cleaned_data['at'], zone)}.",
+                    messages.SUCCESS,
+                )
+                return redirect("admin:index")
+        context = self.admin_site.each_context(request) | {
+            "title": f"{CustodyKind(kind).label}: {course.patient}",
+            "opts": self.model._meta,
+            "original": course,
+            "patient": course.patient,
+            "zone_words": zone_words(zone),
+            "transition": FSMTransitionContext(
+                name=kind, label=CustodyKind(kind).label, help_text=PRODUCT_CUSTODY_HELP[kind]
+            ),
+            "transition_form": form,
+        }
+        return render(request, "pathway/transition_form.html", context)
 
     def follow_ups_view(self, request, object_id):
         """ "Book all the follow-ups": the earliest free clinic slot in each one's window,
@@ -687,10 +773,7 @@ class TreatmentCourseAdmin(
                 self.message_user(
                     request,
                     "Booked: "
-                    + "; ".join(
-                        f"{v.label} {timezone.localtime(v.scheduled_at, zone):%a %d %b %Y %H:%M %Z}"
-                        for v in booked
-                    )
+                    + "; ".join(f"{v.label} {local_words(v.scheduled_at, zone)}" for v in booked)
                     + ". The patient is reminded of each.",
                     messages.SUCCESS,
                 )
@@ -889,6 +972,35 @@ class TreatmentCourseAdmin(
 class TransitionLogAdmin(ReadOnlyAdmin, SiteScopedAdmin, admin.ModelAdmin):
     list_display = ("at", "course", "transition", "source_state", "target_state", "by")
     list_select_related = ("course__patient", "by")
+    fields = ("course", "transition", "source_state", "target_state", "by", "at", "note")
+    readonly_fields = (*fields, "recorded")
+
+    def get_fields(self, request, obj=None):
+        return (*self.fields, "recorded")
+
+    @admin.display(description="what was recorded")
+    def recorded(self, obj):
+        """The step's data as a person reads it: each moment in the site's zone, named (the
+        row itself keeps them in ISO 8601, UTC, as the audit chain hashed them)."""
+        zone = obj.course.site.time_zone
+        rows = []
+        for key, value in (obj.data or {}).items():
+            if isinstance(value, str):
+                try:
+                    moment = dt.datetime.fromisoformat(value)
+                except ValueError:
+                    moment = None
+                if moment is not None and moment.tzinfo is not None:
+                    value = local_words(moment, zone)
+                elif moment is not None and len(value) == 10:
+                    value = date_words(moment.date())
+            elif not isinstance(value, int | float):
+                value = json.dumps(value, ensure_ascii=False, default=str)
+            rows.append((key.replace("_", " "), value))
+        if not rows:
+            return "–"
+        return format_html_join("", "<div><strong>{}</strong>: {}</div>", rows)
+
     list_filter = ("transition", "target_state")
     show_full_result_count = False
     paginator = EstimatedCountPaginator
@@ -1213,28 +1325,43 @@ class BatchAdmin(SiteScopedAdmin, admin.ModelAdmin):
         )
 
 
-class CustodyEventForm(forms.ModelForm):
+class CustodyEventForm(SecondLook, forms.ModelForm):
+    """A hand-recorded custody event or correction. Its time is read as a local time at the
+    chosen course's site (whichever zone the page was drawn in), and says so."""
+
     scanned_coi_id = forms.CharField(
         label="Chain-of-identity id on the label",
         max_length=30,
         help_text="Scan or type it from the label; it must be this course's.",
     )
+    second_look = second_look_field()
 
     class Meta:
         model = CustodyEvent
         fields = ("course", "kind", "at", "location", "temperature_c", "note", "corrects")
+        labels = {"temperature_c": "Temperature (°C)"}
+        help_texts = {"at": "Local time at the course's site, in its own zone."}
 
     def clean(self):
         data = super().clean()
-        if data.get("course") and data.get("kind"):
+        course, at = data.get("course"), data.get("at")
+        if course and at:
+            wall = timezone.localtime(at).replace(tzinfo=None)
+            data["at"] = self.instance.at = wall.replace(tzinfo=course.site.time_zone)
+        if course and data.get("kind"):
             for field, message in custody_event_errors(
-                course=data["course"],
+                course=course,
                 kind=data["kind"],
                 at=data.get("at"),
                 scanned_coi_id=data.get("scanned_coi_id", ""),
                 corrects=data.get("corrects"),
+                temperature_c=data.get("temperature_c"),
             ).items():
                 self.add_error(field, message)
+            if not self.errors:
+                self.take_second_look(
+                    custody_unusual_values(course=course, temperature_c=data.get("temperature_c"))
+                )
         return data
 
 
@@ -1262,6 +1389,7 @@ class CustodyEventAdmin(SiteScopedAdmin, admin.ModelAdmin):
                 "temperature_c",
                 "note",
                 "corrects",
+                "second_look",
             )
         return (
             "course",
@@ -1275,6 +1403,15 @@ class CustodyEventAdmin(SiteScopedAdmin, admin.ModelAdmin):
             "corrects",
             "recorded_at",
         )
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        if obj is None and "at" in form.base_fields:
+            zones = "; ".join(
+                f"{site.code}: {zone_words(site.time_zone)}" for site in user_sites(request.user)
+            )
+            form.base_fields["at"].help_text = f"Local time at the course's site ({zones})."
+        return form
 
     def formfield_for_choice_field(self, db_field, request, **kwargs):
         if db_field.name == "kind":
@@ -1293,10 +1430,11 @@ class CustodyEventAdmin(SiteScopedAdmin, admin.ModelAdmin):
             kind=obj.kind,
             by=request.user,
             scanned_coi_id=form.cleaned_data["scanned_coi_id"],
-            at=obj.at,
+            at=form.cleaned_data["at"],
             location=obj.location,
             temperature_c=obj.temperature_c,
             note=obj.note,
             corrects=obj.corrects,
+            values_checked=True,  # the form has asked for an unusual one typed again
         )
         obj.pk = created.pk

@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from common.errors import Refused
+from common.zones import date_words, local_words
 from pathway.models import TreatmentCourse
 from pathway.states import CourseState
 from scheduling.alerts import alert_raise
@@ -77,7 +78,7 @@ def chain_words(chain: Chain, *, zone) -> str:
     """ "Harvest Tue 01 Dec 2026 08:00 GMT · lab 36 days · transplant Tue 22 Dec 08:00 GMT" """
 
     def when(slot: Slot) -> str:
-        return f"{timezone.localtime(slot.starts_at, zone):%a %d %b %Y %H:%M %Z}"
+        return f"{local_words(slot.starts_at, zone)}"
 
     lab = f" · lab {len(chain.expansion)} days" if chain.expansion else ""
     return f"Harvest {when(chain.harvest)}{lab} · provisional transplant {when(chain.transplant)}"
@@ -188,7 +189,8 @@ class _Wanted:
         )
         if slot is None:
             self.problems.append(
-                f"{self.suite} has no free slot for the transplant between {first} and {last}."
+                f"{self.suite} has no free slot for the transplant between "
+                f"{date_words(first)} and {date_words(last)}."
             )
             return []
         return [Place(ReservationPurpose.TRANSPLANT, self.suite, slot)]
@@ -295,12 +297,12 @@ def reservations_words(rows: list[Reservation]) -> str:
             label = "provisional transplant"
         else:
             label = row.get_purpose_display().lower()
-        parts.append(f"{label} {when:%a %d %b %Y %H:%M %Z}")
+        parts.append(f"{label} {local_words(when)}")
     if days:
         zone = days[0].resource.time_zone
         first = min(timezone.localdate(r.starts_at, zone) for r in days)
         last = max(timezone.localdate(r.starts_at, zone) for r in days)
-        parts.append(f"{len(days)} expansion days ({first:%d %b} – {last:%d %b %Y})")
+        parts.append(f"{len(days)} expansion days ({date_words(first)} – {date_words(last)})")
     return ", ".join(parts)
 
 
@@ -317,7 +319,7 @@ def _tell_coordinator(
         chains = course_chains(course, count=1)
         if chains:
             when = timezone.localtime(chains[0].harvest.starts_at, course.site.time_zone)
-            lines.append(f"Earliest new chain: harvest {when:%a %d %b %Y %H:%M %Z}.")
+            lines.append(f"Earliest new chain: harvest {local_words(when)}.")
     alert_raise(
         kind=AlertKind.CHAIN_CHANGED,
         severity=Severity.INFO if not problems else Severity.WARNING,

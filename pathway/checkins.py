@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from common.errors import Refused
+from common.zones import date_words
 from pathway.models import ProtocolInstrument, TreatmentCourse
 from pathway.states import CourseState
 from patients.models import QuestionnaireResponse
@@ -236,7 +237,7 @@ def invitation_answer(
                 condition_key=f"symptoms.i{invitation.pk}",
                 message=(
                     f"{invitation.instrument}: the patient's answers on "
-                    f"{response.taken_on:%d %b %Y} need a clinician (score "
+                    f"{date_words(response.taken_on)} need a clinician (score "
                     f"{score.value.normalize()}). Call the patient."
                 ),
             )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 
+from common.zones import date_words, local_words
 from pathway.coi import coi_ids_match
 from pathway.models import CustodyKind, Protocol, ProtocolQcTest, QcTestKind
 from patients.clinical import OBSTRUCTION_RATIO, ratio_display
@@ -174,8 +175,7 @@ def evaluation_sources(facts: EvaluationFacts, *, zone) -> str:
     """Which records the checklist read, so that nobody has to guess which of two tests on
     the same day counted. Entry times are in `zone`, named."""
     parts = [
-        f"{label} of {record.taken_on} "
-        f"(entered {record.entered_at.astimezone(zone):%Y-%m-%d %H:%M %Z})"
+        f"{label} of {date_words(record.taken_on)} (entered {local_words(record.entered_at, zone)})"
         for label, record in (
             ("lung function", facts.lung_function),
             ("chest CT", facts.chest_ct),
@@ -194,10 +194,10 @@ def _ct_rule(facts: EvaluationFacts) -> RuleResult:
     values = {"taken_on": str(ct.taken_on)}
     if ct.emphysema_present:
         return RuleResult(
-            name, RuleStatus.PASSED, f"The CT of {ct.taken_on} shows emphysema.", values
+            name, RuleStatus.PASSED, f"The CT of {date_words(ct.taken_on)} shows emphysema.", values
         )
     return RuleResult(
-        name, RuleStatus.FAILED, f"The CT of {ct.taken_on} shows no emphysema.", values
+        name, RuleStatus.FAILED, f"The CT of {date_words(ct.taken_on)} shows no emphysema.", values
     )
 
 
@@ -220,11 +220,13 @@ def _smoking_rule(facts: EvaluationFacts, protocol: Protocol) -> RuleResult:
     values = {"quit_on": str(quit_on)}
     eligible_from = add_months(quit_on, months)
     if facts.today >= eligible_from:
-        return RuleResult(name, RuleStatus.PASSED, f"Quit smoking on {quit_on}.", values)
+        return RuleResult(
+            name, RuleStatus.PASSED, f"Quit smoking on {date_words(quit_on)}.", values
+        )
     return RuleResult(
         name,
         RuleStatus.FAILED,
-        f"Quit smoking on {quit_on}; the protocol needs {months} months without "
+        f"Quit smoking on {date_words(quit_on)}; the protocol needs {months} months without "
         f"smoking, reached on {eligible_from}.",
         values,
     )
@@ -243,8 +245,8 @@ def _assessment_rules(facts: EvaluationFacts) -> list[RuleResult]:
             RuleResult(name, RuleStatus.FAILED, "No clinical assessment is recorded.")
             for name in names
         ]
-    on = assessment.taken_on
-    values = {"taken_on": str(on)}
+    values = {"taken_on": str(assessment.taken_on)}
+    on = date_words(assessment.taken_on)
 
     def rule(name: str, passed: bool, passed_reason: str, failed_reason: str) -> RuleResult:
         if passed:
@@ -430,8 +432,8 @@ def dosing_weight_refusals(
         )
     if evaluation_started_on and weighed_on < evaluation_started_on:
         refusals.append(
-            f"The weight is dated {weighed_on}, before the evaluation began on "
-            f"{evaluation_started_on}."
+            f"The weight is dated {date_words(weighed_on)}, before the evaluation began on "
+            f"{date_words(evaluation_started_on)}."
         )
     return refusals
 

@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from common.zones import date_words, local_words
 from pathway.coi import coi_id_is_valid, coi_ids_match
 from pathway.forecast import forecast_interval_words
 from pathway.models import (
@@ -331,11 +332,12 @@ def _alert_on_forecast_past_transplant(batch: Batch) -> None:
     held_when = timezone.localtime(held.starts_at, zone)
     proposal = (
         "Proposed new slot: "
-        f"{timezone.localtime(proposed.starts_at, zone):%a %d %b %Y %H:%M %Z} "
+        f"{local_words(proposed.starts_at, zone)} "
         f"(day {_days_since_receipt(batch, proposed.starts_at):.0f}); book it from the "
         "course's transplant step once the batch is released."
         if proposed
-        else f"{held.resource} has no free slot before the last release day ({last_day})."
+        else f"{held.resource} has no free slot before the last release day "
+        f"({date_words(last_day)})."
     )
     alert_raise(
         kind=AlertKind.FORECAST_PAST_TRANSPLANT,
@@ -346,6 +348,6 @@ def _alert_on_forecast_past_transplant(batch: Batch) -> None:
             f"The batch {batch.coi_id} is forecast to reach the target dose "
             f"({forecast.target_cells / 1e6:.0f} × 10⁶ viable cells) on day {forecast.day:.0f} "
             f"(90 % interval {forecast_interval_words(forecast)}), after the provisional "
-            f"transplant slot {held_when:%a %d %b %Y %H:%M %Z} (day {slot_day:.0f}). {proposal}"
+            f"transplant slot {local_words(held_when)} (day {slot_day:.0f}). {proposal}"
         ),
     )

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from common.forms import SafeModelChoiceField, SecondLook, second_look_field
-from common.zones import zone_words
+from common.zones import local_words, zone_words
 from pathway.chains import chain_words, course_chains, course_suite
 from pathway.coi import coi_id_is_valid, coi_id_normalise
 from pathway.services import RELEASE_MEANING
@@ -212,7 +212,7 @@ class ScheduleTransplantForm(AppointmentForm):
             self.fields["scheduled_at"].initial = when
             self.fields["place"].initial = str(held.resource)
             self.fields["scheduled_at"].help_text = (
-                f"The slot held for this course is {when:%a %d %b %Y %H:%M %Z}; another must "
+                f"The slot held for this course is {local_words(when)}; another must "
                 f"be a free slot of {held.resource}."
             )
 
@@ -291,3 +291,24 @@ class RecordTransplantForm(CourseStepForm):
 
     def clean_bedside_coi_id(self) -> str:
         return _valid_coi_id(self.cleaned_data["bedside_coi_id"])
+
+
+class ProductCustodyForm(CourseStepForm):
+    """The product leaving the lab for the site, or arriving there: the label scanned, when
+    (now, unless told otherwise), where, and the temperature it travelled at."""
+
+    measured = {"temperature_c": "temperature_c"}
+
+    scanned_coi_id = _scanned_coi_id("Chain-of-identity id on the product's label")
+    at = _when("When")
+    location = forms.CharField(max_length=200, label="Where")
+    temperature_c = MeasureField(
+        "temperature_c",
+        label="Temperature of the shipper (°C)",
+        required=False,
+        help_text="As the shipper's logger reads it, in degrees Celsius.",
+    )
+    note = _note()
+
+    def clean_scanned_coi_id(self) -> str:
+        return _valid_coi_id(self.cleaned_data["scanned_coi_id"])

@@ -10,6 +10,7 @@ from django.utils import timezone
 from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transition
 from simple_history.models import HistoricalRecords
 
+from common.zones import date_words, local_words
 from pathway.states import FINAL_STATES, HOLDABLE_STATES, WITHDRAWABLE_STATES, CourseState
 from patients.measures import MeasuredModel, expected_range_errors
 
@@ -785,7 +786,8 @@ class Batch(MeasuredModel):
         ]
 
     def __str__(self) -> str:
-        return f"Batch {self.coi_id} received {self.received_at:%Y-%m-%d}"
+        received_on = timezone.localdate(self.received_at, self.course.site.time_zone)
+        return f"Batch {self.coi_id} received {date_words(received_on)}"
 
     @property
     def expansion_day(self) -> int:
@@ -816,7 +818,8 @@ class CellCount(MeasuredModel):
         ordering = ["counted_at", "id"]
 
     def __str__(self) -> str:
-        return f"{self.total_cells / 1e6:.1f} × 10⁶ cells on {self.counted_at:%Y-%m-%d}"
+        when = local_words(self.counted_at, self.batch.course.site.time_zone)
+        return f"{self.total_cells / 1e6:.1f} × 10⁶ cells on {when}"
 
     @property
     def viable_cells(self) -> float:
@@ -950,7 +953,8 @@ class CustodyEvent(AppendOnly):
         indexes = [models.Index(fields=["coi_id"], name="custody_coi_idx")]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} {self.coi_id} at {self.at:%Y-%m-%d %H:%M}"
+        when = local_words(self.at, self.course.site.time_zone)
+        return f"{self.get_kind_display()} {self.coi_id} at {when}"
 
 
 class TransitionLog(AppendOnly):

@@ -7,6 +7,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from common.zones import date_words, local_words
 from pathway.selectors import patient_expected_ranges
 from patients.measures import unusual_values_refused
 from patients.models import AdverseEvent, ClinicalRecord, LungFunctionTest, Patient
@@ -76,9 +77,10 @@ def _follow_up_done(visit: Visit, record: ClinicalRecord, *, by, early_reason: s
     early = visit.window_opens_on is not None and record.taken_on < visit.window_opens_on
     if early and not early_reason.strip():
         return [
-            f"The {visit.label} is still open: this was measured on {record.taken_on}, before "
-            f"its window opens on {visit.window_opens_on}. To count it, give a clinician's "
-            "reason (a protocol deviation)."
+            f"The {visit.label} is still open: this was measured on "
+            f"{date_words(record.taken_on)}, before its window opens on "
+            f"{date_words(visit.window_opens_on)}. To count it, give a clinician's reason (a "
+            "protocol deviation)."
         ]
     if early:
         deviation_record(
@@ -89,7 +91,8 @@ def _follow_up_done(visit: Visit, record: ClinicalRecord, *, by, early_reason: s
             deviations=[
                 (
                     DeviationKind.BEFORE_WINDOW,
-                    f"Measured on {record.taken_on}; the window opens on {visit.window_opens_on}.",
+                    f"Measured on {date_words(record.taken_on)}; the window opens on "
+                    f"{date_words(visit.window_opens_on)}.",
                 )
             ],
         )
@@ -108,9 +111,9 @@ def _same_day_lung_function(test: LungFunctionTest) -> list[str]:
         return []
     zone = Patient.objects.select_related("site").get(pk=test.patient_id).zone
     return [
-        f"Another lung function test of this patient is recorded for {test.taken_on} (FEV1 "
-        f"{other.fev1_pct_predicted} % predicted, entered "
-        f"{other.entered_at.astimezone(zone):%Y-%m-%d %H:%M %Z}). The eligibility checklist "
+        f"Another lung function test of this patient is recorded for "
+        f"{date_words(test.taken_on)} (FEV1 {other.fev1_pct_predicted} % predicted, entered "
+        f"{local_words(other.entered_at, zone)}). The eligibility checklist "
         "uses the one entered last: correct or remove the wrong one."
         for other in others
     ]
@@ -181,7 +184,8 @@ def adverse_event_record(*, event: AdverseEvent, by) -> AdverseEvent:
                 visit=event.visit,
                 condition_key=f"adverse_event.e{event.pk}",
                 message=(
-                    f"Grade {event.grade} {serious}adverse event, onset {event.onset_on}: "
+                    f"Grade {event.grade} {serious}adverse event, onset "
+                    f"{date_words(event.onset_on)}: "
                     f"{event.description[:300]}"
                 ),
             )

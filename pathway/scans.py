@@ -5,6 +5,7 @@ import datetime as dt
 
 from django.utils import timezone
 
+from common.zones import date_words
 from pathway.models import Protocol, TreatmentCourse, expansion_day, expansion_day_cutoff
 from pathway.states import HOLDABLE_STATES, CourseState
 from patients.models import Site
@@ -63,7 +64,7 @@ def _scan_expansions(site: Site, protocol: Protocol, now: dt.datetime) -> int:
             kind=AlertKind.TRANSPLANT_NOT_BOOKED,
             course=course,
             condition_key=f"transplant_not_booked.c{course.pk}.{course.released_at:%Y%m%d}",
-            message=f"The product {course.coi_id} was released on {released_on} and no "
+            message=f"The product {course.coi_id} was released on {date_words(released_on)} and no "
             f"transplant is booked after {booking_days} days.",
         )[1]
     return raised

@@ -14,6 +14,7 @@ from common.admin_export import export_as_csv
 from common.admin_scoping import ScopedChoices, SiteScopedAdmin
 from common.forms import SecondLook, second_look_field
 from common.paginator import EstimatedCountPaginator
+from common.zones import date_words
 from pathway.badges import state_badge
 from pathway.coi import coi_id_canonical
 from pathway.models import TreatmentCourse
@@ -322,13 +323,13 @@ class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.M
             return "No course yet."
         return format_html_join(
             "",
-            '<p><a href="{}">{}</a> {} since {:%d %b %Y}</p>',
+            '<p><a href="{}">{}</a> {} since {}</p>',
             (
                 (
                     reverse("admin:pathway_treatmentcourse_change", args=[course.pk]),
                     course,
                     state_badge(course.state),
-                    timezone.localdate(course.state_changed_at, course.site.time_zone),
+                    date_words(timezone.localdate(course.state_changed_at, course.site.time_zone)),
                 )
                 for course in courses
             ),

@@ -10,6 +10,7 @@ from phonenumber_field.modelfields import PhoneNumberField
 from simple_history.models import HistoricalRecords
 from timezone_field import TimeZoneField
 
+from common.zones import date_words
 from patients.clinical import fev1_fvc_ratio, gold_stage
 from patients.measures import MeasuredModel
 
@@ -260,15 +261,17 @@ class ClinicalRecord(MeasuredModel):
         # "Today" is the site's today: a record taken this morning in Shanghai is not "future".
         zone = self.patient.site.time_zone if self.patient_id else None
         if self.taken_on and self.taken_on > timezone.localdate(timezone=zone):
-            errors["taken_on"] = f"The date taken ({self.taken_on}) cannot be in the future."
+            errors["taken_on"] = (
+                f"The date taken ({date_words(self.taken_on)}) cannot be in the future."
+            )
         if self.visit_id and self.taken_on:
             course = self.visit.course
             if self.patient_id and course.patient_id != self.patient_id:
                 errors["visit"] = "This visit belongs to another patient."
             elif course.transplanted_on and self.taken_on < course.transplanted_on:
                 errors["taken_on"] = (
-                    f"A follow-up measurement cannot be dated {self.taken_on}, before the "
-                    f"transplant on {course.transplanted_on}."
+                    f"A follow-up measurement cannot be dated {date_words(self.taken_on)}, "
+                    f"before the transplant on {date_words(course.transplanted_on)}."
                 )
         errors |= self.clean_values()
         if errors:
@@ -289,7 +292,7 @@ class BodyMeasurement(ClinicalRecord):
         indexes = [models.Index(fields=["patient", "-taken_on"])]
 
     def __str__(self) -> str:
-        return f"{self.weight_kg} kg on {self.taken_on}"
+        return f"{self.weight_kg} kg on {date_words(self.taken_on)}"
 
 
 class LungFunctionTest(ClinicalRecord):
@@ -346,7 +349,7 @@ class LungFunctionTest(ClinicalRecord):
         indexes = [models.Index(fields=["patient", "-taken_on"])]
 
     def __str__(self) -> str:
-        return f"FEV1 {self.fev1_l} L ({self.fev1_pct_predicted} %) on {self.taken_on}"
+        return f"FEV1 {self.fev1_l} L ({self.fev1_pct_predicted} %) on {date_words(self.taken_on)}"
 
     @property
     def fev1_fvc(self):
@@ -385,7 +388,7 @@ class SixMinuteWalkTest(ClinicalRecord):
         indexes = [models.Index(fields=["patient", "-taken_on"])]
 
     def __str__(self) -> str:
-        return f"{self.distance_m} m on {self.taken_on}"
+        return f"{self.distance_m} m on {date_words(self.taken_on)}"
 
 
 class SymptomScore(ClinicalRecord):
@@ -398,7 +401,7 @@ class SymptomScore(ClinicalRecord):
         indexes = [models.Index(fields=["patient", "-taken_on"])]
 
     def __str__(self) -> str:
-        return f"mMRC {self.mmrc}, CAT {self.cat} on {self.taken_on}"
+        return f"mMRC {self.mmrc}, CAT {self.cat} on {date_words(self.taken_on)}"
 
 
 class ChestCT(ClinicalRecord):
@@ -420,7 +423,7 @@ class ChestCT(ClinicalRecord):
         indexes = [models.Index(fields=["patient", "-taken_on"])]
 
     def __str__(self) -> str:
-        return f"CT on {self.taken_on}"
+        return f"CT on {date_words(self.taken_on)}"
 
 
 class A1ATScreening(models.TextChoices):
@@ -447,7 +450,7 @@ class ClinicalAssessment(ClinicalRecord):
         indexes = [models.Index(fields=["patient", "-taken_on"])]
 
     def __str__(self) -> str:
-        return f"Assessment on {self.taken_on}"
+        return f"Assessment on {date_words(self.taken_on)}"
 
 
 class Medication(models.Model):
@@ -528,13 +531,13 @@ class AdverseEvent(models.Model):
 
     def __str__(self) -> str:
         serious = " serious" if self.serious else ""
-        return f"Grade {self.grade}{serious} adverse event on {self.onset_on}"
+        return f"Grade {self.grade}{serious} adverse event on {date_words(self.onset_on)}"
 
     def clean(self) -> None:
         errors = {}
         zone = self.patient.site.time_zone if self.patient_id else None
         if self.onset_on and self.onset_on > timezone.localdate(timezone=zone):
-            errors["onset_on"] = f"The onset ({self.onset_on}) cannot be in the future."
+            errors["onset_on"] = f"The onset ({date_words(self.onset_on)}) cannot be in the future."
         if self.course_id and self.patient_id and self.course.patient_id != self.patient_id:
             errors["course"] = "This course belongs to another patient."
         if self.grade == 5 and self.outcome != AdverseEventOutcome.FATAL:
@@ -583,4 +586,4 @@ class QuestionnaireResponse(ClinicalRecord):
         indexes = [models.Index(fields=["patient", "instrument", "-taken_on"])]
 
     def __str__(self) -> str:
-        return f"{self.instrument} {self.score.normalize()} on {self.taken_on}"
+        return f"{self.instrument} {self.score.normalize()} on {date_words(self.taken_on)}"

@@ -21,6 +21,7 @@ from django.utils import timezone
 from icalendar import Calendar, Event, vDuration
 
 from common.urls import public_url
+from common.zones import date_words
 from patients.access import user_sites
 from patients.models import Site
 from scheduling.models import CalendarFeedToken, Visit, VisitKind, VisitStatus
@@ -199,10 +200,10 @@ def _visit_event(visit: Visit, *, zone, now: dt.datetime, host: str, base_url: s
     lines = [f"{label}: {visit.get_status_display().lower()}."]
     # A procedure's window is its one day: worth saying only for a follow-up's range.
     if visit.window_opens_on and visit.window_closes_on != visit.window_opens_on:
-        lines.append(f"Window opens: {visit.window_opens_on}")
-        lines.append(f"Window closes: {visit.window_closes_on}")
+        lines.append(f"Window opens: {date_words(visit.window_opens_on)}")
+        lines.append(f"Window closes: {date_words(visit.window_closes_on)}")
     if _is_due_only(visit):
-        lines.append(f"Due: {local:%Y-%m-%d}. Not booked yet.")
+        lines.append(f"Due: {date_words(local)}. Not booked yet.")
     lines.append(f"In the tracker: {link}")
     event = Event.new(
         uid=f"visit-{visit.pk}@{host}",

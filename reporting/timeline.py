@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.db import models
 from django.utils import timezone
 
+from common.zones import date_words, local_words
 from pathway.forecast import forecast_interval_words
 from pathway.models import BatchStatus, TransitionLog, TreatmentCourse, expansion_day
 from pathway.selectors import batch_growth_forecast
@@ -58,6 +59,9 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
     def on(moment: dt.datetime) -> dt.date:
         return timezone.localdate(moment, zone)
 
+    def day(moment: dt.datetime) -> str:
+        return date_words(on(moment))
+
     logged = dict(
         TransitionLog.objects.filter(course=course, transition__in=("approve", "decline"))
         .order_by("at")
@@ -72,21 +76,21 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
     procedure = {visit.kind: visit for visit in visits if visit.kind != VisitKind.FOLLOW_UP}
     follow_ups = [visit for visit in visits if visit.kind == VisitKind.FOLLOW_UP]
 
-    steps = [TimelineStep("Referral", StepStatus.DONE, f"{on(course.referred_at)}")]
+    steps = [TimelineStep("Referral", StepStatus.DONE, f"{day(course.referred_at)}")]
 
     # Evaluation
     if "approve" in logged:
         steps.append(
-            TimelineStep("Evaluation", StepStatus.DONE, f"{on(logged['approve'])}", "eligible")
+            TimelineStep("Evaluation", StepStatus.DONE, f"{day(logged['approve'])}", "eligible")
         )
     elif "decline" in logged:
         steps.append(
-            TimelineStep("Evaluation", StepStatus.DONE, f"{on(logged['decline'])}", "ineligible")
+            TimelineStep("Evaluation", StepStatus.DONE, f"{day(logged['decline'])}", "ineligible")
         )
     elif course.evaluation_started_at:
         steps.append(
             TimelineStep(
-                "Evaluation", StepStatus.CURRENT, f"since {on(course.evaluation_started_at)}"
+                "Evaluation", StepStatus.CURRENT, f"since {day(course.evaluation_started_at)}"
             )
         )
     else:
@@ -109,7 +113,7 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
     if course.lab_received_at:
         received_on = on(course.lab_received_at)
         opens, closes = protocol.release_window(received_on)
-        window = f"release window {opens} – {closes}"
+        window = f"release window {date_words(opens)} – {date_words(closes)}"
         limits = f"{protocol.expansion_min_days}–{protocol.expansion_max_days} days"
         if course.released_at:
             days = expansion_day(
@@ -117,10 +121,13 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
             )
             steps.append(
                 TimelineStep(
-                    "Expansion", StepStatus.DONE, f"from {received_on}", f"{days} days ({limits})"
+                    "Expansion",
+                    StepStatus.DONE,
+                    f"from {date_words(received_on)}",
+                    f"{days} days ({limits})",
                 )
             )
-            steps.append(TimelineStep("Release", StepStatus.DONE, f"{on(course.released_at)}"))
+            steps.append(TimelineStep("Release", StepStatus.DONE, f"{day(course.released_at)}"))
         else:
             day = expansion_day(received_at=course.lab_received_at, at=now, zone=zone)
             late = today > closes
@@ -128,7 +135,7 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
                 TimelineStep(
                     "Expansion",
                     StepStatus.OVERDUE if late else StepStatus.CURRENT,
-                    f"from {received_on}",
+                    f"from {date_words(received_on)}",
                     f"day {day} of {limits}{_forecast_words(course)}",
                 )
             )
@@ -167,7 +174,7 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
         transplant = TimelineStep(
             "Transplant",
             StepStatus.OVERDUE if now > book_by else StepStatus.DUE,
-            f"book by {on(book_by)}",
+            f"book by {local_words(book_by, zone)}",
         )
     steps.append(transplant)
 
@@ -186,7 +193,7 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
         ]
 
     if course.state == CourseState.COMPLETED:
-        steps.append(TimelineStep("Completion", StepStatus.DONE, f"{on(course.state_changed_at)}"))
+        steps.append(TimelineStep("Completion", StepStatus.DONE, f"{day(course.state_changed_at)}"))
     else:
         steps.append(TimelineStep("Completion", StepStatus.UPCOMING))
 
@@ -219,32 +226,37 @@ def _procedure_step(
     sample), its latest booking counts, not a procedure done before."""
     if not pending:
         if performed_at:
-            return TimelineStep(name, StepStatus.DONE, f"{timezone.localdate(performed_at, zone)}")
+            return TimelineStep(
+                name, StepStatus.DONE, date_words(timezone.localdate(performed_at, zone))
+            )
         return TimelineStep(name, StepStatus.UPCOMING)
     if visit is None or visit.status == VisitStatus.DONE:
         earlier = (
-            f"again: the sample of {timezone.localdate(performed_at, zone)} was not used"
+            f"again: the sample of {date_words(timezone.localdate(performed_at, zone))} was "
+            "not used"
             if performed_at
             else ""
         )
         return TimelineStep(name, StepStatus.UPCOMING, detail=earlier)
     booked_on = timezone.localdate(visit.scheduled_at, zone)
     if visit.status == VisitStatus.MISSED:
-        return TimelineStep(name, StepStatus.MISSED, f"missed on {booked_on}", visit.place)
+        return TimelineStep(
+            name, StepStatus.MISSED, f"missed on {date_words(booked_on)}", visit.place
+        )
     return TimelineStep(
         name,
         StepStatus.OVERDUE if visit.is_overdue(today=today) else StepStatus.DUE,
-        f"booked for {booked_on}",
+        f"booked for {date_words(booked_on)}",
         visit.place,
     )
 
 
 def _follow_up_step(visit: Visit, today: dt.date, zone) -> TimelineStep:
     name = visit.label
-    window = f"window {visit.window_opens_on} – {visit.window_closes_on}"
+    window = f"window {date_words(visit.window_opens_on)} – {date_words(visit.window_closes_on)}"
     if visit.status == VisitStatus.DONE:
         done_on = timezone.localdate(visit.done_at or visit.scheduled_at, zone)
-        return TimelineStep(name, StepStatus.DONE, f"{done_on}", window)
+        return TimelineStep(name, StepStatus.DONE, f"{date_words(done_on)}", window)
     if visit.status == VisitStatus.MISSED:
         return TimelineStep(name, StepStatus.MISSED, window)
     if visit.is_overdue(today=today):
@@ -256,7 +268,7 @@ def _follow_up_step(visit: Visit, today: dt.date, zone) -> TimelineStep:
     # A planned follow-up's time is only its due date until the patient is booked.
     booked = "booked for" if visit.status == VisitStatus.BOOKED else "due"
     return TimelineStep(
-        name, status, window, f"{booked} {timezone.localdate(visit.scheduled_at, zone)}"
+        name, status, window, f"{booked} {date_words(timezone.localdate(visit.scheduled_at, zone))}"
     )
 
 
@@ -264,12 +276,13 @@ def _next_action(course, steps, follow_up_steps, on) -> tuple[str, bool]:
     """What the coordinator or the lab does next, and whether it is already late."""
     state = course.state
     step = {s.name: s for s in steps}
+    since = date_words(on(course.state_changed_at))
     if state in _ENDED:
-        return f"None: the course was {_ENDED[state]} on {on(course.state_changed_at)}.", False
+        return f"None: the course was {_ENDED[state]} on {since}.", False
     if state == CourseState.COMPLETED:
         return "None: the course is complete.", False
     if state == CourseState.ON_HOLD:
-        return f"On hold since {on(course.state_changed_at)}: resume it or withdraw it.", False
+        return f"On hold since {since}: resume it or withdraw it.", False
     if state == CourseState.REFERRED:
         return "Start the evaluation.", False
     if state == CourseState.EVALUATION:

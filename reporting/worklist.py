@@ -4,11 +4,19 @@ lists anyone keeps. One query per kind of work, whatever the number of rows."""
 import datetime as dt
 from dataclasses import dataclass
 
+from django.db.models import Exists, OuterRef, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
-from common.zones import local_words
-from pathway.models import TRANSITION_LABELS, Batch, BatchStatus, TreatmentCourse
+from common.zones import date_words, local_words
+from pathway.models import (
+    TRANSITION_LABELS,
+    Batch,
+    BatchStatus,
+    CustodyEvent,
+    CustodyKind,
+    TreatmentCourse,
+)
 from pathway.states import CourseState
 from scheduling.chains import course_resource
 from scheduling.models import (
@@ -22,6 +30,7 @@ from scheduling.models import (
     VisitStatus,
     WorkAssignment,
 )
+from scheduling.windows import window_words
 
 # Follow-ups come onto the list this many days before their window opens.
 FOLLOW_UP_NOTICE_DAYS = 14
@@ -51,7 +60,7 @@ class WorkItem:
             return ""
         if isinstance(self.due, dt.datetime):
             return local_words(self.due, self.course.site.time_zone)
-        return f"{self.due:%a %d %b %Y}"
+        return date_words(self.due)
 
     @property
     def overdue(self) -> bool:
@@ -165,6 +174,12 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
                         detail=f"day {batch.expansion_day} of expansion",
                     )
                 )
+    ship = may("pathway.change_batch") and may("pathway.add_custodyevent")
+    receive = may("pathway.add_custodyevent") and (
+        may("pathway.record_transplant_course") or may("scheduling.change_visit")
+    )
+    if ship or receive:
+        items += _product_custody_items(sites=sites, ship=ship, receive=receive)
     if may("pathway.record_transplant_course"):
         visits = (
             Visit.objects.filter(
@@ -303,7 +318,7 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
                     due=visit.window_closes_on,
                     action="Book",
                     url=url,
-                    detail=f"window {visit.window_opens_on:%d %b} – {visit.window_closes_on:%d %b}",
+                    detail=f"window {window_words(visit)}",
                 )
             )
         overdue = (
@@ -351,6 +366,60 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
     for item in items:
         item.assigned_to = assigned.get(item.key)
     return sorted(items, key=_urgency)
+
+
+def _custody_since_release(kind: str):
+    """The course's product has this custody event since its release, not voided since."""
+    return Exists(
+        CustodyEvent.objects.filter(
+            course=OuterRef("pk"), kind=kind, at__gte=OuterRef("released_at")
+        ).exclude(corrections__isnull=False)
+    )
+
+
+def _product_custody_items(*, sites, ship: bool, receive: bool) -> list[WorkItem]:
+    """A released product to send to the site (the lab), and one sent to receive there (the
+    site's staff): one query for both."""
+    courses = (
+        TreatmentCourse.objects.filter(
+            site__in=sites,
+            state__in=[CourseState.RELEASED, CourseState.TRANSPLANT_SCHEDULED],
+            released_at__isnull=False,
+        )
+        .annotate(
+            shipped=_custody_since_release(CustodyKind.SHIPPED_TO_SITE),
+            received=_custody_since_release(CustodyKind.RECEIVED_AT_SITE),
+            transplant_at=Subquery(
+                Visit.objects.filter(
+                    course=OuterRef("pk"), kind=VisitKind.TRANSPLANT, status=VisitStatus.BOOKED
+                ).values("scheduled_at")[:1]
+            ),
+        )
+        .filter(received=False)
+        .select_related("patient", "site", "protocol")
+        .order_by("released_at")
+    )
+    items = []
+    for course in courses[:ROWS_PER_KIND]:
+        step = "received_at_site" if course.shipped else "shipped_to_site"
+        if (step == "shipped_to_site" and not ship) or (step == "received_at_site" and not receive):
+            continue
+        what = (
+            "Receive the product at the site" if course.shipped else "Send the product to the site"
+        )
+        items.append(
+            WorkItem(
+                key=f"{step}.c{course.pk}",
+                what=what,
+                course=course,
+                due=course.transplant_at,
+                action="Scan and record",
+                url=reverse("admin:pathway_treatmentcourse_custody", args=[course.pk, step]),
+                detail=f"{course.coi_id}, released "
+                f"{local_words(course.released_at, course.site.time_zone)}",
+            )
+        )
+    return items
 
 
 def _urgency(item: WorkItem):

@@ -11,7 +11,7 @@ from django.utils.html import format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from common.admin_readonly import ReadOnlyAdmin
-from common.admin_scoping import ScopedChoices, SiteScopedAdmin
+from common.admin_scoping import ScopedChoices, SiteScopedAdmin, ZonedTimesAdmin
 from common.errors import Refused
 from common.paginator import EstimatedCountPaginator
 from common.urls import public_url_for
@@ -79,6 +79,14 @@ class VisitForm(forms.ModelForm):
     class Meta:
         model = Visit
         fields = ("scheduled_at", "place")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and "scheduled_at" in self.fields:
+            site = self.instance.course.site
+            self.fields[
+                "scheduled_at"
+            ].help_text = f"Local time at {site.name} ({zone_words(site.time_zone)})."
 
     def clean(self):
         data = super().clean()
@@ -352,7 +360,7 @@ class ResourceClosureInline(admin.TabularInline):
 
 
 @admin.register(Resource)
-class ResourceAdmin(ScopedChoices, admin.ModelAdmin):
+class ResourceAdmin(ZonedTimesAdmin, ScopedChoices, admin.ModelAdmin):
     """A resource's weekly sessions and closures, in its own time zone: the slots bookings
     will take (scheduling/slots.py). Staff see their sites' resources and the lab's (no
     site); only the lab, or someone who sees every site, changes the lab's."""
@@ -537,7 +545,7 @@ class AlertAdmin(SiteScopedAdmin, admin.ModelAdmin):
             self.message_user(
                 request,
                 f"Not acknowledged again: {alert.acknowledged_by} already had, "
-                f"{when:%d %b %Y %H:%M %Z}.",
+                f"{local_words(when)}.",
                 messages.WARNING,
             )
         return self._back(request, alert)
@@ -553,7 +561,7 @@ class AlertAdmin(SiteScopedAdmin, admin.ModelAdmin):
             when = timezone.localtime(until, alert.site.time_zone)
             self.message_user(
                 request,
-                f"Snoozed until {when:%a %d %b %H:%M %Z}: off the worklist until then, still open.",
+                f"Snoozed until {local_words(when)}: off the worklist until then, still open.",
                 messages.SUCCESS,
             )
         else:
@@ -585,7 +593,7 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ZonedTimesAdmin, admin.ModelAdmin):
     list_display = (
         "send_after",
         "template",
@@ -633,7 +641,7 @@ class NotificationAdmin(admin.ModelAdmin):
 
 
 @admin.register(NotificationArchive)
-class NotificationArchiveAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+class NotificationArchiveAdmin(ZonedTimesAdmin, ReadOnlyAdmin, admin.ModelAdmin):
     """Notifications settled longer ago than NOTIFICATION_ARCHIVE_AFTER_DAYS, moved out of the
     outbox by `scheduling/outbox_archive.py` (the Notification list shows the outbox). Read
     only: the archive is a record. Purged rows name no patient."""
@@ -686,7 +694,7 @@ class ActiveLinkFilter(admin.SimpleListFilter):
 
 
 @admin.register(CalendarFeedToken)
-class CalendarFeedTokenAdmin(admin.ModelAdmin):
+class CalendarFeedTokenAdmin(ZonedTimesAdmin, admin.ModelAdmin):
     """Each user's own calendar links: issued by choosing a site, revoked by an action."""
 
     list_display = ("site", "user", "created_at", "last_used_at", "revoked_at")

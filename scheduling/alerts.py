@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from common.zones import date_words
 from patients.models import Site
 from scheduling.models import (
     Alert,
@@ -146,7 +147,7 @@ def alerts_scan_overdue_visits(*, now: dt.datetime | None = None) -> int:
                 visit=visit,
                 condition_key=f"visit_overdue.v{visit.pk}",
                 message=f"The {visit} is overdue: its window closed {days} day(s) ago, on "
-                f"{visit.window_closes_on}.",
+                f"{date_words(visit.window_closes_on)}.",
             )[1]
     return raised
 
@@ -179,6 +180,7 @@ def alerts_scan_follow_ups_to_book(*, course_states, now: dt.datetime | None = N
                 visit=visit,
                 condition_key=f"follow_up_to_book.v{visit.pk}",
                 message=f"Book the {visit.label} of {visit.course.patient.mrn}: its window is open "
-                f"from {visit.window_opens_on} to {visit.window_closes_on}.",
+                f"from {date_words(visit.window_opens_on)} to "
+                f"{date_words(visit.window_closes_on)}.",
             )[1]
     return raised

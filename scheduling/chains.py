@@ -17,6 +17,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from common.errors import Refused
+from common.zones import date_words, local_words
 from scheduling.models import (
     Reservation,
     ReservationPurpose,
@@ -218,15 +219,15 @@ def chain_from_harvest(
     if harvest is None:
         raise Refused(
             [
-                f"{when:%a %d %b %Y %H:%M %Z} is not a free slot of {suite}: choose one of "
+                f"{local_words(when)} is not a free slot of {suite}: choose one of "
                 "the chains offered."
             ]
         )
     if calendars.expansion_from(harvest) is None:
         raise Refused(
             [
-                f"{lab} has no free expansion place on every day from {harvested_on} to the "
-                f"last release day (day {max_days})."
+                f"{lab} has no free expansion place on every day from "
+                f"{date_words(harvested_on)} to the last release day (day {max_days})."
             ]
         )
     chain = _chain_from(calendars, harvest, harvested_on, transplant_at=transplant_at)
@@ -234,7 +235,7 @@ def chain_from_harvest(
         raise Refused(
             [
                 f"{suite} has no free transplant slot between day {min_days} and day "
-                f"{max_days} after a harvest on {harvested_on}"
+                f"{max_days} after a harvest on {date_words(harvested_on)}"
                 + (" at the time chosen." if transplant_at else ".")
             ]
         )
@@ -256,7 +257,7 @@ def slot_at(*, resource: Resource, at: dt.datetime, after: dt.datetime | None = 
     slot = next((s for s in free if s.starts_at == at), None)
     if slot is None:
         when = timezone.localtime(at, resource.time_zone)
-        raise Refused([f"{when:%a %d %b %Y %H:%M %Z} is not a free slot of {resource}."])
+        raise Refused([f"{local_words(when)} is not a free slot of {resource}."])
     return slot
 
 
@@ -353,8 +354,8 @@ def _give_back(held: list[Reservation]) -> None:
 def _what(place: Place) -> str:
     when = timezone.localtime(place.slot.starts_at, place.resource.time_zone)
     if place.purpose == ReservationPurpose.EXPANSION:
-        return f"An expansion place on {when:%d %b %Y}"
-    return f"The {place.purpose.label.lower()} slot at {when:%a %d %b %Y %H:%M %Z}"
+        return f"An expansion place on {date_words(when)}"
+    return f"The {place.purpose.label.lower()} slot at {local_words(when)}"
 
 
 CHAIN_PURPOSES = (

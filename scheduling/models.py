@@ -6,7 +6,7 @@ from django.utils import timezone
 from simple_history.models import HistoricalRecords
 from timezone_field import TimeZoneField
 
-from common.zones import date_words
+from common.zones import date_words, local_words
 from patients.models import Weekday
 from patients.sites import local_date_by_site
 
@@ -158,7 +158,7 @@ class ProtocolDeviation(models.Model):
         ordering = ["-at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} ({self.at:%Y-%m-%d})"
+        return f"{self.get_kind_display()} ({local_words(self.at, self.course.site.time_zone)})"
 
 
 class Channel(models.TextChoices):
@@ -341,7 +341,7 @@ class DeliveryAttempt(models.Model):
         indexes = [models.Index(fields=["at"], name="delivery_attempt_at_idx")]
 
     def __str__(self) -> str:
-        return f"{'Delivered' if self.succeeded else 'Failed'} at {self.at:%Y-%m-%d %H:%M}"
+        return f"{'Delivered' if self.succeeded else 'Failed'} at {local_words(self.at, dt.UTC)}"
 
 
 class NotificationArchive(models.Model):
@@ -692,7 +692,7 @@ class ResourceClosure(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.reason}: {self.first_day} – {self.last_day}"
+        return f"{self.reason}: {date_words(self.first_day)} – {date_words(self.last_day)}"
 
 
 class SlotHold(models.Model):
@@ -718,7 +718,8 @@ class SlotHold(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.resource} {self.starts_at:%Y-%m-%d %H:%M}: {self.held} of {self.capacity}"
+        when = local_words(self.starts_at, self.resource.time_zone)
+        return f"{self.resource} {when}: {self.held} of {self.capacity}"
 
 
 class ReservationPurpose(models.TextChoices):
@@ -759,7 +760,8 @@ class Reservation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_purpose_display()}: {self.resource} {self.starts_at:%Y-%m-%d %H:%M} UTC"
+        when = local_words(self.starts_at, self.resource.time_zone)
+        return f"{self.get_purpose_display()}: {self.resource} {when}"
 
     @property
     def provisional(self) -> bool:
@@ -902,7 +904,8 @@ class QuestionnaireInvitation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.instrument} for {self.course} from {self.opens_at:%Y-%m-%d}"
+        opens = local_words(self.opens_at, self.course.site.time_zone)
+        return f"{self.instrument} for {self.course} from {opens}"
 
 
 class InvitationLink(models.Model):

@@ -3,6 +3,7 @@
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+from common.zones import date_words
 from patients.sites import clinic_hours_text, within_clinic_hours
 from scheduling.models import DeviationKind
 
@@ -59,7 +60,8 @@ def booking_deviations(
         deviations.append(
             (
                 DeviationKind.OUTSIDE_WINDOW,
-                f"{day} is outside the visit's window, {window_opens_on} to {window_closes_on}.",
+                f"{date_words(day)} is outside the visit's window, "
+                f"{date_words(window_opens_on)} to {date_words(window_closes_on)}.",
             )
         )
     hours = list(clinic_hours)

@@ -11,6 +11,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from common.errors import Refused
+from common.zones import local_words
 from scheduling.models import SlotHold
 
 
@@ -112,7 +113,7 @@ def slots_take(*, resource, slots: list[Slot], what: str) -> None:
             .first()
         )
         when = timezone.localtime(full, resource.time_zone) if full else None
-        on = f" ({when:%a %d %b %Y %H:%M %Z} is full)" if when else ""
+        on = f" ({local_words(when)} is full)" if when else ""
         raise Refused([f"{what} is no longer free: {resource}{on}."]) from None
 
 
@@ -123,7 +124,9 @@ class _Full(Exception):
 def slot_take(*, resource, slot: Slot) -> None:
     """Take one place in a slot, or raise `Refused` if it is full."""
     slots_take(
-        resource=resource, slots=[slot], what=f"The slot at {slot.starts_at:%Y-%m-%d %H:%M} UTC"
+        resource=resource,
+        slots=[slot],
+        what=f"The slot at {local_words(slot.starts_at, resource.time_zone)}",
     )
 
 

@@ -188,3 +188,51 @@ def test_a_row_is_given_to_a_coordinator_of_its_site_and_no_one_else(client, pat
     assert WorkAssignment.objects.get(key=key).assigned_to == colleague
     client.post(reverse("worklist-assign"), {"key": key, "to": "²", "give": "1"})
     assert WorkAssignment.objects.get(key=key).assigned_to == colleague
+
+
+def test_the_product_is_sent_and_received_at_the_site_from_the_worklist(client, course, pathway):
+    from pathway.models import CustodyEvent, CustodyKind
+
+    pathway.advance(course, CourseState.RELEASED)
+    client.force_login(pathway.lab)
+    page = client.get(reverse("admin:index")).content.decode()
+    send = reverse("admin:pathway_treatmentcourse_custody", args=[course.pk, "shipped_to_site"])
+    assert "Send the product to the site" in page and send in page
+    form = client.get(send).content.decode()
+    zone = course.site.time_zone
+    assert "Temperature of the shipper (°C)" in form
+    assert f"Local time at {course.site.name} ({zone}," in form  # the zone named
+    now = timezone.localtime(timezone.now(), zone)
+    typed = {
+        "at_0": now.date().isoformat(),
+        "at_1": now.strftime("%H:%M"),
+        "location": "Cell manufacturing facility",
+        "temperature_c": "4.5",
+    }
+    wrong = client.post(send, typed | {"scanned_coi_id": "XXX-2026-000001-0"})
+    assert (
+        wrong.status_code == 200
+        and not CustodyEvent.objects.filter(
+            course=course, kind=CustodyKind.SHIPPED_TO_SITE
+        ).exists()
+    )
+    sent = client.post(send, typed | {"scanned_coi_id": course.coi_id})
+    assert sent.status_code == 302
+    assert CustodyEvent.objects.get(course=course, kind=CustodyKind.SHIPPED_TO_SITE).by == (
+        pathway.lab
+    )
+    assert "Send the product to the site" not in client.get(reverse("admin:index")).content.decode()
+
+    client.force_login(pathway.coordinator)
+    page = client.get(reverse("admin:index")).content.decode()
+    receive = reverse("admin:pathway_treatmentcourse_custody", args=[course.pk, "received_at_site"])
+    assert "Receive the product at the site" in page and receive in page
+    got = client.post(
+        receive, typed | {"scanned_coi_id": course.coi_id, "location": course.site.name}
+    )
+    assert got.status_code == 302
+    event = CustodyEvent.objects.get(course=course, kind=CustodyKind.RECEIVED_AT_SITE)
+    assert timezone.localtime(event.at, zone).strftime("%H:%M") == now.strftime("%H:%M")
+    assert "Receive the product at the site" not in (
+        client.get(reverse("admin:index")).content.decode()
+    )
