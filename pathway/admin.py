@@ -146,6 +146,8 @@ class ProtocolAdmin(admin.ModelAdmin):
             {
                 "fields": (
                     "reminder_lead_days",
+                    "harvest_notice_hours",
+                    "transplant_notice_hours",
                     "quiet_hours_start",
                     "quiet_hours_end",
                     "transplant_booking_max_days",

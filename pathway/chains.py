@@ -43,6 +43,7 @@ from scheduling.models import (
     VisitKind,
     VisitStatus,
 )
+from scheduling.rules import booking_notice
 from scheduling.services import open_booking
 from scheduling.slots import Slot, places_free, resource_slots
 
@@ -64,13 +65,16 @@ def course_chains(
     if suite is None:
         return []
     protocol = course.protocol
+    # Never inside the harvest's notice: a patient told today cannot fast in time for today.
+    notice = booking_notice(protocol=protocol, kind=VisitKind.HARVEST)
     return chains_earliest(
         suite=suite,
         lab=course_lab(course),
         min_days=protocol.expansion_min_days,
         max_days=protocol.expansion_max_days,
-        after=after or timezone.now(),
+        after=max(after or timezone.now(), timezone.now() + notice),
         count=count,
+        transplant_notice=booking_notice(protocol=protocol, kind=VisitKind.TRANSPLANT),
     )
 
 
@@ -183,7 +187,13 @@ class _Wanted:
         day_zero = timezone.localdate(self.course.lab_received_at or self.course.harvested_at, zone)
         first = day_zero + dt.timedelta(days=self.protocol.expansion_min_days)
         last = day_zero + dt.timedelta(days=self.protocol.expansion_max_days)
-        free = free_slots(resource=self.suite, first_day=first, last_day=last, after=self.now)
+        # A transplant's notice after the window opens: bookable the morning of release.
+        opens = dt.datetime.combine(first, dt.time(0), tzinfo=zone) + booking_notice(
+            protocol=self.protocol, kind=VisitKind.TRANSPLANT
+        )
+        free = free_slots(
+            resource=self.suite, first_day=first, last_day=last, after=max(self.now, opens)
+        )
         slot = next((s for s in free if s.starts_at == self.provisional), None) or next(
             iter(free), None
         )

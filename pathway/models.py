@@ -132,6 +132,16 @@ class Protocol(MeasuredModel):
     )
     quiet_hours_start = models.TimeField(default=dt.time(21, 0))
     quiet_hours_end = models.TimeField(default=dt.time(8, 0))
+    harvest_notice_hours = models.PositiveSmallIntegerField(
+        "notice a harvest needs (hours)",
+        default=24,
+        help_text="Booked no sooner than this: the patient fasts and arranges to be taken home.",
+    )
+    transplant_notice_hours = models.PositiveSmallIntegerField(
+        "notice a transplant needs (hours)",
+        default=24,
+        help_text="Booked no sooner than this: the patient fasts and arranges to be taken home.",
+    )
     transplant_booking_max_days = models.PositiveSmallIntegerField(
         "days to book a transplant after release", default=14
     )
@@ -355,6 +365,12 @@ class ProtocolVisit(models.Model):
     )
     preparation = models.TextField(
         blank=True, help_text="What the patient should do before the visit, if anything."
+    )
+    notice_hours = models.PositiveSmallIntegerField(
+        "notice it needs (hours)",
+        default=24,
+        help_text="Booked no sooner than this, so that the patient can prepare (e.g. stop an "
+        "inhaler the day before breathing tests).",
     )
 
     class Meta:

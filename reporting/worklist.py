@@ -18,9 +18,11 @@ from pathway.models import (
     TreatmentCourse,
 )
 from pathway.states import CourseState
+from scheduling.alerts import alerts_for
 from scheduling.chains import course_resource
 from scheduling.models import (
     Alert,
+    AlertKind,
     PatientRequest,
     PatientRequestKind,
     ResourceKind,
@@ -36,6 +38,8 @@ from scheduling.windows import window_words
 FOLLOW_UP_NOTICE_DAYS = 14
 # Bookings not confirmed by the patient come onto the list this many days before.
 CONFIRM_NOTICE_DAYS = 2
+# The row an alert about a visit joins, when that visit is on the list.
+VISIT_ROW_OF_ALERT = {AlertKind.VISIT_OVERDUE: "overdue", AlertKind.FOLLOW_UP_TO_BOOK: "follow_up"}
 # At most this many rows of one kind; the rest are counted and found through their list.
 ROWS_PER_KIND = 100
 
@@ -52,6 +56,7 @@ class WorkItem:
     detail: str = ""
     assigned_to: object = None
     urgent: bool = False  # first on the list, whatever is due
+    alert_url: str = ""  # the row's alert, acknowledged from the same row
 
     @property
     def due_words(self) -> str:
@@ -339,12 +344,22 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
             )
     if may("scheduling.change_alert"):
         alerts = (
-            Alert.objects.filter(site__in=sites, acknowledged_at__isnull=True)
+            Alert.objects.filter(alerts_for(user), site__in=sites, acknowledged_at__isnull=True)
             .exclude(snoozed_until__gt=now)
             .select_related("course__patient", "course__site", "site")
             .order_by("-created_at")
         )
+        rows = {item.key: item for item in items}
         for alert in alerts[:ROWS_PER_KIND]:
+            acknowledge = reverse("admin:scheduling_alert_acknowledge", args=[alert.pk])
+            raised = f"Raised {local_words(alert.created_at, alert.site.time_zone)}."
+            # One thing, one row: an alert about a visit already on the list rides on its row.
+            row = rows.get(f"{VISIT_ROW_OF_ALERT.get(alert.kind)}.v{alert.visit_id}")
+            if row is not None and alert.visit_id:
+                row.alert_url = acknowledge
+                row.detail = f"{row.detail} · {alert.get_kind_display()}: {raised}".lstrip(" ·")
+                row.urgent = row.urgent or alert.severity == Severity.URGENT
+                continue
             items.append(
                 WorkItem(
                     key=f"alert.a{alert.pk}",
@@ -352,10 +367,9 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
                     course=alert.course,
                     due=None,  # an alert is to read now; when it was raised is in the detail
                     action="Acknowledge",
-                    url=reverse("admin:scheduling_alert_acknowledge", args=[alert.pk]),
+                    url=acknowledge,
                     post=True,
-                    detail=f"Raised {local_words(alert.created_at, alert.site.time_zone)}. "
-                    f"{alert.message}",
+                    detail=f"{raised} {alert.message}",
                     urgent=alert.severity == Severity.URGENT,
                 )
             )

@@ -11,7 +11,7 @@ from django.utils.html import format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from common.admin_readonly import ReadOnlyAdmin
-from common.admin_scoping import ScopedChoices, SiteScopedAdmin, ZonedTimesAdmin
+from common.admin_scoping import ScopedChoices, SiteScopedAdmin, ZonedTimesAdmin, scope
 from common.errors import Refused
 from common.paginator import EstimatedCountPaginator
 from common.urls import public_url_for
@@ -31,7 +31,14 @@ from reporting.calendar_feed import (
     calendar_feed_token_issue,
     calendar_feed_token_revoke,
 )
-from scheduling.alerts import SNOOZE_CHOICES, alert_acknowledge, alert_snooze
+from scheduling.alerts import (
+    SNOOZE_CHOICES,
+    alert_acknowledge,
+    alert_may_act,
+    alert_roles_words,
+    alert_snooze,
+    alerts_for,
+)
 from scheduling.capacity import capacity_by_day
 from scheduling.chains import LAB_KINDS
 from scheduling.models import (
@@ -493,6 +500,10 @@ class AlertAdmin(SiteScopedAdmin, admin.ModelAdmin):
     actions = ["acknowledge"]
     change_form_template = "scheduling/alert_change_form.html"
 
+    def get_queryset(self, request):
+        """Only the alerts the user may act on: a lab user sees no clinical alert."""
+        return super().get_queryset(request).filter(alerts_for(request.user))
+
     @admin.display(description="raised (the site's time)", ordering="created_at")
     def raised(self, obj):
         return local_words(obj.created_at, obj.site.time_zone)
@@ -518,11 +529,22 @@ class AlertAdmin(SiteScopedAdmin, admin.ModelAdmin):
     def _alert_to_change(self, request, object_id):
         if request.method != "POST":
             raise Http404("Acknowledge or snooze from the alert's page.")
-        alert = self.get_object(request, object_id)
-        if alert is None:
+        alert = (
+            Alert.objects.select_related("site")
+            .filter(
+                pk=object_id if str(object_id).isdecimal() and len(str(object_id)) < 19 else None
+            )
+            .first()
+        )
+        if alert is None or not scope(Alert.objects.filter(pk=alert.pk), request.user).exists():
             raise Http404("No such alert at your sites.")
-        if not self.has_change_permission(request, alert):
-            raise PermissionDenied("Acknowledging alerts needs the coordinator's role.")
+        if not self.has_change_permission(request, alert) or not alert_may_act(
+            user=request.user, alert=alert
+        ):
+            raise PermissionDenied(
+                f"This alert is for the {alert_roles_words(alert=alert)} roles: yours may not "
+                "acknowledge it."
+            )
         return alert
 
     def _back(self, request, alert):

@@ -4,11 +4,13 @@ import datetime as dt
 import logging
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from common.zones import date_words
+from patients.access import user_sees_all_sites
 from patients.models import Site
 from scheduling.models import (
     Alert,
@@ -37,6 +39,53 @@ def alert_route_groups(*, site_id: int, kind: str) -> list[int]:
     )
     own = [group for site, group in routes if site == site_id]
     return own or [group for site, group in routes if site is None]
+
+
+COORDINATOR_GROUP = "coordinator"
+
+
+def alerts_for(user) -> Q:
+    """The alerts `user` sees and may act on, as a filter on alerts at their sites: every
+    alert for the site's coordinators (and whoever sees every site); for others, the kinds
+    routed to one of their roles at the alert's site (`AlertRoute`, data a site changes; the
+    defaults send clinical alerts to clinicians and manufacturing ones to the lab). The
+    worklist, the alert list and the acknowledge and snooze views all ask this."""
+    if user_sees_all_sites(user) or user.groups.filter(name=COORDINATOR_GROUP).exists():
+        return Q()
+    everything_at = Q(site__in=user.coordinated_sites.values("pk"))
+    groups = list(user.groups.values_list("pk", flat=True))
+    routes = list(AlertRoute.objects.values_list("kind", "site_id", "group_id"))
+    own_sites_by_kind: dict[str, set[int]] = {}
+    for kind, site_id, _group in routes:
+        if site_id is not None:
+            own_sites_by_kind.setdefault(kind, set()).add(site_id)
+    seen = Q(pk__in=[])
+    for kind, site_id, group in routes:
+        if group not in groups:
+            continue
+        if site_id is not None:
+            seen |= Q(kind=kind, site_id=site_id)
+        else:  # the default, at every site with no route of its own for the kind
+            seen |= Q(kind=kind) & ~Q(site_id__in=own_sites_by_kind.get(kind, set()))
+    return everything_at | seen
+
+
+def alert_may_act(*, user, alert: Alert) -> bool:
+    """Whether `user` sees `alert` and may acknowledge or snooze it (`alerts_for`)."""
+    return (
+        user.has_perm("scheduling.change_alert")
+        and Alert.objects.filter(alerts_for(user), pk=alert.pk).exists()
+    )
+
+
+def alert_roles_words(*, alert: Alert) -> str:
+    """Who an alert is for, in words: "the coordinator or clinician roles"."""
+    names = {COORDINATOR_GROUP} | set(
+        Group.objects.filter(
+            pk__in=alert_route_groups(site_id=alert.site_id, kind=alert.kind)
+        ).values_list("name", flat=True)
+    )
+    return " or ".join(sorted(names))
 
 
 def alert_recipients(*, course, kind: str):

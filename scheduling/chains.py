@@ -27,6 +27,7 @@ from scheduling.models import (
     VisitKind,
     VisitStatus,
 )
+from scheduling.rules import booking_notice
 from scheduling.slots import Slot, places_free, resource_slots, slots_release, slots_take
 
 # How far ahead a harvest is looked for: the chain offered is the earliest, and a clinic
@@ -94,12 +95,30 @@ class _Calendars:
     lab: Resource | None
     min_days: int
     max_days: int
+    transplant_notice: dt.timedelta = dt.timedelta(0)
     suite_free: list[Slot] = field(default_factory=list)
     lab_free_by_day: dict[dt.date, Slot] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, *, suite, lab, min_days, max_days, first_day, last_harvest_day, after):
-        calendars = cls(suite=suite, lab=lab, min_days=min_days, max_days=max_days)
+    def load(
+        cls,
+        *,
+        suite,
+        lab,
+        min_days,
+        max_days,
+        first_day,
+        last_harvest_day,
+        after,
+        transplant_notice=dt.timedelta(0),
+    ):
+        calendars = cls(
+            suite=suite,
+            lab=lab,
+            min_days=min_days,
+            max_days=max_days,
+            transplant_notice=transplant_notice,
+        )
         last_day = last_harvest_day + dt.timedelta(days=max_days)
         calendars.suite_free = free_slots(
             resource=suite, first_day=first_day, last_day=last_day, after=after
@@ -131,13 +150,17 @@ class _Calendars:
         return tuple(self.lab_free_by_day[day] for day in days)
 
     def transplant_slots(self, *, harvested_on: dt.date, after=None) -> list[Slot]:
-        """The suite's free slots inside the release window of a harvest on that day."""
+        """The suite's free slots inside the release window of a harvest on that day, and a
+        transplant's notice after the window opens: a product released on its first morning
+        can be booked for a slot the patient can keep."""
         first = harvested_on + dt.timedelta(days=self.min_days)
         last = harvested_on + dt.timedelta(days=self.max_days)
+        opens = dt.datetime.combine(first, dt.time(0), tzinfo=self.suite.time_zone)
         return [
             slot
             for slot in self.suite_free
             if first <= _day(slot.starts_at, self.suite.time_zone) <= last
+            and slot.starts_at >= opens + self.transplant_notice
             and (after is None or slot.starts_at > after)
         ]
 
@@ -151,6 +174,7 @@ def chains_earliest(
     after: dt.datetime,
     count: int = 3,
     search_days: int = CHAIN_SEARCH_DAYS,
+    transplant_notice: dt.timedelta = dt.timedelta(0),
 ) -> list[Chain]:
     """The earliest `count` chains whose every part is free, each with a different harvest
     slot and the earliest transplant slot its release window allows."""
@@ -164,6 +188,7 @@ def chains_earliest(
         first_day=first_day,
         last_harvest_day=last_harvest_day,
         after=after,
+        transplant_notice=transplant_notice,
     )
     chains = []
     for harvest in calendars.suite_free:
@@ -199,6 +224,7 @@ def chain_from_harvest(
     harvest_at: dt.datetime,
     transplant_at: dt.datetime | None = None,
     after: dt.datetime | None = None,
+    transplant_notice: dt.timedelta = dt.timedelta(0),
 ) -> Chain:
     """The chain starting with the harvest slot at `harvest_at` (and the transplant slot at
     `transplant_at` if given, else the earliest free one), or `Refused` saying which part is
@@ -213,6 +239,7 @@ def chain_from_harvest(
         first_day=harvested_on,
         last_harvest_day=harvested_on,
         after=after,
+        transplant_notice=transplant_notice,
     )
     harvest = next((s for s in calendars.suite_free if s.starts_at == harvest_at), None)
     when = timezone.localtime(harvest_at, suite.time_zone)
@@ -408,6 +435,7 @@ def harvest_chain_places(
         "max_days": protocol.expansion_max_days,
         "harvest_at": harvest_at,
         "after": after,
+        "transplant_notice": booking_notice(protocol=protocol, kind=VisitKind.TRANSPLANT),
     }
     chain = None
     if transplant_at is None and keep_transplant_at is not None:
@@ -487,11 +515,16 @@ def follow_ups_proposal(*, course, after: dt.datetime | None = None) -> list[tup
     )
     proposal, proposed = [], set()
     for visit in due:
+        # No sooner than the visit's notice: the patient has to be able to prepare.
+        earliest = after + booking_notice(
+            protocol=course.protocol, kind=visit.kind, protocol_visit=visit.protocol_visit
+        )
         slot = next(
             (
                 s
                 for s in free
-                if s.starts_at not in proposed  # overlapping windows: one slot each
+                if s.starts_at >= earliest
+                and s.starts_at not in proposed  # overlapping windows: one slot each
                 and visit.window_opens_on
                 <= _day(s.starts_at, clinic.time_zone)
                 <= visit.window_closes_on

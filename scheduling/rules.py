@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 from common.zones import date_words
 from patients.sites import clinic_hours_text, within_clinic_hours
-from scheduling.models import DeviationKind
+from scheduling.models import DeviationKind, VisitKind
 
 MAX_RETRY_DELAY = dt.timedelta(days=1)
 
@@ -75,3 +75,27 @@ def booking_deviations(
             )
         )
     return deviations
+
+
+def booking_notice(*, protocol, kind: str, protocol_visit=None) -> dt.timedelta:
+    """The notice a booking of this kind leaves the patient at least: a bronchoscopy's
+    fasting and escort, a follow-up's preparation (data on the protocol and its visits)."""
+    hours = {
+        VisitKind.HARVEST: protocol.harvest_notice_hours,
+        VisitKind.TRANSPLANT: protocol.transplant_notice_hours,
+    }.get(kind)
+    if hours is None:
+        hours = protocol_visit.notice_hours if protocol_visit is not None else 0
+    return dt.timedelta(hours=hours)
+
+
+def first_told_at(
+    *, now: dt.datetime, channels, zone: ZoneInfo, start: dt.time, end: dt.time
+) -> dt.datetime | None:
+    """When a message written now first reaches the patient on one of `channels`: an email
+    at once, an SMS once the quiet hours in the patient's zone are over; None with none."""
+    times = [
+        now if channel == "email" else after_quiet_hours(now, zone=zone, start=start, end=end)
+        for channel in channels
+    ]
+    return min(times, default=None)

@@ -32,7 +32,13 @@ from scheduling.models import (
     WorkAssignment,
 )
 from scheduling.outbox import notifications_write
-from scheduling.rules import after_quiet_hours, booking_deviations, reminder_time
+from scheduling.rules import (
+    after_quiet_hours,
+    booking_deviations,
+    booking_notice,
+    first_told_at,
+    reminder_time,
+)
 from scheduling.windows import follow_up_slot
 
 
@@ -49,7 +55,7 @@ def reminders_schedule(*, visit: Visit, now: dt.datetime | None = None) -> list[
     now = now or timezone.now()
     course = visit.course
     patient, protocol = course.patient, course.protocol
-    channels = [channel for channel in (Channel.EMAIL, Channel.SMS) if patient.consents_to(channel)]
+    channels = _told_channels(patient)
     stamp = int(visit.scheduled_at.timestamp())
     reminders = []
     for lead_days in sorted(set(protocol.reminder_lead_days), reverse=True):
@@ -78,9 +84,115 @@ def reminders_schedule(*, visit: Visit, now: dt.datetime | None = None) -> list[
                     idempotency_key=f"reminder.v{visit.pk}.{lead_days}d.{channel}.{stamp}",
                 )
             )
+    if not reminders and _inside_last_reminder(
+        course=course, scheduled_at=visit.scheduled_at, now=now
+    ):
+        reminders = _told_at_once(visit=visit, channels=channels, stamp=stamp, now=now)
     # A key that exists (the visit moved back to a time it had) revives its reminder if it was
     # cancelled, and leaves it alone if it was sent, is pending, or is archived.
     return notifications_write(reminders, revive_cancelled=True)
+
+
+def _told_at_once(*, visit: Visit, channels, stamp: int, now: dt.datetime) -> list[Notification]:
+    """A booking too soon for any reminder: the patient is told at once on each consented
+    channel (an SMS when their quiet hours end), unless they have been told of this time
+    already."""
+    told = Notification.objects.filter(
+        visit=visit,
+        idempotency_key__endswith=f".{stamp}",
+        status__in=[
+            NotificationStatus.PENDING,
+            NotificationStatus.SENDING,
+            NotificationStatus.SENT,
+        ],
+    )
+    if told.exists():
+        return []
+    course = visit.course
+    patient, protocol = course.patient, course.protocol
+    notifications = []
+    for channel in channels:
+        send_after = now
+        if channel == Channel.SMS:
+            send_after = after_quiet_hours(
+                now,
+                zone=patient.zone,
+                start=protocol.quiet_hours_start,
+                end=protocol.quiet_hours_end,
+            )
+        if send_after >= visit.scheduled_at:
+            continue
+        notifications.append(
+            Notification(
+                template=NotificationTemplate.VISIT_REMINDER,
+                channel=channel,
+                patient=patient,
+                visit=visit,
+                send_after=send_after,
+                max_attempts=protocol.delivery_max_attempts,
+                idempotency_key=f"reminder.v{visit.pk}.booked.{channel}.{stamp}",
+            )
+        )
+    return notifications
+
+
+def _told_channels(patient) -> list[str]:
+    return [channel for channel in (Channel.EMAIL, Channel.SMS) if patient.consents_to(channel)]
+
+
+def _inside_last_reminder(*, course, scheduled_at: dt.datetime, now: dt.datetime) -> bool:
+    """Whether the protocol's last reminder before `scheduled_at` would already be past."""
+    leads = course.protocol.reminder_lead_days or [0]
+    last = reminder_time(
+        appointment_at=scheduled_at, lead_days=min(leads), zone=course.site.time_zone
+    )
+    return last <= now
+
+
+def booking_notice_refusals(
+    *,
+    course,
+    kind: str,
+    scheduled_at: dt.datetime,
+    protocol_visit=None,
+    now: dt.datetime | None = None,
+) -> list[str]:
+    """Why a booking at `scheduled_at` would not leave the patient the notice the visit needs,
+    or could not be told to them in time; empty if it can be kept. No reason excuses these:
+    a patient cannot fast for six hours in four."""
+    now = now or timezone.now()
+    protocol, zone = course.protocol, course.site.time_zone
+    notice = booking_notice(protocol=protocol, kind=kind, protocol_visit=protocol_visit)
+    what = protocol_visit.name if protocol_visit is not None else VisitKind(kind).label.lower()
+    hours = int(notice.total_seconds() // 3600)
+    if scheduled_at < now + notice:
+        return [
+            f"The {what} needs {hours} h notice, for the patient to prepare: book it for "
+            f"{local_words(now + notice, zone)} or later."
+        ]
+    if not _inside_last_reminder(course=course, scheduled_at=scheduled_at, now=now):
+        return []  # the reminders will tell the patient
+    patient = course.patient
+    told_at = first_told_at(
+        now=now,
+        channels=_told_channels(patient),
+        zone=patient.zone,
+        start=protocol.quiet_hours_start,
+        end=protocol.quiet_hours_end,
+    )
+    if told_at is None:
+        return [
+            f"So soon, the patient must be told at once, and {patient.first_name} has not "
+            "consented to email or SMS: record their consent, or book it after the last "
+            "reminder's lead time."
+        ]
+    if told_at + notice > scheduled_at:
+        return [
+            f"The patient can be texted only from {local_words(told_at, patient.zone)} (their "
+            f"quiet hours), less than the {hours} h notice the {what} needs: book it for "
+            f"{local_words(told_at + notice, zone)} or later."
+        ]
+    return []
 
 
 def reminders_cancel(*, visits) -> int:
@@ -119,6 +231,13 @@ def visit_move_refusals(
     """Why this visit may not be booked or moved to `scheduled_at`; empty if it may. Forms
     show these beside the field; `visit_reschedule` raises them."""
     refusals = _move_refusals(visit=visit, scheduled_at=scheduled_at)
+    if not refusals and visit.status in OPEN_VISIT_STATUSES:
+        refusals = booking_notice_refusals(
+            course=visit.course,
+            kind=visit.kind,
+            scheduled_at=scheduled_at,
+            protocol_visit=visit.protocol_visit,
+        )
     if not refusals and visit.status in OPEN_VISIT_STATUSES:
         refusals = _place_refusals(visit=visit, scheduled_at=scheduled_at)
     if refusals or visit.status == VisitStatus.DONE or (deviation_reason or "").strip():
@@ -196,8 +315,18 @@ def booking_allow(
     visit: Visit | None = None,
     window: tuple[dt.date | None, dt.date | None] = (None, None),
 ) -> list[ProtocolDeviation]:
-    """Check a booking against the visit's window and the site's clinic hours: refused with
-    what is wrong, or, given a reason, allowed and logged as a protocol deviation."""
+    """Check a booking against the notice it leaves the patient (refused, whatever the
+    reason), then the visit's window and the site's clinic hours: refused with what is wrong,
+    or, given a reason, allowed and logged as a protocol deviation."""
+    kind = visit.kind if visit is not None else VisitKind.HARVEST
+    notice = booking_notice_refusals(
+        course=course,
+        kind=kind,
+        scheduled_at=scheduled_at,
+        protocol_visit=visit.protocol_visit if visit is not None else None,
+    )
+    if notice:
+        raise Refused(notice)
     deviations = _booking_deviations(course=course, scheduled_at=scheduled_at, window=window)
     if not deviations:
         return []

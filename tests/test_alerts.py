@@ -260,3 +260,71 @@ def test_overdue_follows_each_sites_own_day_at_the_ends_of_the_earth(
     found_then = set(Visit.objects.overdue_as_of(sites=[site], at=at))
     today = at.astimezone(site.time_zone).date()
     assert (visit in found, visit in found_then, visit.is_overdue(today=today)) == (overdue,) * 3
+
+
+# Alerts reach someone who can act, and only them.
+
+
+def _answers_alert(course):
+    alert, _ = alert_raise(
+        kind=AlertKind.SYMPTOMS,
+        course=course,
+        condition_key=f"symptoms.test.{course.pk}",
+        message="CAT 31 needs a clinician.",
+    )
+    return alert
+
+
+def test_a_lab_user_sees_no_clinical_alert_and_may_not_acknowledge_one(
+    client, course, coordinator, clinician, lab
+):
+    alert = _answers_alert(course)
+    ack = reverse("admin:scheduling_alert_acknowledge", args=[alert.pk])
+    client.force_login(lab)
+    assert (
+        "A patient&#x27;s answers need a clinician"
+        not in client.get(reverse("admin:index")).content.decode()
+    )
+    listing = client.get(reverse("admin:scheduling_alert_changelist")).content.decode()
+    assert "CAT 31 needs a clinician" not in listing
+    assert client.post(ack, {"note": "seen"}).status_code == 403
+    alert.refresh_from_db()
+    assert alert.acknowledged_at is None
+
+    for person in (clinician, coordinator):
+        client.force_login(person)
+        assert ack in client.get(reverse("admin:index")).content.decode()
+    assert client.post(ack, {"note": "called the patient"}).status_code == 302
+    alert.refresh_from_db()
+    assert alert.acknowledged_by == coordinator
+
+
+def test_the_lab_sees_the_manufacturing_alerts_and_the_clinician_does_not(
+    client, course, clinician, lab
+):
+    alert, _ = alert_raise(
+        kind=AlertKind.GROWTH_SHORTFALL,
+        course=course,
+        condition_key=f"growth.test.{course.pk}",
+        message="The batch may not hold the minimum dose by day 35.",
+    )
+    ack = reverse("admin:scheduling_alert_acknowledge", args=[alert.pk])
+    client.force_login(lab)
+    assert ack in client.get(reverse("admin:index")).content.decode()
+    client.force_login(clinician)
+    assert ack not in client.get(reverse("admin:index")).content.decode()
+    assert client.post(ack).status_code == 403
+
+
+def test_a_site_routing_a_kind_to_the_lab_lets_the_lab_act_on_it(client, course, lab):
+    from django.contrib.auth.models import Group
+
+    from scheduling.alerts import alert_may_act
+    from scheduling.models import AlertRoute
+
+    alert = _answers_alert(course)
+    assert not alert_may_act(user=lab, alert=alert)
+    AlertRoute.objects.create(
+        kind=AlertKind.SYMPTOMS, group=Group.objects.get(name="lab"), site=course.site
+    )
+    assert alert_may_act(user=lab, alert=alert)

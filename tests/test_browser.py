@@ -6,6 +6,7 @@ the few the README shows are copied to docs/screenshots/.
 """
 
 import datetime as dt
+import io
 import json
 import os
 import re
@@ -644,3 +645,52 @@ def test_the_weekly_diary_on_a_phone(django_db_setup, browser, live_server, path
     checked.close()
     diary.refresh_from_db()
     assert diary.status == "answered"
+
+
+# What sticks out past the right edge of the window, or overlaps: none of it may.
+OFF_THE_EDGE = """() => {
+  const right = document.documentElement.clientWidth;
+  const out = [...document.querySelectorAll('#worklist *')]
+    .filter(e => e.getClientRects().length && e.getBoundingClientRect().right > right + 1)
+    .map(e => e.tagName + ' ' + (e.textContent || '').trim().slice(0, 40));
+  const box = s => document.querySelector(s).getBoundingClientRect();
+  const a = box('.worklist-find'), b = box('.worklist-filters');
+  const apart = a.right <= b.left || b.right <= a.left || a.bottom <= b.top || b.bottom <= a.top;
+  const overlap = !apart;
+  const spilling = [...document.querySelectorAll('#worklist td')]
+    .filter(td => td.scrollWidth > td.clientWidth + 1)
+    .map(td => td.textContent.trim().slice(0, 40));
+  return {scrollWidth: document.documentElement.scrollWidth, out, overlap, spilling};
+}"""
+
+
+def test_the_demos_worklist_fits_a_1366_laptop_one_row_per_thing(
+    django_db_setup, browser, live_server, settings
+):
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    call_command("seed_demo", stdout=io.StringIO())
+    coordinator = get_user_model().objects.get(username="coordinator")
+    coordinator.set_password(PASSWORD)
+    coordinator.save()
+    context = browser.new_context(viewport=LAPTOP)
+    page = log_in(context, live_server.url, coordinator)
+    shots = Shots()
+    measured = page.evaluate(OFF_THE_EDGE)
+    shots(page, "14-worklist-1366")
+    rows = page.locator("#worklist tbody tr").count()
+    overdue_alone = (
+        page.locator("#worklist tbody tr", has_text="Visit overdue")
+        .filter(has_not_text="Mark missed")
+        .count()
+    )
+    context.close()
+    assert rows > 10
+    assert measured["scrollWidth"] <= 1366, measured
+    assert measured["out"] == [], measured
+    assert measured["spilling"] == [], measured
+    assert not measured["overlap"], "Find a patient overlaps the filters"
+    # An overdue visit and its alert are one row: no "Visit overdue" row without its visit.
+    assert overdue_alone == 0

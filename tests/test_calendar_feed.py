@@ -139,8 +139,8 @@ def test_a_follow_up_not_booked_is_due_all_day_over_its_window(client, coordinat
     assert str(event["TRANSP"]) == "TRANSPARENT"
     assert str(event["STATUS"]) == "TENTATIVE"
     description = str(event["DESCRIPTION"])
-    assert "Window opens: 2026-06-17" in description
-    assert "Window closes: 2026-07-15" in description
+    assert "Window opens: Wed 17 Jun 2026" in description
+    assert "Window closes: Wed 15 Jul 2026" in description
 
 
 def test_nothing_about_the_patient_but_the_mrn_is_in_the_feed(client, coordinator, follow_up):

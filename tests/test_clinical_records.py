@@ -6,6 +6,7 @@ import time_machine
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from common.zones import date_words
 from pathway.conditions import EvaluationFacts, eligibility_checklist, evaluation_sources
 from pathway.models import Protocol
 from pathway.records import adverse_event_record, clinical_record_save
@@ -355,7 +356,7 @@ def test_two_lung_function_tests_on_one_day_are_flagged_and_the_checklist_names_
     )
     assert facts.lung_function == second
     sources = evaluation_sources(facts, zone=patient.site.time_zone)
-    assert f"lung function of {second.taken_on}" in sources
+    assert f"lung function of {date_words(second.taken_on)}" in sources
     assert patient.site.time_zone.key != "UTC" or "UTC" in sources
 
 

@@ -183,7 +183,7 @@ def test_moving_the_visit_answers_the_request_and_asks_for_a_new_confirmation(
 def test_a_booking_not_confirmed_is_on_the_worklist_until_a_call_confirms_it(
     client, booked, pathway
 ):
-    visit_reschedule(visit=booked, scheduled_at=timezone.now() + dt.timedelta(days=1))
+    visit_reschedule(visit=booked, scheduled_at=timezone.now() + dt.timedelta(days=1, hours=2))
     client.force_login(pathway.coordinator)
     assert "Booking to confirm" in client.get("/admin/").content.decode()
     client.post("/admin/worklist/done/", {"key": f"confirm.v{booked.pk}"})

@@ -7,6 +7,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from common.zones import date_words, local_words
 from pathway import services
 from pathway.states import CourseState
 from reporting.dashboard import site_dashboard
@@ -49,9 +50,9 @@ def test_a_booked_harvest_is_due_then_overdue_once_its_day_has_passed(course, pa
     harvest_day = timezone.localdate(pathway.at(2), course.site.time_zone)
     steps, timeline = steps_of(course, now=pathway.at(1))
     assert steps["Harvest"].status == StepStatus.DUE
-    assert steps["Harvest"].when == f"booked for {harvest_day}"
+    assert steps["Harvest"].when == f"booked for {date_words(harvest_day)}"
     assert steps["Evaluation"].status == StepStatus.DONE
-    assert timeline.next_action == f"Record the harvest (booked for {harvest_day})."
+    assert timeline.next_action == f"Record the harvest (booked for {date_words(harvest_day)})."
 
     steps, timeline = steps_of(course, now=pathway.at(4))
     assert steps["Harvest"].status == StepStatus.OVERDUE
@@ -62,8 +63,8 @@ def test_an_expansion_counts_its_days_and_turns_red_after_its_window(course, pat
     pathway.advance(course, CourseState.EXPANDING)
     received_on = timezone.localdate(pathway.at(2.9), course.site.time_zone)
     window = (
-        f"release window {received_on + dt.timedelta(days=21)} – "
-        f"{received_on + dt.timedelta(days=35)}"
+        f"release window {date_words(received_on + dt.timedelta(days=21))} – "
+        f"{date_words(received_on + dt.timedelta(days=35))}"
     )
 
     steps, timeline = steps_of(course, now=pathway.on_expansion_day(course, 10))
@@ -83,7 +84,8 @@ def test_an_expansion_counts_its_days_and_turns_red_after_its_window(course, pat
 
 def test_a_released_product_must_be_booked_within_the_protocols_days(course, pathway):
     pathway.advance(course, CourseState.RELEASED)
-    book_by = timezone.localdate(pathway.at(31), course.site.time_zone) + dt.timedelta(days=14)
+    # The alert's own deadline, to the minute, in the site's zone.
+    book_by = local_words(course.released_at + dt.timedelta(days=14), course.site.time_zone)
     steps, timeline = steps_of(course, now=pathway.at(32))
     assert steps["Release"].status == StepStatus.DONE
     # Days in the site's calendar, receipt to release: 28 or 29, by the time of day it runs.
@@ -105,11 +107,14 @@ def test_follow_ups_appear_with_their_windows_after_the_transplant(course, pathw
     zone = course.site.time_zone
     transplanted_on = timezone.localdate(pathway.at(33), zone)
     four_weeks = transplanted_on + dt.timedelta(weeks=4)
-    window = f"window {four_weeks - dt.timedelta(days=7)} – {four_weeks + dt.timedelta(days=7)}"
+    window = (
+        f"window {date_words(four_weeks - dt.timedelta(days=7))} – "
+        f"{date_words(four_weeks + dt.timedelta(days=7))}"
+    )
 
     steps, timeline = steps_of(course)
     assert steps["Transplant"].status == StepStatus.DONE
-    assert steps["Transplant"].when == str(transplanted_on)
+    assert steps["Transplant"].when == date_words(transplanted_on)
     assert steps["4-week lung function"].status == StepStatus.UPCOMING
     assert steps["4-week lung function"].when == window
     assert timeline.next_action == f"Record the 4-week lung function ({window})."
@@ -186,7 +191,9 @@ def test_after_a_failed_batch_the_harvest_is_due_again_not_done(course, pathway)
         services.course_fail_qc(course=course, by=pathway.lab, reason="Sterility positive")
     steps, timeline = steps_of(course, now=pathway.at(10))
     assert steps["Harvest"].status == StepStatus.UPCOMING
-    assert steps["Harvest"].detail == f"again: the sample of {first_harvest} was not used"
+    assert (
+        steps["Harvest"].detail == f"again: the sample of {date_words(first_harvest)} was not used"
+    )
     assert timeline.next_action == "Schedule the harvest bronchoscopy."
 
     with time_machine.travel(pathway.at(11), tick=False):
@@ -196,7 +203,7 @@ def test_after_a_failed_batch_the_harvest_is_due_again_not_done(course, pathway)
     second_harvest = timezone.localdate(pathway.at(15), course.site.time_zone)
     steps, timeline = steps_of(course, now=pathway.at(12))
     assert steps["Harvest"].status == StepStatus.DUE
-    assert timeline.next_action == f"Record the harvest (booked for {second_harvest})."
+    assert timeline.next_action == f"Record the harvest (booked for {date_words(second_harvest)})."
     steps, timeline = steps_of(course, now=pathway.at(17))
     assert steps["Harvest"].status == StepStatus.OVERDUE and timeline.next_action_overdue
 
@@ -216,11 +223,11 @@ def test_a_planned_follow_up_is_due_and_a_booked_one_is_booked(course, pathway):
     four_weeks = course.visits.get(protocol_visit__weeks_after_transplant=4)
     local_day = timezone.localdate(four_weeks.scheduled_at, course.site.time_zone)
     assert four_weeks.status == VisitStatus.PLANNED
-    assert steps["4-week lung function"].detail == f"due {local_day}"
+    assert steps["4-week lung function"].detail == f"due {date_words(local_day)}"
     four_weeks.status = VisitStatus.BOOKED
     four_weeks.save()
     steps, _ = steps_of(course)
-    assert steps["4-week lung function"].detail == f"booked for {local_day}"
+    assert steps["4-week lung function"].detail == f"booked for {date_words(local_day)}"
 
 
 def test_the_patient_list_shows_each_patients_latest_course_state(client, course, pathway):
