@@ -3,6 +3,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
+from django.urls import reverse
 from django.utils import timezone
 
 from common.errors import Refused
@@ -421,3 +422,105 @@ def test_an_amendment_handles_a_patient_in_the_sites_own_zone(course, pathway, c
     before = pending(visit)
     assert follow_ups_recompute(protocol=course.protocol) == 4
     assert pending(visit) == before
+
+
+# Bookings a patient can keep.
+
+
+def test_a_harvest_inside_its_notice_is_refused_with_when_it_can_be(course, pathway):
+    with time_machine.travel(local(LONDON, 2026, 6, 1, 8), tick=False):
+        path = pathway.starting(timezone.now() - dt.timedelta(days=1))
+        with pytest.raises(Refused) as refused:
+            book_harvest(course, path, local(LONDON, 2026, 6, 1, 12))  # 4 h ahead
+        assert refused.value.reasons == [
+            "The harvest bronchoscopy needs 24 h notice, for the patient to prepare: book it "
+            "for Tue 2 Jun 2026 08:00 BST or later."
+        ]
+        assert course.state == CourseState.ELIGIBLE
+        assert not Visit.objects.filter(course=course, kind=VisitKind.HARVEST).exists()
+        visit = book_harvest(course, path, local(LONDON, 2026, 6, 2, 9))
+    assert visit.status == VisitStatus.BOOKED
+
+
+def test_a_booking_too_soon_for_any_reminder_tells_the_patient_at_once(course, pathway):
+    """A follow-up whose protocol asks 2 h notice, booked for this afternoon: the 7- and
+    1-day reminders are past, so the patient is told now by email, and by SMS (it is day)."""
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    visit = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
+    visit.protocol_visit.notice_hours = 2
+    visit.protocol_visit.save()
+    zone = course.site.time_zone
+    day = visit.window_opens_on + dt.timedelta(days=2)
+    with time_machine.travel(dt.datetime.combine(day, dt.time(9), tzinfo=zone), tick=False):
+        visit_reschedule(
+            visit=visit, scheduled_at=dt.datetime.combine(day, dt.time(14), tzinfo=zone)
+        )
+        now = timezone.now()
+    assert pending(visit) == [("email", now), ("sms", now)]
+    assert Notification.objects.filter(visit=visit, idempotency_key__contains=".booked.").count()
+
+
+def test_a_booking_the_patient_could_not_be_told_of_in_time_is_refused(course, pathway):
+    """SMS only, at 22:00: the text waits for 08:00, and a visit at 09:00 leaves 1 h of the
+    2 h notice it needs."""
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    course.patient.consent_email = False
+    course.patient.save()
+    visit = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
+    visit.protocol_visit.notice_hours = 2
+    visit.protocol_visit.save()
+    zone = course.site.time_zone
+    day = visit.window_opens_on + dt.timedelta(days=2)
+    evening = dt.datetime.combine(day, dt.time(22), tzinfo=zone)
+    with (
+        time_machine.travel(evening, tick=False),
+        pytest.raises(Refused, match=r"can be texted only from .* 08:00"),
+    ):
+        visit_reschedule(
+            visit=visit,
+            scheduled_at=dt.datetime.combine(day + dt.timedelta(days=1), dt.time(9), zone),
+            deviation_reason="The patient asked for it",  # no reason excuses it
+        )
+    visit.refresh_from_db()
+    assert visit.status == VisitStatus.PLANNED
+
+
+def test_no_chain_is_offered_inside_the_harvests_notice(course, pathway):
+    from pathway.chains import course_chains
+    from scheduling.models import Resource, ResourceKind, ResourceSession
+
+    pathway.advance(course, CourseState.ELIGIBLE)
+    zone = course.site.time_zone
+    suite = Resource.objects.create(
+        name="Suite", kind=ResourceKind.BRONCHOSCOPY, site=course.site, time_zone=zone
+    )
+    for weekday in range(7):
+        ResourceSession.objects.create(
+            resource=suite, weekday=weekday, starts_at=dt.time(8), ends_at=dt.time(17), capacity=1
+        )
+    morning = dt.datetime.combine(timezone.localdate(timezone=zone), dt.time(8), tzinfo=zone)
+    with time_machine.travel(morning, tick=False):
+        chains = course_chains(course)
+        assert chains
+        assert all(c.harvest.starts_at >= morning + dt.timedelta(hours=24) for c in chains)
+
+
+def test_the_admin_refuses_a_harvest_inside_its_notice_beside_the_time(client, course, pathway):
+    pathway.advance(course, CourseState.ELIGIBLE)
+    client.force_login(pathway.coordinator)
+    url = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "schedule_harvest"])
+    soon = timezone.localtime(timezone.now() + dt.timedelta(hours=4), course.site.time_zone)
+    response = client.post(
+        url,
+        {
+            "scheduled_at_0": soon.date().isoformat(),
+            "scheduled_at_1": soon.strftime("%H:%M"),
+            "place": "Suite 2",
+            "deviation_reason": "Urgent",
+        },
+    )
+    assert response.status_code == 200
+    said = [str(m) for m in response.context["messages"]]
+    assert any("needs 24 h notice" in m for m in said), said
+    course.refresh_from_db()
+    assert course.state == CourseState.ELIGIBLE
