@@ -66,10 +66,14 @@ class ClinicalRecordsSavedThroughServices:
                 continue
             early_reason = form.cleaned_data.get("deviation_reason", "")
             # Its row's form has taken the second look at any unusual value (MeasuredRecordForm).
+            # Each thing said once a page: a visit's records all tell it is still open.
+            told = request.__dict__.setdefault("_clinical_warnings", set())
             for warning in clinical_record_save(
                 record=record, by=request.user, early_reason=early_reason, values_checked=True
             ):
-                self.message_user(request, warning, messages.WARNING)
+                if warning not in told:
+                    told.add(warning)
+                    self.message_user(request, warning, messages.WARNING)
         return None
 
 

@@ -559,3 +559,33 @@ def test_a_site_coordinator_cannot_set_an_alert_route_for_every_site(client, cou
     )
     assert response.status_code == 200 and "site" in response.context["adminform"].form.errors
     assert AlertRoute.objects.filter(site__isnull=True).count() == defaults
+
+
+def test_measurements_before_the_window_say_once_that_the_visit_stays_open(
+    client, course, pathway, clinician
+):
+    from patients.models import SixMinuteWalkTest, SymptomScore
+    from scheduling.models import Visit
+
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    visit = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
+    before = dt.datetime.combine(
+        visit.window_opens_on - dt.timedelta(days=2), dt.time(11), tzinfo=course.site.time_zone
+    )
+    url = reverse("admin:scheduling_visit_change", args=[visit.pk])
+    with time_machine.travel(before, tick=False):
+        client.force_login(clinician)
+        data = change_form_data(client.get(url)) | {
+            "sixminutewalktests-TOTAL_FORMS": "1",
+            "sixminutewalktests-0-taken_on": timezone.localdate().isoformat(),
+            "sixminutewalktests-0-distance_m": "400",
+            "symptomscores-TOTAL_FORMS": "1",
+            "symptomscores-0-taken_on": timezone.localdate().isoformat(),
+            "symptomscores-0-mmrc": "2",
+            "symptomscores-0-cat": "15",
+        }
+        response = client.post(url, data, follow=True)
+    assert SixMinuteWalkTest.objects.filter(visit=visit).exists()
+    assert SymptomScore.objects.filter(visit=visit).exists()
+    still_open = [m for m in messages_of(response) if "is still open" in m]
+    assert len(still_open) == 1, messages_of(response)

@@ -18,6 +18,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from common.zones import date_words
 from pathway import services
 from pathway.scans import alerts_scan_overdue
 from pathway.states import CourseState
@@ -230,7 +231,7 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
     )
     harvest = page.locator(".pathway-timeline li", has_text="Harvest").first
     assert "step-due" in harvest.get_attribute("class")
-    assert f"booked for {harvest_day}" in harvest.inner_text()
+    assert f"booked for {date_words(harvest_day)}" in harvest.inner_text()
     to_book.refresh_from_db()
     assert to_book.state == CourseState.HARVEST_SCHEDULED
     assert "provisional transplant" in page.inner_text(".field-capacity")
@@ -266,8 +267,8 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
     first = follow_up_steps.first
     assert first.inner_text().startswith("4-week lung function")
     assert (
-        f"window {four_weeks - dt.timedelta(days=7)} – {four_weeks + dt.timedelta(days=7)}"
-        in first.inner_text()
+        f"window {date_words(four_weeks - dt.timedelta(days=7))} – "
+        f"{date_words(four_weeks + dt.timedelta(days=7))}" in first.inner_text()
     )
     assert follow_up_steps.count() == 3
     transplant = page.locator(".pathway-timeline li", has_text="Transplant").first
@@ -464,7 +465,8 @@ def test_actions_per_task_from_the_worklist(
     to_book = course_at("LDS-3003", "Nguyen", CourseState.ELIGIBLE, now - dt.timedelta(days=2))
     to_measure = course_at("LDS-3004", "Santos", CourseState.FOLLOW_UP, now - dt.timedelta(days=61))
     four_weeks = to_measure.visits.filter(kind="follow_up").order_by("scheduled_at").first()
-    visit_reschedule(visit=four_weeks, scheduled_at=now + dt.timedelta(hours=2))
+    with time_machine.travel(now - dt.timedelta(days=2), tick=False):  # booked with notice
+        visit_reschedule(visit=four_weeks, scheduled_at=now + dt.timedelta(hours=2))
     alert, _ = alert_raise(
         kind=AlertKind.COLD_CHAIN_BROKEN,
         course=to_book,
