@@ -61,6 +61,7 @@ from pathway.services import (
 from pathway.states import CourseState
 from patients.access import AUDITOR_GROUP, roles_allowed
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
+from patients.admin_search import OffersCloseMatches
 from patients.search import patients_matching
 from reporting.checkins import course_checkins
 from reporting.outcomes import CHANGES, course_outcomes
@@ -342,7 +343,11 @@ NEXT_STEP = {
 
 @admin.register(TreatmentCourse)
 class TreatmentCourseAdmin(
-    FSMAdminMixin, SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin
+    FSMAdminMixin,
+    OffersCloseMatches,
+    SiteScopedAdmin,
+    ClinicalRecordsSavedThroughServices,
+    admin.ModelAdmin,
 ):
     fsm_fields = ["state"]
     change_form_template = "admin/pathway/treatmentcourse/change_form.html"
