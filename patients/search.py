@@ -9,8 +9,8 @@ scan of the table, however big it grows.
 
 Close matches are PostgreSQL's `pg_trgm`: each word is the start of, or similar to (the `%`
 operator: more than `pg_trgm.similarity_threshold`, 0.3 by default, of their trigrams shared)
-the first name, the last name or the MRN, read from GIN trigram indexes (migration 0015).
-Other databases offer none.
+the first name, the last name or (a word with a digit) the MRN, read from GIN trigram indexes
+(migration 0015). Other databases offer none.
 """
 
 import operator
@@ -43,8 +43,11 @@ def _starts(word: str, path: str = "") -> Q:
 
 
 def _close(word: str) -> Q:
-    """The first name, the last name or the MRN is similar to `word` (pg_trgm's `%`)."""
-    return _any_of(TrigramSimilar(F(column), Value(word)) for column in NAME_COLUMNS)
+    """The first name or the last name is similar to `word` (pg_trgm's `%`), or, for a word
+    with a digit in it, the MRN. (MRNs share their site's prefix and most of their digits:
+    any word similar to one is similar to thousands, so a name is never looked for there.)"""
+    columns = NAME_COLUMNS if any(c.isdigit() for c in word) else NAME_COLUMNS[:2]
+    return _any_of(TrigramSimilar(F(column), Value(word)) for column in columns)
 
 
 def patients_matching(queryset, query: str, *, path: str = "", or_exactly: Q | None = None):
