@@ -1,7 +1,11 @@
 """What each notification says. Patient messages hold a first name, what the visit is and how
 to prepare for it in the protocol's plain words, a date and a time in the patient's own zone
-(named), a place, the clinic's neutral patient-facing name and its number: never a diagnosis
-or a treatment's name."""
+(named), a place (a resource's name and address for patients, never the staff's name for it:
+`scheduling/places.py`), the clinic's neutral patient-facing name and its number: never a
+diagnosis or a treatment's name."""
+
+import datetime as dt
+from dataclasses import dataclass
 
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -23,6 +27,7 @@ from scheduling.models import (
     ResourceKind,
     VisitKind,
 )
+from scheduling.places import resource_place_for_patients, visit_resource
 from scheduling.visit_links import visit_link_issue, visit_links_issue
 
 
@@ -52,6 +57,11 @@ def visit_page_context(visit) -> dict:
     what, preparation = visit_in_patients_words(visit)
     clinic = site.patient_facing_name or gettext("your clinic")
     date, time = patient_moment(visit.scheduled_at, patient)
+    place, address = visit.place or clinic, ""
+    resource = visit_resource(visit)
+    if resource is not None:  # its name is the staff's: the patients' in their language
+        words = resource_place_for_patients(resource, patient.preferred_language)
+        place, address = words.name or clinic, words.address
     return {
         "language": patient.preferred_language,
         "first_name": patient.first_name,
@@ -60,7 +70,10 @@ def visit_page_context(visit) -> dict:
         "date": date,
         "short_date": date,
         "time": time,
-        "place": visit.place or clinic,
+        "place": place,
+        "address": address,
+        # On one line, for a text message.
+        "place_line": ", ".join([place, *filter(None, map(str.strip, address.splitlines()))]),
         "clinic": clinic,
         "phone": site.patient_phone.as_international if site.patient_phone else "",
     }
@@ -103,9 +116,21 @@ def _reminder_message(notification: Notification, link_token: str | None) -> Out
 OTHER_TIMES = 6
 
 
-def visit_other_times(*, visit) -> list[tuple[str, str]]:
-    """Free slots a patient may ask for instead (value, words in their zone): a follow-up's,
-    inside its window, at the site's clinic. Procedures are rearranged by the coordinator."""
+@dataclass(frozen=True)
+class OtherTime:
+    """A free slot the patient may ask for, and how they read it."""
+
+    starts_at: dt.datetime
+    words: str  # in their zone (named) and their language
+
+    @property
+    def value(self) -> str:
+        return self.starts_at.isoformat()
+
+
+def visit_other_times(*, visit) -> list[OtherTime]:
+    """Free slots a patient may ask for instead, in their zone: a follow-up's, inside its
+    window, at the site's clinic. Procedures are rearranged by the coordinator."""
     if visit.kind != VisitKind.FOLLOW_UP or not visit.window_closes_on:
         return []
     clinic = course_resource(site=visit.course.site, kind=ResourceKind.LUNG_FUNCTION)
@@ -119,7 +144,7 @@ def visit_other_times(*, visit) -> list[tuple[str, str]]:
     )
     patient = visit.course.patient
     return [
-        (slot.starts_at.isoformat(), " ".join(patient_moment(slot.starts_at, patient)))
+        OtherTime(slot.starts_at, " ".join(patient_moment(slot.starts_at, patient)))
         for slot in slots
         if slot.starts_at != visit.scheduled_at
     ][:OTHER_TIMES]

@@ -44,6 +44,7 @@ from scheduling.models import (
     NotificationTemplate,
     Severity,
 )
+from scheduling.places import PLACE_PREFETCH
 from scheduling.rules import after_quiet_hours, retry_delay
 
 logger = logging.getLogger(__name__)
@@ -664,6 +665,8 @@ def notifications_dispatch_batch(*, batch_size: int | None = None) -> BatchResul
             "alert__site",
             "invitation__instrument",
             "invitation__course__protocol",
+            # The reminders' places, named for patients: two queries for the batch.
+            *(f"visit__{path}" for path in PLACE_PREFETCH),
         )
     )
     notifications = list(claimed)

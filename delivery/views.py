@@ -14,6 +14,7 @@ from django.http import (
 )
 from django.shortcuts import render
 from django.utils import translation
+from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
@@ -24,12 +25,17 @@ from twilio.twiml.messaging_response import MessagingResponse
 from common.errors import Refused
 from common.urls import public_url
 from delivery.health import TrackerCollector, health_checks
-from delivery.messages import visit_other_times, visit_page_context
+from delivery.messages import patient_moment, visit_other_times, visit_page_context
 from delivery.outbox import notification_record_provider_status
-from pathway.checkins import invitation_answer, invitation_open
+from pathway.checkins import invitation_answer, invitation_link_language, invitation_open
 from patients.questionnaires import text_in
 from scheduling.replies import sms_reply_handle
-from scheduling.visit_links import visit_link_answer, visit_link_open
+from scheduling.visit_links import (
+    visit_change_asked,
+    visit_link_answer,
+    visit_link_language,
+    visit_link_open,
+)
 
 
 def _signed_by_twilio(request) -> bool:
@@ -111,6 +117,17 @@ def _cross_site(request) -> bool:
     return request.method == "POST" and request.headers.get("Sec-Fetch-Site") == "cross-site"
 
 
+def _gone(request, language: str | None):
+    """A link that no longer works (or never did), in the language of the patient it was
+    sent to where the token is known, else in the browser's (Accept-Language)."""
+    language = language or translation.get_language_from_request(request)
+    with translation.override(language):
+        context = {"language": translation.get_language()}
+        response = render(request, "delivery/visit_page_gone.html", context, status=404)
+    patch_vary_headers(response, ("Accept-Language",))
+    return response
+
+
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def visit_page(request, token):
@@ -121,8 +138,8 @@ def visit_page(request, token):
     if _cross_site(request):
         return HttpResponseForbidden("Not from this site.")
     link = visit_link_open(token=token)
-    if link is None:  # the link carries no language: the page is in the clinic's
-        return render(request, "delivery/visit_page_gone.html", status=404)
+    if link is None:
+        return _gone(request, visit_link_language(token=token))
     visit = link.visit
     with translation.override(visit.course.patient.preferred_language):
         return _visit_page(request, link, visit)
@@ -130,23 +147,27 @@ def visit_page(request, token):
 
 def _visit_page(request, link, visit):
     choices = visit_other_times(visit=visit)
-    answered = ""
+    answered, asked = "", None
     if request.method == "POST":
         wanted = request.POST.get("answer", "")
-        wish = next((words for value, words in choices if value == request.POST.get("slot")), "")
+        # Only a slot the page offers now: anything else posted is no slot at all.
+        picked = next((c.starts_at for c in choices if c.value == request.POST.get("slot")), None)
         try:
             if wanted == "confirm":
                 visit_link_answer(link=link, confirm=True)
                 answered = "confirmed"
             elif wanted == "change":
-                visit_link_answer(link=link, confirm=False, wish=wish)
+                asked = visit_link_answer(link=link, confirm=False, wanted_at=picked)
                 answered = "change"
         except Refused:
             answered = "used"
-    context = visit_page_context(visit) | {
-        "answered": answered or ("used" if link.used_at else ""),
-        "choices": choices,
-    }
+    if answered == "used" or (not answered and link.used_at):
+        # Answered before: a request for another time still open is what they are told of.
+        asked = visit_change_asked(visit=visit)
+        answered = "change" if asked else "used"
+    context = visit_page_context(visit) | {"answered": answered, "choices": choices}
+    if asked and asked.wanted_at:
+        context["asked_for"] = " ".join(patient_moment(asked.wanted_at, visit.course.patient))
     return render(request, "delivery/visit_page.html", context)
 
 
@@ -160,7 +181,7 @@ def checkin_page(request, token):
         return HttpResponseForbidden("Not from this site.")
     invitation = invitation_open(token=token)
     if invitation is None:
-        return render(request, "delivery/visit_page_gone.html", status=404)
+        return _gone(request, invitation_link_language(token=token))
     patient = invitation.course.patient
     language = patient.preferred_language
     definition = invitation.instrument.definition

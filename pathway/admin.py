@@ -69,6 +69,7 @@ from pathway.services import (
 from pathway.states import CourseState
 from patients.access import AUDITOR_GROUP, roles_allowed, user_sites
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
+from patients.admin_search import OffersCloseMatches
 from patients.measures import unusual_values
 from patients.search import patients_matching
 from reporting.checkins import course_checkins
@@ -365,7 +366,11 @@ PRODUCT_CUSTODY_HELP = {
 
 @admin.register(TreatmentCourse)
 class TreatmentCourseAdmin(
-    FSMAdminMixin, SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin
+    FSMAdminMixin,
+    OffersCloseMatches,
+    SiteScopedAdmin,
+    ClinicalRecordsSavedThroughServices,
+    admin.ModelAdmin,
 ):
     fsm_fields = ["state"]
     change_form_template = "admin/pathway/treatmentcourse/change_form.html"

@@ -199,6 +199,18 @@ def invitation_open(
     return invitation
 
 
+def invitation_link_language(*, token: str) -> str | None:
+    """The language of the patient a check-in link was sent to, answered, closed or open;
+    None for a token no link has."""
+    if not token or len(token) > 64:
+        return None
+    return (
+        InvitationLink.objects.filter(token_hash=_hash(token))
+        .values_list("invitation__course__patient__preferred_language", flat=True)
+        .first()
+    )
+
+
 def invitation_answer(
     *, invitation: QuestionnaireInvitation, answers: dict, now: dt.datetime | None = None
 ) -> QuestionnaireResponse:

@@ -22,6 +22,7 @@ from pathway.records import adverse_event_record, clinical_record_save
 from pathway.selectors import patient_expected_ranges
 from pathway.states import CourseState
 from patients.access import user_sites
+from patients.admin_search import OffersCloseMatches
 from patients.clinical import ratio_display
 from patients.models import (
     AdverseEvent,
@@ -224,7 +225,9 @@ class CourseStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Patient)
-class PatientAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin):
+class PatientAdmin(
+    OffersCloseMatches, SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.ModelAdmin
+):
     def get_search_results(self, request, queryset, search_term):
         """Names in any order, MRN prefixes and course ids, all on indexes (`patients_matching`)."""
         if not search_term.strip():

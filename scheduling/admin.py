@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import redirect
@@ -9,6 +10,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 
 from common.admin_readonly import ReadOnlyAdmin
 from common.admin_scoping import ScopedChoices, SiteScopedAdmin, ZonedTimesAdmin, scope
@@ -53,6 +55,7 @@ from scheduling.models import (
     ResourceClosure,
     ResourceKind,
     ResourceSession,
+    ResourceWording,
     Visit,
     VisitStatus,
 )
@@ -189,6 +192,7 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
         "protocol_visit",
         "scheduled_at",
         "place",
+        "patient_asks",
         "deviation_reason",
         "window_opens_on",
         "window_closes_on",
@@ -201,6 +205,7 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
         "course",
         "kind",
         "protocol_visit",
+        "patient_asks",
         "window_opens_on",
         "window_closes_on",
         "status",
@@ -224,6 +229,26 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
     def when(self, obj):
         """Each visit in its own site's zone, named: a list mixes sites."""
         return local_words(obj.scheduled_at, obj.course.site.time_zone)
+
+    @admin.display(description="the patient asks")
+    def patient_asks(self, obj):
+        """Their requests for this visit not yet dealt with: the slot they picked, in the
+        site's zone, or their words."""
+        zone = obj.course.site.time_zone
+        asks = [
+            (
+                request.get_kind_display(),
+                f"for {local_words(request.wanted_at, zone)}"
+                if request.wanted_at
+                else f"“{request.text[:200]}”",
+                request.source,
+                local_words(request.created_at, zone),
+            )
+            for request in obj.requests.filter(done_at__isnull=True).order_by("created_at")
+        ]
+        if not asks:
+            return "–"
+        return format_html_join(mark_safe("<br>"), "{}: <strong>{}</strong> (by {}, {})", asks)
 
     def save_model(self, request, obj, form, change):
         """Booking or moving a visit goes through the service that moves its reminders with
@@ -366,6 +391,16 @@ class ResourceClosureInline(admin.TabularInline):
     extra = 0
 
 
+class ResourceWordingInline(admin.TabularInline):
+    """What patients read in place of the resource's name: a name and an address in each
+    of their languages (scheduling/places.py)."""
+
+    model = ResourceWording
+    extra = 0
+    fields = ("language", "name", "address")
+    formfield_overrides = {models.TextField: {"widget": forms.Textarea(attrs={"rows": 3})}}
+
+
 @admin.register(Resource)
 class ResourceAdmin(ZonedTimesAdmin, ScopedChoices, admin.ModelAdmin):
     """A resource's weekly sessions and closures, in its own time zone: the slots bookings
@@ -375,7 +410,7 @@ class ResourceAdmin(ZonedTimesAdmin, ScopedChoices, admin.ModelAdmin):
     list_display = ("name", "kind", "site", "time_zone")
     list_filter = ("kind", "site")
     list_select_related = ("site",)
-    inlines = (ResourceSessionInline, ResourceClosureInline)
+    inlines = (ResourceWordingInline, ResourceSessionInline, ResourceClosureInline)
     change_list_template = "scheduling/resource_change_list.html"
 
     def get_urls(self):

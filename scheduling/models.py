@@ -648,6 +648,39 @@ class Resource(models.Model):
         return self.name
 
 
+class ResourceWording(models.Model):
+    """How patients are told where a resource is, in one of their languages: a name that
+    says where and never what is done there ("Harbour Clinic, day unit", not "Bronchoscopy
+    suite"), and its address. The pages behind patients' links and every reminder use it in
+    place of the resource's own name, which is for staff (`scheduling/places.py`)."""
+
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="wordings")
+    language = models.CharField(max_length=10, choices=settings.LANGUAGES)
+    name = models.CharField(
+        "name for patients",
+        max_length=200,
+        help_text="Where to go, in this language; no treatment, procedure or diagnosis.",
+    )
+    address = models.TextField(
+        blank=True, help_text="Building, floor, street and town, one per line, as patients read it."
+    )
+
+    class Meta:
+        verbose_name = "name and address for patients"
+        verbose_name_plural = "names and addresses for patients"
+        ordering = ["resource", "language"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["resource", "language"],
+                name="resource_wording_one_per_language",
+                violation_error_message="This resource has words in this language already.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.language})"
+
+
 class ResourceSession(models.Model):
     """A weekly session of a resource: e.g. Tuesday 08:00–13:00, two procedures."""
 
@@ -821,6 +854,11 @@ class PatientRequest(models.Model):
         Visit, on_delete=models.SET_NULL, null=True, blank=True, related_name="requests"
     )
     text = models.TextField(blank=True)
+    wanted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The free slot the patient picked on their visit's page, if they picked one.",
+    )
     source = models.CharField(max_length=20)  # "sms" or "link"
     created_at = models.DateTimeField(default=timezone.now)
     done_at = models.DateTimeField(null=True, blank=True)

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common.errors import Refused
+from common.zones import local_words
 from scheduling.models import (
     PatientRequest,
     PatientRequestKind,
@@ -76,11 +77,30 @@ def visit_link_open(*, token: str, now: dt.datetime | None = None) -> VisitLink 
     return link
 
 
+def visit_link_language(*, token: str) -> str | None:
+    """The language of the patient a token's link was issued to, whether or not the link
+    still works (spent, expired, its visit moved or cancelled); None for a token no link
+    has. The page saying a link no longer works is in it."""
+    if not token or len(token) > 64:
+        return None
+    return (
+        VisitLink.objects.filter(token_hash=_hash(token))
+        .values_list("visit__course__patient__preferred_language", flat=True)
+        .first()
+    )
+
+
 def visit_link_answer(
-    *, link: VisitLink, confirm: bool, wish: str = "", now: dt.datetime | None = None
-) -> None:
-    """The patient confirms, or asks for another time (`wish`: the slot they chose, in
-    words). Once: the visit's links stop acting, whichever was used."""
+    *,
+    link: VisitLink,
+    confirm: bool,
+    wanted_at: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> PatientRequest | None:
+    """The patient confirms, or asks for another time (`wanted_at`: the free slot they
+    picked, if they picked one); asking returns the request put on the worklist. Once: the
+    visit's links stop acting, whichever was used. The booking stands until a coordinator
+    moves it."""
     now = now or timezone.now()
     with transaction.atomic():
         used = VisitLink.objects.filter(
@@ -91,12 +111,27 @@ def visit_link_answer(
         visit = link.visit
         if confirm:
             Visit.objects.filter(pk=visit.pk).update(confirmed_at=now)
-            return
-        PatientRequest.objects.create(
+            return None
+        # The worklist shows the text: the slot as the site's staff read it.
+        zone = visit.course.site.time_zone
+        text = f"Asked for {local_words(wanted_at, zone)}." if wanted_at else ""
+        return PatientRequest.objects.create(
             kind=PatientRequestKind.CHANGE,
             patient=visit.course.patient,
             visit=visit,
-            text=wish or "Asked for another time.",
+            text=text or "Asked for another time.",
+            wanted_at=wanted_at,
             source="link",
             created_at=now,
         )
+
+
+def visit_change_asked(*, visit: Visit) -> PatientRequest | None:
+    """The patient's latest request for another time for `visit`, not dealt with yet."""
+    return (
+        PatientRequest.objects.filter(
+            visit=visit, kind=PatientRequestKind.CHANGE, done_at__isnull=True
+        )
+        .order_by("-created_at", "-pk")
+        .first()
+    )

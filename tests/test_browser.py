@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import time_machine
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from common.zones import date_words
 from pathway import services
@@ -696,3 +696,119 @@ def test_the_demos_worklist_fits_a_1366_laptop_one_row_per_thing(
     assert not measured["overlap"], "Find a patient overlaps the filters"
     # An overdue visit and its alert are one row: no "Visit overdue" row without its visit.
     assert overdue_alone == 0
+
+
+def _clinic_with_words(site):
+    """The site's lung-function clinic (weekday mornings, half-hour slots), named for
+    patients in Spanish."""
+    from scheduling.models import ResourceWording
+
+    clinic = Resource.objects.create(
+        name="LDS Lung-function clinic",
+        kind=ResourceKind.LUNG_FUNCTION,
+        site=site,
+        time_zone=site.time_zone,
+    )
+    ResourceSession.objects.bulk_create(
+        ResourceSession(
+            resource=clinic,
+            weekday=day,
+            starts_at=dt.time(9 + half // 2, 30 * (half % 2)),
+            ends_at=dt.time(9 + (half + 1) // 2, 30 * ((half + 1) % 2)),
+        )
+        for day in range(5)
+        for half in range(6)
+    )
+    ResourceWording.objects.create(
+        resource=clinic,
+        language="es",
+        name="Clínica de Leeds, consultas externas (planta 1)",
+        address="1 Example Road\nLeeds LS1 1AA",
+    )
+    return clinic
+
+
+def test_a_spanish_patient_asks_for_another_time_on_a_phone(
+    django_db_setup, browser, live_server, pathway, settings
+):
+    from delivery.messages import visit_other_times
+    from scheduling.chains import follow_ups_proposal
+    from scheduling.models import PatientRequest, Visit
+    from scheduling.services import follow_ups_book
+    from scheduling.visit_links import visit_link_issue
+
+    site = SiteFactory(name="Leeds Chest Clinic", code="LDS", patient_facing_name="Leeds Clinic")
+    patient = PatientFactory(site=site, first_name="Lucía", preferred_language="es")
+    LungFunctionTestFactory(patient=patient)
+    ChestCTFactory(patient=patient)
+    ClinicalAssessmentFactory(patient=patient)
+    BodyMeasurementFactory(patient=patient)
+    with time_machine.travel(timezone.now() - dt.timedelta(days=43), tick=False):
+        course = services.course_create(patient=patient, by=pathway.coordinator)
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    _clinic_with_words(site)
+    visit, slot = follow_ups_proposal(course=course)[0]
+    follow_ups_book(course=course, by=pathway.coordinator, picks={visit.pk: slot.starts_at})
+    visit = Visit.objects.select_related("course__patient", "course__site").get(pk=visit.pk)
+    with translation.override("es"):
+        picked = visit_other_times(visit=visit)[1]
+    token = visit_link_issue(visit=visit)
+
+    phone = {"viewport": {"width": 360, "height": 740}, "is_mobile": True, "has_touch": True}
+    shots = Shots()
+    context = browser.new_context(**phone, bypass_csp=True, locale="es-ES")
+    page = context.new_page()
+    page.goto(f"{live_server.url}/v/{token}/")
+    where = page.inner_text("dl")
+    assert "Clínica de Leeds, consultas externas (planta 1)" in where and "LS1 1AA" in where
+    assert "Lung-function" not in page.content()
+    page.check(f"input[name=slot][value='{picked.value}']")
+    page.tap("button.change")
+    page.wait_for_selector(".done")
+    thanks = page.inner_text(".done")
+    assert picked.words in thanks and "sigue siendo" in thanks
+    assert axe_serious(page) == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    shots(page, "15-another-time-asked")
+    assert PatientRequest.objects.get().wanted_at == picked.starts_at
+    # Once the visit is moved, the link is spent: it says so, still in Spanish.
+    Visit.objects.filter(pk=visit.pk).update(status="cancelled")
+    response = page.goto(f"{live_server.url}/v/{token}/")
+    assert response.status == 404 and "Este enlace ya no funciona" in page.inner_text("h1")
+    context.close()
+
+    # A link nobody issued answers in the browser's language.
+    chinese = browser.new_context(**phone, locale="zh-CN")
+    page = chinese.new_page()
+    response = page.goto(f"{live_server.url}/v/never-issued/")
+    assert response.status == 404 and "此链接已失效" in page.inner_text("h1")
+    chinese.close()
+    shots.publish()
+
+
+def test_a_typo_in_find_a_patient_offers_the_patient_it_meant(
+    django_db_setup, browser, live_server, pathway, settings
+):
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    site = SiteFactory(name="Leeds Chest Clinic", code="LDS")
+    elizabeth = PatientFactory(
+        site=site, first_name="Elizabeth", last_name="Moore", mrn="LDS100021"
+    )
+    PatientFactory(
+        site=SiteFactory(name="Elsewhere", code="ELS", staff=[]),
+        first_name="Elizabeth",
+        last_name="Moor",
+        mrn="ELS100021",
+    )
+    context = browser.new_context(viewport=LAPTOP)
+    page = log_in(context, live_server.url, pathway.coordinator)
+    page.fill("#find-patient", "elizbeth")
+    page.press("#find-patient", "Enter")
+    page.wait_for_selector(".search-no-match")
+    offered = page.inner_text(".search-no-match")
+    assert offered == "No patient matches “elizbeth”. Did you mean: Elizabeth Moore (LDS100021)?"
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1366
+    Shots()(page, "16-did-you-mean")
+    page.click("text=Elizabeth Moore (LDS100021)")
+    page.wait_for_url(f"**/admin/patients/patient/{elizabeth.pk}/change/")
+    context.close()

@@ -54,3 +54,24 @@ def test_the_demo_books_against_calendars_and_counts_every_batch_in_culture(caps
     for course in TreatmentCourse.objects.filter(state=CourseState.EXPANDING):
         batch = course.batches.get(status=BatchStatus.EXPANDING)
         assert batch.cell_counts.count() >= 1
+
+
+def test_the_demos_patients_are_told_where_to_go_in_their_language(capsys):
+    from django.utils import translation
+
+    from delivery.messages import visit_page_context
+    from scheduling.models import Resource, Visit, VisitStatus
+
+    call_command("seed_demo")
+    staff_names = set(Resource.objects.values_list("name", flat=True))
+    booked = Visit.objects.filter(status=VisitStatus.BOOKED).select_related(
+        "course__patient", "course__site", "course__protocol", "protocol_visit"
+    )
+    assert {visit.kind for visit in booked} >= {"harvest", "transplant", "follow_up"}
+    for visit in booked:
+        for language in ("en", "es", "zh-hans"):
+            visit.course.patient.preferred_language = language
+            with translation.override(language):
+                context = visit_page_context(visit)
+            assert context["place"] not in staff_names and context["address"], visit.place
+            assert "ronchoscop" not in context["place"] and "suite" not in context["place"]

@@ -2,9 +2,11 @@
 
 import datetime as dt
 import hashlib
+from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
+from django.urls import reverse
 from django.utils import timezone
 
 from delivery.messages import notification_message
@@ -111,3 +113,154 @@ def test_a_form_posted_from_another_site_is_refused(client, harvest):
     assert response.status_code == 403
     harvest.refresh_from_db()
     assert harvest.confirmed_at is None
+
+
+# Asking for another time: the slot picked, to the patient and to the staff.
+
+
+@pytest.fixture
+def follow_up(course, pathway):
+    """The 4-week follow-up of a course, booked at the site's clinic (half-hour slots on
+    weekday mornings), for a patient in New York of a London site."""
+    from scheduling.chains import follow_ups_proposal
+    from scheduling.models import Resource, ResourceKind, ResourceSession
+    from scheduling.services import follow_ups_book
+
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    patient = course.patient
+    patient.time_zone = "America/New_York"
+    patient.save(update_fields=["time_zone"])
+    clinic = Resource.objects.create(
+        name="Lung-function clinic", kind=ResourceKind.LUNG_FUNCTION, site=course.site
+    )
+    ResourceSession.objects.bulk_create(
+        ResourceSession(
+            resource=clinic,
+            weekday=day,
+            starts_at=dt.time(9 + half // 2, 30 * (half % 2)),
+            ends_at=dt.time(9 + (half + 1) // 2, 30 * ((half + 1) % 2)),
+        )
+        for day in range(5)
+        for half in range(6)
+    )
+    visit, slot = follow_ups_proposal(course=course)[0]
+    follow_ups_book(course=course, by=pathway.coordinator, picks={visit.pk: slot.starts_at})
+    return Visit.objects.select_related("course__site", "course__patient").get(pk=visit.pk)
+
+
+def test_the_slot_picked_is_on_the_thank_you_page_and_the_visit_page(
+    client, follow_up, coordinator
+):
+    from common.zones import local_words
+    from delivery.messages import visit_other_times
+
+    token = visit_link_issue(visit=follow_up)
+    page = client.get(f"/v/{token}/").content.decode()
+    picked = visit_other_times(visit=follow_up)[1]
+    assert f'value="{picked.value}"' in page
+    page = client.post(f"/v/{token}/", {"answer": "change", "slot": picked.value}).content
+    page = page.decode()
+    # In the patient's zone, named; the booking stands until the clinic moves it.
+    new_york = ZoneInfo("America/New_York")
+    asked, booked = (
+        timezone.localtime(at, new_york) for at in (picked.starts_at, follow_up.scheduled_at)
+    )
+    assert "you have asked" in page and f"{asked:%H:%M %Z}" in page
+    assert "Until" in page and "stays on" in page and f"{booked:%H:%M %Z}" in page
+    request = PatientRequest.objects.get()
+    assert request.wanted_at == picked.starts_at and request.visit == follow_up
+    # A later look at the link says what was asked, not only "answered already".
+    again = client.get(f"/v/{token}/").content.decode()
+    assert f"{asked:%H:%M %Z}" in again and "Ask for another time" not in again
+    # Staff read the slot in the site's zone, named: on the visit page and the worklist.
+    in_london = local_words(picked.starts_at, follow_up.course.site.time_zone)
+    client.force_login(coordinator)
+    visit_page = client.get(
+        reverse("admin:scheduling_visit_change", args=[follow_up.pk])
+    ).content.decode()
+    assert "The patient asks" in visit_page and in_london in visit_page
+    assert "Another time, please" in visit_page
+    assert f"Asked for {in_london}." in client.get("/admin/").content.decode()
+
+
+def test_a_slot_the_page_did_not_offer_is_no_slot_at_all(client, follow_up):
+    token = visit_link_issue(visit=follow_up)
+    made_up = (follow_up.scheduled_at + dt.timedelta(minutes=7)).isoformat()
+    page = client.post(f"/v/{token}/", {"answer": "change", "slot": made_up}).content.decode()
+    assert "will contact you to find another time" in page and "stays on" in page
+    request = PatientRequest.objects.get()
+    assert request.wanted_at is None and request.text == "Asked for another time."
+
+
+def test_the_thank_you_page_is_in_the_patients_language(client, follow_up):
+    from delivery.messages import visit_other_times
+
+    patient = follow_up.course.patient
+    patient.preferred_language = "es"
+    patient.save(update_fields=["preferred_language"])
+    token = visit_link_issue(visit=follow_up)
+    picked = visit_other_times(visit=follow_up)[0]
+    page = client.post(f"/v/{token}/", {"answer": "change", "slot": picked.value}).content
+    assert "ha pedido a" in page.decode() and "su cita sigue siendo el" in page.decode()
+
+
+# A link that no longer works says so in the patient's language, or the browser's.
+
+
+def _speaking(visit, language):
+    patient = visit.course.patient
+    patient.preferred_language = language
+    patient.save(update_fields=["preferred_language"])
+
+
+def test_a_spanish_patients_spent_link_answers_in_spanish(client, harvest):
+    _speaking(harvest, "es")
+    token = visit_link_issue(visit=harvest)
+    with time_machine.travel(harvest.scheduled_at + dt.timedelta(minutes=1)):
+        response = client.get(f"/v/{token}/", HTTP_ACCEPT_LANGUAGE="en-GB,en;q=0.9")
+    page = response.content.decode()
+    assert response.status_code == 404
+    assert '<html lang="es">' in page and "Este enlace ya no funciona" in page
+
+
+def test_a_chinese_patients_link_to_a_cancelled_visit_answers_in_chinese(client, harvest):
+    _speaking(harvest, "zh-hans")
+    token = visit_link_issue(visit=harvest)
+    Visit.objects.filter(pk=harvest.pk).update(status="cancelled")
+    response = client.get(f"/v/{token}/")
+    assert response.status_code == 404 and "此链接已失效" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("accept", "words"),
+    [
+        ("es-ES,es;q=0.9,en;q=0.5", "Este enlace ya no funciona"),
+        ("zh-CN,zh;q=0.9", "此链接已失效"),
+        ("fr-FR,fr;q=0.9", "This link no longer works"),
+        ("", "This link no longer works"),
+    ],
+)
+def test_an_unknown_link_answers_in_the_browsers_language(client, accept, words):
+    response = client.get("/v/never-issued/", HTTP_ACCEPT_LANGUAGE=accept)
+    assert response.status_code == 404 and words in response.content.decode()
+    assert "Accept-Language" in response["Vary"]
+
+
+def test_a_closed_check_in_link_answers_in_the_patients_language(client, course, pathway):
+    from pathway.checkins import invitation_link_issue
+    from patients.models import Instrument
+    from scheduling.models import QuestionnaireInvitation
+
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    patient = course.patient
+    patient.preferred_language = "es"
+    patient.save(update_fields=["preferred_language"])
+    now = timezone.now()
+    closed = QuestionnaireInvitation.objects.create(
+        course=course,
+        instrument=Instrument.objects.get(code="exacerbation-diary"),
+        opens_at=now - dt.timedelta(days=4),
+        closes_at=now - dt.timedelta(days=1),
+    )
+    response = client.get(f"/q/{invitation_link_issue(invitation=closed)}/")
+    assert response.status_code == 404 and "Este enlace ya no funciona" in response.content.decode()

@@ -45,6 +45,7 @@ from scheduling.models import (
     ResourceClosure,
     ResourceKind,
     ResourceSession,
+    ResourceWording,
     Visit,
     VisitKind,
     VisitStatus,
@@ -57,6 +58,35 @@ SITES = [
     ("Pudong Respiratory Centre", "SHA", "Asia/Shanghai", "Pudong Clinic", "+862155550100"),
     ("Harbour Lung Institute", "BOS", "America/New_York", "Harbour Clinic", "+16175550100"),
 ]
+# Where patients are told to go, in each of their languages: the clinic's neutral name, the
+# unit (never what is done there) and the address (made up). The resources' own names
+# ("LDN Bronchoscopy suite") are for staff.
+CLINIC_NAMES = {
+    "LDN": {"en": "North London Clinic", "es": "North London Clinic", "zh-hans": "北伦敦诊所"},
+    "SHA": {"en": "Pudong Clinic", "es": "Clínica Pudong", "zh-hans": "浦东诊所"},
+    "BOS": {"en": "Harbour Clinic", "es": "Harbour Clinic", "zh-hans": "海港诊所"},
+}
+UNITS = {
+    ResourceKind.BRONCHOSCOPY: {
+        "en": "Day Unit, level 2",
+        "es": "Unidad de día, planta 2",
+        "zh-hans": "日间诊疗部，2楼",
+    },
+    ResourceKind.LUNG_FUNCTION: {
+        "en": "Outpatients, level 1",
+        "es": "Consultas externas, planta 1",
+        "zh-hans": "门诊部，1楼",
+    },
+}
+ADDRESSES = {
+    "LDN": {"en": "12 Example Road\nLondon N1 0AA", "es": "12 Example Road\nLondres N1 0AA"},
+    "SHA": {
+        "en": "100 Example Road, Pudong\nShanghai 200120",
+        "es": "100 Example Road, Pudong\nShanghái 200120",
+        "zh-hans": "上海市浦东新区示例路100号\n邮编 200120",
+    },
+    "BOS": {"en": "1 Example Wharf\nBoston, MA 02110"},
+}
 # Every site sees patients Monday to Friday, 08:00 to 17:00 in its own zone.
 CLINIC_DAYS, CLINIC_OPENS, CLINIC_CLOSES = range(5), dt.time(8), dt.time(17)
 FIRST_NAMES = [
@@ -198,6 +228,16 @@ class Command(BaseCommand):
         ):
             resource = Resource.objects.create(
                 name=f"{site.code} {name}", kind=kind, site=site, time_zone=site.time_zone
+            )
+            ResourceWording.objects.bulk_create(
+                ResourceWording(
+                    resource=resource,
+                    language=language,
+                    name=f"{CLINIC_NAMES[site.code][language]}, {unit}",
+                    # An address not written in a language is read in the English one.
+                    address=ADDRESSES[site.code].get(language, ""),
+                )
+                for language, unit in UNITS[kind].items()
             )
             ResourceSession.objects.bulk_create(
                 ResourceSession(
