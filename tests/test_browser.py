@@ -52,6 +52,7 @@ FOR_THE_README = (
     "10-label",
     "12-capacity",
     "13-one-tap-page",
+    "14-worklist-1366",
 )
 CHANGE_PAGE = re.compile(r"/\d+/change/(\?|$)")
 CHROMIUM_FLAGS = [
@@ -682,6 +683,7 @@ def test_the_demos_worklist_fits_a_1366_laptop_one_row_per_thing(
     shots = Shots()
     measured = page.evaluate(OFF_THE_EDGE)
     shots(page, "14-worklist-1366")
+    shots.publish()
     rows = page.locator("#worklist tbody tr").count()
     overdue_alone = (
         page.locator("#worklist tbody tr", has_text="Visit overdue")
