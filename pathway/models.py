@@ -12,7 +12,7 @@ from simple_history.models import HistoricalRecords
 
 from common.zones import date_words, local_words
 from pathway.states import FINAL_STATES, HOLDABLE_STATES, WITHDRAWABLE_STATES, CourseState
-from patients.measures import MeasuredModel, expected_range_errors
+from patients.measures import MeasuredModel, expected_range_errors, measure
 
 
 def expansion_day(*, received_at: dt.datetime, at: dt.datetime, zone) -> int:
@@ -322,6 +322,11 @@ class ProtocolQcTest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.specification})"
+
+    def clean(self) -> None:
+        impossible = self.unit.strip() == "%" and measure("percent").refusal(self.limit)
+        if impossible:
+            raise ValidationError({"limit": impossible})
 
     @property
     def specification(self) -> str:

@@ -1009,3 +1009,17 @@ def test_a_release_page_never_says_an_impossible_result_meets_the_specification(
         client.post(release, {"password": PASSWORD, "meaning": "Released"})
     course.refresh_from_db()
     assert course.state == S.EXPANDING
+
+
+def test_a_percent_limit_over_100_is_refused():
+    from pathway.models import Protocol, ProtocolQcTest
+
+    test = ProtocolQcTest(
+        protocol=Protocol.objects.get(is_default=True),
+        name="CD45-",
+        kind="at_least",
+        limit=Decimal("950"),
+        unit="%",
+    )
+    with pytest.raises(ValidationError, match="950"):
+        test.full_clean()
