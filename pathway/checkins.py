@@ -35,7 +35,7 @@ from scheduling.models import (
     VisitKind,
 )
 from scheduling.outbox import notifications_write
-from scheduling.rules import after_quiet_hours
+from scheduling.rules import patient_send_after
 
 # Invitations open at this local time at the patient's site, on the day they are due.
 OPENS_AT = dt.time(10, 0)
@@ -94,14 +94,7 @@ def _send(invitation: QuestionnaireInvitation, *, now, reminder: bool) -> None:
     channels = [channel for channel in (Channel.EMAIL, Channel.SMS) if patient.consents_to(channel)]
     which = "reminder" if reminder else "first"
     for channel in channels:
-        send_after = now
-        if channel == Channel.SMS:
-            send_after = after_quiet_hours(
-                now,
-                zone=patient.zone,
-                start=protocol.quiet_hours_start,
-                end=protocol.quiet_hours_end,
-            )
+        send_after = patient_send_after(now, channel=channel, patient=patient, protocol=protocol)
         if send_after >= invitation.closes_at:
             continue
         notifications_write(

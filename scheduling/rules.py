@@ -89,13 +89,11 @@ def booking_notice(*, protocol, kind: str, protocol_visit=None) -> dt.timedelta:
     return dt.timedelta(hours=hours)
 
 
-def first_told_at(
-    *, now: dt.datetime, channels, zone: ZoneInfo, start: dt.time, end: dt.time
-) -> dt.datetime | None:
-    """When a message written now first reaches the patient on one of `channels`: an email
-    at once, an SMS once the quiet hours in the patient's zone are over; None with none."""
-    times = [
-        now if channel == "email" else after_quiet_hours(now, zone=zone, start=start, end=end)
-        for channel in channels
-    ]
-    return min(times, default=None)
+def patient_send_after(at: dt.datetime, *, channel: str, patient, protocol) -> dt.datetime:
+    """When a message due at `at` may go to the patient on `channel`: an email then, an SMS
+    once the protocol's quiet hours are over in the patient's own zone."""
+    if channel != "sms":
+        return at
+    return after_quiet_hours(
+        at, zone=patient.zone, start=protocol.quiet_hours_start, end=protocol.quiet_hours_end
+    )

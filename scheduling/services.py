@@ -33,10 +33,9 @@ from scheduling.models import (
 )
 from scheduling.outbox import notifications_write
 from scheduling.rules import (
-    after_quiet_hours,
     booking_deviations,
     booking_notice,
-    first_told_at,
+    patient_send_after,
     reminder_time,
 )
 from scheduling.windows import follow_up_slot
@@ -57,21 +56,35 @@ def reminders_schedule(*, visit: Visit, now: dt.datetime | None = None) -> list[
     patient, protocol = course.patient, course.protocol
     channels = _told_channels(patient)
     stamp = int(visit.scheduled_at.timestamp())
-    reminders = []
-    for lead_days in sorted(set(protocol.reminder_lead_days), reverse=True):
-        send_at = reminder_time(
-            appointment_at=visit.scheduled_at, lead_days=lead_days, zone=course.site.time_zone
+    times = [
+        (
+            f"{lead_days}d",
+            reminder_time(
+                appointment_at=visit.scheduled_at, lead_days=lead_days, zone=course.site.time_zone
+            ),
         )
+        for lead_days in sorted(set(protocol.reminder_lead_days), reverse=True)
+    ]
+    # Too soon for any reminder: told at once, unless told of this time already.
+    if _inside_last_reminder(course=course, scheduled_at=visit.scheduled_at, now=now) and not (
+        Notification.objects.filter(
+            visit=visit,
+            idempotency_key__endswith=f".{stamp}",
+            status__in=[
+                NotificationStatus.PENDING,
+                NotificationStatus.SENDING,
+                NotificationStatus.SENT,
+            ],
+        ).exists()
+    ):
+        times.append(("booked", now))
+    reminders = []
+    for key, send_at in times:
         for channel in channels:
-            send_after = send_at
-            if channel == Channel.SMS:
-                send_after = after_quiet_hours(
-                    send_at,
-                    zone=patient.zone,
-                    start=protocol.quiet_hours_start,
-                    end=protocol.quiet_hours_end,
-                )
-            if send_after <= now or send_after >= visit.scheduled_at:
+            send_after = patient_send_after(
+                send_at, channel=channel, patient=patient, protocol=protocol
+            )
+            if (send_after <= now and key != "booked") or send_after >= visit.scheduled_at:
                 continue
             reminders.append(
                 Notification(
@@ -81,59 +94,12 @@ def reminders_schedule(*, visit: Visit, now: dt.datetime | None = None) -> list[
                     visit=visit,
                     send_after=send_after,
                     max_attempts=protocol.delivery_max_attempts,
-                    idempotency_key=f"reminder.v{visit.pk}.{lead_days}d.{channel}.{stamp}",
+                    idempotency_key=f"reminder.v{visit.pk}.{key}.{channel}.{stamp}",
                 )
             )
-    if not reminders and _inside_last_reminder(
-        course=course, scheduled_at=visit.scheduled_at, now=now
-    ):
-        reminders = _told_at_once(visit=visit, channels=channels, stamp=stamp, now=now)
     # A key that exists (the visit moved back to a time it had) revives its reminder if it was
     # cancelled, and leaves it alone if it was sent, is pending, or is archived.
     return notifications_write(reminders, revive_cancelled=True)
-
-
-def _told_at_once(*, visit: Visit, channels, stamp: int, now: dt.datetime) -> list[Notification]:
-    """A booking too soon for any reminder: the patient is told at once on each consented
-    channel (an SMS when their quiet hours end), unless they have been told of this time
-    already."""
-    told = Notification.objects.filter(
-        visit=visit,
-        idempotency_key__endswith=f".{stamp}",
-        status__in=[
-            NotificationStatus.PENDING,
-            NotificationStatus.SENDING,
-            NotificationStatus.SENT,
-        ],
-    )
-    if told.exists():
-        return []
-    course = visit.course
-    patient, protocol = course.patient, course.protocol
-    notifications = []
-    for channel in channels:
-        send_after = now
-        if channel == Channel.SMS:
-            send_after = after_quiet_hours(
-                now,
-                zone=patient.zone,
-                start=protocol.quiet_hours_start,
-                end=protocol.quiet_hours_end,
-            )
-        if send_after >= visit.scheduled_at:
-            continue
-        notifications.append(
-            Notification(
-                template=NotificationTemplate.VISIT_REMINDER,
-                channel=channel,
-                patient=patient,
-                visit=visit,
-                send_after=send_after,
-                max_attempts=protocol.delivery_max_attempts,
-                idempotency_key=f"reminder.v{visit.pk}.booked.{channel}.{stamp}",
-            )
-        )
-    return notifications
 
 
 def _told_channels(patient) -> list[str]:
@@ -173,12 +139,12 @@ def booking_notice_refusals(
     if not _inside_last_reminder(course=course, scheduled_at=scheduled_at, now=now):
         return []  # the reminders will tell the patient
     patient = course.patient
-    told_at = first_told_at(
-        now=now,
-        channels=_told_channels(patient),
-        zone=patient.zone,
-        start=protocol.quiet_hours_start,
-        end=protocol.quiet_hours_end,
+    told_at = min(
+        (
+            patient_send_after(now, channel=channel, patient=patient, protocol=protocol)
+            for channel in _told_channels(patient)
+        ),
+        default=None,
     )
     if told_at is None:
         return [
