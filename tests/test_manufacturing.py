@@ -899,20 +899,27 @@ def test_a_percentage_over_100_is_refused_by_the_service_and_100_is_taken(course
     assert getattr(batch, field) == Decimal("100")
 
 
-def test_purity_950_is_refused_beside_its_field_on_the_qc_form_and_nothing_is_saved(
-    client, course, pathway
-):
+def qc_form_of(client, course, pathway, **typed):
+    """The lab user on the QC form of the course's expanding batch: its URL and what is typed
+    (in spec unless told otherwise)."""
     pathway.advance(course, S.EXPANDING)
     batch = Batch.objects.get(course=course)
     client.force_login(pathway.lab)
     url = reverse("admin:pathway_batch_change", args=[batch.pk])
-    typed = {
+    values = {
         "identity_p63_pct": "91",
-        "purity_pct": "950",
+        "purity_pct": "96",
         "sterility_negative": "true",
         "viability_pct": "85",
         "viable_cells": "150000000",
-    } | NO_COUNTS
+    }
+    return batch, url, values | typed | NO_COUNTS
+
+
+def test_purity_950_is_refused_beside_its_field_on_the_qc_form_and_nothing_is_saved(
+    client, course, pathway
+):
+    batch, url, typed = qc_form_of(client, course, pathway, purity_pct="950")
     refused = client.post(url, typed)
     assert refused.status_code == 200
     assert refused.context["adminform"].form.errors["purity_pct"] == [
@@ -924,17 +931,7 @@ def test_purity_950_is_refused_beside_its_field_on_the_qc_form_and_nothing_is_sa
 
 
 def test_an_unusual_result_is_saved_only_once_typed_again(client, course, pathway):
-    pathway.advance(course, S.EXPANDING)
-    batch = Batch.objects.get(course=course)
-    client.force_login(pathway.lab)
-    url = reverse("admin:pathway_batch_change", args=[batch.pk])
-    typed = {
-        "identity_p63_pct": "91",
-        "purity_pct": "9.5",  # possible, but most likely 95 mistyped
-        "sterility_negative": "true",
-        "viability_pct": "85",
-        "viable_cells": "150000000",
-    } | NO_COUNTS
+    batch, url, typed = qc_form_of(client, course, pathway, purity_pct="9.5")
     asked = client.post(url, typed)
     assert asked.status_code == 200
     form = asked.context["adminform"].form
@@ -955,17 +952,7 @@ def test_an_unusual_result_is_saved_only_once_typed_again(client, course, pathwa
 
 
 def test_the_same_unusual_value_typed_again_is_taken(client, course, pathway):
-    pathway.advance(course, S.EXPANDING)
-    batch = Batch.objects.get(course=course)
-    client.force_login(pathway.lab)
-    url = reverse("admin:pathway_batch_change", args=[batch.pk])
-    typed = {
-        "identity_p63_pct": "91",
-        "purity_pct": "96",
-        "sterility_negative": "true",
-        "viability_pct": "15",
-        "viable_cells": "150000000",
-    } | NO_COUNTS
+    batch, url, typed = qc_form_of(client, course, pathway, viability_pct="15")
     asked = client.post(url, typed)
     second_look = asked.context["adminform"].form["second_look"].value()
     other = client.post(url, typed | {"second_look": second_look, "viability_pct": "14"})
