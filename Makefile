@@ -12,11 +12,12 @@ TEST_ENV := SECRET_KEY=test-only-secret-key-not-for-production DEBUG=0 \
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# Quiet unless it fails: then what pip said is shown.
 $(VENV)/.installed: $(BIN)/python requirements.txt requirements-dev.txt
-	$(BIN)/pip install --quiet --upgrade pip
-	@echo "Installing the Python packages (a few minutes on a fresh machine)..."
-	$(BIN)/pip install --progress-bar on -r requirements-dev.txt
-	touch $@
+	@echo "Installing the Python packages into $(VENV) (a few minutes the first time)..."
+	@($(BIN)/pip install --quiet --upgrade pip && $(BIN)/pip install --quiet -r requirements-dev.txt) \
+		> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@touch $@
 
 install: $(VENV)/.installed
 
@@ -26,16 +27,16 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 migrate: install
-	DEBUG=1 $(BIN)/python manage.py migrate --noinput
+	@DEBUG=1 $(BIN)/python manage.py migrate --noinput -v 0
 
 seed: migrate
-	DEBUG=1 $(BIN)/python manage.py seed_demo
+	@DEBUG=1 $(BIN)/python manage.py seed_demo
 
 # The admin on http://localhost:$(PORT)/admin/ with a Celery worker and beat; Ctrl-C stops all.
 # Links in emails and the calendar page point at the server this starts, unless SITE_URL says
-# where the public address is.
+# where the public address is. One line says when it is ready ("ready.1 | Ready: ...").
 run: seed
-	DEBUG=1 SITE_URL=$${SITE_URL:-http://localhost:$(PORT)} PATH="$(abspath $(BIN)):$$PATH" \
+	@DEBUG=1 WEB_PORT=$(PORT) SITE_URL=$${SITE_URL:-http://localhost:$(PORT)} PATH="$(abspath $(BIN)):$$PATH" \
 		$(BIN)/honcho start --procfile Procfile.dev --port $(PORT)
 
 # A local run keeps its test database between runs, so one file runs in seconds

@@ -3,6 +3,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from common.second_factor import second_factor_enrol, second_factor_verify
+from delivery.demo import demo_patient_links
 from delivery.views import (
     checkin_page,
     healthz,
@@ -34,6 +35,7 @@ urlpatterns = [
     # The second factor, asked after the password when OTP_REQUIRED is on (common/second_factor.py).
     path("admin/second-factor/", second_factor_verify, name="second-factor-verify"),
     path("admin/second-factor/enrol/", second_factor_enrol, name="second-factor-enrol"),
+    path("admin/demo/patient-links/", demo_patient_links, name="demo-patient-links"),
     path("admin/", admin.site.urls),
     path("sms/status/", sms_status_callback, name="sms-status"),
     path("sms/inbound/", sms_inbound, name="sms-inbound"),
