@@ -67,7 +67,17 @@ def report_chart_png(report: WeeklyReport) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib import font_manager
     from matplotlib.figure import Figure
+
+    # A site or visit named in Chinese is drawn in a CJK font where one is installed (the
+    # Containerfile brings Noto CJK), not as boxes.
+    cjk = sorted({f.name for f in font_manager.fontManager.ttflist if "CJK SC" in f.name})[:1]
+    with matplotlib.rc_context({"font.family": ["DejaVu Sans", *cjk]}):
+        return _chart(report, Figure)
+
+
+def _chart(report: WeeklyReport, Figure) -> bytes:
 
     # One panel per measure, each on its own axis and unit: DLCO %, walk metres and FEV1 mL
     # on one axis made the smaller changes unreadable.

@@ -814,3 +814,46 @@ def test_a_typo_in_find_a_patient_offers_the_patient_it_meant(
     page.click("text=Elizabeth Moore (LDS100021)")
     page.wait_for_url(f"**/admin/patients/patient/{elizabeth.pk}/change/")
     context.close()
+
+
+# A CJK character drawn in the page's own font, against characters no font has (they draw as
+# the missing-glyph box): equal widths mean the Chinese is boxes.
+GLYPH_CHECK = """() => {
+  const canvas = document.createElement('canvas').getContext('2d');
+  canvas.font = getComputedStyle(document.body).font;
+  const width = text => canvas.measureText(text).width;
+  return {chinese: width('您好预约时间'), boxes: width('\\uE000\\uE001\\uE002\\uE003\\uE004\\uE005')};
+}"""
+
+
+def test_a_chinese_patients_page_is_drawn_in_a_cjk_font_not_boxes(
+    django_db_setup, browser, live_server, pathway, settings
+):
+    from scheduling.visit_links import visit_link_issue
+
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    patient = PatientFactory(first_name="美", last_name="王", preferred_language="zh-hans")
+    for factory in (LungFunctionTestFactory, ChestCTFactory, ClinicalAssessmentFactory):
+        factory(patient=patient)
+    BodyMeasurementFactory(patient=patient)
+    course = services.course_create(patient=patient, by=pathway.coordinator)
+    pathway.evaluate(course)
+    services.course_approve(course=course, by=pathway.clinician)
+    services.course_schedule_harvest(
+        course=course,
+        by=pathway.coordinator,
+        scheduled_at=timezone.now() + dt.timedelta(days=3),
+        place="Endoscopy unit, level 2",
+    )
+    harvest = course.visits.get(kind="harvest")
+    context = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True)
+    page = context.new_page()
+    page.goto(f"{live_server.url}/v/{visit_link_issue(visit=harvest)}/")
+    widths = page.evaluate(GLYPH_CHECK)
+    Shots()(page, "16-one-tap-page-zh")
+    lang = page.get_attribute("html", "lang")
+    context.close()
+    assert lang.startswith("zh")
+    assert widths["chinese"] != pytest.approx(widths["boxes"], rel=0.02), (
+        "Chinese draws as boxes: install a CJK font (Debian fonts-noto-cjk; .ci/run does)"
+    )
