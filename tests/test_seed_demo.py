@@ -75,3 +75,9 @@ def test_the_demos_patients_are_told_where_to_go_in_their_language(capsys):
                 context = visit_page_context(visit)
             assert context["place"] not in staff_names and context["address"], visit.place
             assert "ronchoscop" not in context["place"] and "suite" not in context["place"]
+
+
+def test_the_demo_has_patients_in_each_language(capsys):
+    call_command("seed_demo")
+    languages = set(Patient.objects.values_list("preferred_language", flat=True))
+    assert languages == {"en", "es", "zh-hans"}

@@ -87,6 +87,9 @@ ADDRESSES = {
     },
     "BOS": {"en": "1 Example Wharf\nBoston, MA 02110"},
 }
+# The patients' languages, so that each of the three can be tried: Pudong's in Chinese,
+# Harbour's every other one in Spanish.
+LANGUAGE_BY_SITE = {"LDN": ("en", "en"), "SHA": ("zh-hans", "zh-hans"), "BOS": ("en", "es")}
 # Every site sees patients Monday to Friday, 08:00 to 17:00 in its own zone.
 CLINIC_DAYS, CLINIC_OPENS, CLINIC_CLOSES = range(5), dt.time(8), dt.time(17)
 FIRST_NAMES = [
@@ -366,6 +369,7 @@ class Command(BaseCommand):
                 else None
             ),
             coordinator=self.users["coordinator"],
+            preferred_language=LANGUAGE_BY_SITE[site.code][number % 2],
         )
 
     def record_evaluation(self, patient, on, *, eligible):
