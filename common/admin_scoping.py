@@ -150,13 +150,28 @@ class ZonedTimesAdmin:
             return related
         return [*(related or ()), *paths]
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def _in_zone_of(self, request, object_id, respond):
         obj = self.get_object(request, object_id)
-        return respond_in_zone(
-            site_zone_of(obj) if obj is not None else None,
-            lambda: super(ZonedTimesAdmin, self).change_view(
-                request, object_id, form_url, extra_context
-            ),
+        return respond_in_zone(site_zone_of(obj) if obj is not None else None, respond)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        parent = super()
+        return self._in_zone_of(
+            request,
+            object_id,
+            lambda: parent.change_view(request, object_id, form_url, extra_context),
+        )
+
+    def history_view(self, request, object_id, extra_context=None):
+        parent = super()
+        return self._in_zone_of(
+            request, object_id, lambda: parent.history_view(request, object_id, extra_context)
+        )
+
+    def delete_view(self, request, object_id, extra_context=None):
+        parent = super()
+        return self._in_zone_of(
+            request, object_id, lambda: parent.delete_view(request, object_id, extra_context)
         )
 
 

@@ -7,12 +7,12 @@ and the admin's autocomplete widget looks up whatever a refused form posted when
 form again. Both were server errors.
 """
 
-import hashlib
 from decimal import Decimal
 
 from django import forms
 from django.contrib.admin.widgets import AutocompleteSelect, AutocompleteSelectMultiple
 from django.db import models
+from django.utils.crypto import salted_hmac
 
 # The range of PostgreSQL's bigint, which every primary key here fits.
 _ID_RANGE = range(-(2**63), 2**63)
@@ -78,11 +78,13 @@ class SafeAutocompleteSelectMultiple(_OnlyIds, AutocompleteSelectMultiple):
 SECOND_LOOK_WORDS = "If it is right, type it again to confirm it; otherwise correct it."
 
 
-def second_look_token(field: str, value) -> str:
-    """What a form keeps of a value it asked to see again: the field and a digest of it."""
+def second_look_token(field: str, value, *, context: str = "") -> str:
+    """What a form keeps of a value it asked to see again: the field and a keyed digest of it
+    and of what it is on (`context`: the form and the object), so that a scripted post cannot
+    make one up and skip the typing again."""
     if isinstance(value, Decimal):
         value = value.normalize()  # 9.50 typed again as 9.5 is the same value
-    digest = hashlib.sha256(f"{field}={value}".encode()).hexdigest()[:16]
+    digest = salted_hmac(f"second-look.{context}", f"{field}={value}").hexdigest()[:20]
     return f"{field}:{digest}"
 
 

@@ -37,6 +37,8 @@ from pathway.custody import (
     custody_event_errors,
     custody_event_record,
     custody_unusual_values,
+    may_record_product_step,
+    product_custody_refusals,
 )
 from pathway.forecast import forecast_interval_words
 from pathway.forms import ProductCustodyForm
@@ -686,9 +688,12 @@ class TreatmentCourseAdmin(
         kind = PRODUCT_CUSTODY_STEPS.get(step)
         if kind is None:
             raise Http404("No such custody step.")
-        if not request.user.has_perm("pathway.add_custodyevent"):
+        if not request.user.has_perm("pathway.add_custodyevent") or not may_record_product_step(
+            user=request.user, kind=kind
+        ):
             raise PermissionDenied(
-                f"Recording custody is not in your role: {roles_allowed('add_custodyevent')}."
+                f"“{CustodyKind(kind).label}” is not your role's to record: "
+                f"{roles_allowed('add_custodyevent')}, and the step's own."
             )
         return respond_in_zone(
             course.site.time_zone, lambda: self._product_custody_page(request, course, kind)
@@ -701,8 +706,11 @@ class TreatmentCourseAdmin(
             "at": timezone.localtime(timezone.now(), zone).replace(second=0, microsecond=0),
             "location": place or course.site.name,
         }
-        data = request.POST if request.method == "POST" else None
+        refusals = product_custody_refusals(course=course, kind=kind, by=request.user)
+        data = request.POST if request.method == "POST" and not refusals else None
         form = ProductCustodyForm(data=data, initial=initial, course=course, user=request.user)
+        for refusal in refusals:  # shown, with nothing to submit
+            self.message_user(request, refusal, messages.ERROR)
         if data is not None and form.is_valid():
             try:
                 custody_event_record(
@@ -1336,6 +1344,8 @@ class CustodyEventForm(SecondLook, forms.ModelForm):
     """A hand-recorded custody event or correction. Its time is read as a local time at the
     chosen course's site (whichever zone the page was drawn in), and says so."""
 
+    user = None  # who records it: `CustodyEventAdmin.get_form` says
+
     scanned_coi_id = forms.CharField(
         label="Chain-of-identity id on the label",
         max_length=30,
@@ -1365,6 +1375,8 @@ class CustodyEventForm(SecondLook, forms.ModelForm):
                 temperature_c=data.get("temperature_c"),
             ).items():
                 self.add_error(field, message)
+            for refusal in product_custody_refusals(course=course, kind=data["kind"], by=self.user):
+                self.add_error("kind", refusal)
             if not self.errors:
                 self.take_second_look(
                     custody_unusual_values(course=course, temperature_c=data.get("temperature_c"))
@@ -1413,6 +1425,7 @@ class CustodyEventAdmin(SiteScopedAdmin, admin.ModelAdmin):
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change, **kwargs)
+        form.user = request.user  # a class of this request's own
         if obj is None and "at" in form.base_fields:
             zones = "; ".join(
                 f"{site.code}: {zone_words(site.time_zone)}" for site in user_sites(request.user)

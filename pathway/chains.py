@@ -43,7 +43,7 @@ from scheduling.models import (
     VisitKind,
     VisitStatus,
 )
-from scheduling.rules import booking_notice
+from scheduling.rules import booking_notice, booking_notice_refusals
 from scheduling.services import open_booking
 from scheduling.slots import Slot, places_free, resource_slots
 
@@ -67,7 +67,7 @@ def course_chains(
     protocol = course.protocol
     # Never inside the harvest's notice: a patient told today cannot fast in time for today.
     notice = booking_notice(protocol=protocol, kind=VisitKind.HARVEST)
-    return chains_earliest(
+    chains = chains_earliest(
         suite=suite,
         lab=course_lab(course),
         min_days=protocol.expansion_min_days,
@@ -76,6 +76,14 @@ def course_chains(
         count=count,
         transplant_notice=booking_notice(protocol=protocol, kind=VisitKind.TRANSPLANT),
     )
+    # And only a harvest the patient can be told of in time (the booking asks the same).
+    return [
+        chain
+        for chain in chains
+        if not booking_notice_refusals(
+            course=course, kind=VisitKind.HARVEST, scheduled_at=chain.harvest.starts_at
+        )
+    ]
 
 
 def chain_words(chain: Chain, *, zone) -> str:

@@ -23,6 +23,7 @@ from pathway.models import (
     TreatmentCourse,
 )
 from pathway.selectors import batch_growth_forecast
+from pathway.states import CourseState
 from patients.measures import measure, unusual_values, unusual_values_refused
 from scheduling.alerts import alert_raise
 from scheduling.chains import free_slots
@@ -91,6 +92,9 @@ def custody_event_record(
     )
     if errors:
         raise ValidationError(errors)
+    refusals = product_custody_refusals(course=course, kind=kind, by=by)
+    if refusals:
+        raise ValidationError({"kind": refusals})
     unusual = custody_unusual_values(course=course, temperature_c=temperature_c)
     if unusual and not values_checked:
         raise unusual_values_refused(unusual)
@@ -105,6 +109,53 @@ def custody_event_record(
         corrects=corrects,
         batch=course.batches.first(),
     )
+
+
+# The product travels from its release to the transplant.
+PRODUCT_JOURNEY_STATES = (CourseState.RELEASED, CourseState.TRANSPLANT_SCHEDULED)
+
+
+def may_record_product_step(*, user, kind: str) -> bool:
+    """Whose step it is: the lab or the coordinator sends the product; the site's staff (its
+    coordinators and clinicians) receive it."""
+    if kind == CustodyKind.SHIPPED_TO_SITE:
+        return user.has_perm("pathway.change_batch") or user.has_perm("scheduling.change_visit")
+    if kind == CustodyKind.RECEIVED_AT_SITE:
+        return user.has_perm("pathway.record_transplant_course") or user.has_perm(
+            "scheduling.change_visit"
+        )
+    return True
+
+
+def product_custody_refusals(*, course, kind: str, by) -> list[str]:
+    """Why `by` may not record the product leaving the lab for the site, or arriving there,
+    now; empty if they may. Every entry point asks it: the worklist's step, the custody form,
+    the service."""
+    if kind not in (CustodyKind.SHIPPED_TO_SITE, CustodyKind.RECEIVED_AT_SITE):
+        return []
+    label = CustodyKind(kind).label.lower()
+    if not may_record_product_step(user=by, kind=kind):
+        who = "the lab or a coordinator" if kind == CustodyKind.SHIPPED_TO_SITE else "the site"
+        return [f"“{CustodyKind(kind).label}” is recorded by {who}, not by your role."]
+    if course.state not in PRODUCT_JOURNEY_STATES or not course.released_at:
+        return [
+            f"The product is {label} only between its release and the transplant; this course "
+            f"is {course.get_state_display().lower()}."
+        ]
+    voided = CustodyEvent.objects.filter(course=course, corrects__isnull=False).values(
+        "corrects_id"
+    )
+    since_release = (
+        course.custody_events.filter(at__gte=course.released_at)
+        .exclude(pk__in=voided)
+        .values_list("kind", flat=True)
+    )
+    done = set(since_release)
+    if kind in done:
+        return [f"The product is recorded as {label} already: correct that event if it is wrong."]
+    if kind == CustodyKind.RECEIVED_AT_SITE and CustodyKind.SHIPPED_TO_SITE not in done:
+        return ["The product is not recorded leaving the lab: record its shipment first."]
+    return []
 
 
 def custody_unusual_values(*, course, temperature_c) -> dict[str, str]:

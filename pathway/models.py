@@ -53,6 +53,12 @@ class Protocol(MeasuredModel):
         "min_identity_p63_pct": "percent",
         "min_purity_pct": "percent",
         "dlco_decline_alert_pct": "percent",
+        "dose_min_million_per_kg": "dose_million_per_kg",
+        "dose_max_million_per_kg": "dose_million_per_kg",
+        "dose_target_million_per_kg": "dose_million_per_kg",
+        "fev1_decline_alert_ml": "fev1_change_ml",
+        "harvest_notice_hours": "notice_hours",
+        "transplant_notice_hours": "notice_hours",
     }
 
     name = models.CharField(max_length=200, unique=True)
@@ -212,12 +218,17 @@ class Protocol(MeasuredModel):
             models.CheckConstraint(
                 condition=models.Q(fev1_pct_min__lt=models.F("fev1_pct_max")),
                 name="protocol_fev1_range_ordered",
-                violation_error_message="The lowest FEV1 % must be below the highest.",
+                violation_error_message="The lowest FEV1 %% must be below the highest.",
             ),
             models.CheckConstraint(
                 condition=models.Q(expansion_min_days__lte=models.F("expansion_max_days")),
                 name="protocol_expansion_range_ordered",
                 violation_error_message="The shortest expansion must not exceed the longest.",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(cold_chain_min_c__lt=models.F("cold_chain_max_c")),
+                name="protocol_cold_chain_range_ordered",
+                violation_error_message="The lowest transit temperature must be below the highest.",
             ),
             models.CheckConstraint(
                 condition=models.Q(dose_min_million_per_kg__lt=models.F("dose_max_million_per_kg")),
@@ -349,8 +360,10 @@ class ProtocolQcTest(models.Model):
         return value >= self.limit if self.kind == QcTestKind.AT_LEAST else value <= self.limit
 
 
-class ProtocolVisit(models.Model):
+class ProtocolVisit(MeasuredModel):
     """One follow-up visit of a protocol, anchored to the transplant date."""
+
+    measured_fields = {"notice_hours": "notice_hours"}
 
     protocol = models.ForeignKey(Protocol, on_delete=models.CASCADE, related_name="visits")
     name = models.CharField(max_length=100, help_text="e.g. 4-week lung function")

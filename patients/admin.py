@@ -102,7 +102,11 @@ class MeasuredRecordForm(SecondLook, forms.ModelForm):
     def clean(self):
         cleaned = super().clean()
         model = self._meta.model
-        changed = [name for name in model.measured_fields if name in self.changed_data]
+        changed = [
+            name
+            for name in model.measured_fields
+            if {name, *model.looked_at_together.get(name, ())} & set(self.changed_data)
+        ]
         if changed:
             values = {name: cleaned.get(name) for name in model.measured_fields if name in cleaned}
             unusual = model(**values).unusual_values(

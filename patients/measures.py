@@ -238,6 +238,34 @@ MEASURES = {
             "Vapour-phase liquid nitrogen holds −196 to −150 °C (ISCT; FACT-JACIE standards)",
         ),
         Measure(
+            "dose_million_per_kg",
+            "A dose",
+            "× 10⁶ cells/kg",
+            ("0.01", "50"),
+            ("0.1", "10"),
+            2,
+            "The trials gave 0.7–5.2 × 10⁶/kg (P63+) and 0.5–2 × 10⁶/kg (MSC); 50 is beyond any "
+            "published cell dose",
+        ),
+        Measure(
+            "fev1_change_ml",
+            "An FEV1 change",
+            "mL",
+            ("0", "5000"),
+            ("50", "1000"),
+            0,
+            "No adult's FEV1 exceeds 8 L; a change of 100–200 mL is clinically meaningful",
+        ),
+        Measure(
+            "notice_hours",
+            "A notice",
+            "h",
+            ("0", "720"),
+            ("0", "168"),
+            0,
+            "Up to 30 days; bronchoscopy needs 6 h of fasting and an escort arranged",
+        ),
+        Measure(
             "transit_hours",
             "Hours in transit",
             "h",
@@ -261,6 +289,8 @@ class MeasuredModel(models.Model):
     otherwise cut 478.75 to 478)."""
 
     measured_fields: dict[str, str] = {}
+    # A value judged with others (a ratio): asked about again when any of them changes.
+    looked_at_together: dict[str, tuple[str, ...]] = {}
 
     class Meta:
         abstract = True
@@ -300,7 +330,9 @@ def expected_range_errors(ranges) -> list[str]:
         except (TypeError, ValueError, InvalidOperation):
             errors.append(f"{found.label}: give the range as [low, high].")
             continue
-        if not low < high:
+        if not (low.is_finite() and high.is_finite()):
+            errors.append(f"{found.label}: give the range as two numbers, [low, high].")
+        elif not low < high:
             errors.append(f"{found.label}: the low end must be below the high end.")
         elif found.refusal(low) or found.refusal(high):
             errors.append(

@@ -307,6 +307,8 @@ class LungFunctionTest(ClinicalRecord):
         "dlco_pct_predicted": "dlco_pct_predicted",
         "tlc_pct_predicted": "tlc_pct_predicted",
     }
+    # FEV1/FVC's word of caution is filed under FVC, and follows either volume.
+    looked_at_together = {"fvc_l": ("fev1_l",)}
 
     fev1_l = models.DecimalField("FEV1 (L)", max_digits=4, decimal_places=2)
     fev1_pct_predicted = models.DecimalField(

@@ -8,6 +8,7 @@ from django.utils import timezone
 from pathway.models import Batch, BatchStatus
 from pathway.states import CourseState
 from patients.models import Site
+from scheduling.alerts import alerts_for
 from scheduling.models import Alert, Visit
 from scheduling.selectors import upcoming_procedures
 
@@ -16,14 +17,15 @@ def _count_by_site(queryset, site_path: str) -> dict[int, int]:
     return dict(queryset.values_list(site_path).annotate(n=Count("id")).values_list(site_path, "n"))
 
 
-def site_dashboard(*, sites=None, now: dt.datetime | None = None) -> list[dict]:
-    """Per site: open alerts, overdue visits, procedures in the next 14 days and batches in
-    expansion. Five queries."""
+def site_dashboard(*, sites=None, user=None, now: dt.datetime | None = None) -> list[dict]:
+    """Per site: open alerts (those `user` may act on, when given), overdue visits,
+    procedures in the next 14 days and batches in expansion. Five queries."""
     now = now or timezone.now()
     sites = list(sites if sites is not None else Site.objects.all())
-    open_alerts = _count_by_site(
-        Alert.objects.filter(acknowledged_at__isnull=True, site__in=sites), "site"
-    )
+    alerts = Alert.objects.filter(acknowledged_at__isnull=True, site__in=sites)
+    if user is not None:
+        alerts = alerts.filter(alerts_for(user))
+    open_alerts = _count_by_site(alerts, "site")
     overdue = _count_by_site(Visit.objects.overdue(sites=sites, at=now), "course__site")
     upcoming = _count_by_site(upcoming_procedures(sites=sites, now=now), "course__site")
     # A held course's batch is on hold, not counted as in expansion.

@@ -27,7 +27,7 @@ from scheduling.models import (
     VisitKind,
     VisitStatus,
 )
-from scheduling.rules import booking_notice
+from scheduling.rules import booking_notice, booking_notice_refusals
 from scheduling.slots import Slot, places_free, resource_slots, slots_release, slots_take
 
 # How far ahead a harvest is looked for: the chain offered is the earliest, and a clinic
@@ -515,15 +515,18 @@ def follow_ups_proposal(*, course, after: dt.datetime | None = None) -> list[tup
     )
     proposal, proposed = [], set()
     for visit in due:
-        # No sooner than the visit's notice: the patient has to be able to prepare.
-        earliest = after + booking_notice(
-            protocol=course.protocol, kind=visit.kind, protocol_visit=visit.protocol_visit
-        )
+        # Only a slot the patient can keep: the visit's notice, and told of it in time.
         slot = next(
             (
                 s
                 for s in free
-                if s.starts_at >= earliest
+                if not booking_notice_refusals(
+                    course=course,
+                    kind=visit.kind,
+                    scheduled_at=s.starts_at,
+                    protocol_visit=visit.protocol_visit,
+                    now=after,
+                )
                 and s.starts_at not in proposed  # overlapping windows: one slot each
                 and visit.window_opens_on
                 <= _day(s.starts_at, clinic.time_zone)

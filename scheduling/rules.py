@@ -1,11 +1,13 @@
-"""Pure timing rules for reminders and retries."""
+"""Timing rules: reminders, retries, quiet hours, and the notice a booking leaves."""
 
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from common.zones import date_words
+from django.utils import timezone
+
+from common.zones import date_words, local_words
 from patients.sites import clinic_hours_text, within_clinic_hours
-from scheduling.models import DeviationKind, VisitKind
+from scheduling.models import Channel, DeviationKind, VisitKind
 
 MAX_RETRY_DELAY = dt.timedelta(days=1)
 
@@ -97,3 +99,62 @@ def patient_send_after(at: dt.datetime, *, channel: str, patient, protocol) -> d
     return after_quiet_hours(
         at, zone=patient.zone, start=protocol.quiet_hours_start, end=protocol.quiet_hours_end
     )
+
+
+def told_channels(patient) -> list[str]:
+    return [channel for channel in (Channel.EMAIL, Channel.SMS) if patient.consents_to(channel)]
+
+
+def inside_last_reminder(*, course, scheduled_at: dt.datetime, now: dt.datetime) -> bool:
+    """Whether the protocol's last reminder before `scheduled_at` would already be past."""
+    leads = course.protocol.reminder_lead_days or [0]
+    last = reminder_time(
+        appointment_at=scheduled_at, lead_days=min(leads), zone=course.site.time_zone
+    )
+    return last <= now
+
+
+def booking_notice_refusals(
+    *,
+    course,
+    kind: str,
+    scheduled_at: dt.datetime,
+    protocol_visit=None,
+    now: dt.datetime | None = None,
+) -> list[str]:
+    """Why a booking at `scheduled_at` would not leave the patient the notice the visit needs,
+    or could not be told to them in time; empty if it can be kept. No reason excuses these:
+    a patient cannot fast for six hours in four."""
+    now = now or timezone.now()
+    protocol, zone = course.protocol, course.site.time_zone
+    notice = booking_notice(protocol=protocol, kind=kind, protocol_visit=protocol_visit)
+    what = protocol_visit.name if protocol_visit is not None else VisitKind(kind).label.lower()
+    hours = int(notice.total_seconds() // 3600)
+    if scheduled_at < now + notice:
+        return [
+            f"The {what} needs {hours} h notice, for the patient to prepare: book it for "
+            f"{local_words(now + notice, zone)} or later."
+        ]
+    if not inside_last_reminder(course=course, scheduled_at=scheduled_at, now=now):
+        return []  # the reminders will tell the patient
+    patient = course.patient
+    told_at = min(
+        (
+            patient_send_after(now, channel=channel, patient=patient, protocol=protocol)
+            for channel in told_channels(patient)
+        ),
+        default=None,
+    )
+    if told_at is None:
+        return [
+            f"So soon, the patient must be told at once, and {patient.first_name} has not "
+            "consented to email or SMS: record their consent, or book it after the last "
+            "reminder's lead time."
+        ]
+    if told_at + notice > scheduled_at:
+        return [
+            f"The patient can be texted only from {local_words(told_at, patient.zone)} (their "
+            f"quiet hours), less than the {hours} h notice the {what} needs: book it for "
+            f"{local_words(told_at + notice, zone)} or later."
+        ]
+    return []

@@ -18,7 +18,6 @@ from scheduling.chains import (
 )
 from scheduling.models import (
     OPEN_VISIT_STATUSES,
-    Channel,
     Notification,
     NotificationStatus,
     NotificationTemplate,
@@ -34,9 +33,11 @@ from scheduling.models import (
 from scheduling.outbox import notifications_write
 from scheduling.rules import (
     booking_deviations,
-    booking_notice,
+    booking_notice_refusals,
+    inside_last_reminder,
     patient_send_after,
     reminder_time,
+    told_channels,
 )
 from scheduling.windows import follow_up_slot
 
@@ -54,7 +55,7 @@ def reminders_schedule(*, visit: Visit, now: dt.datetime | None = None) -> list[
     now = now or timezone.now()
     course = visit.course
     patient, protocol = course.patient, course.protocol
-    channels = _told_channels(patient)
+    channels = told_channels(patient)
     stamp = int(visit.scheduled_at.timestamp())
     times = [
         (
@@ -66,7 +67,7 @@ def reminders_schedule(*, visit: Visit, now: dt.datetime | None = None) -> list[
         for lead_days in sorted(set(protocol.reminder_lead_days), reverse=True)
     ]
     # Too soon for any reminder: told at once, unless told of this time already.
-    if _inside_last_reminder(course=course, scheduled_at=visit.scheduled_at, now=now) and not (
+    if inside_last_reminder(course=course, scheduled_at=visit.scheduled_at, now=now) and not (
         Notification.objects.filter(
             visit=visit,
             idempotency_key__endswith=f".{stamp}",
@@ -100,65 +101,6 @@ def reminders_schedule(*, visit: Visit, now: dt.datetime | None = None) -> list[
     # A key that exists (the visit moved back to a time it had) revives its reminder if it was
     # cancelled, and leaves it alone if it was sent, is pending, or is archived.
     return notifications_write(reminders, revive_cancelled=True)
-
-
-def _told_channels(patient) -> list[str]:
-    return [channel for channel in (Channel.EMAIL, Channel.SMS) if patient.consents_to(channel)]
-
-
-def _inside_last_reminder(*, course, scheduled_at: dt.datetime, now: dt.datetime) -> bool:
-    """Whether the protocol's last reminder before `scheduled_at` would already be past."""
-    leads = course.protocol.reminder_lead_days or [0]
-    last = reminder_time(
-        appointment_at=scheduled_at, lead_days=min(leads), zone=course.site.time_zone
-    )
-    return last <= now
-
-
-def booking_notice_refusals(
-    *,
-    course,
-    kind: str,
-    scheduled_at: dt.datetime,
-    protocol_visit=None,
-    now: dt.datetime | None = None,
-) -> list[str]:
-    """Why a booking at `scheduled_at` would not leave the patient the notice the visit needs,
-    or could not be told to them in time; empty if it can be kept. No reason excuses these:
-    a patient cannot fast for six hours in four."""
-    now = now or timezone.now()
-    protocol, zone = course.protocol, course.site.time_zone
-    notice = booking_notice(protocol=protocol, kind=kind, protocol_visit=protocol_visit)
-    what = protocol_visit.name if protocol_visit is not None else VisitKind(kind).label.lower()
-    hours = int(notice.total_seconds() // 3600)
-    if scheduled_at < now + notice:
-        return [
-            f"The {what} needs {hours} h notice, for the patient to prepare: book it for "
-            f"{local_words(now + notice, zone)} or later."
-        ]
-    if not _inside_last_reminder(course=course, scheduled_at=scheduled_at, now=now):
-        return []  # the reminders will tell the patient
-    patient = course.patient
-    told_at = min(
-        (
-            patient_send_after(now, channel=channel, patient=patient, protocol=protocol)
-            for channel in _told_channels(patient)
-        ),
-        default=None,
-    )
-    if told_at is None:
-        return [
-            f"So soon, the patient must be told at once, and {patient.first_name} has not "
-            "consented to email or SMS: record their consent, or book it after the last "
-            "reminder's lead time."
-        ]
-    if told_at + notice > scheduled_at:
-        return [
-            f"The patient can be texted only from {local_words(told_at, patient.zone)} (their "
-            f"quiet hours), less than the {hours} h notice the {what} needs: book it for "
-            f"{local_words(told_at + notice, zone)} or later."
-        ]
-    return []
 
 
 def reminders_cancel(*, visits) -> int:
@@ -292,7 +234,7 @@ def booking_allow(
         protocol_visit=visit.protocol_visit if visit is not None else None,
     )
     if notice:
-        raise Refused(notice)
+        raise Refused(by_field={"scheduled_at": notice})
     deviations = _booking_deviations(course=course, scheduled_at=scheduled_at, window=window)
     if not deviations:
         return []

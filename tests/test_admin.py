@@ -1,4 +1,5 @@
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 import time_machine
@@ -589,3 +590,24 @@ def test_measurements_before_the_window_say_once_that_the_visit_stays_open(
     assert SymptomScore.objects.filter(visit=visit).exists()
     still_open = [m for m in messages_of(response) if "is still open" in m]
     assert len(still_open) == 1, messages_of(response)
+
+
+def test_a_lower_fev1_on_a_saved_test_asks_again_about_the_ratio(client, course, clinician):
+    from patients.models import LungFunctionTest
+
+    test = LungFunctionTest.objects.create(
+        patient=course.patient,
+        taken_on=timezone.localdate(),
+        fev1_l=Decimal("1.82"),
+        fev1_pct_predicted=Decimal("60"),
+        fvc_l=Decimal("2.90"),
+    )
+    url = reverse("admin:patients_patient_change", args=[course.patient.pk])
+    client.force_login(clinician)
+    data = change_form_data(client.get(url))
+    prefix = next(k for k in data if k.endswith("-id") and str(data[k]) == str(test.pk))[:-2]
+    asked = client.post(url, data | {f"{prefix}fev1_l": "0.40"})  # FEV1/FVC 0.14, FVC unchanged
+    assert asked.status_code == 200
+    assert "unusually low" in asked.content.decode()
+    test.refresh_from_db()
+    assert test.fev1_l == Decimal("1.82")

@@ -328,3 +328,12 @@ def test_a_site_routing_a_kind_to_the_lab_lets_the_lab_act_on_it(client, course,
         kind=AlertKind.SYMPTOMS, group=Group.objects.get(name="lab"), site=course.site
     )
     assert alert_may_act(user=lab, alert=alert)
+
+
+def test_the_dashboard_counts_the_alerts_the_user_may_act_on(course, lab, coordinator):
+    from reporting.dashboard import site_dashboard
+
+    _answers_alert(course)
+    [for_lab] = site_dashboard(sites=[course.site], user=lab)
+    [for_coordinator] = site_dashboard(sites=[course.site], user=coordinator)
+    assert (for_lab["open_alerts"], for_coordinator["open_alerts"]) == (0, 1)

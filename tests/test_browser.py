@@ -822,7 +822,8 @@ GLYPH_CHECK = """() => {
   const canvas = document.createElement('canvas').getContext('2d');
   canvas.font = getComputedStyle(document.body).font;
   const width = text => canvas.measureText(text).width;
-  return {chinese: width('您好预约时间'), boxes: width('\\uE000\\uE001\\uE002\\uE003\\uE004\\uE005')};
+  const boxes = width('\\uE000\\uE001\\uE002\\uE003\\uE004\\uE005');
+  return {chinese: width('您好预约时间'), boxes};
 }"""
 
 

@@ -206,6 +206,8 @@ def test_the_protocol_says_what_it_expects(clinician, course):
         ({"walk_m": [600, 100]}, "low end must be below"),
         ({"walking": [0, 10]}, "no measure named 'walking'"),
         ({"walk_m": "far"}, "give the range as [low, high]"),
+        ({"purity_pct": ["NaN", 100]}, "give the range as two numbers"),
+        ({"purity_pct": [float("nan"), 100]}, "give the range as two numbers"),
     ],
 )
 def test_a_protocol_cannot_expect_the_impossible(ranges, message):
@@ -387,3 +389,20 @@ def test_no_gold_stage_and_gold_4_are_never_said_together():
     reasons = " ".join(r.reason for r in eligibility_checklist(facts=facts, protocol=protocol))
     assert "no GOLD stage" in reasons and "GOLD 4" not in reasons
     assert "below 30 %" in reasons
+
+
+@pytest.mark.parametrize(
+    "field, typed, says",
+    [
+        ("dose_max_million_per_kg", "520", "A dose must be between"),
+        ("cold_chain_min_c", "9", "The lowest transit temperature must be below the highest."),
+        ("fev1_pct_min", "75", "The lowest FEV1 % must be below the highest."),
+        ("harvest_notice_hours", "5000", "A notice must be between"),
+    ],
+)
+def test_a_protocols_limits_are_possible_and_in_order(field, typed, says):
+    protocol = Protocol.objects.get(is_default=True)
+    setattr(protocol, field, Decimal(typed))
+    with pytest.raises(ValidationError) as error:
+        protocol.full_clean()
+    assert says in str(error.value)

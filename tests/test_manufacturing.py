@@ -778,18 +778,24 @@ def test_a_voided_shipment_or_a_receipt_before_it_does_not_bring_the_product_to_
 ):
     pathway.advance(course, S.TRANSPLANT_SCHEDULED)
     record = {"course": course, "by": pathway.coordinator, "scanned_coi_id": course.coi_id}
-    received = custody_event_record(
-        kind=CustodyKind.RECEIVED_AT_SITE, at=pathway.at(31.4), location="Ward", **record
-    )
+    with pytest.raises(ValidationError, match="record its shipment first"):
+        custody_event_record(
+            kind=CustodyKind.RECEIVED_AT_SITE, at=pathway.at(31.4), location="Ward", **record
+        )
     shipped = custody_event_record(
         kind=CustodyKind.SHIPPED_TO_SITE, at=pathway.at(31.5), location="Lab", **record
     )
+    with pytest.raises(ValidationError, match="recorded as shipped to the site already"):
+        custody_event_record(
+            kind=CustodyKind.SHIPPED_TO_SITE, at=pathway.at(31.55), location="Lab", **record
+        )
+    received = custody_event_record(
+        kind=CustodyKind.RECEIVED_AT_SITE, at=pathway.at(31.6), location="Ward", **record
+    )
     course.site.members.add(pathway.clinician2)
-    with pytest.raises(TransitionRefused, match=r"arriving at .* after it left the lab"):
-        transplant(pathway, course)
     custody_event_record(
         kind=CustodyKind.CORRECTION,
-        at=pathway.at(31.6),
+        at=pathway.at(31.7),
         location="Lab",
         corrects=shipped,
         note="Wrong product scanned",
@@ -798,6 +804,30 @@ def test_a_voided_shipment_or_a_receipt_before_it_does_not_bring_the_product_to_
     assert received.kind == CustodyKind.RECEIVED_AT_SITE
     with pytest.raises(TransitionRefused, match="leaving the lab for the site"):
         transplant(pathway, course)
+
+
+def test_the_products_journey_is_recorded_by_its_own_roles_while_it_travels(
+    client, course, pathway
+):
+    record = {"course": course, "scanned_coi_id": None, "location": "Lab"}
+    pathway.advance(course, S.EXPANDING)
+    record["scanned_coi_id"] = course.coi_id
+    with pytest.raises(ValidationError, match="only between its release and the transplant"):
+        custody_event_record(
+            kind=CustodyKind.SHIPPED_TO_SITE, by=pathway.lab, at=pathway.at(20), **record
+        )
+    pathway.advance(course, S.RELEASED)
+    with pytest.raises(ValidationError, match="recorded by the site, not by your role"):
+        custody_event_record(
+            kind=CustodyKind.RECEIVED_AT_SITE, by=pathway.lab, at=pathway.at(31.5), **record
+        )
+    client.force_login(pathway.lab)
+    receive = reverse("admin:pathway_treatmentcourse_custody", args=[course.pk, "received_at_site"])
+    assert client.get(receive).status_code == 403
+    custody_event_record(
+        kind=CustodyKind.SHIPPED_TO_SITE, by=pathway.lab, at=pathway.at(31.5), **record
+    )
+    assert course.custody_events.filter(kind=CustodyKind.SHIPPED_TO_SITE).count() == 1
 
 
 def test_a_held_courses_batch_is_not_counted_as_in_expansion(course, pathway, coordinator):

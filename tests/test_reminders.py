@@ -495,14 +495,20 @@ def test_no_chain_is_offered_inside_the_harvests_notice(course, pathway):
         name="Suite", kind=ResourceKind.BRONCHOSCOPY, site=course.site, time_zone=zone
     )
     for weekday in range(7):
-        ResourceSession.objects.create(
-            resource=suite, weekday=weekday, starts_at=dt.time(8), ends_at=dt.time(17), capacity=1
-        )
-    morning = dt.datetime.combine(timezone.localdate(timezone=zone), dt.time(8), tzinfo=zone)
-    with time_machine.travel(morning, tick=False):
+        for hour in range(8, 17):  # a free slot every hour of the day
+            ResourceSession.objects.create(
+                resource=suite,
+                weekday=weekday,
+                starts_at=dt.time(hour),
+                ends_at=dt.time(hour, 30),
+                capacity=1,
+            )
+    early = dt.datetime.combine(timezone.localdate(timezone=zone), dt.time(4), tzinfo=zone)
+    with time_machine.travel(early, tick=False):
         chains = course_chains(course)
         assert chains
-        assert all(c.harvest.starts_at >= morning + dt.timedelta(hours=24) for c in chains)
+        # Today's slots from 08:00 are free, and 4 hours away: none is offered.
+        assert min(c.harvest.starts_at for c in chains) == early + dt.timedelta(hours=28)
 
 
 def test_the_admin_refuses_a_harvest_inside_its_notice_beside_the_time(client, course, pathway):
@@ -520,7 +526,7 @@ def test_the_admin_refuses_a_harvest_inside_its_notice_beside_the_time(client, c
         },
     )
     assert response.status_code == 200
-    said = [str(m) for m in response.context["messages"]]
-    assert any("needs 24 h notice" in m for m in said), said
+    errors = response.context["transition_form"].errors["scheduled_at"]
+    assert any("needs 24 h notice" in e for e in errors), errors
     course.refresh_from_db()
     assert course.state == CourseState.ELIGIBLE

@@ -5,6 +5,7 @@ the way the admin writes days; every time field says in which zone it is read.""
 import datetime as dt
 import html
 import re
+from collections import Counter
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -98,7 +99,9 @@ def pages_of(site: Site) -> list[str]:
             continue
         objects = model._default_manager.filter(**{path: site} if path != "pk" else {"pk": site.pk})
         for obj in objects.order_by("-pk")[:PER_KIND]:
-            urls.append(reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk]))
+            for page in ("change", "history"):
+                name = f"admin:{meta.app_label}_{meta.model_name}_{page}"
+                urls.append(reverse(name, args=[obj.pk]))
     for course in TreatmentCourse.objects.filter(site=site).order_by("pk"):
         # One course per state: each state's transition forms.
         for name in TRANSITION_LABELS:
@@ -108,6 +111,9 @@ def pages_of(site: Site) -> list[str]:
                     reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, name])
                 )
         urls.append(reverse("admin:pathway_treatmentcourse_follow_ups", args=[course.pk]))
+        urls.append(reverse("admin:pathway_treatmentcourse_label", args=[course.pk]))
+        for step in ("shipped_to_site", "received_at_site"):
+            urls.append(reverse("admin:pathway_treatmentcourse_custody", args=[course.pk, step]))
     urls.append(reverse("admin:scheduling_resource_capacity"))
     urls.append(reverse("admin:pathway_custodyevent_add"))
     for visit in Visit.objects.filter(course__site=site).order_by("-pk")[:20]:
@@ -118,7 +124,7 @@ def pages_of(site: Site) -> list[str]:
 
 def test_every_admin_page_of_the_demo_names_each_time_in_its_sites_zone(client, capsys):
     call_command("seed_demo")
-    problems = []
+    problems, statuses = [], Counter()
     for site in Site.objects.order_by("code"):
         zone_name = str(site.time_zone)
         allowed = abbreviations(zone_name)
@@ -129,8 +135,9 @@ def test_every_admin_page_of_the_demo_names_each_time_in_its_sites_zone(client, 
         client.force_login(walker)
         for url in pages_of(site):
             response = client.get(url)
+            statuses[response.status_code] += 1
             if response.status_code != 200 or "html" not in response.get("Content-Type", ""):
-                continue
+                continue  # a step the course's state has no form for, a label not issued yet
             page = response.content.decode()
             found = time_problems(visible_text(page), allowed)
             found += time_field_problems(page, zone_name, allowed)
@@ -141,4 +148,8 @@ def test_every_admin_page_of_the_demo_names_each_time_in_its_sites_zone(client, 
     every_zone = set().union(*(abbreviations(str(s.time_zone)) for s in Site.objects.all()))
     report = client.get(reverse("weekly-report")).content.decode()
     problems += [f"all sites' report: {p}" for p in time_problems(visible_text(report), every_zone)]
+    # Most pages are read, none fails: the rest are steps the course is not at (403, 404).
+    assert set(statuses) <= {200, 403, 404} and statuses[200] > 0.8 * sum(statuses.values()), (
+        statuses
+    )
     assert not problems, f"{len(problems)} found:\n" + "\n".join(problems[:80])

@@ -11,7 +11,8 @@ register = template.Library()
 @register.inclusion_tag("reporting/dashboard.html", takes_context=True)
 def pathway_dashboard(context):
     sites = user_sites(context["request"].user)
-    return {"rows": site_dashboard(sites=sites), "upcoming_days": UPCOMING_PROCEDURE_DAYS}
+    rows = site_dashboard(sites=sites, user=context["request"].user)
+    return {"rows": rows, "upcoming_days": UPCOMING_PROCEDURE_DAYS}
 
 
 @register.inclusion_tag("reporting/worklist.html", takes_context=True)
