@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import email
+import http.client
 import json
 import logging
 import os
@@ -233,6 +234,12 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
 
+    def kill(self):
+        """SIGKILL, as a crash or an OOM kill would: nothing is flushed or said goodbye."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
     def __enter__(self):
         return self.start()
 
@@ -354,6 +361,84 @@ class CeleryWorker:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self.log.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Gunicorn:
+    """gunicorn as production runs it (`config/gunicorn.conf.py`, DEBUG off), one worker on a
+    spare loopback port, with the environment the test gives it. Everything it writes, its own
+    logs and Django's, goes to one file the test reads (`output`)."""
+
+    def __init__(self, env: dict, log_dir: Path):
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "DEBUG": "0",
+            "SECRET_KEY": "gunicorn-test-key",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "SECURE_SSL_REDIRECT": "0",
+            "EMAIL_URL": "consolemail://",
+            "SMS_BACKEND": "console",
+            "OTP_REQUIRED": "0",
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "GUNICORN_ACCESS_LOG": "-",
+            "WEB_CONCURRENCY": "1",
+            **env,
+        }
+        self.log_path = log_dir / f"gunicorn-{uuid.uuid4().hex[:6]}.log"
+        self.process = None
+
+    def start(self):
+        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "config.wsgi"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(self._answers, timeout=30, what="gunicorn")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            self.request("GET", "/admin/login/")
+        except OSError:
+            return False
+        return True
+
+    def request(self, method, path, *, headers=None, body=None, source="127.0.0.1"):
+        """One request from `source` (any 127.x address is this machine's loopback); returns
+        (status, headers, body)."""
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=15, source_address=(source, 0)
+        )
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
         self.log.close()
 
     def __enter__(self):
