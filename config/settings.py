@@ -55,6 +55,8 @@ DATABASE_APP_ROLE = env.str("DATABASE_APP_ROLE", default="")
 SITE_SCOPE_FUNCTION = "patients.access.scope_to_user_sites"
 
 MIDDLEWARE = [
+    # First: forwarded headers from anyone but a trusted proxy are dropped (common/proxies.py).
+    "common.proxies.ForwardedHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files from the web process itself, compressed and cached (no proxy needed).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -115,6 +117,9 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=30))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# The address a failure is counted against: behind the proxy, the client's, never one a
+# client wrote in a header itself (common/proxies.py).
+AXES_CLIENT_IP_CALLABLE = "common.proxies.client_address"
 
 # Staff sessions end after 15 minutes without a request.
 SESSION_COOKIE_AGE = env.int("SESSION_IDLE_SECONDS", default=15 * 60)
@@ -139,6 +144,10 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
 if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (addresses or networks,
+# comma-separated); from any other peer those headers are dropped (common/proxies.py). The
+# default, loopback, is a proxy on the same machine, with gunicorn bound to loopback behind it.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -203,8 +212,13 @@ PHONENUMBER_DB_FORMAT = "E164"
 REDIS_URL = env.str("REDIS_URL", default="")
 # /metrics: with a token, for Prometheus anywhere; without, for this machine only.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
-# One cache for every process (the patient pages' rate limit counts across workers): Redis
-# when there is one, else this process's memory.
+# The patient pages' rate limit counts in Redis across every web process (common/rate_limits.py:
+# a moving window, counted in each process alone while Redis cannot be reached); without
+# REDIS_URL, in each process.
+RATE_LIMIT_STORAGE_URL = REDIS_URL
+# Django's cache: Redis when there is one, else this process's memory. Nothing in the tracker
+# reads it today; a use of it must fail safe as the rate limit does (Redis may be down while
+# the pages are not).
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
@@ -302,9 +316,19 @@ NOTIFICATION_ARCHIVE_AFTER_DAYS = env.int("NOTIFICATION_ARCHIVE_AFTER_DAYS", def
 # Two years covers the programme's yearly reporting with a year to spare.
 NOTIFICATION_PURGE_AFTER_DAYS = env.int("NOTIFICATION_PURGE_AFTER_DAYS", default=730)
 
+# Every record reaches the root logger's one handler, through the filter that masks the
+# secrets in paths (common/secret_paths.py): Django's request logger writes the path of every
+# 4xx and 5xx. A handler added here, or a logger that does not propagate, takes the filter too.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"secrets": {"()": "common.secret_paths.SecretPathFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["secrets"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # Django's defaults give these handlers of their own (with DEBUG, under `runserver`)
+        # that would print paths unmasked: theirs go through the root's instead.
+        "django": {"handlers": [], "propagate": True},
+        "django.server": {"handlers": ["console"], "propagate": False},
+    },
 }
