@@ -276,6 +276,10 @@ except ImproperlyConfigured as error:  # django-environ's own words do not name 
     raise ImproperlyConfigured(f"EMAIL_URL: {error}".rstrip()) from None
 # Where samples are expanded: the location written in the chain of custody.
 MANUFACTURING_FACILITY = env.str("MANUFACTURING_FACILITY", default="Cell manufacturing facility")
+# Calendar feeds' event titles name the visit and its place, never the patient: a subscribed
+# calendar is read by its provider's servers and shown on lock screens. On, they start with the
+# MRN: only for calendars that stay on the hospital's own server.
+CALENDAR_FEED_SHOWS_MRN = env.bool("CALENDAR_FEED_SHOWS_MRN", default=False)
 # Links in alert emails point here.
 SITE_URL = env.str("SITE_URL", default="http://localhost:8000")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Pathway tracker <noreply@localhost>")
