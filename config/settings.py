@@ -276,7 +276,7 @@ except ImproperlyConfigured as error:  # django-environ's own words do not name 
     raise ImproperlyConfigured(f"EMAIL_URL: {error}".rstrip()) from None
 # Where samples are expanded: the location written in the chain of custody.
 MANUFACTURING_FACILITY = env.str("MANUFACTURING_FACILITY", default="Cell manufacturing facility")
-# Calendar feeds' event titles name the visit and its place, never the patient: a subscribed
+# Calendar feeds' event titles name the visit, never the patient: a subscribed
 # calendar is read by its provider's servers and shown on lock screens. On, they start with the
 # MRN: only for calendars that stay on the hospital's own server.
 CALENDAR_FEED_SHOWS_MRN = env.bool("CALENDAR_FEED_SHOWS_MRN", default=False)

@@ -4,8 +4,8 @@ Calendar, behind a secret link per user and site.
 Calendar applications cannot sign in, so the link is the credential: only its SHA-256 is
 stored, and it works only while its user is active, still works at the site and may see
 visits. What the feed says is read by the calendar provider's servers too, and shown on a
-phone's lock screen: an event says what the visit is, where and when, and links to it in the
-tracker, and nothing that identifies the patient. A hospital whose calendars stay on its own
+phone's lock screen: an event says what the visit is and when, and links to it in the tracker,
+and nothing that identifies the patient. A hospital whose calendars stay on its own
 server may add the MRN to each title (`CALENDAR_FEED_SHOWS_MRN`).
 """
 
@@ -169,7 +169,6 @@ def calendar_feed_visits(*, site: Site, now: dt.datetime):
         "kind",
         "status",
         "scheduled_at",
-        "place",
         "window_opens_on",
         "window_closes_on",
         "created_at",
@@ -203,11 +202,10 @@ def _is_due_only(visit: Visit) -> bool:
 
 
 def event_title(visit: Visit) -> str:
-    """What the visit is and where ("Harvest bronchoscopy · Suite 2"), "due: " before a
-    follow-up not booked yet; the MRN first only where CALENDAR_FEED_SHOWS_MRN says so."""
+    """What the visit is ("Harvest bronchoscopy"), "due: " before a follow-up not booked yet;
+    the MRN first only where CALENDAR_FEED_SHOWS_MRN says so. What staff need beyond it is a
+    tap away: the event's link opens the visit in the tracker, behind its sign-in."""
     words = [visit.label]
-    if visit.place and not _is_due_only(visit):
-        words.append(visit.place)
     if settings.CALENDAR_FEED_SHOWS_MRN:
         words.insert(0, f"MRN {visit.course.patient.mrn}")
     return ("due: " if _is_due_only(visit) else "") + " · ".join(words)
