@@ -21,6 +21,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from common.errors import Refused
+from common.middleware import accepts_nul
 from common.proxies import client_address, client_is_this_machine
 from common.rate_limits import RateLimit
 from common.urls import public_url
@@ -58,20 +59,27 @@ def sms_status_callback(request):
     return HttpResponse(status=204)
 
 
+@accepts_nul  # stored without them (see below): a refusal is not retried, and the text is lost
 @csrf_exempt  # as above: the signature is the authentication
 @require_POST
 def sms_inbound(request):
     """A patient's text, from Twilio's incoming-message webhook; the answer goes back as
-    TwiML, which Twilio sends. A message delivered twice is answered once."""
+    TwiML, which Twilio sends. A message delivered twice is answered once.
+
+    Whatever arrives is kept, whole: a NUL character (which PostgreSQL cannot store) is removed
+    and the message says how many were, for the coordinator who reads it."""
     if not _signed_by_twilio(request):
         return HttpResponseForbidden("Bad signature.")
-    sid = request.POST.get("MessageSid", "")
+    fields = {name: request.POST.get(name, "") for name in ("MessageSid", "From", "Body")}
+    removed = sum(value.count("\x00") for value in fields.values())
+    sid, from_number, body = (value.replace("\x00", "") for value in fields.values())
     if not sid or len(sid) > 64:
         return HttpResponseBadRequest("No message id.")
     handled = sms_reply_handle(
         provider_message_id=sid,
-        from_number=request.POST.get("From", ""),
-        body=request.POST.get("Body", ""),
+        from_number=from_number,
+        body=body,
+        characters_removed=removed,
     )
     twiml = MessagingResponse()
     if handled.answer:
