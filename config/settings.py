@@ -120,6 +120,9 @@ AXES_RESET_ON_SUCCESS = True
 # The address a failure is counted against: behind the proxy, the client's, never one a
 # client wrote in a header itself (common/proxies.py).
 AXES_CLIENT_IP_CALLABLE = "common.proxies.client_address"
+# Masked in what axes stores of a failed login's form (it always masks `password`). A
+# signature's password never reaches it: pathway/signatures.py checks it without the form.
+AXES_SENSITIVE_PARAMETERS = ["csrfmiddlewaretoken", "second_person_password", "token"]
 
 # Staff sessions end after 15 minutes without a request.
 SESSION_COOKIE_AGE = env.int("SESSION_IDLE_SECONDS", default=15 * 60)
