@@ -1,31 +1,22 @@
 """Writing clinical records. Each entry point validates fully (nothing half-saved), saves in
 one transaction, and raises the safety alerts the record calls for, through the outbox."""
 
-import datetime as dt
 from decimal import Decimal
 
 from django.db import transaction
-from django.utils import timezone
 
+from common.errors import Refused
 from patients.models import AdverseEvent, ClinicalRecord, LungFunctionTest, Patient
 from patients.selectors import course_baseline_lung_function
 from scheduling.alerts import alert_raise
 from scheduling.models import (
     OPEN_VISIT_STATUSES,
     AlertKind,
-    DeviationKind,
     Severity,
     Visit,
     VisitKind,
 )
-from scheduling.services import deviation_record, visit_record_done
-
-
-def _visit_done_at(visit: Visit, taken_on: dt.date) -> dt.datetime:
-    """The visit's booked local time of day, on the day it was measured."""
-    zone = visit.course.site.time_zone
-    local_time = timezone.localtime(visit.scheduled_at, zone).time().replace(tzinfo=None)
-    return dt.datetime.combine(taken_on, local_time, tzinfo=zone)
+from scheduling.services import visit_record_done
 
 
 def clinical_record_save(*, record: ClinicalRecord, by, early_reason: str = "") -> list[str]:
@@ -63,29 +54,13 @@ def clinical_record_save(*, record: ClinicalRecord, by, early_reason: str = "") 
 
 
 def _follow_up_done(visit: Visit, record: ClinicalRecord, *, by, early_reason: str) -> list[str]:
-    """Mark the follow-up done by this measurement, if its window had opened or a reason says
-    why it counts anyway; otherwise say why it is still open."""
-    early = visit.window_opens_on is not None and record.taken_on < visit.window_opens_on
-    if early and not early_reason.strip():
-        return [
-            f"The {visit.label} is still open: this was measured on {record.taken_on}, before "
-            f"its window opens on {visit.window_opens_on}. To count it, give a clinician's "
-            "reason (a protocol deviation)."
-        ]
-    if early:
-        deviation_record(
-            course=visit.course,
-            visit=visit,
-            by=by,
-            reason=early_reason.strip(),
-            deviations=[
-                (
-                    DeviationKind.BEFORE_WINDOW,
-                    f"Measured on {record.taken_on}; the window opens on {visit.window_opens_on}.",
-                )
-            ],
-        )
-    visit_record_done(visit=visit, done_at=_visit_done_at(visit, record.taken_on))
+    """Mark the follow-up done by this measurement where the rule allows (scheduling's
+    `visit_record_done`: its window had opened, or a reason says why it counts anyway);
+    otherwise say why it is still open."""
+    try:
+        visit_record_done(visit=visit, measurement=record, by=by, early_reason=early_reason)
+    except Refused as refused:
+        return refused.reasons
     return []
 
 
