@@ -305,13 +305,14 @@ NOTIFICATION_BATCH_SIZE = env.int("NOTIFICATION_BATCH_SIZE", default=100)
 NOTIFICATION_CLAIM_TIMEOUT = env.int("NOTIFICATION_CLAIM_TIMEOUT", default=300)
 # The first retry waits this long, each later one twice as long (capped at a day).
 NOTIFICATION_RETRY_BASE_SECONDS = env.int("NOTIFICATION_RETRY_BASE_SECONDS", default=60)
-# A worker writes what became of the messages it sent once this many have gone, or once the
-# first of them went this long ago, whichever comes first (and at the end of each batch): a
-# worker killed sends at most this many again (see delivery/outbox.py, outcomes_write_due).
-# Each write is a commit: written one by one, they were the largest cost of a message sent to
-# a fast provider; every 10 measured 1.5 times the messages per second end to end.
-NOTIFICATION_OUTCOME_WRITE_EVERY = env.int("NOTIFICATION_OUTCOME_WRITE_EVERY", default=10)
-NOTIFICATION_OUTCOME_WRITE_WITHIN_MS = env.int("NOTIFICATION_OUTCOME_WRITE_WITHIN_MS", default=100)
+# A worker writes each message's outcome before it sends the next, so that a worker killed
+# sends again at most the message each of its processes had in hand. Those writes commit
+# without waiting for the disk (delivery/outbox.py): on, they wait, and a crash of PostgreSQL
+# itself (not of a worker) cannot make the last 0.6 s of messages go twice, at a cost per
+# message.
+NOTIFICATION_OUTCOME_SYNCHRONOUS_COMMIT = env.bool(
+    "NOTIFICATION_OUTCOME_SYNCHRONOUS_COMMIT", default=False
+)
 # Sent, failed and cancelled notifications move to the archive this many days after they
 # settled (scheduling/outbox_archive.py), so the outbox stays the size of what is pending.
 # 90 days outlasts every late word on a message (a provider's delivery report comes within
@@ -337,5 +338,7 @@ LOGGING = {
         # that would print paths unmasked: theirs go through the root's instead.
         "django": {"handlers": [], "propagate": True},
         "django.server": {"handlers": ["console"], "propagate": False},
+        # Twilio's SDK narrates each API request's headers at INFO.
+        "twilio.http_client": {"level": "WARNING"},
     },
 }

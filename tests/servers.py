@@ -110,27 +110,39 @@ class SmtpSink:
 
 class TwilioStub:
     """Answers POST /2010-04-01/Accounts/<sid>/Messages.json like Twilio; `fail_next` requests
-    get a 500 first; a number in `refuse` gets Twilio's 400 with that error code."""
+    get a 500 first; a number in `refuse` gets Twilio's 400 with that error code. Like a
+    provider that honours idempotency keys, a message whose `Idempotency-Key` it has accepted
+    before is not sent again: it answers with the first one's sid and counts it in `repeats`."""
 
     account_sid = "AC" + "0" * 32
 
     def __init__(self):
         self.received = []
+        self.repeats = Counter()
         self.fail_next = 0
         self.refuse = {}
         self.lock = threading.Lock()
+        self.sids_by_key = {}
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                key = self.headers.get("Idempotency-Key", "")
                 with stub.lock:
+                    if key and key in stub.sids_by_key:
+                        stub.repeats[key] += 1
+                        self._reply(201, {"sid": stub.sids_by_key[key], "status": "queued"})
+                        return
                     failing = stub.fail_next > 0
                     stub.fail_next -= failing
                     refused = None if failing else stub.refuse.get(form.get("To"))
+                    sid = "SM" + uuid.uuid4().hex
                     if not failing and refused is None:
-                        stub.received.append(form)
+                        stub.received.append(form | {"Idempotency-Key": key})
+                        if key:
+                            stub.sids_by_key[key] = sid
                 if failing:
                     self._reply(500, {"code": 20500, "message": "Internal error", "status": 500})
                     return
@@ -140,7 +152,7 @@ class TwilioStub:
                 self._reply(
                     201,
                     {
-                        "sid": "SM" + uuid.uuid4().hex,
+                        "sid": sid,
                         "status": "queued",
                         "to": form.get("To"),
                         "from": form.get("From"),
