@@ -261,11 +261,79 @@ SELECT id FROM recorded
 # sent again: at least once, as ever. In the statement itself, so that it is one round trip
 # and holds for its own transaction only (a multi-statement query is one transaction).
 _NOT_WAITING_FOR_DISK = "SET LOCAL synchronous_commit TO off;\n"
+# The common write, in a statement that costs less to plan (0.33 ms against 0.53 ms on the
+# bench's machine): one message sent, and the cancellations waiting beside it, all of one
+# claim. Its result is the ids written, as the general one's.
+_SENT_SQL = """
+WITH cancelled AS (
+    UPDATE scheduling_notification SET status = 'cancelled', claim_token = NULL
+    WHERE id = ANY(%(cancelled)s) AND claim_token = %(token)s AND status = 'sending'
+    RETURNING id
+), recorded AS (
+    UPDATE scheduling_notification
+    SET status = 'sent', attempts = %(attempts)s, last_error = '',
+        provider_message_id = %(provider_id)s, sent_at = %(at)s, claim_token = NULL
+    WHERE id = %(id)s AND claim_token = %(token)s AND status = 'sending'
+    RETURNING id
+), attempt AS (
+    INSERT INTO scheduling_deliveryattempt (
+        notification_id, at, succeeded, error, provider_message_id
+    )
+    SELECT id, %(at)s, true, '', %(provider_id)s FROM recorded
+)
+SELECT id FROM recorded UNION ALL SELECT id FROM cancelled
+"""
 # Typed, so that a column that is NULL in every row still has the type of its column.
 _OUTCOME_ROW = (
     "(%s::bigint, %s::uuid, %s, %s::integer, %s, %s, %s::timestamptz, %s::timestamptz,"
     " %s::timestamptz, %s::timestamptz, %s::boolean, %s, %s)"
 )
+
+
+def _outcomes_statement(cursor, outcomes: list[_Outcome]) -> str:
+    """The statement that writes `outcomes`: the lean one for a message sent and the
+    cancellations beside it, the general one otherwise."""
+    sent = [o for o in outcomes if o.status == NotificationStatus.SENT]
+    cancelled = [o for o in outcomes if o.status == NotificationStatus.CANCELLED]
+    if (
+        len(sent) == 1
+        and len(sent) + len(cancelled) == len(outcomes)
+        and len({o.notification.claim_token for o in outcomes}) == 1
+    ):
+        [message] = sent
+        return cursor.mogrify(
+            _SENT_SQL,
+            {
+                "cancelled": [o.notification.pk for o in cancelled],
+                "token": message.notification.claim_token,
+                "id": message.notification.pk,
+                "attempts": message.changes["attempts"],
+                "provider_id": message.provider_id,
+                "at": message.changes["sent_at"],
+            },
+        ).decode()
+    values = b",".join(
+        cursor.mogrify(
+            _OUTCOME_ROW,
+            [
+                outcome.notification.pk,
+                outcome.notification.claim_token,
+                outcome.status,
+                outcome.changes.get("attempts"),
+                outcome.changes.get("last_error"),
+                outcome.changes.get("provider_message_id"),
+                outcome.changes.get("send_after"),
+                outcome.changes.get("sent_at"),
+                outcome.changes.get("failed_at"),
+                outcome.at,
+                outcome.attempted,
+                outcome.error,
+                outcome.provider_id,
+            ],
+        )
+        for outcome in outcomes
+    ).decode()
+    return _OUTCOMES_SQL.format(values=values)
 
 
 def _outcomes_record(outcomes: list[_Outcome]) -> dict[int, str]:
@@ -283,29 +351,8 @@ def _outcomes_record(outcomes: list[_Outcome]) -> dict[int, str]:
     # The alert of a row that failed is written with its outcome, or not at all.
     together = transaction.atomic() if failed else contextlib.nullcontext()
     with together, connection.cursor() as cursor:
-        values = b",".join(
-            cursor.mogrify(
-                _OUTCOME_ROW,
-                [
-                    outcome.notification.pk,
-                    outcome.notification.claim_token,
-                    outcome.status,
-                    outcome.changes.get("attempts"),
-                    outcome.changes.get("last_error"),
-                    outcome.changes.get("provider_message_id"),
-                    outcome.changes.get("send_after"),
-                    outcome.changes.get("sent_at"),
-                    outcome.changes.get("failed_at"),
-                    outcome.at,
-                    outcome.attempted,
-                    outcome.error,
-                    outcome.provider_id,
-                ],
-            )
-            for outcome in outcomes
-        ).decode()
         commit = "" if settings.NOTIFICATION_OUTCOME_SYNCHRONOUS_COMMIT else _NOT_WAITING_FOR_DISK
-        cursor.execute(commit + _OUTCOMES_SQL.format(values=values))
+        cursor.execute(commit + _outcomes_statement(cursor, outcomes))
         recorded = {row[0] for row in cursor.fetchall()}
         for outcome in failed:
             if outcome.notification.pk in recorded:
@@ -635,18 +682,17 @@ def notifications_dispatch_batch(*, batch_size: int | None = None) -> BatchResul
     result = BatchResult(claimed=len(ids))
     if not ids:
         return result
-    # The reminders' relations joined; the rarer rows' (staff alerts, reports, check-ins)
-    # fetched apart, a query each only where the batch holds one: a join of all sixteen
-    # tables cost more to plan (about 7 ms) than to run.
+    # The reminders' own relations joined; what a batch's rows share (their sites and the
+    # protocol) fetched apart, once each, rather than built again for every row; the rarer
+    # rows' (staff alerts, reports, check-ins) too, a query each only where the batch holds
+    # one: a join of all sixteen tables cost more to plan (about 7 ms) than to run.
     claimed = (
         Notification.objects.filter(id__in=ids)
-        .select_related(
+        .select_related("patient", "visit__course", "visit__protocol_visit")
+        .prefetch_related(
             "patient__site",
             "visit__course__site",
             "visit__course__protocol",
-            "visit__protocol_visit",
-        )
-        .prefetch_related(
             "report_site",
             "user",
             "alert__site",

@@ -581,7 +581,7 @@ def test_a_batch_costs_one_write_per_message_sent_and_a_fixed_number_of_queries_
                 result = notifications_dispatch_batch(batch_size=100)
         assert (result.claimed, result.failed) == (count + 1, 1)
         assert result.sent == count - len(keys[::3])
-        writes = [q for q in captured if "WITH outcome" in q["sql"]]
+        writes = [q for q in captured if "INSERT INTO scheduling_deliveryattempt" in q["sql"]]
         # One per message sent, each with the cancellations and the failure before it, and
         # one for those after the last, if any.
         assert result.sent <= len(writes) <= result.sent + 1
