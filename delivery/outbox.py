@@ -261,15 +261,12 @@ SELECT id FROM recorded
 # sent again: at least once, as ever. In the statement itself, so that it is one round trip
 # and holds for its own transaction only (a multi-statement query is one transaction).
 _NOT_WAITING_FOR_DISK = "SET LOCAL synchronous_commit TO off;\n"
-# The common write, in a statement that costs less to plan (0.33 ms against 0.53 ms on the
-# bench's machine): one message sent, and the cancellations waiting beside it, all of one
-# claim. Its result is the ids written, as the general one's.
+# The common write, in a statement that costs less to plan than the general one (0.38 ms
+# against 0.56 ms on the bench's machine): one message sent, all of one claim, and the
+# cancellations waiting beside it, if any, in a part of its own (0.09 ms more). Its result is
+# the ids written, as the general one's.
 _SENT_SQL = """
-WITH cancelled AS (
-    UPDATE scheduling_notification SET status = 'cancelled', claim_token = NULL
-    WHERE id = ANY(%(cancelled)s) AND claim_token = %(token)s AND status = 'sending'
-    RETURNING id
-), recorded AS (
+WITH {cancelled}recorded AS (
     UPDATE scheduling_notification
     SET status = 'sent', attempts = %(attempts)s, last_error = '',
         provider_message_id = %(provider_id)s, sent_at = %(at)s, claim_token = NULL
@@ -281,8 +278,13 @@ WITH cancelled AS (
     )
     SELECT id, %(at)s, true, '', %(provider_id)s FROM recorded
 )
-SELECT id FROM recorded UNION ALL SELECT id FROM cancelled
+SELECT id FROM recorded{and_cancelled}
 """
+_CANCELLED_PART = """cancelled AS (
+    UPDATE scheduling_notification SET status = 'cancelled', claim_token = NULL
+    WHERE id = ANY(%(cancelled)s) AND claim_token = %(token)s AND status = 'sending'
+    RETURNING id
+), """
 # Typed, so that a column that is NULL in every row still has the type of its column.
 _OUTCOME_ROW = (
     "(%s::bigint, %s::uuid, %s, %s::integer, %s, %s, %s::timestamptz, %s::timestamptz,"
@@ -301,8 +303,12 @@ def _outcomes_statement(cursor, outcomes: list[_Outcome]) -> str:
         and len({o.notification.claim_token for o in outcomes}) == 1
     ):
         [message] = sent
+        statement = _SENT_SQL.format(
+            cancelled=_CANCELLED_PART if cancelled else "",
+            and_cancelled=" UNION ALL SELECT id FROM cancelled" if cancelled else "",
+        )
         return cursor.mogrify(
-            _SENT_SQL,
+            statement,
             {
                 "cancelled": [o.notification.pk for o in cancelled],
                 "token": message.notification.claim_token,
