@@ -29,19 +29,32 @@ class PermissionsPolicyMiddleware:
         return response
 
 
+def accepts_nul(view):
+    """Mark a view that takes NUL characters itself, rather than have them refused: a webhook
+    whose sender does not retry a refusal (a patient's text would be lost)."""
+    view.accepts_nul = True
+    return view
+
+
 class RefuseNulMiddleware:
     """A NUL character in a query string or a form is never meaningful here, and PostgreSQL
-    refuses it in any string (a 500 from whatever query it reached): answer 400 at once."""
+    refuses it in any string (a 500 from whatever query it reached): answer 400 before the
+    view, unless the view says it `accepts_nul` and deals with them."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
+        return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        if getattr(view_func, "accepts_nul", False):
+            return None
         for values in (request.GET, request.POST if request.method == "POST" else {}):
             for key, value in values.lists() if values else ():
                 if "\x00" in key or any("\x00" in v for v in value):
                     return HttpResponseBadRequest("A NUL character is not accepted.")
-        return self.get_response(request)
+        return None
 
     def process_exception(self, request, exception):
         # A list filter given a number too large for its lookup (a 30-digit year, say).

@@ -1,22 +1,19 @@
-"""gunicorn's access log, with the secrets some paths carry masked: a reminder's link
-(`/v/<token>/`), a check-in's (`/q/<token>/`) and a calendar feed's (`/calendar/<token>.ics`)
-open a patient's page or a site's calendar to whoever holds them, and the database keeps only
-their hashes: the log must not keep them either."""
-
-import re
+"""gunicorn's logs, with the secrets some paths carry masked (`common/secret_paths.py`): its
+access log writes every path, and its error log can quote one ("Error handling request
+/v/…/")."""
 
 from gunicorn.glogging import Logger
 
-SECRET_PATH = re.compile(r"^/(v|q|calendar)/[^/]+?(/|\.ics)?$")
-
-
-def path_without_secrets(path: str) -> str:
-    """ "/v/AbC123/" → "/v/…/"; other paths as they are."""
-    return SECRET_PATH.sub(lambda m: f"/{m.group(1)}/…{m.group(2) or ''}", path)
+from common.secret_paths import SecretPathFilter
 
 
 class SecretMaskingLogger(Logger):
-    def atoms(self, resp, req, environ, request_time):
-        atoms = super().atoms(resp, req, environ, request_time)
-        atoms["U"] = path_without_secrets(atoms.get("U", ""))
-        return atoms
+    def setup(self, cfg):
+        super().setup(cfg)
+        # On the two loggers themselves, which gunicorn logs to directly and which do not
+        # pass their records up: every handler gunicorn gives them (a file, stderr, syslog)
+        # then writes masked lines. Django's own records reach the root logger's handler,
+        # which has the same filter (config/settings.py, LOGGING).
+        for log in (self.error_log, self.access_log):
+            if not any(isinstance(f, SecretPathFilter) for f in log.filters):
+                log.addFilter(SecretPathFilter())

@@ -55,6 +55,8 @@ DATABASE_APP_ROLE = env.str("DATABASE_APP_ROLE", default="")
 SITE_SCOPE_FUNCTION = "patients.access.scope_to_user_sites"
 
 MIDDLEWARE = [
+    # First: forwarded headers from anyone but a trusted proxy are dropped (common/proxies.py).
+    "common.proxies.ForwardedHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files from the web process itself, compressed and cached (no proxy needed).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -115,6 +117,12 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=30))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# The address a failure is counted against: behind the proxy, the client's, never one a
+# client wrote in a header itself (common/proxies.py).
+AXES_CLIENT_IP_CALLABLE = "common.proxies.client_address"
+# Masked in what axes stores of a failed login's form (it always masks `password`). A
+# signature's password never reaches it: pathway/signatures.py checks it without the form.
+AXES_SENSITIVE_PARAMETERS = ["csrfmiddlewaretoken", "second_person_password", "token"]
 
 # Staff sessions end after 15 minutes without a request.
 SESSION_COOKIE_AGE = env.int("SESSION_IDLE_SECONDS", default=15 * 60)
@@ -139,6 +147,10 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
 if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (addresses or networks,
+# comma-separated); from any other peer those headers are dropped (common/proxies.py). The
+# default, loopback, is a proxy on the same machine, with gunicorn bound to loopback behind it.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -203,8 +215,13 @@ PHONENUMBER_DB_FORMAT = "E164"
 REDIS_URL = env.str("REDIS_URL", default="")
 # /metrics: with a token, for Prometheus anywhere; without, for this machine only.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
-# One cache for every process (the patient pages' rate limit counts across workers): Redis
-# when there is one, else this process's memory.
+# The patient pages' rate limit counts in Redis across every web process (common/rate_limits.py:
+# a moving window, counted in each process alone while Redis cannot be reached); without
+# REDIS_URL, in each process.
+RATE_LIMIT_STORAGE_URL = REDIS_URL
+# Django's cache: Redis when there is one, else this process's memory. Nothing in the tracker
+# reads it today; a use of it must fail safe as the rate limit does (Redis may be down while
+# the pages are not).
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
@@ -262,6 +279,10 @@ except ImproperlyConfigured as error:  # django-environ's own words do not name 
     raise ImproperlyConfigured(f"EMAIL_URL: {error}".rstrip()) from None
 # Where samples are expanded: the location written in the chain of custody.
 MANUFACTURING_FACILITY = env.str("MANUFACTURING_FACILITY", default="Cell manufacturing facility")
+# Calendar feeds' event titles name the visit, never the patient: a subscribed
+# calendar is read by its provider's servers and shown on lock screens. On, they start with the
+# MRN: only for calendars that stay on the hospital's own server.
+CALENDAR_FEED_SHOWS_MRN = env.bool("CALENDAR_FEED_SHOWS_MRN", default=False)
 # Links in alert emails point here.
 SITE_URL = env.str("SITE_URL", default="http://localhost:8000")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Pathway tracker <noreply@localhost>")
@@ -284,13 +305,14 @@ NOTIFICATION_BATCH_SIZE = env.int("NOTIFICATION_BATCH_SIZE", default=100)
 NOTIFICATION_CLAIM_TIMEOUT = env.int("NOTIFICATION_CLAIM_TIMEOUT", default=300)
 # The first retry waits this long, each later one twice as long (capped at a day).
 NOTIFICATION_RETRY_BASE_SECONDS = env.int("NOTIFICATION_RETRY_BASE_SECONDS", default=60)
-# A worker writes what became of the messages it sent once this many have gone, or once the
-# first of them went this long ago, whichever comes first (and at the end of each batch): a
-# worker killed sends at most this many again (see delivery/outbox.py, outcomes_write_due).
-# Each write is a commit: written one by one, they were the largest cost of a message sent to
-# a fast provider; every 10 measured 1.5 times the messages per second end to end.
-NOTIFICATION_OUTCOME_WRITE_EVERY = env.int("NOTIFICATION_OUTCOME_WRITE_EVERY", default=10)
-NOTIFICATION_OUTCOME_WRITE_WITHIN_MS = env.int("NOTIFICATION_OUTCOME_WRITE_WITHIN_MS", default=100)
+# A worker writes each message's outcome before it sends the next, so that a worker killed
+# sends again at most the message each of its processes had in hand. Those writes commit
+# without waiting for the disk (delivery/outbox.py): on, they wait, and a crash of PostgreSQL
+# itself (not of a worker) cannot make the last 0.6 s of messages go twice, at a cost per
+# message.
+NOTIFICATION_OUTCOME_SYNCHRONOUS_COMMIT = env.bool(
+    "NOTIFICATION_OUTCOME_SYNCHRONOUS_COMMIT", default=False
+)
 # Sent, failed and cancelled notifications move to the archive this many days after they
 # settled (scheduling/outbox_archive.py), so the outbox stays the size of what is pending.
 # 90 days outlasts every late word on a message (a provider's delivery report comes within
@@ -302,9 +324,21 @@ NOTIFICATION_ARCHIVE_AFTER_DAYS = env.int("NOTIFICATION_ARCHIVE_AFTER_DAYS", def
 # Two years covers the programme's yearly reporting with a year to spare.
 NOTIFICATION_PURGE_AFTER_DAYS = env.int("NOTIFICATION_PURGE_AFTER_DAYS", default=730)
 
+# Every record reaches the root logger's one handler, through the filter that masks the
+# secrets in paths (common/secret_paths.py): Django's request logger writes the path of every
+# 4xx and 5xx. A handler added here, or a logger that does not propagate, takes the filter too.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"secrets": {"()": "common.secret_paths.SecretPathFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["secrets"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # Django's defaults give these handlers of their own (with DEBUG, under `runserver`)
+        # that would print paths unmasked: theirs go through the root's instead.
+        "django": {"handlers": [], "propagate": True},
+        "django.server": {"handlers": ["console"], "propagate": False},
+        # Twilio's SDK narrates each API request's headers at INFO.
+        "twilio.http_client": {"level": "WARNING"},
+    },
 }

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from prometheus_client.core import GaugeMetricFamily
 
+from common.rate_limits import shared_store_answers
 from scheduling.models import Alert, DeliveryAttempt, Notification, NotificationStatus, Severity
 
 # A reminder due longer ago than this, and not sent, means the sending has stopped.
@@ -41,6 +42,17 @@ def _broker() -> Check:
         return Check("broker", True, "answers")
     except Exception as error:  # any failure is the answer
         return Check("broker", False, error.__class__.__name__)
+
+
+def _cache() -> Check:
+    """The shared Redis the rate limits count in: without it the pages still answer, each web
+    process counting alone (common/rate_limits.py), but a guesser gets more tries."""
+    answers = shared_store_answers()
+    if answers is None:
+        return Check("cache", True, "none configured: each process counts its own")
+    if answers:
+        return Check("cache", True, "answers")
+    return Check("cache", False, "unreachable: rate limits counted in each process alone")
 
 
 def _beat(now) -> Check:
@@ -74,8 +86,8 @@ def health_checks(*, now: dt.datetime | None = None) -> list[Check]:
     now = now or timezone.now()
     database = _database()
     if not database.ok:
-        return [database, _broker()]
-    return [database, _broker(), _beat(now), _outbox(now)]
+        return [database, _broker(), _cache()]
+    return [database, _broker(), _cache(), _beat(now), _outbox(now)]
 
 
 class TrackerCollector:

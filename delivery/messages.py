@@ -5,10 +5,11 @@ to prepare for it in the protocol's plain words, a date and a time in the patien
 diagnosis or a treatment's name."""
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 from django.template.loader import render_to_string
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils import timezone, translation
 from django.utils.formats import date_format
 from django.utils.translation import gettext
@@ -79,11 +80,25 @@ def visit_page_context(visit) -> dict:
     }
 
 
+@functools.lru_cache(maxsize=8)
+def _visit_page_path_around(script_prefix: str) -> tuple[str, str]:
+    """What comes before and after the token in a visit page's path: `reverse` once, rather
+    than for every reminder (it cost as much as rendering the SMS)."""
+    head, _, tail = reverse("visit-page", args=["0"]).rpartition("0")
+    return head, tail
+
+
+def visit_page_url(token: str) -> str:
+    """The public link to a visit's page. Tokens are URL-safe, so they go in as they are."""
+    head, tail = _visit_page_path_around(get_script_prefix())
+    return public_url(f"{head}{token}{tail}")
+
+
 def _reminder_context(notification: Notification, link_token: str | None) -> dict:
     """The visit in words, and a new link to its page (only the link's hash is kept)."""
     visit = notification.visit
     token = link_token or visit_link_issue(visit=visit)
-    return visit_page_context(visit) | {"link": public_url(reverse("visit-page", args=[token]))}
+    return visit_page_context(visit) | {"link": visit_page_url(token)}
 
 
 def reminder_links_issue(notifications: list[Notification]) -> dict[int, str]:

@@ -2,10 +2,8 @@
 
 import hmac
 import re
-import time
 
 from django.conf import settings
-from django.core.cache import cache
 from django.http import (
     HttpResponse,
     HttpResponseBadRequest,
@@ -16,6 +14,7 @@ from django.shortcuts import render
 from django.utils import translation
 from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext
+from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -23,6 +22,9 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from common.errors import Refused
+from common.middleware import accepts_nul
+from common.proxies import client_address, client_is_this_machine
+from common.rate_limits import RateLimit
 from common.urls import public_url
 from delivery.health import TrackerCollector, health_checks
 from delivery.messages import patient_moment, visit_other_times, visit_page_context
@@ -63,20 +65,27 @@ def sms_status_callback(request):
     return HttpResponse(status=204)
 
 
+@accepts_nul  # stored without them (see below): a refusal is not retried, and the text is lost
 @csrf_exempt  # as above: the signature is the authentication
 @require_POST
 def sms_inbound(request):
     """A patient's text, from Twilio's incoming-message webhook; the answer goes back as
-    TwiML, which Twilio sends. A message delivered twice is answered once."""
+    TwiML, which Twilio sends. A message delivered twice is answered once.
+
+    Whatever arrives is kept, whole: a NUL character (which PostgreSQL cannot store) is removed
+    and the message says how many were, for the coordinator who reads it."""
     if not _signed_by_twilio(request):
         return HttpResponseForbidden("Bad signature.")
-    sid = request.POST.get("MessageSid", "")
+    fields = {name: request.POST.get(name, "") for name in ("MessageSid", "From", "Body")}
+    removed = sum(value.count("\x00") for value in fields.values())
+    sid, from_number, body = (value.replace("\x00", "") for value in fields.values())
     if not sid or len(sid) > 64:
         return HttpResponseBadRequest("No message id.")
     handled = sms_reply_handle(
         provider_message_id=sid,
-        from_number=request.POST.get("From", ""),
-        body=request.POST.get("Body", ""),
+        from_number=from_number,
+        body=body,
+        characters_removed=removed,
     )
     twiml = MessagingResponse()
     if handled.answer:
@@ -85,30 +94,14 @@ def sms_inbound(request):
 
 
 # The one-tap page: a link in a reminder, no login. It shows one visit and nothing else.
-PAGE_REQUESTS_PER_MINUTE = 30
+# A guard against guessing tokens: so many requests a minute from one address, in a moving
+# window counted across every web process (common/rate_limits.py).
+PATIENT_PAGES_LIMIT = RateLimit("patient-page", "30/minute")
 ANSWER_VALUE = re.compile(r"-?[0-9]{1,3}")
 
 
-def _client_address(request) -> str:
-    """The patient's address: behind the TLS proxy, the one it saw (the last X-Forwarded-For
-    entry, which the proxy appends); otherwise the connection's."""
-    if settings.BEHIND_TLS_PROXY:
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
-        if forwarded:
-            return forwarded[:64]
-    return request.META.get("REMOTE_ADDR", "")
-
-
 def _too_many(request) -> bool:
-    """A guard against guessing tokens: so many requests a minute from one address, counted
-    in the shared cache (Redis in production), so every worker counts together."""
-    key = f"patient-page:{_client_address(request)}:{int(time.time() // 60)}"
-    cache.add(key, 0, timeout=60)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between the two calls
-        count = 1
-    return count > PAGE_REQUESTS_PER_MINUTE
+    return not PATIENT_PAGES_LIMIT.allows(client_address(request))
 
 
 def _cross_site(request) -> bool:
@@ -128,6 +121,9 @@ def _gone(request, language: str | None):
     return response
 
 
+# Never kept by a browser or a proxy: a shared device's back button or a proxy's cache must not
+# show one patient's page to the next person (never_cache: Cache-Control: no-store, private).
+@never_cache
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def visit_page(request, token):
@@ -171,6 +167,7 @@ def _visit_page(request, link, visit):
     return render(request, "delivery/visit_page.html", context)
 
 
+@never_cache  # as the visit page
 @csrf_exempt  # as the visit page: the link's token is the credential
 @require_http_methods(["GET", "POST"])
 def checkin_page(request, token):
@@ -229,8 +226,9 @@ def checkin_page(request, token):
 
 @require_safe
 def healthz(request):
-    """200 when the database and the broker answer, beat's dispatcher ran in the last 5
-    minutes and no reminder is more than 5 minutes late; 503 saying which is not."""
+    """200 when the database, the broker and the shared cache answer, beat's dispatcher ran
+    in the last 5 minutes and no reminder is more than 5 minutes late; 503 saying which is
+    not."""
     checks = health_checks()
     healthy = all(check.ok for check in checks)
     body = {
@@ -253,6 +251,6 @@ def metrics(request):
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
             return HttpResponseForbidden("A token is needed.")
-    elif _client_address(request) not in ("127.0.0.1", "::1"):
+    elif not client_is_this_machine(request):
         return HttpResponseForbidden("Only from this machine: set METRICS_TOKEN to scrape.")
     return HttpResponse(generate_latest(_REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -1,12 +1,11 @@
 """Writing clinical records. Each entry point validates fully (nothing half-saved), saves in
 one transaction, and raises the safety alerts the record calls for, through the outbox."""
 
-import datetime as dt
 from decimal import Decimal
 
 from django.db import transaction
-from django.utils import timezone
 
+from common.errors import Refused
 from common.zones import date_words, local_words
 from pathway.selectors import patient_expected_ranges
 from patients.measures import unusual_values_refused
@@ -16,19 +15,11 @@ from scheduling.alerts import alert_raise
 from scheduling.models import (
     OPEN_VISIT_STATUSES,
     AlertKind,
-    DeviationKind,
     Severity,
     Visit,
     VisitKind,
 )
-from scheduling.services import deviation_record, visit_record_done
-
-
-def _visit_done_at(visit: Visit, taken_on: dt.date) -> dt.datetime:
-    """The visit's booked local time of day, on the day it was measured."""
-    zone = visit.course.site.time_zone
-    local_time = timezone.localtime(visit.scheduled_at, zone).time().replace(tzinfo=None)
-    return dt.datetime.combine(taken_on, local_time, tzinfo=zone)
+from scheduling.services import visit_record_done
 
 
 def clinical_record_save(
@@ -72,31 +63,13 @@ def clinical_record_save(
 
 
 def _follow_up_done(visit: Visit, record: ClinicalRecord, *, by, early_reason: str) -> list[str]:
-    """Mark the follow-up done by this measurement, if its window had opened or a reason says
-    why it counts anyway; otherwise say why it is still open."""
-    early = visit.window_opens_on is not None and record.taken_on < visit.window_opens_on
-    if early and not early_reason.strip():
-        return [
-            f"The {visit.label} is still open: this was measured on "
-            f"{date_words(record.taken_on)}, before its window opens on "
-            f"{date_words(visit.window_opens_on)}. To count it, give a clinician's reason (a "
-            "protocol deviation)."
-        ]
-    if early:
-        deviation_record(
-            course=visit.course,
-            visit=visit,
-            by=by,
-            reason=early_reason.strip(),
-            deviations=[
-                (
-                    DeviationKind.BEFORE_WINDOW,
-                    f"Measured on {date_words(record.taken_on)}; the window opens on "
-                    f"{date_words(visit.window_opens_on)}.",
-                )
-            ],
-        )
-    visit_record_done(visit=visit, done_at=_visit_done_at(visit, record.taken_on))
+    """Mark the follow-up done by this measurement where the rule allows (scheduling's
+    `visit_record_done`: its window had opened, or a reason says why it counts anyway);
+    otherwise say why it is still open."""
+    try:
+        visit_record_done(visit=visit, measurement=record, by=by, early_reason=early_reason)
+    except Refused as refused:
+        return refused.reasons
     return []
 
 

@@ -13,6 +13,8 @@ from django.contrib.auth import authenticate, get_user_model
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
+from common.proxies import client_address
+
 CONFIRM_ADMINISTRATION = "pathway.confirm_administration"
 SIGN_RELEASE = "pathway.release_course"
 
@@ -49,8 +51,29 @@ def password_confirms(*, user, password: str, request: HttpRequest | None = None
     """Whether `password` is `user`'s, checked as a login is (a failure counts towards the
     lockout, a locked-out user is refused). Outside a request, as from a command, the check
     is counted against the local machine."""
-    if request is None:
-        request = HttpRequest()
-        request.META["REMOTE_ADDR"] = "127.0.0.1"
-    confirmed = authenticate(request, username=user.get_username(), password=password)
+    checked = _as_a_login(request)
+    confirmed = authenticate(checked, username=user.get_username(), password=password)
     return confirmed is not None and confirmed.pk == user.pk
+
+
+def _as_a_login(request: HttpRequest | None) -> HttpRequest:
+    """What the lockout needs of the request a signature came in (the client's address, its
+    browser, the page), and not its form: django-axes stores a failed attempt's POST, masking
+    only a field named `password`, and a signature's form holds the second person's password
+    (`second_person_password`) beside the patient's clinical values."""
+    checked = HttpRequest()
+    checked.method = "POST"
+    if request is None:
+        checked.META = {"REMOTE_ADDR": "127.0.0.1"}
+        return checked
+    checked.path = checked.path_info = request.path
+    checked.META = {
+        "REMOTE_ADDR": client_address(request),
+        "PATH_INFO": request.path,
+        **{
+            header: request.META[header]
+            for header in ("HTTP_USER_AGENT", "HTTP_ACCEPT")
+            if header in request.META
+        },
+    }
+    return checked

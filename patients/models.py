@@ -7,6 +7,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.deconstruct import deconstructible
 from phonenumber_field.modelfields import PhoneNumberField
+from phonenumber_field.phonenumber import PhoneNumber
 from simple_history.models import HistoricalRecords
 from timezone_field import TimeZoneField
 
@@ -156,7 +157,16 @@ class Patient(models.Model):
         for it: the one rule every message to a patient passes, when written and when sent."""
         if channel == "email":
             return self.consent_email and bool(self.email)
-        return channel == "sms" and self.consent_sms and bool(self.phone)
+        return channel == "sms" and self.consent_sms and self.has_phone
+
+    @property
+    def has_phone(self) -> bool:
+        """Whether a number is on file, without validating it again: `bool()` of a number
+        formats it, which validates it (the largest cost of a text's consent check)."""
+        phone = self.phone
+        if isinstance(phone, PhoneNumber):
+            return phone.national_number is not None or bool(phone.raw_input)
+        return bool(phone)
 
     @property
     def zone(self):

@@ -3,8 +3,10 @@ Calendar, behind a secret link per user and site.
 
 Calendar applications cannot sign in, so the link is the credential: only its SHA-256 is
 stored, and it works only while its user is active, still works at the site and may see
-visits. What the feed says is read by the calendar provider's servers too, so it carries the
-MRN and the kind of visit and nothing else about the patient.
+visits. What the feed says is read by the calendar provider's servers too, and shown on a
+phone's lock screen: an event says what the visit is and when, and links to it in the tracker,
+and nothing that identifies the patient. A hospital whose calendars stay on its own
+server may add the MRN to each title (`CALENDAR_FEED_SHOWS_MRN`).
 """
 
 import datetime as dt
@@ -12,6 +14,7 @@ import hashlib
 import secrets
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -147,7 +150,7 @@ def calendar_feed_visits(*, site: Site, now: dt.datetime):
         .values("id")
         .annotate(changes=Count("history_id"), last_changed=Max("history_date"))
     )
-    return (
+    visits = (
         Visit.objects.filter(course__site=site)
         .exclude(status=VisitStatus.CANCELLED)
         .filter(
@@ -159,20 +162,27 @@ def calendar_feed_visits(*, site: Site, now: dt.datetime):
                 window_opens_on__lte=timezone.localdate(ends, zone),
             )
         )
-        .select_related("course__patient", "protocol_visit")
-        # Only what an event shows: the patient's name is not even read. A course reads its
-        # state when it is loaded (ConcurrentTransitionMixin): deferring it costs a query each.
-        .only(
-            "kind",
-            "status",
-            "scheduled_at",
-            "window_opens_on",
-            "window_closes_on",
-            "created_at",
-            "course__state",
-            "course__patient__mrn",
-            "protocol_visit__name",
-        )
+    )
+    # Only what an event shows: the patient is read only for the MRN, where titles carry it. A
+    # course reads its state when it is loaded (ConcurrentTransitionMixin): deferring it costs
+    # a query each.
+    shown = [
+        "kind",
+        "status",
+        "scheduled_at",
+        "window_opens_on",
+        "window_closes_on",
+        "created_at",
+        "course__state",
+        "protocol_visit__name",
+    ]
+    related = ["course", "protocol_visit"]
+    if settings.CALENDAR_FEED_SHOWS_MRN:
+        shown.append("course__patient__mrn")
+        related.append("course__patient")
+    return (
+        visits.select_related(*related)
+        .only(*shown)
         .annotate(
             changes=Subquery(history.values("changes")),
             last_changed=Subquery(history.values("last_changed")),
@@ -192,9 +202,18 @@ def _is_due_only(visit: Visit) -> bool:
     )
 
 
+def event_title(visit: Visit) -> str:
+    """What the visit is ("Harvest bronchoscopy"), "due: " before a follow-up not booked yet;
+    the MRN first only where CALENDAR_FEED_SHOWS_MRN says so. What staff need beyond it is a
+    tap away: the event's link opens the visit in the tracker, behind its sign-in."""
+    words = [visit.label]
+    if settings.CALENDAR_FEED_SHOWS_MRN:
+        words.insert(0, f"MRN {visit.course.patient.mrn}")
+    return ("due: " if _is_due_only(visit) else "") + " · ".join(words)
+
+
 def _visit_event(visit: Visit, *, zone, now: dt.datetime, host: str, base_url: str) -> Event:
     label = visit.label
-    mrn = visit.course.patient.mrn
     local = timezone.localtime(visit.scheduled_at, zone)
     link = base_url + reverse("admin:scheduling_visit_change", args=[visit.pk])
     lines = [f"{label}: {visit.get_status_display().lower()}."]
@@ -216,14 +235,14 @@ def _visit_event(visit: Visit, *, zone, now: dt.datetime, host: str, base_url: s
         description="\n".join(lines),
     )
     if _is_due_only(visit):
-        event.add("SUMMARY", f"due: MRN {mrn} · {label}")
+        event.add("SUMMARY", event_title(visit))
         event.add("DTSTART", visit.window_opens_on)
         # All-day ends are exclusive: the day after the window closes.
         event.add("DTEND", visit.window_closes_on + dt.timedelta(days=1))
         # A window spanning weeks must not mark the coordinator busy for all of them.
         event.add("TRANSP", "TRANSPARENT")
     else:
-        event.add("SUMMARY", f"MRN {mrn} · {label}")
+        event.add("SUMMARY", event_title(visit))
         event.add("DTSTART", visit.scheduled_at.astimezone(dt.UTC))
         event.add("DURATION", VISIT_DURATIONS.get(visit.kind, dt.timedelta(hours=1)))
     return event

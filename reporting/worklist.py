@@ -44,6 +44,22 @@ VISIT_ROW_OF_ALERT = {AlertKind.VISIT_OVERDUE: "overdue", AlertKind.FOLLOW_UP_TO
 ROWS_PER_KIND = 100
 
 
+# How much of a patient's words a row quotes; the rest is a click away on the row.
+QUOTED_CHARACTERS = 100
+
+
+def _quoted(text: str) -> str:
+    return text if len(text) <= QUOTED_CHARACTERS else text[:QUOTED_CHARACTERS].rstrip() + "…"
+
+
+def _removed_on_arrival(request: PatientRequest) -> str:
+    removed = request.inbound.characters_removed if request.inbound_id else 0
+    if not removed:
+        return ""
+    characters = "character was" if removed == 1 else "characters were"
+    return f"{removed} NUL {characters} removed from this text as it arrived."
+
+
 @dataclass
 class WorkItem:
     key: str  # stable: what an assignment refers to
@@ -54,6 +70,8 @@ class WorkItem:
     url: str
     post: bool = False  # the button acts at once (a POST), rather than opening a form
     detail: str = ""
+    note: str = ""  # said in full, whatever the detail's length: e.g. what a text lost on arrival
+    text: str = ""  # a patient's words in full, where the detail quotes only their start
     assigned_to: object = None
     urgent: bool = False  # first on the list, whatever is due
     alert_url: str = ""  # the row's alert, acknowledged from the same row
@@ -239,6 +257,7 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
                 "visit__course__site",
                 "visit__course__patient",
                 "visit__protocol_visit",
+                "inbound",
             )
             .order_by("created_at")
         )
@@ -262,8 +281,10 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
                         else reverse("worklist-done")
                     ),
                     post=not moves,
-                    detail=f"“{request.text[:200]}” · "
+                    detail=f"“{_quoted(request.text)}” · "
                     f"{local_words(request.created_at, request.patient.site.time_zone)}",
+                    note=_removed_on_arrival(request),
+                    text=request.text if len(request.text) > QUOTED_CHARACTERS else "",
                     urgent=True,
                 )
             )

@@ -816,7 +816,10 @@ class InboundMessage(models.Model):
 
     provider_message_id = models.CharField(max_length=64, unique=True)
     from_number = models.CharField(max_length=32)
-    body = models.TextField()
+    body = models.TextField()  # whole, however long
+    # NUL characters taken out of what arrived (PostgreSQL cannot store them): the coordinator
+    # reading it is told.
+    characters_removed = models.PositiveIntegerField(default=0)
     received_at = models.DateTimeField(default=timezone.now)
     intent = models.CharField(max_length=10, choices=ReplyIntent.choices)
     patient = models.ForeignKey(
@@ -860,6 +863,10 @@ class PatientRequest(models.Model):
         help_text="The free slot the patient picked on their visit's page, if they picked one.",
     )
     source = models.CharField(max_length=20)  # "sms" or "link"
+    # The text it came from (none for a page's link): what was removed from it, if anything.
+    inbound = models.ForeignKey(
+        InboundMessage, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     done_at = models.DateTimeField(null=True, blank=True)
     done_by = models.ForeignKey(

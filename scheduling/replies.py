@@ -92,9 +92,15 @@ def _when(visit: Visit) -> str:
 
 
 def sms_reply_handle(
-    *, provider_message_id: str, from_number: str, body: str, now: dt.datetime | None = None
+    *,
+    provider_message_id: str,
+    from_number: str,
+    body: str,
+    characters_removed: int = 0,
+    now: dt.datetime | None = None,
 ) -> Handled:
-    """Act on a patient's text once; returns what to answer."""
+    """Act on a patient's text once; returns what to answer. The body is kept whole;
+    `characters_removed` says how many characters the webhook had to take out of it."""
     now = now or timezone.now()
     known = InboundMessage.objects.filter(provider_message_id=provider_message_id).first()
     if known:
@@ -107,7 +113,8 @@ def sms_reply_handle(
             inbound = InboundMessage.objects.create(
                 provider_message_id=provider_message_id,
                 from_number=from_number[:32],
-                body=body[:2000],
+                body=body,
+                characters_removed=characters_removed,
                 received_at=now,
                 intent=intent,
                 patient=patient,
@@ -157,7 +164,13 @@ def _act_in_language(inbound, patient, intent, now) -> str:
         return gettext("%(clinic)s: thank you, your appointment on %(when)s is confirmed.") % words
     kind = PatientRequestKind.CHANGE if intent == ReplyIntent.CHANGE else PatientRequestKind.MESSAGE
     PatientRequest.objects.create(
-        kind=kind, patient=patient, visit=visit, text=inbound.body, source="sms", created_at=now
+        kind=kind,
+        patient=patient,
+        visit=visit,
+        text=inbound.body,
+        source="sms",
+        inbound=inbound,
+        created_at=now,
     )
     if kind == PatientRequestKind.CHANGE:
         return gettext("%(clinic)s: we will contact you to find another time.") % words

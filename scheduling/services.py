@@ -18,6 +18,7 @@ from scheduling.chains import (
 )
 from scheduling.models import (
     OPEN_VISIT_STATUSES,
+    DeviationKind,
     Notification,
     NotificationStatus,
     NotificationTemplate,
@@ -294,15 +295,86 @@ def open_booking(*, course, kind: VisitKind) -> Visit | None:
 
 
 def visit_mark_done(*, course, kind: VisitKind, done_at: dt.datetime) -> int:
-    """Mark the open booking of a procedure done; its remaining reminders are cancelled."""
+    """Mark the open booking of a procedure done; its remaining reminders are cancelled. A
+    follow-up is not marked done: its measurement does that (`visit_record_done`)."""
+    if kind == VisitKind.FOLLOW_UP:
+        raise Refused([FOLLOW_UP_NEEDS_ITS_MEASUREMENT])
     visits = Visit.objects.filter(course=course, kind=kind, status__in=OPEN_VISIT_STATUSES)
     reminders_cancel(visits=visits)
     return _change_each(visits, status=VisitStatus.DONE, done_at=done_at)
 
 
-def visit_record_done(*, visit: Visit, done_at: dt.datetime) -> Visit:
-    """A visit took place: it is done and its remaining reminders are cancelled."""
+FOLLOW_UP_NEEDS_ITS_MEASUREMENT = (
+    "A follow-up is done when a measurement taken at it is recorded, not by marking it done."
+)
+
+
+def _measured_before_window(visit: Visit, measurement) -> bool:
+    return visit.window_opens_on is not None and measurement.taken_on < visit.window_opens_on
+
+
+def _follow_up_done_refusals(visit: Visit, measurement, early_reason: str) -> list[str]:
+    """Why this measurement does not make the follow-up done: there is none (saved, and taken
+    at this visit), or it was taken before the window opened and no clinician's reason says
+    why it counts."""
+    if measurement is None or measurement.pk is None or measurement.visit_id != visit.pk:
+        return [FOLLOW_UP_NEEDS_ITS_MEASUREMENT]
+    if _measured_before_window(visit, measurement) and not early_reason.strip():
+        return [
+            f"The {visit.label} is still open: this was measured on "
+            f"{date_words(measurement.taken_on)}, before its window opens on "
+            f"{date_words(visit.window_opens_on)}. To count it, give a clinician's reason (a "
+            "protocol deviation)."
+        ]
+    return []
+
+
+def _measured_at(visit: Visit, taken_on: dt.date) -> dt.datetime:
+    """The visit's booked local time of day, on the day it was measured."""
+    zone = visit.course.site.time_zone
+    local_time = timezone.localtime(visit.scheduled_at, zone).time().replace(tzinfo=None)
+    return dt.datetime.combine(taken_on, local_time, tzinfo=zone)
+
+
+def visit_record_done(
+    *,
+    visit: Visit,
+    done_at: dt.datetime | None = None,
+    measurement=None,
+    by=None,
+    early_reason: str = "",
+) -> Visit:
+    """A visit took place: it is done and its remaining reminders are cancelled.
+
+    A follow-up is done only by a measurement taken at it (`measurement`: a clinical record
+    saved against this visit), at the visit's booked time of day on the day it was taken; one
+    taken before the window opened counts only with a clinician's `early_reason`, kept as a
+    protocol deviation. Otherwise it is refused with the reason (`Refused`), and stays open.
+    A procedure is done at `done_at`.
+    """
+    follow_up = visit.kind == VisitKind.FOLLOW_UP
+    if follow_up:
+        refusals = _follow_up_done_refusals(visit, measurement, early_reason)
+        if refusals:
+            raise Refused(refusals)
+        done_at = _measured_at(visit, measurement.taken_on)
+    elif done_at is None:
+        raise ValueError("A procedure is done at a time: give done_at.")
     with transaction.atomic():
+        if follow_up and _measured_before_window(visit, measurement):
+            deviation_record(
+                course=visit.course,
+                visit=visit,
+                by=by,
+                reason=early_reason.strip(),
+                deviations=[
+                    (
+                        DeviationKind.BEFORE_WINDOW,
+                        f"Measured on {date_words(measurement.taken_on)}; the window opens "
+                        f"on {date_words(visit.window_opens_on)}.",
+                    )
+                ],
+            )
         reminders_cancel(visits=[visit])
         visit.status, visit.done_at = VisitStatus.DONE, done_at
         visit.save(update_fields=["status", "done_at"])

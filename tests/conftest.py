@@ -349,15 +349,14 @@ def _postgres_only(request):
             pytest.skip("needs PostgreSQL: set DATABASE_URL (CI does)")
 
 
-@pytest.fixture
-def local_cache(settings):
-    """A cache of the test's own (the patient pages' rate limit counts in it), never the
-    shared Redis one, which holds Celery's queues."""
-    import uuid
+@pytest.fixture(autouse=True)
+def fresh_rate_limits(settings):
+    """Every test counts rate limits of its own, in this process from zero: the shared Redis
+    holds Celery's queues and would carry one test's requests into the next's limit. A test of
+    the shared count sets RATE_LIMIT_STORAGE_URL itself."""
+    from common.rate_limits import rate_limits_reset
 
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "LOCATION": uuid.uuid4().hex,
-        }
-    }
+    settings.RATE_LIMIT_STORAGE_URL = ""
+    rate_limits_reset()
+    yield
+    rate_limits_reset()

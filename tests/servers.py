@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import email
+import http.client
 import json
 import logging
 import os
@@ -109,27 +110,39 @@ class SmtpSink:
 
 class TwilioStub:
     """Answers POST /2010-04-01/Accounts/<sid>/Messages.json like Twilio; `fail_next` requests
-    get a 500 first; a number in `refuse` gets Twilio's 400 with that error code."""
+    get a 500 first; a number in `refuse` gets Twilio's 400 with that error code. Like a
+    provider that honours idempotency keys, a message whose `Idempotency-Key` it has accepted
+    before is not sent again: it answers with the first one's sid and counts it in `repeats`."""
 
     account_sid = "AC" + "0" * 32
 
     def __init__(self):
         self.received = []
+        self.repeats = Counter()
         self.fail_next = 0
         self.refuse = {}
         self.lock = threading.Lock()
+        self.sids_by_key = {}
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                key = self.headers.get("Idempotency-Key", "")
                 with stub.lock:
+                    if key and key in stub.sids_by_key:
+                        stub.repeats[key] += 1
+                        self._reply(201, {"sid": stub.sids_by_key[key], "status": "queued"})
+                        return
                     failing = stub.fail_next > 0
                     stub.fail_next -= failing
                     refused = None if failing else stub.refuse.get(form.get("To"))
+                    sid = "SM" + uuid.uuid4().hex
                     if not failing and refused is None:
-                        stub.received.append(form)
+                        stub.received.append(form | {"Idempotency-Key": key})
+                        if key:
+                            stub.sids_by_key[key] = sid
                 if failing:
                     self._reply(500, {"code": 20500, "message": "Internal error", "status": 500})
                     return
@@ -139,7 +152,7 @@ class TwilioStub:
                 self._reply(
                     201,
                     {
-                        "sid": "SM" + uuid.uuid4().hex,
+                        "sid": sid,
                         "status": "queued",
                         "to": form.get("To"),
                         "from": form.get("From"),
@@ -231,6 +244,12 @@ class RedisServer:
     def stop(self):
         if self.process and self.process.poll() is None:
             self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def kill(self):
+        """SIGKILL, as a crash or an OOM kill would: nothing is flushed or said goodbye."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
             self.process.wait(timeout=10)
 
     def __enter__(self):
@@ -354,6 +373,84 @@ class CeleryWorker:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self.log.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Gunicorn:
+    """gunicorn as production runs it (`config/gunicorn.conf.py`, DEBUG off), one worker on a
+    spare loopback port, with the environment the test gives it. Everything it writes, its own
+    logs and Django's, goes to one file the test reads (`output`)."""
+
+    def __init__(self, env: dict, log_dir: Path):
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "DEBUG": "0",
+            "SECRET_KEY": "gunicorn-test-key",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "SECURE_SSL_REDIRECT": "0",
+            "EMAIL_URL": "consolemail://",
+            "SMS_BACKEND": "console",
+            "OTP_REQUIRED": "0",
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "GUNICORN_ACCESS_LOG": "-",
+            "WEB_CONCURRENCY": "1",
+            **env,
+        }
+        self.log_path = log_dir / f"gunicorn-{uuid.uuid4().hex[:6]}.log"
+        self.process = None
+
+    def start(self):
+        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "config.wsgi"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(self._answers, timeout=30, what="gunicorn")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            self.request("GET", "/admin/login/")
+        except OSError:
+            return False
+        return True
+
+    def request(self, method, path, *, headers=None, body=None, source="127.0.0.1"):
+        """One request from `source` (any 127.x address is this machine's loopback); returns
+        (status, headers, body)."""
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=15, source_address=(source, 0)
+        )
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
         self.log.close()
 
     def __enter__(self):

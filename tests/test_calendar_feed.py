@@ -1,5 +1,6 @@
-"""A site's visits as a calendar feed: a secret link per user and site, the MRN and the kind of
-visit and nothing else about the patient, one query for the visits however many there are."""
+"""A site's visits as a calendar feed: a secret link per user and site, what each visit is and
+when, nothing that identifies the patient (the MRN only where a setting asks for it), one query
+for the visits however many there are."""
 
 import datetime as dt
 import hashlib
@@ -123,7 +124,7 @@ def test_the_feed_holds_the_sites_visits_at_their_instant(client, coordinator, h
     assert start.tzinfo is not None
     assert start == HARVEST_AT == dt.datetime(2026, 4, 2, 13, 30, tzinfo=dt.UTC)
     assert event.decoded("DURATION") == dt.timedelta(hours=2)
-    assert str(event["SUMMARY"]) == "MRN 100042 · Harvest bronchoscopy"
+    assert str(event["SUMMARY"]) == "Harvest bronchoscopy"
     assert str(event["STATUS"]) == "CONFIRMED"
     assert event.decoded("DTSTAMP") == NOW
     assert reverse("admin:scheduling_visit_change", args=[harvest.pk]) in str(event["DESCRIPTION"])
@@ -133,7 +134,7 @@ def test_a_follow_up_not_booked_is_due_all_day_over_its_window(client, coordinat
     token = calendar_feed_token_issue(user=coordinator, site=follow_up.course.site)
     _, calendar = read_feed(client, token)
     event = events_by_uid(calendar)[uid_of(follow_up)]
-    assert str(event["SUMMARY"]) == "due: MRN 100042 · 12-week lung function"
+    assert str(event["SUMMARY"]) == "due: 12-week lung function"
     assert event.decoded("DTSTART") == dt.date(2026, 6, 17)
     assert event.decoded("DTEND") == dt.date(2026, 7, 16)  # all-day ends are exclusive
     assert str(event["TRANSP"]) == "TRANSPARENT"
@@ -143,24 +144,42 @@ def test_a_follow_up_not_booked_is_due_all_day_over_its_window(client, coordinat
     assert "Window closes: Wed 15 Jul 2026" in description
 
 
-def test_nothing_about_the_patient_but_the_mrn_is_in_the_feed(client, coordinator, follow_up):
+FORBIDDEN = [
+    PATIENT["first_name"],
+    PATIENT["last_name"],
+    PATIENT["email"],
+    PATIENT["phone"],
+    "7911999888",
+    "1951-07-07",
+    "19510707",
+    "07/07/1951",
+    "COPD",
+    "emphysema",
+    "Endoscopy 2",  # the place
+]
+
+
+def test_nothing_that_identifies_the_patient_is_in_the_feed(client, coordinator, follow_up):
+    """A subscribed calendar is read by its provider and shown on a phone's lock screen."""
     token = calendar_feed_token_issue(user=coordinator, site=follow_up.course.site)
     response, _ = read_feed(client, token)
     content = unfolded(response.content)
-    assert b"MRN 100042" in content
-    forbidden = [
-        PATIENT["first_name"],
-        PATIENT["last_name"],
-        PATIENT["email"],
-        PATIENT["phone"],
-        "7911999888",
-        "1951-07-07",
-        "19510707",
-        "07/07/1951",
-        "COPD",
-        "emphysema",
-    ]
-    for text in forbidden:
+    assert b"Harvest bronchoscopy" in content
+    for text in [PATIENT["mrn"], *FORBIDDEN]:
+        assert text.lower().encode() not in content.lower(), text
+
+
+def test_a_hospitals_own_calendar_server_may_have_the_mrn_in_titles(
+    client, coordinator, follow_up, harvest, settings
+):
+    settings.CALENDAR_FEED_SHOWS_MRN = True
+    token = calendar_feed_token_issue(user=coordinator, site=follow_up.course.site)
+    response, calendar = read_feed(client, token)
+    events = events_by_uid(calendar)
+    assert str(events[uid_of(harvest)]["SUMMARY"]) == "MRN 100042 · Harvest bronchoscopy"
+    assert str(events[uid_of(follow_up)]["SUMMARY"]) == "due: MRN 100042 · 12-week lung function"
+    content = unfolded(response.content)
+    for text in FORBIDDEN:  # the MRN, and still nothing else
         assert text.lower().encode() not in content.lower(), text
 
 

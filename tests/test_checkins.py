@@ -130,7 +130,7 @@ def test_the_message_carries_a_link_and_no_diagnosis(transplanted):
 
 
 @pytest.fixture
-def diary_link(transplanted, local_cache):
+def diary_link(transplanted):
     with time_machine.travel(_week_one(transplanted), tick=False):
         checkins_tick()
     invitation = QuestionnaireInvitation.objects.get(instrument__code="exacerbation-diary")
@@ -212,7 +212,7 @@ def test_a_site_loads_a_licensed_instrument_and_a_broken_one_is_refused(tmp_path
 
 
 @pytest.mark.django_db
-def test_the_course_shows_mmrc_against_its_baseline(client, transplanted, pathway, local_cache):
+def test_the_course_shows_mmrc_against_its_baseline(client, transplanted, pathway):
     from django.urls import reverse
 
     from patients.models import SymptomScore

@@ -6,6 +6,7 @@ import time_machine
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from common.errors import Refused
 from common.zones import date_words
 from pathway.conditions import EvaluationFacts, eligibility_checklist, evaluation_sources
 from pathway.models import Protocol
@@ -26,7 +27,9 @@ from scheduling.models import (
     NotificationTemplate,
     ProtocolDeviation,
     Visit,
+    VisitKind,
 )
+from scheduling.services import visit_mark_done, visit_record_done
 from tests.factories import PatientFactory
 
 pytestmark = pytest.mark.django_db
@@ -337,6 +340,52 @@ def test_a_measurement_before_the_window_opens_leaves_the_follow_up_open_without
     assert visit.status == "done"
     [deviation] = ProtocolDeviation.objects.filter(visit=visit)
     assert (deviation.kind, deviation.reason) == ("before_window", "Travelling abroad")
+
+
+def test_no_entry_point_marks_a_follow_up_done_without_its_measurement(at_four_weeks, clinician):
+    """The rule lives in scheduling's service, not in its caller: marking a follow-up done
+    with no measurement, with another visit's, or by kind, is refused and changes nothing."""
+    visit = at_four_weeks
+    reminders = Notification.objects.filter(visit=visit, status="pending").count()
+    with pytest.raises(Refused, match="when a measurement taken at it is recorded"):
+        visit_record_done(visit=visit, done_at=timezone.now())
+    other = Visit.objects.get(course=visit.course, protocol_visit__weeks_after_transplant=12)
+    elsewhere = SixMinuteWalkTest.objects.create(
+        patient=visit.course.patient, visit=other, taken_on=timezone.localdate(), distance_m=300
+    )
+    with pytest.raises(Refused, match="when a measurement taken at it is recorded"):
+        visit_record_done(visit=visit, measurement=elsewhere)
+    with pytest.raises(Refused, match="not by marking it done"):
+        visit_mark_done(course=visit.course, kind=VisitKind.FOLLOW_UP, done_at=timezone.now())
+    visit.refresh_from_db()
+    assert (visit.status, visit.done_at) == ("planned", None)
+    assert Notification.objects.filter(visit=visit, status="pending").count() == reminders
+
+
+def test_no_entry_point_marks_a_follow_up_done_before_its_window_without_a_reason(
+    at_four_weeks, clinician
+):
+    visit = at_four_weeks
+    early = visit.window_opens_on - dt.timedelta(days=2)
+    zone = visit.course.site.time_zone
+    with time_machine.travel(dt.datetime.combine(early, dt.time(15), tzinfo=zone), tick=False):
+        walk = SixMinuteWalkTest.objects.create(
+            patient=visit.course.patient, visit=visit, taken_on=early, distance_m=300
+        )
+        with pytest.raises(Refused, match="before its window opens"):
+            visit_record_done(visit=visit, measurement=walk)
+        visit.refresh_from_db()
+        assert visit.status == "planned" and not ProtocolDeviation.objects.exists()
+        visit_record_done(visit=visit, measurement=walk, by=clinician, early_reason="Abroad")
+    visit.refresh_from_db()
+    assert visit.status == "done"
+    assert timezone.localtime(visit.done_at, zone).date() == early
+    [deviation] = ProtocolDeviation.objects.filter(visit=visit)
+    assert (deviation.kind, deviation.reason, deviation.by) == (
+        "before_window",
+        "Abroad",
+        clinician,
+    )
 
 
 def test_two_lung_function_tests_on_one_day_are_flagged_and_the_checklist_names_its_source(

@@ -21,7 +21,7 @@ def beat_ran():
 def test_healthy_when_everything_answers_and_nothing_is_late(client, beat_ran):
     response = client.get("/healthz")
     assert response.status_code == 200, response.json()
-    assert set(response.json()["checks"]) == {"database", "broker", "beat", "outbox"}
+    assert set(response.json()["checks"]) == {"database", "broker", "cache", "beat", "outbox"}
 
 
 def test_failing_when_beat_has_stopped(client):

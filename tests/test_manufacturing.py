@@ -355,6 +355,43 @@ def test_the_sixth_wrong_second_person_password_locks_them_out_like_a_failed_log
     assert login.status_code in (403, 429)  # locked out of the admin too
 
 
+def test_a_wrong_second_person_password_is_never_stored(client, course, pathway):
+    """django-axes keeps a failed login's form (masking only `password`): a signature is
+    checked without its form, so what it stores holds neither the password typed nor the
+    patient's values, only who, from where and on which page."""
+    from axes.models import AccessAttempt
+
+    pathway.advance(course, S.TRANSPLANT_SCHEDULED)
+    pathway.deliver_to_site(course)
+    course.site.members.add(pathway.clinician2)
+    client.force_login(pathway.clinician)
+    url = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "record_transplant"])
+    with time_machine.travel(pathway.at(33.1), tick=False):
+        now = timezone.localtime(timezone.now(), course.site.time_zone)
+        data = {
+            "performed_at_0": now.date().isoformat(),
+            "performed_at_1": (now - dt.timedelta(minutes=5)).strftime("%H:%M"),
+            "bedside_coi_id": course.coi_id,
+            "cells_administered": "140000000",
+            "weight_kg": "71.4",
+            "weighed_on": now.date().isoformat(),
+            "second_person": pathway.clinician2.pk,
+            "early_reason": "Moved up by the clinic",
+            "second_person_password": "Wrong-But-Close-17",
+        }
+        response = client.post(url, data, REMOTE_ADDR="192.0.2.44", HTTP_USER_AGENT="Ward tablet")
+    assert any(SIGNATURE_NOT_ACCEPTED in m for m in said_on(response))
+    [attempt] = AccessAttempt.objects.all()
+    stored = f"{attempt.post_data} {attempt.get_data}"
+    assert "Wrong-But-Close-17" not in stored and "71.4" not in stored
+    assert (attempt.username, attempt.ip_address, attempt.user_agent) == (
+        "clinician2",
+        "192.0.2.44",
+        "Ward tablet",
+    )
+    assert attempt.path_info == url and attempt.failures_since_start == 1
+
+
 def test_more_cells_than_released_are_refused_and_as_many_accepted(course, pathway):
     pathway.advance(course, S.TRANSPLANT_SCHEDULED)
     released = course.viable_cells_released

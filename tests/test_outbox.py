@@ -1,5 +1,4 @@
 import datetime as dt
-import math
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,7 +11,6 @@ from delivery.outbox import (
     notifications_claim,
     notifications_dispatch_batch,
     notifications_reclaim_stale,
-    outcomes_write_due,
 )
 from pathway import services
 from pathway.states import CourseState
@@ -471,13 +469,11 @@ def test_a_connection_broken_mid_batch_fails_only_the_message_it_was_carrying(ha
     assert retried.attempts == 1 and retried.send_after > REMINDERS_DUE
 
 
-def test_a_fault_mid_batch_still_writes_what_was_sent(harvest, smtp, settings, monkeypatch):
-    """The outcomes waiting for their group's write are written before the fault goes on:
-    the two sent are not sent again."""
+def test_a_fault_mid_batch_still_writes_what_was_sent(harvest, smtp, monkeypatch):
+    """A fault that stops the batch leaves what was sent written: the two sent are not sent
+    again."""
     from delivery import outbox
 
-    settings.NOTIFICATION_OUTCOME_WRITE_EVERY = 10
-    settings.NOTIFICATION_OUTCOME_WRITE_WITHIN_MS = 60_000
     send, calls = outbox._send, []
 
     def failing_on_the_third(notification, *args, **kwargs):
@@ -496,62 +492,67 @@ def test_a_fault_mid_batch_still_writes_what_was_sent(harvest, smtp, settings, m
     assert Notification.objects.filter(status=NotificationStatus.SENDING).count() == 2
 
 
-def test_a_message_sent_is_written_within_the_wait_though_failures_follow(
-    harvest, smtp, settings, monkeypatch
-):
-    """The wait is checked before every row, not only after the next message sent: a run of
-    failures after a message sent does not hold its outcome back."""
-    import time
-
+def test_each_message_sent_is_written_before_the_next_send_begins(harvest, smtp, monkeypatch):
+    """What a worker killed may send again is what was in flight: the one message in the hands
+    of each of its processes. Every send starts with every message before it written, a
+    failure between them included."""
     from delivery import outbox
 
-    settings.NOTIFICATION_OUTCOME_WRITE_EVERY = 10
-    settings.NOTIFICATION_OUTCOME_WRITE_WITHIN_MS = 50
-    send, sent_first, first_seen_as = outbox._send, [], []
+    send, seen = outbox._send, []
 
-    def the_first_goes_and_the_rest_fail_slowly(notification, *args, **kwargs):
-        if not sent_first:
-            sent_first.append(notification.pk)
-        else:
-            if len(first_seen_as) == 2:  # the fourth row: 60 ms after the first was sent
-                first_seen_as.append(Notification.objects.get(pk=sent_first[0]).status)
-            else:
-                first_seen_as.append(None)
-                time.sleep(0.03)
+    def noting_what_is_written(notification, *args, **kwargs):
+        seen.append(
+            set(
+                Notification.objects.filter(idempotency_key__startswith="drill.")
+                .exclude(status=NotificationStatus.SENDING)
+                .values_list("pk", flat=True)
+            )
+        )
+        if len(seen) == 2:  # the second fails; the rest go
             smtp.hang_up.add(f"<{notification.idempotency_key}@pathway-tracker>")
         return send(notification, *args, **kwargs)
 
-    monkeypatch.setattr(outbox, "_send", the_first_goes_and_the_rest_fail_slowly)
+    monkeypatch.setattr(outbox, "_send", noting_what_is_written)
     with time_machine.travel(REMINDERS_DUE, tick=False):
-        _only_emails(harvest, 4)
+        _only_emails(harvest, 5)
+        order = list(
+            Notification.objects.filter(idempotency_key__startswith="drill.")
+            .order_by("send_after", "id")
+            .values_list("pk", flat=True)
+        )
         result = notifications_dispatch_batch(batch_size=10)
-    assert (result.sent, result.retrying) == (1, 3)
-    assert first_seen_as[-1] == NotificationStatus.SENT
+    assert (result.sent, result.retrying) == (4, 1)
+    assert [len(written) for written in seen] == [0, 1, 1, 3, 4]
+    assert all(written == set(order[: len(written)]) for written in seen if written)
 
 
 @pytest.mark.postgres
-def test_outcomes_are_written_every_few_messages_sent_or_after_a_short_wait(settings):
-    settings.NOTIFICATION_OUTCOME_WRITE_EVERY = 10
-    settings.NOTIFICATION_OUTCOME_WRITE_WITHIN_MS = 100
-    assert not outcomes_write_due(sent=9, waited=0.099)
-    assert outcomes_write_due(sent=10, waited=0.0)  # as many as a crash may repeat
-    assert outcomes_write_due(sent=1, waited=0.1)  # a slow provider: written within 100 ms
-    settings.NOTIFICATION_OUTCOME_WRITE_EVERY = 1
-    assert outcomes_write_due(sent=1, waited=0.0)  # each before the next is sent
-
-
-@pytest.mark.parametrize("every", [1, 10])
-def test_a_batch_costs_one_write_per_few_messages_sent_and_a_fixed_number_of_queries_else(
-    harvest, twilio, smtp, settings, every
-):
-    """Claims, consent and links for the batch at once; the messages sent are written every
-    NOTIFICATION_OUTCOME_WRITE_EVERY (before the next is sent), cancellations and failures
-    with them: 3 rows or 30 cost the same but for that."""
+def test_the_outcome_write_commits_without_waiting_for_the_disk_unless_asked(settings):
+    """One commit per message sent: the flush is most of its cost, and a worker's death loses
+    nothing by skipping it; NOTIFICATION_OUTCOME_SYNCHRONOUS_COMMIT turns the wait back on."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    settings.NOTIFICATION_OUTCOME_WRITE_EVERY = every
-    settings.NOTIFICATION_OUTCOME_WRITE_WITHIN_MS = 60_000  # the count alone decides here
+    from delivery.outbox import _cancellation, _outcomes_record
+
+    notification = Notification(pk=0, claim_token=None)
+    for synchronous, expected in ((False, True), (True, False)):
+        settings.NOTIFICATION_OUTCOME_SYNCHRONOUS_COMMIT = synchronous
+        with CaptureQueriesContext(connection) as captured:
+            _outcomes_record([_cancellation(notification)])
+        [write] = captured
+        assert write["sql"].startswith("SET LOCAL synchronous_commit TO off;") is expected
+
+
+def test_a_batch_costs_one_write_per_message_sent_and_a_fixed_number_of_queries_else(
+    harvest, twilio, smtp
+):
+    """Claims, consent and links for the batch at once; each message sent is written before
+    the next is sent, cancellations and failures with them: 3 rows or 30 cost the same but
+    for that."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
     patient = harvest.course.patient
     twilio.refuse[str(patient.phone)] = 21211  # every text fails for good, and alerts
     queries = []
@@ -580,11 +581,10 @@ def test_a_batch_costs_one_write_per_few_messages_sent_and_a_fixed_number_of_que
                 result = notifications_dispatch_batch(batch_size=100)
         assert (result.claimed, result.failed) == (count + 1, 1)
         assert result.sent == count - len(keys[::3])
-        writes = [q for q in captured if q["sql"].lstrip().startswith("WITH outcome")]
-        # One per `every` messages sent, each with the cancellations and the failure before
-        # it, and one for those after the last, if any.
-        groups = math.ceil(result.sent / every)
-        assert groups <= len(writes) <= groups + 1
+        writes = [q for q in captured if "INSERT INTO scheduling_deliveryattempt" in q["sql"]]
+        # One per message sent, each with the cancellations and the failure before it, and
+        # one for those after the last, if any.
+        assert result.sent <= len(writes) <= result.sent + 1
         queries.append(len(captured) - len(writes))
     assert queries[0] == queries[1]
     assert DeliveryAttempt.objects.filter(succeeded=True).count() == 20
@@ -678,3 +678,41 @@ def test_a_stop_read_at_a_renewal_stops_the_rest_of_a_slow_batchs_texts(harvest,
         statuses = outbox._claimed_send(batch, channels={Channel.SMS: channel})
     assert list(statuses.values()) == [NotificationStatus.SENT] + [NotificationStatus.CANCELLED] * 2
     assert channel.sent == ["text.0"]
+
+
+@pytest.mark.parametrize("dies_after", [Channel.SMS, Channel.EMAIL])
+def test_a_message_sent_again_after_a_crash_carries_the_same_key(
+    harvest, smtp, twilio, settings, monkeypatch, dies_after
+):
+    """A process that dies after the provider took a message, before its outcome is written,
+    leaves the row claimed: it goes again once the claim times out, and it alone (what was
+    sent before it was written). The email goes again with the same Message-ID; the text with
+    the same Idempotency-Key, which a provider that honours it (as the stand-in does) drops,
+    answering with the first one's id."""
+    from delivery import outbox
+
+    record = outbox._outcomes_record
+
+    def dying_before_the_write(outcomes):
+        if any(outcome.notification.channel == dies_after for outcome in outcomes):
+            raise RuntimeError("the process dies here")
+        return record(outcomes)
+
+    with at_first_reminder(harvest):
+        monkeypatch.setattr(outbox, "_outcomes_record", dying_before_the_write)
+        with pytest.raises(RuntimeError):
+            notifications_dispatch_batch(batch_size=100)
+        monkeypatch.setattr(outbox, "_outcomes_record", record)
+    later = REMINDERS_DUE + dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT + 1)
+    with time_machine.travel(later, tick=False):
+        notifications_reclaim_stale()
+        notifications_dispatch_batch(batch_size=100)
+    sms = Notification.objects.get(visit=harvest, channel=Channel.SMS, status="sent")
+    email = Notification.objects.get(visit=harvest, channel=Channel.EMAIL, status="sent")
+    [text] = twilio.received  # a repeat is dropped
+    assert text["Idempotency-Key"] == sms.idempotency_key
+    assert sms.provider_message_id == twilio.sids_by_key[sms.idempotency_key]
+    repeated_texts = {sms.idempotency_key: 1} if dies_after == Channel.SMS else {}
+    assert twilio.repeats == repeated_texts
+    emails = 2 if dies_after == Channel.EMAIL else 1
+    assert smtp.message_ids() == {f"<{email.idempotency_key}@pathway-tracker>": emails}

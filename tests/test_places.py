@@ -41,11 +41,6 @@ SPANISH = ("Clínica Norte, unidad de día (planta 2)", "Calle Mayor 1\n28013 Ma
 ENGLISH = ("North Clinic, Day Unit (level 2)", "1 High Street\nLondon N1 0AA")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_rate_limit(local_cache):
-    pass
-
-
 @pytest.fixture
 def suite(course):
     """The site's suite as staff name it, open on Thursdays at 11:00, with words for patients

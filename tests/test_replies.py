@@ -240,3 +240,38 @@ def test_a_stop_that_arrives_while_a_text_is_being_sent_stops_it(booked):
     claimed = Notification.objects.select_related("patient", "visit__course").get(pk=sms.pk)
     sms_consent_withdraw(patient=booked.course.patient, at=timezone.now(), source="test")
     assert notification_send_claimed(claimed, channels={}) == NotificationStatus.CANCELLED
+
+
+def test_a_text_with_nul_characters_is_kept_and_staff_are_told_what_was_removed(
+    client, settings, booked, pathway
+):
+    """Twilio does not retry a 400: refusing the text would lose it."""
+    response = text(client, settings, "Can I come\x00 later\x00?", sid="SMNUL")
+    assert response.status_code == 200
+    inbound = InboundMessage.objects.get()
+    assert (inbound.body, inbound.characters_removed) == ("Can I come later?", 2)
+    request = PatientRequest.objects.get()
+    assert request.text == "Can I come later?" and request.inbound == inbound
+    client.force_login(pathway.coordinator)
+    page = client.get("/admin/").content.decode()
+    assert "Can I come later?" in page
+    assert "2 NUL characters were removed from this text as it arrived." in page
+
+
+def test_a_long_text_is_kept_whole_and_staff_can_read_all_of_it(client, settings, booked, pathway):
+    words = "".join(f"word{n} " for n in range(800)).strip()  # about 6,000 characters
+    assert len(words) > 5_000
+    assert text(client, settings, words, sid="SMLONG").status_code == 200
+    assert InboundMessage.objects.get().body == words
+    assert PatientRequest.objects.get().text == words
+    client.force_login(pathway.coordinator)
+    page = client.get("/admin/").content.decode()
+    assert f"The whole text ({len(words)} characters)" in page
+    assert "word799" in page  # the end of it, not only the quoted start
+
+
+def test_nul_elsewhere_in_a_webhook_is_still_refused(client, settings, booked):
+    """Only the incoming-text webhook takes NUL characters (and stores the text without them);
+    everywhere else they are refused before any view."""
+    assert client.get("/admin/login/", {"next": "/admin/\x00"}).status_code == 400
+    assert client.post("/sms/status/", {"MessageSid": "SM\x00"}).status_code == 400

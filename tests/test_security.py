@@ -274,3 +274,31 @@ def test_every_page_type_carries_a_content_security_policy_and_a_permissions_pol
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert "unsafe-inline" not in csp.split("script-src", 1)[1].split(";", 1)[0]
     assert "camera=()" in response.headers["Permissions-Policy"]
+
+
+def test_the_migration_masks_the_signature_passwords_axes_stored_before():
+    """Attempts stored before signatures were checked without their form still held the
+    second person's password in clear text; the data migration masks every password-like
+    value, as axes masks its own."""
+    import importlib
+
+    from axes.models import AccessAttempt
+    from django.apps import apps
+
+    migration = importlib.import_module("pathway.migrations.0030_signature_passwords_out_of_axes")
+    attempt = AccessAttempt.objects.create(
+        username="clinician2",
+        ip_address="192.0.2.44",
+        user_agent="Ward tablet",
+        http_accept="*/*",
+        path_info="/admin/pathway/treatmentcourse/1/transition/record_transplant/",
+        get_data="",
+        post_data="csrfmiddlewaretoken=Tok3n\nweight_kg=70\nsecond_person_password=Hunter2-Bedside"
+        "\npassword=********************",
+        failures_since_start=1,
+    )
+    migration.mask_stored_secrets(apps, None)
+    attempt.refresh_from_db()
+    assert "Hunter2-Bedside" not in attempt.post_data and "Tok3n" not in attempt.post_data
+    assert "second_person_password=********************" in attempt.post_data
+    assert "weight_kg=70" in attempt.post_data  # what is not a secret stays as it was

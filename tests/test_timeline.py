@@ -10,6 +10,7 @@ from django.utils import timezone
 from common.zones import date_words, local_words
 from pathway import services
 from pathway.states import CourseState
+from patients.models import SixMinuteWalkTest
 from reporting.dashboard import site_dashboard
 from reporting.timeline import StepStatus, course_timeline
 from scheduling.models import VisitKind, VisitStatus
@@ -125,7 +126,10 @@ def test_follow_ups_appear_with_their_windows_after_the_transplant(course, pathw
 
     visit = course.visits.get(kind=VisitKind.FOLLOW_UP, protocol_visit__weeks_after_transplant=4)
     with time_machine.travel(pathway.at(33 + 28), tick=False):
-        visit_record_done(visit=visit, done_at=timezone.now())
+        walk = SixMinuteWalkTest.objects.create(
+            patient=course.patient, visit=visit, taken_on=timezone.localdate(), distance_m=320
+        )
+        visit_record_done(visit=visit, measurement=walk)
     steps, timeline = steps_of(course, now=pathway.at(33 + 29))
     assert steps["4-week lung function"].status == StepStatus.DONE
     assert timeline.next_action.startswith("Record the 12-week lung function")

@@ -25,11 +25,6 @@ from scheduling.visit_links import visit_link_issue
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fresh_rate_limit(local_cache):
-    pass
-
-
 @pytest.fixture
 def harvest(course, pathway):
     patient = course.patient
@@ -264,3 +259,30 @@ def test_a_closed_check_in_link_answers_in_the_patients_language(client, course,
     )
     response = client.get(f"/q/{invitation_link_issue(invitation=closed)}/")
     assert response.status_code == 404 and "Este enlace ya no funciona" in response.content.decode()
+
+
+def test_the_limit_is_a_moving_window_not_the_clocks_minute(client, harvest):
+    """30 guesses in the last second of a minute, then 10 in the first second of the next: a
+    fixed minute would let the 10 through; the window lets none until a minute has passed."""
+    start = timezone.now().replace(second=59, microsecond=500_000)
+    with time_machine.travel(start, tick=False):
+        assert {client.get(f"/v/guess{n}/").status_code for n in range(30)} == {404}
+    with time_machine.travel(start + dt.timedelta(seconds=1), tick=False):
+        assert [client.get(f"/v/late{n}/").status_code for n in range(10)] == [429] * 10
+    with time_machine.travel(start + dt.timedelta(seconds=61), tick=False):
+        assert client.get("/v/again/").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/v/{token}/", "/v/made-up/", "/q/made-up/"])
+def test_patient_pages_are_never_kept_by_a_browser_or_a_proxy(client, harvest, path):
+    response = client.get(path.format(token=visit_link_issue(visit=harvest)))
+    assert "no-store" in response.headers["Cache-Control"]
+    assert "private" in response.headers["Cache-Control"]
+
+
+def test_a_guesser_slowed_down_is_told_so_without_being_kept_either(client, harvest):
+    with time_machine.travel(timezone.now(), tick=False):
+        for n in range(30):
+            client.get(f"/q/guess{n}/")
+        refused = client.get("/q/one-more/")
+    assert refused.status_code == 429 and "no-store" in refused.headers["Cache-Control"]

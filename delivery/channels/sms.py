@@ -32,17 +32,41 @@ class NullSmsBackend:
         return "null"
 
 
+# The header that carries a message's idempotency key to the provider: the IETF draft's name,
+# which Twilio's SDK itself sends to the APIs of Twilio's that honour one.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _http_client_with_idempotency_keys(timeout: int):
+    """Twilio's own HTTP client, sending the key of the message being created with it."""
+    from twilio.http.http_client import TwilioHttpClient
+
+    class IdempotentHttpClient(TwilioHttpClient):
+        idempotency_key = ""
+
+        def request(self, method, url, *args, headers=None, **kwargs):
+            if self.idempotency_key and method.upper() == "POST":
+                headers = {**(headers or {}), IDEMPOTENCY_HEADER: self.idempotency_key}
+            return super().request(method, url, *args, headers=headers, **kwargs)
+
+    return IdempotentHttpClient(timeout=timeout)
+
+
 class TwilioSmsBackend:
-    """Twilio's Messages API through the official SDK, with a timeout on every call."""
+    """Twilio's Messages API through the official SDK, with a timeout on every call.
+
+    Each message is sent with its idempotency key (`Idempotency-Key`), so that a repeat after a
+    worker's death is recognisable downstream: a provider or gateway that honours the key
+    drops it. Twilio's Messages API does not document one, so a repeat through Twilio itself
+    still reaches the phone (see the README, "Delivery is at least once").
+    """
 
     def __init__(self):
-        from twilio.http.http_client import TwilioHttpClient
         from twilio.rest import Client
 
+        self.http_client = _http_client_with_idempotency_keys(settings.SMS_TIMEOUT)
         self.client = Client(
-            settings.TWILIO_ACCOUNT_SID,
-            settings.TWILIO_AUTH_TOKEN,
-            http_client=TwilioHttpClient(timeout=settings.SMS_TIMEOUT),
+            settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, http_client=self.http_client
         )
         if settings.TWILIO_API_BASE_URL:
             self.client.api.base_url = settings.TWILIO_API_BASE_URL
@@ -53,6 +77,7 @@ class TwilioSmsBackend:
         options = {}
         if settings.TWILIO_STATUS_CALLBACK:
             options["status_callback"] = public_url_for("sms-status")
+        self.http_client.idempotency_key = message.idempotency_key
         try:
             sent = self.client.messages.create(
                 to=message.to, from_=settings.TWILIO_FROM_NUMBER, body=message.text, **options
@@ -63,6 +88,8 @@ class TwilioSmsBackend:
             raise DeliveryError(message, permanent=permanent) from error
         except (TwilioException, OSError) as error:
             raise DeliveryError(f"sms: {error}") from error
+        finally:
+            self.http_client.idempotency_key = ""
         return sent.sid
 
 

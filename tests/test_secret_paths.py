@@ -1,0 +1,86 @@
+"""Secrets in paths stay out of every log: the one list, the filter, and a live server's output."""
+
+import logging
+import secrets
+import sys
+
+import pytest
+
+from common.secret_paths import SECRET_PATH_PREFIXES, SecretPathFilter, text_without_secrets
+from tests.servers import Gunicorn, free_port, wait_until
+
+
+def test_no_line_a_live_server_writes_carries_a_links_secret(tmp_path):
+    """Django's request logger writes the path of every 4xx and 5xx into the same output as
+    the access log ("Forbidden: /v/<token>/"): a live gunicorn's whole output, for a refused
+    cross-site post (403), a guesser slowed down (429) and a server error (500: its database
+    is unreachable), holds no token."""
+    token = secrets.token_urlsafe(16)
+    gone = f"postgres://nobody@127.0.0.1:{free_port()}/gone"
+    cross_site = {
+        "Sec-Fetch-Site": "cross-site",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    with Gunicorn({"DATABASE_URL": gone, "REDIS_URL": ""}, tmp_path) as web:
+        statuses = {
+            "403 /v/": web.request("POST", f"/v/{token}/", headers=cross_site, body="a=1")[0],
+            "403 /q/": web.request("POST", f"/q/{token}/", headers=cross_site, body="a=1")[0],
+            "500 /v/": web.request("GET", f"/v/{token}/")[0],
+            "500 /q/": web.request("GET", f"/q/{token}/")[0],
+            "500 /calendar/": web.request("GET", f"/calendar/{token}.ics")[0],
+        }
+        guesses = [web.request("GET", f"/v/{token}/")[0] for _ in range(30)]
+        statuses["429 /v/"] = guesses[-1]
+        wait_until(lambda: "Too Many Requests" in web.output(), timeout=10, what="the 429's line")
+        written = web.output()
+    assert statuses == {key: int(key[:3]) for key in statuses}, statuses
+    assert token not in written
+    for line in (
+        "Forbidden: /v/…/",
+        "Forbidden: /q/…/",
+        "Internal Server Error: /v/…/",
+        "Internal Server Error: /q/…/",
+        "Internal Server Error: /calendar/….ics",
+        "Too Many Requests: /v/…/",
+        '"GET /v/…/ HTTP/1.1" 429',  # the access log, in the same output
+        '"GET /calendar/….ics HTTP/1.1" 500',
+    ):
+        assert line in written, line
+
+
+@pytest.mark.parametrize(
+    ("text", "logged"),
+    [
+        ("/v/AbC-123_xyz/", "/v/…/"),
+        ("/q/AbC-123_xyz/", "/q/…/"),
+        ("/calendar/AbC-123_xyz.ics", "/calendar/….ics"),
+        ("Forbidden: /v/0zMMKGhfPteaLwKkZ_CbvalP/", "Forbidden: /v/…/"),
+        ('"GET /q/AbC HTTP/1.1" 429', '"GET /q/… HTTP/1.1" 429'),
+        ("/admin/patients/patient/", "/admin/patients/patient/"),
+    ],
+)
+def test_the_secrets_in_paths_are_masked_in_any_text(text, logged):
+    assert text_without_secrets(text) == logged
+
+
+def test_the_filter_masks_a_records_message_and_its_traceback():
+    record = logging.LogRecord("django.request", logging.ERROR, __file__, 1, "%s: %s", None, None)
+    record.args = ("Internal Server Error", "/v/SeCrEt/")
+    try:
+        raise ValueError("no visit for /v/SeCrEt/")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    assert SecretPathFilter().filter(record)
+    formatted = logging.Formatter().format(record)
+    assert "SeCrEt" not in formatted and "Internal Server Error: /v/…/" in formatted
+
+
+def test_every_link_with_a_secret_in_its_path_is_masked():
+    """A URL that takes a token is a secret link: its first segment must be in the one list
+    the logs mask, or a later link would leak into them."""
+    from config.urls import urlpatterns
+
+    routes = [str(pattern.pattern) for pattern in urlpatterns]
+    secret_routes = [route for route in routes if "token>" in route]
+    assert len(secret_routes) == 3
+    assert {route.split("/")[0] for route in secret_routes} <= set(SECRET_PATH_PREFIXES)
