@@ -29,6 +29,7 @@ from django.db.models import (
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from common.replica import ReadSource, read_source_primary, replica_reads
 from pathway.models import (
     TRANSITIONS,
     Batch,
@@ -139,6 +140,8 @@ class WeeklyReport:
     kept: bool
     # The zone the week was worked out in (its site's when worked out, if it has moved since).
     zone: ZoneInfo
+    # Where it was read from (the replica or the primary), and how far behind that was.
+    read_source: ReadSource = dataclasses.field(default_factory=read_source_primary)
 
     def state_at_end(self, course) -> str:
         return self.states_at_end.get(course.pk, course.state)
@@ -182,6 +185,17 @@ def weekly_report(*, week: str, site: Site | None = None, recompute: bool = Fals
     same figures, one row however large the programme; `recompute` works it out again, to
     take in corrections made since. Before then it is worked out each time and not kept: a
     week not yet over, or one whose last entries may still be coming in."""
+    if recompute:
+        # Someone acting: the figures must take in the correction just made, on the primary.
+        return _weekly_report_read(week=week, site=site, recompute=True)
+    # Opened (the page, its CSV, the Monday email): from the replica when it is fit to read.
+    with replica_reads(purpose="the weekly report") as source:
+        report = _weekly_report_read(week=week, site=site, recompute=False)
+    report.read_source = source
+    return report
+
+
+def _weekly_report_read(*, week: str, site: Site | None, recompute: bool) -> WeeklyReport:
     zone = site.time_zone if site else ZoneInfo(settings.TIME_ZONE)
     now = timezone.now()
     if now < report_sent_at(week, zone):
@@ -196,7 +210,8 @@ def weekly_report(*, week: str, site: Site | None = None, recompute: bool = Fals
     else:
         kept = WeeklyFigures.objects.filter(week=week, site=site).first()
         if kept is None:
-            # Two first openings at once both work it out; both read the row written first.
+            # Two first openings at once both work it out; both read the row written first
+            # (get_or_create reads and writes the primary).
             kept, _ = WeeklyFigures.objects.get_or_create(
                 week=week,
                 site=site,
