@@ -126,6 +126,17 @@ def replica_reads(*, purpose: str) -> Iterator[ReadSource]:
         _reading_from.reset(token)
 
 
+@contextlib.contextmanager
+def reading_from(source: ReadSource) -> Iterator[ReadSource]:
+    """Inside, reads go where `source` chose moments ago (the rest of one page: a report's
+    CSV rows read where its figures were), without asking the replica again."""
+    token = _reading_from.set(source.alias)
+    try:
+        yield source
+    finally:
+        _reading_from.reset(token)
+
+
 class ReplicaRouter:
     """DATABASE_ROUTERS: reads inside `replica_reads()` go where it chose, unless a
     transaction on the primary is open; every write, and every read outside, to the primary.

@@ -29,7 +29,7 @@ from django.db.models import (
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from common.replica import ReadSource, read_source_primary, replica_reads
+from common.replica import ReadSource, read_source_primary, reading_from, replica_reads
 from pathway.models import (
     TRANSITIONS,
     Batch,
@@ -147,20 +147,21 @@ class WeeklyReport:
         return self.states_at_end.get(course.pk, course.state)
 
     def courses(self):
-        """The courses in scope at the week's end, read only when the CSV asks: a national
-        programme has 100,000."""
+        """The courses in scope at the week's end, read only when the CSV asks (a national
+        programme has 100,000), from where the figures were read."""
         return (
             _courses_in(self.site)
             .filter(referred_at__lt=self.end)
             .select_related("patient", "site")
             .order_by("site__code", "pk")
+            .using(self.read_source.alias)
         )
 
     def courses_moved_since(self) -> dict[int, str]:
         """The state at the end of every course in scope that has moved since, for the CSV."""
-        return {
-            pk: then for pk, (then, _now) in _moved_since(_courses_in(self.site), self.end).items()
-        }
+        with reading_from(self.read_source):
+            moved = _moved_since(_courses_in(self.site), self.end)
+        return {pk: then for pk, (then, _now) in moved.items()}
 
     @property
     def scope(self) -> str:

@@ -423,6 +423,24 @@ class PatroniCluster:
             for m in members
         )
 
+    def maintenance(self, on: bool) -> None:
+        """Patroni's maintenance mode (`patronictl pause`): it leaves PostgreSQL alone, so a
+        drill may pause a replica's replay (which Patroni otherwise resumes)."""
+        node = next(n for n in self.nodes if n.process)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{node.api_port}/config",
+            data=json.dumps({"pause": on}).encode(),
+            method="PATCH",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        wait_until(
+            lambda: all(bool(n.state().get("pause")) == on for n in self.nodes if n.process),
+            timeout=30,
+            what=f"maintenance mode {'on' if on else 'off'}",
+        )
+
     def primary(self) -> PatroniNode | None:
         return next((n for n in self.nodes if n.process and n.is_primary()), None)
 
