@@ -334,7 +334,9 @@ def failover_drill(*, cluster, plan: dict, web, broker, smtp, folder: Path, pace
     )
     workers = [CeleryWorker(f"ha{i}", env, log_dir=folder) for i in range(2)]
     for worker in workers:
-        worker.start()
+        worker.start(wait=False)  # side by side: each takes seconds to load
+    for worker in workers:
+        worker.wait_ready()
     probe = WebProbe(web.url, plan["admin"])
     clients, acks = [], []
     try:

@@ -295,7 +295,8 @@ class CeleryWorker:
         self.log_dir = log_dir or ROOT / "var"
         self.process = None
 
-    def start(self):
+    def start(self, *, wait: bool = True):
+        """Start the worker; with `wait`, return once it is ready (see `wait_ready`)."""
         self.log_path = self.log_dir / f"worker-{self.name}-{uuid.uuid4().hex[:6]}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
@@ -325,6 +326,11 @@ class CeleryWorker:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self):
         wait_until(lambda: "ready." in self.output(), timeout=60, what=f"worker {self.name}")
         return self
 

@@ -53,7 +53,9 @@ def ha(drill_template, tmp_path_factory):
     redis = RedisServer()
     web = None
     try:
+        t0 = time.monotonic()
         cluster.start()
+        print(f"\n[timing] cluster {time.monotonic() - t0:.1f}")
         primary, standby = cluster.primary(), cluster.standby()
         copy_database(
             source_port=drill_template["port"],
@@ -62,8 +64,9 @@ def ha(drill_template, tmp_path_factory):
             target_db="tracker",
         )
         plan = prepare_in_process_of_its_own(
-            database_url=cluster.url("tracker"), clients=3, per_step=3, reminders=400
+            database_url=cluster.url("tracker"), clients=3, per_step=2, reminders=400
         )
+        print(f"[timing] copied+prepared {time.monotonic() - t0:.1f}")
         redis.start()
         web = Gunicorn(
             DRILL_ENV
@@ -77,6 +80,7 @@ def ha(drill_template, tmp_path_factory):
             },
             log_dir=folder,
         ).start()
+        print(f"[timing] web {time.monotonic() - t0:.1f}")
         yield HA(cluster, plan, redis, web, folder)
     finally:
         if web:
