@@ -454,8 +454,198 @@ class PatroniCluster:
     def stop(self):
         for node in self.nodes:
             with contextlib.suppress(Exception):
-                node.stop()
+                node.kill()  # a drill's cluster: its data goes with the folder
         self.etcd.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+# RabbitMQ.
+
+
+class RabbitNode:
+    """One RabbitMQ node of a drill's cluster: its own node name, ports and data."""
+
+    def __init__(self, cluster: "RabbitCluster", index: int):
+        self.cluster, self.index = cluster, index
+        self.name = f"{cluster.prefix}-{index}@localhost"
+        self.port, self.dist_port = free_port(), free_port()
+        self.process = None
+
+    def env(self) -> dict:
+        folder = self.cluster.folder
+        config = folder / f"node{self.index}.conf"
+        return _service_env() | {
+            # The Erlang cookie the nodes share (and rabbitmqctl reads) is in HOME.
+            "HOME": str(folder),
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(folder / "log"),
+            "RABBITMQ_PID_FILE": str(folder / f"node{self.index}.pid"),
+            "RABBITMQ_CONFIG_FILE": str(config),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
+            # Not the machine's own node's settings (/etc/rabbitmq/rabbitmq-env.conf).
+            "RABBITMQ_CONF_ENV_FILE": str(folder / "rabbitmq-env.conf"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+
+    def write_config(self):
+        peers = "".join(
+            f"cluster_formation.classic_config.nodes.{n.index} = {n.name}\n"
+            for n in self.cluster.nodes
+        )
+        (self.cluster.folder / f"node{self.index}.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            "cluster_formation.peer_discovery_backend = classic_config\n"
+            f"{peers}"
+            "log.console = true\nlog.console.level = warning\nlog.file = false\n"
+        )
+
+    def start(self):
+        self.process = Process(
+            f"rabbitmq-{self.index}",
+            [str(RABBITMQ_BIN / "rabbitmq-server")],
+            log=self.cluster.folder / f"node{self.index}.log",
+            env=self.env(),
+        ).start()
+        return self
+
+    def ctl(self, *args: str, timeout: float = 120) -> str:
+        done = subprocess.run(
+            [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.name, "-q", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if done.returncode:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} on {self.name}: {done.stderr}")
+        return done.stdout
+
+    def wait_booted(self, timeout: float = 120):
+        """Until the node has booted (`rabbitmqctl wait` on its PID file: the file appears
+        once the VM is up, the command returns once the broker is)."""
+        pid_file = self.cluster.folder / f"node{self.index}.pid"
+        wait_until(pid_file.exists, timeout=timeout, interval=0.2, what=f"{self.name} started")
+        self.ctl("wait", "--timeout", str(int(timeout)), str(pid_file), timeout=timeout + 10)
+        return self
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.running()
+
+    def kill(self):
+        """The node's machine gone: SIGKILL, the Erlang VM and everything under it."""
+        if self.process is not None:
+            self.process.kill()
+            self.process = None
+
+    def stop(self):
+        if self.running():
+            with contextlib.suppress(Exception):
+                self.ctl("stop", timeout=60)
+            self.process.stop(timeout=30)
+        self.process = None
+
+
+class RabbitCluster:
+    """Three RabbitMQ nodes of a drill's own, clustered (classic peer discovery), sharing an
+    Erlang cookie; the task queue is a quorum queue with a member on each. The workers are
+    given every node's URL (Celery's failover list) and move to a live node by themselves."""
+
+    def __init__(self, *, nodes: int = 3):
+        self.folder = Path(tempfile.mkdtemp(prefix="tracker-rabbitmq-"))
+        self.prefix = f"tracker-{uuid.uuid4().hex[:6]}"
+        self.nodes = [RabbitNode(self, i + 1) for i in range(nodes)]
+        self.queue = f"tracker-cluster-{uuid.uuid4().hex[:6]}"
+
+    def start(self):
+        cookie = self.folder / ".erlang.cookie"
+        cookie.write_text(uuid.uuid4().hex.upper())
+        cookie.chmod(0o400)
+        (self.folder / "enabled_plugins").write_text("[].\n")
+        (self.folder / "rabbitmq-env.conf").write_text("")
+        for node in self.nodes:
+            node.write_config()
+        first, *others = self.nodes
+        first.start().wait_booted()
+        for node in others:  # they join the first as they boot
+            node.start()
+        for node in others:
+            node.wait_booted()
+        wait_until(
+            lambda: all(n.name in self.running_nodes() for n in self.nodes),
+            timeout=60,
+            what="three nodes clustered",
+        )
+        return self
+
+    def running_nodes(self) -> list[str]:
+        for node in self.nodes:
+            if node.running():
+                with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired, ValueError):
+                    status = node.ctl("cluster_status", "--formatter", "json", timeout=30)
+                    return json.loads(status)["running_nodes"]
+        return []
+
+    @property
+    def url(self) -> str:
+        """Every node, as Celery's failover list: `;` between URLs."""
+        return ";".join(f"amqp://guest:guest@127.0.0.1:{n.port}//" for n in self.nodes)
+
+    def worker_env(self) -> dict:
+        return {"CELERY_BROKER_URL": self.url, "CELERY_TASK_DEFAULT_QUEUE": self.queue}
+
+    @property
+    def task_queue(self):
+        from kombu import Queue
+
+        return Queue(self.queue, routing_key=self.queue, queue_arguments={"x-queue-type": "quorum"})
+
+    def node_on_port(self, port: int) -> RabbitNode:
+        return next(n for n in self.nodes if n.port == port)
+
+    def connected_nodes(self) -> set[RabbitNode]:
+        """The nodes clients are connected to now (a connection's `port` is its node's)."""
+        for node in self.nodes:
+            if node.running():
+                with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                    ports = node.ctl("list_connections", "port", "--no-table-headers", timeout=30)
+                    return {self.node_on_port(int(p)) for p in ports.split() if p.isdigit()}
+        return set()
+
+    def queue_members(self) -> int:
+        """How many nodes the task queue has a member on."""
+        for node in self.nodes:
+            if node.running():
+                with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                    command = ["quorum_status", self.queue, "--formatter", "json"]
+                    status = subprocess.run(
+                        [str(RABBITMQ_BIN / "rabbitmq-queues"), "-n", node.name, "-q", *command],
+                        env=node.env(),
+                        capture_output=True,
+                        text=True,
+                        timeout=60,
+                    )
+                    if status.returncode == 0:
+                        return len(json.loads(status.stdout))
+        return 0
+
+    def stop(self):
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                node.kill()  # a drill's nodes: their data goes with the folder
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self):
