@@ -309,6 +309,9 @@ TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
 TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")
 # Ask Twilio to report delivery to SITE_URL/sms/status/ (which must be reachable from Twilio).
 TWILIO_STATUS_CALLBACK = env.bool("TWILIO_STATUS_CALLBACK", default=False)
+# The pace a sending number is given at its first message, in messages a second (a long
+# code's 1); each number's is then data, changed in the admin (delivery/pacing.py).
+SMS_SENDER_DEFAULT_PER_SECOND = env.float("SMS_SENDER_DEFAULT_PER_SECOND", default=1.0)
 # Only for tests and staging: send Twilio API calls to another server (a local stub).
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
 

@@ -11,6 +11,7 @@ import datetime as dt
 import email
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -109,14 +110,24 @@ class SmtpSink:
 
 class TwilioStub:
     """Answers POST /2010-04-01/Accounts/<sid>/Messages.json like Twilio; `fail_next` requests
-    get a 500 first; a number in `refuse` gets Twilio's 400 with that error code."""
+    get a 500 first; a number in `refuse` gets Twilio's 400 with that error code.
+
+    With `per_second`, it caps each sending number as a provider does: a token bucket of
+    `burst` messages (half a second's worth, at least 2: what reaches a provider a few
+    milliseconds apart is not a burst to it) refilled at `per_second`, and a message beyond
+    it refused with 429 and Twilio's error 20429 (counted in `refused_for_pace`)."""
 
     account_sid = "AC" + "0" * 32
 
-    def __init__(self):
+    def __init__(self, *, per_second: float | None = None, burst: int | None = None):
         self.received = []
         self.fail_next = 0
         self.refuse = {}
+        self.per_second = per_second
+        self.burst = burst or max(2, math.ceil((per_second or 0) / 2))
+        self.buckets: dict[str, tuple[float, float]] = {}  # sender: (tokens, when)
+        self.refused_for_pace = 0
+        self.arrivals: list[float] = []
         self.lock = threading.Lock()
         stub = self
 
@@ -125,11 +136,16 @@ class TwilioStub:
                 length = int(self.headers.get("Content-Length", 0))
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
                 with stub.lock:
+                    too_fast = not stub._within_pace(form.get("From", ""))
                     failing = stub.fail_next > 0
                     stub.fail_next -= failing
                     refused = None if failing else stub.refuse.get(form.get("To"))
-                    if not failing and refused is None:
+                    if not (too_fast or failing) and refused is None:
                         stub.received.append(form)
+                        stub.arrivals.append(time.monotonic())
+                if too_fast:
+                    self._reply(429, {"code": 20429, "message": "Too Many Requests", "status": 429})
+                    return
                 if failing:
                     self._reply(500, {"code": 20500, "message": "Internal error", "status": 500})
                     return
@@ -162,6 +178,20 @@ class TwilioStub:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def _within_pace(self, sender: str) -> bool:
+        """Take a token from the sender's bucket (the caller holds the lock)."""
+        if self.per_second is None:
+            return True
+        now = time.monotonic()
+        tokens, then = self.buckets.get(sender, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.per_second)
+        if tokens < 1:
+            self.buckets[sender] = (tokens, now)
+            self.refused_for_pace += 1
+            return False
+        self.buckets[sender] = (tokens - 1, now)
+        return True
+
     def __enter__(self):
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
@@ -177,6 +207,9 @@ class TwilioStub:
             "TWILIO_AUTH_TOKEN": "test-token",
             "TWILIO_FROM_NUMBER": "+15005550006",
             "TWILIO_API_BASE_URL": self.url,
+            # The pace the sending number is given: the stub's cap when it has one, else as
+            # fast as the tests go.
+            "SMS_SENDER_DEFAULT_PER_SECOND": str(self.per_second or 10_000),
         }
 
 
