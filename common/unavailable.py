@@ -49,9 +49,11 @@ def database_unavailable_response(request, error: BaseException) -> HttpResponse
         request.path,
         str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
     )
-    # The connection that failed is not kept for the next request.
+    # The connections are not kept for the next request: one may still be open to a server
+    # that is no longer the primary (a switchover), and the next connection finds the new one.
     for connection in db.connections.all(initialized_only=True):
-        connection.close_if_unusable_or_obsolete()
+        if not connection.in_atomic_block:
+            connection.close()
     response = HttpResponse(
         PAGE.format(seconds=RETRY_AFTER_SECONDS), status=503, content_type="text/html"
     )
