@@ -111,7 +111,7 @@ def prepare(*, clients: int, per_step: int, reminders: int) -> dict:
     from pathway import services
     from pathway.states import CourseState
     from reporting.calendar_feed import calendar_feed_token_issue
-    from scheduling.models import Notification, Resource, ResourceKind, Visit
+    from scheduling.models import Resource, ResourceKind, Visit
     from tests.factories import (
         BodyMeasurementFactory,
         ChestCTFactory,
@@ -182,8 +182,7 @@ def prepare(*, clients: int, per_step: int, reminders: int) -> dict:
         scheduled_at=timezone.now() + dt.timedelta(days=10),
     )
     visit = Visit.objects.get(course=harvest_course, kind="harvest")
-    Notification.objects.all().delete()  # only the drill's own are counted
-    plan["reminders"] = due_emails(visit, reminders)
+    plan["reminders"] = due_emails(visit, reminders)  # keyed drill.v<visit>.<n>
     plan["calendar_token"] = calendar_feed_token_issue(user=staff["coordinator"], site=site)
     other = SiteFactory(code="HAB", name="Second Chest Unit")
     Resource.objects.create(
@@ -445,7 +444,9 @@ def _failover_figures(
             if after:
                 waits.append(after[0] - killed_at)
     sent = new_primary.psql(
-        "SELECT count(*) FROM scheduling_notification WHERE status = 'sent'", db="tracker"
+        "SELECT count(*) FROM scheduling_notification WHERE status = 'sent' "
+        "AND idempotency_key LIKE 'drill.%'",
+        db="tracker",
     )
     return {
         "old_primary": old_primary.name,

@@ -321,11 +321,19 @@ class RabbitMQ:
 class CeleryWorker:
     """`celery worker` as its own process group, with the environment the test gives it."""
 
-    def __init__(self, name: str, env: dict, concurrency: int = 2, log_dir: Path | None = None):
+    def __init__(
+        self,
+        name: str,
+        env: dict,
+        concurrency: int = 2,
+        log_dir: Path | None = None,
+        app: str = "config",
+    ):
         self.name = name
         self.env = env
         self.concurrency = concurrency
         self.log_dir = log_dir or ROOT / "var"
+        self.app = app  # the Celery app: the tracker's, or a bench peer's
         self.process = None
 
     def start(self, *, wait: bool = True):
@@ -339,7 +347,7 @@ class CeleryWorker:
                 "-m",
                 "celery",
                 "-A",
-                "config",
+                self.app,
                 "worker",
                 "--pool",
                 "prefork",
