@@ -13,7 +13,6 @@ groups. The reminders are email reminders for visits still ahead, so none is can
 
 import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +21,9 @@ from tests.servers import CeleryWorker, RedisServer, SmtpSink, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES, CONCURRENCY = 2, 2
-PROCRASTINATE = [sys.executable, "-m", "procrastinate", "--app=bench.peer_procrastinate.app"]
+# procrastinate runs in a virtualenv of its own (requirements-peers.txt: it needs psycopg 3).
+PEERS_PYTHON = ROOT / "var" / "peers-venv" / "bin" / "python"
+PROCRASTINATE = [str(PEERS_PYTHON), "-m", "procrastinate", "--app=bench.peer_procrastinate.app"]
 
 
 def _reminders(bench, count: int, *, due: bool) -> str:
