@@ -15,25 +15,12 @@ PROCESSES, CONCURRENCY = 2, 4  # pool processes wait for their slots: more of th
 
 def _texts_due(bench, count: int) -> None:
     """`count` SMS reminders due now, for visits still planned and ahead."""
-    from django.db import connection
+    from bench import generate
 
     bench._due(0)
-    visits, per = bench.rows["visits"], bench.sizes["visits_per_course"]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO scheduling_notification (template, channel, send_after, status,
-                attempts, max_attempts, last_error, provider_message_id, idempotency_key,
-                created_at, patient_id, visit_id, report_week)
-            SELECT 'visit_reminder', 'sms', now() - interval '1 minute', 'pending', 0, 5, '', '',
-                'burst.' || n, now(), 1 + (v - 1) / {per}, v, ''
-            FROM (
-                SELECT n, 400 * ((n / 199) %% ({visits} / 400)) + 201 + n %% 199 AS v
-                FROM generate_series(1, %s) AS n
-            ) AS picked
-            """,
-            [count],
-        )
+    generate.reminders_ahead(
+        count, channel="sms", prefix="burst.", send_after="now() - interval '1 minute'"
+    )
 
 
 def measure(bench, *, small: bool) -> dict:

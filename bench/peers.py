@@ -27,32 +27,23 @@ PROCRASTINATE = [str(PEERS_PYTHON), "-m", "procrastinate", "--app=bench.peer_pro
 
 
 def _reminders(bench, count: int, *, due: bool) -> str:
-    """`count` email reminders, due now or a day ahead, for visits still planned and ahead
-    (generate.py: visit v is planned and in the future when v % 400 is 200 to 399); returns
-    their idempotency keys' prefix."""
-    from django.db import connection
+    """`count` email reminders, due now or a day ahead, for visits still planned and ahead;
+    returns their idempotency keys' prefix."""
+    from bench import generate
 
     bench._due(0)  # nothing else due
     prefix = f"peer.{uuid.uuid4().hex[:6]}."
-    visits = bench.rows["visits"]
-    per = bench.sizes["visits_per_course"]
     when = "now() - interval '1 minute'" if due else "now() + interval '1 day'"
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO scheduling_notification (template, channel, send_after, status,
-                attempts, max_attempts, last_error, provider_message_id, idempotency_key,
-                created_at, patient_id, visit_id, report_week)
-            SELECT 'visit_reminder', 'email', {when}, 'pending', 0, 5, '', '',
-                %s || n, now(), 1 + (v - 1) / {per}, v, ''
-            FROM (
-                SELECT n, 400 * ((n / 199) %% ({visits} / 400)) + 201 + n %% 199 AS v
-                FROM generate_series(1, %s) AS n
-            ) AS picked
-            """,
-            [prefix, count],
-        )
+    generate.reminders_ahead(count, channel="email", prefix=prefix, send_after=when)
     return prefix
+
+
+def _unsettled(prefix: str) -> int:
+    from scheduling.models import Notification
+
+    return Notification.objects.filter(
+        idempotency_key__startswith=prefix, status__in=("pending", "sending")
+    ).count()
 
 
 def _ids(prefix: str) -> list[int]:
@@ -249,7 +240,7 @@ def throughput(bench, peer, count: int) -> dict:
             time.sleep(0.05)
         started = time.perf_counter()
         deadline = started + 1800
-        while _sent(prefix) < count and time.perf_counter() < deadline:
+        while _unsettled(prefix) and time.perf_counter() < deadline:
             peer.nudge()
             time.sleep(0.5)
         seconds = time.perf_counter() - started
