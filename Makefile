@@ -55,10 +55,19 @@ lint: install
 # Benchmarks run on PostgreSQL (a database of their own, <name>_bench) and redis-servers of
 # their own; results go to bench/results/. `bench-small` is the fiftieth-size smoke run.
 BENCH_DB := $${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/tracker}
-bench: install
+# procrastinate, a peer in the bench, needs psycopg 3: a virtualenv of its own (see
+# requirements-peers.txt).
+PEERS_VENV := var/peers-venv
+$(PEERS_VENV)/.installed: requirements.txt requirements-peers.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/pip install --quiet -r requirements-peers.txt
+	touch $@
+
+bench: install $(PEERS_VENV)/.installed
 	DATABASE_URL=$(BENCH_DB) OTP_REQUIRED=0 $(BIN)/python bench/run.py
 
-bench-small: install
+bench-small: install $(PEERS_VENV)/.installed
 	DATABASE_URL=$(BENCH_DB) OTP_REQUIRED=0 $(BIN)/python bench/run.py --small
 
 clean:

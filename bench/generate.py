@@ -197,3 +197,27 @@ def reset_sequences() -> None:
     # VACUUM too: the visibility map lets index-only scans skip the heap, and autovacuum will
     # not wake up on the fresh rows in the middle of a measurement.
     _execute("VACUUM (ANALYZE)")
+
+
+def reminders_ahead(count: int, *, channel: str, prefix: str, send_after: str) -> None:
+    """`count` reminders on `channel` (keys `prefix` + n), to be sent at `send_after` (SQL),
+    for visits still planned and more than two days ahead, so that none is cancelled when it
+    is sent (the visits' dates are read, not assumed: the amendment's bench moves them)."""
+    _execute(
+        f"""
+        WITH ahead AS (
+            SELECT v.id, c.patient_id, row_number() OVER (ORDER BY v.id) - 1 AS k
+            FROM scheduling_visit v JOIN pathway_treatmentcourse c ON c.id = v.course_id
+            WHERE v.status = 'planned' AND v.scheduled_at > now() + interval '2 days'
+            LIMIT 100000
+        ), size AS (SELECT count(*) AS total FROM ahead)
+        INSERT INTO scheduling_notification (template, channel, send_after, status, attempts,
+            max_attempts, last_error, provider_message_id, idempotency_key, created_at,
+            patient_id, visit_id, report_week)
+        SELECT 'visit_reminder', %s, {send_after}, 'pending', 0, 5, '', '', %s || n, now(),
+            ahead.patient_id, ahead.id, ''
+        FROM generate_series(1, %s) AS n CROSS JOIN size
+        JOIN ahead ON ahead.k = n %% size.total
+        """,
+        [channel, prefix, count],
+    )

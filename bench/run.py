@@ -24,6 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench import outbox_archive  # noqa: E402 (needs ROOT on the path)
 
+# The parts of issue 31, each skippable (`--without scaling,load`): the smoke run `make test`
+# includes runs without them (they start servers of their own: `make bench-small` runs them).
+EXTRAS = ("scaling", "load", "peers", "burst")
+
 FULL = {"patients": 100_000, "visits_per_course": 10, "pending": 1_000_000, "sent": 9_000_000}
 SMALL = {key: value // 50 if key != "visits_per_course" else value for key, value in FULL.items()}
 REASSIGN = "UPDATE pathway_treatmentcourse SET protocol_id = %s WHERE id BETWEEN %s AND %s"
@@ -349,6 +353,29 @@ class Bench:
                 "distinct": any("SELECT DISTINCT" in q for q in counts),
             }
         return figures
+
+    def worklist_queries(self) -> int:
+        """The queries of a coordinator's front page, the worklist, at every site."""
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
+        from django.db import connection
+        from django.test import Client
+        from django.test.utils import CaptureQueriesContext
+
+        from patients.models import Site
+
+        user, _ = get_user_model().objects.get_or_create(
+            username="bench-worklist", defaults={"is_staff": True}
+        )
+        user.groups.add(Group.objects.get(name="coordinator"))
+        for site in Site.objects.all():
+            site.coordinators.add(user)
+        client = Client()
+        client.force_login(user)
+        client.get("/admin/")  # warm
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get("/admin/").status_code == 200
+        return len(queries)
 
     def report(self) -> dict:
         from django.db import connection
@@ -696,7 +723,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results"))
+    parser.add_argument(
+        "--without", default="", help=f"skip some of issue 31's parts: {', '.join(EXTRAS)}"
+    )
     args = parser.parse_args()
+    extras = [part for part in EXTRAS if part not in args.without.split(",")]
     sizes = SMALL if args.small else FULL
     setup_django(fresh_database())
     from django.core.management import call_command
@@ -714,6 +745,7 @@ def main() -> None:
     r["base"] = {
         "tick": bench.tick(),  # for reference: ratios take the 10k-row tick timed beside
         "changelists": bench.changelists(),
+        "worklist_queries": bench.worklist_queries(),
         "report": bench.report(),
     }
 
@@ -732,6 +764,7 @@ def main() -> None:
         "claim_seconds": claim_seconds,
         "claim_plan": plan,
         "changelists": bench.changelists(),
+        "worklist_queries": bench.worklist_queries(),
         "report": bench.report(),
     }
     bench._due(TICK * 5)
@@ -748,12 +781,86 @@ def main() -> None:
     r["archive"]["report"] = bench.report()
     if not args.small:  # the smoke run has timed delivery once already
         r["archive"]["end_to_end"] = bench.end_to_end()
+    run_extras(bench, r, extras=extras, small=args.small)
     on_server(f'DROP DATABASE IF EXISTS "{bench.base_template}"')
     r["total_seconds"] = time.perf_counter() - started
     r["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     write(r, small=args.small, out=Path(args.output))
+
+
+def run_extras(bench, r: dict, *, extras: list[str], small: bool) -> None:
+    """Issue 31's parts, on the full-size database (and the 10k-row copy for the load)."""
+    from django.db import connections
+
+    r["extras"] = extras
+    if "load" in extras:
+        from bench import load
+
+        folder = ROOT / "var" / "bench-load"
+        folder.mkdir(parents=True, exist_ok=True)
+        seconds = 5 if small else 20
+        copy = f"{bench.base_template}_load"
+        on_server(
+            f'DROP DATABASE IF EXISTS "{copy}"',
+            f'CREATE DATABASE "{copy}" TEMPLATE "{bench.base_template}"',
+        )
+        main = connections["default"]
+        ten_k = type(main)({**main.settings_dict, "NAME": copy}, "default")
+        base, _name = _server_url()
+        try:
+            with using(ten_k):
+                at_10k = load.measure_on(
+                    f"{base}/{copy}", label="10k", seconds=seconds, folder=folder
+                )
+        finally:
+            ten_k.close()
+            on_server(f'DROP DATABASE IF EXISTS "{copy}"')
+        full_url = f"{base}/{main.settings_dict['NAME']}"
+        at_full = load.measure_on(full_url, label="full", seconds=seconds, folder=folder)
+        r["load"] = {"10k": at_10k, "full": at_full, **load.compare(at_10k, at_full)}
+    if "scaling" in extras:
+        from bench import scaling
+
+        r["scaling"] = scaling.measure(bench, small=small, week=report_week())
+    if "burst" in extras:
+        from bench import burst
+
+        r["burst"] = burst.measure(bench, small=small)
+    if "peers" in extras:
+        from bench import peers
+
+        r["peers"] = peers.measure(bench, small=small)
+
+
+def extra_targets(r: dict) -> list:
+    rows = [
+        (
+            "16. worklist queries equal at 10k and full",
+            r["base"]["worklist_queries"] == r["full"]["worklist_queries"],
+            "yes",
+        )
+    ]
+    if "load" in r:
+        load = r["load"]
+        rows += [
+            ("16. load: errors at 10, 25 and 50 users, both sizes", load["errors"], "0"),
+            ("16. load: worst page p95 full ÷ p95 at 10k rows", load["worst"], "≤ 1.3"),
+        ]
+    if "scaling" in r:
+        from bench import scaling
+
+        rows += scaling.targets(r)
+    if "burst" in r:
+        from bench import burst
+
+        rows += burst.targets(r)
+    if "peers" in r:
+        from bench import peers
+
+        rows += peers.targets(r)
+    return rows
 
 
 def write(r: dict, *, small: bool, out: Path) -> None:
@@ -908,6 +1015,7 @@ def write(r: dict, *, small: bool, out: Path) -> None:
         ),
     ]
     targets += outbox_archive.targets(r)
+    targets += extra_targets(r)
     r["targets"] = [{"target": t, "measured": m, "goal": g} for t, m, g in targets]
     out.mkdir(parents=True, exist_ok=True)
     name = "results-small" if small else "results"

@@ -11,8 +11,11 @@ from django.db import models
 from django.http import HttpResponse
 from django.utils.html import strip_tags
 
+from common.replica import replica_reads
+
 
 @admin.action(description="Export selected rows as CSV", permissions=["view"])
+@replica_reads(purpose="a CSV export")
 def export_as_csv(modeladmin, request, queryset):
     shown = [c for c in modeladmin.get_list_display(request) if c != "action_checkbox"]
     columns = [_time_field_behind(modeladmin, column) or column for column in shown]

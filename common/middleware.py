@@ -2,6 +2,8 @@
 
 from django.http import HttpResponseBadRequest
 
+from common.unavailable import database_unavailable, database_unavailable_response
+
 # The browser features no page here uses, switched off for every page and anything it embeds.
 PERMISSIONS_POLICY = ", ".join(
     f"{feature}=()"
@@ -60,4 +62,20 @@ class RefuseNulMiddleware:
         # A list filter given a number too large for its lookup (a 30-digit year, say).
         if isinstance(exception, OverflowError):
             return HttpResponseBadRequest("A number in the request is too large.")
+        return None
+
+
+class DatabaseUnavailableMiddleware:
+    """A view that meets an unreachable database answers 503 with Retry-After
+    (common/unavailable.py); `config.urls.handler500` does the same for middleware."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if database_unavailable(exception):
+            return database_unavailable_response(request, exception)
         return None

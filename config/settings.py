@@ -63,6 +63,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "common.middleware.PermissionsPolicyMiddleware",
     "common.middleware.RefuseNulMiddleware",
+    # A database that cannot be reached (a failover under way) answers 503 with Retry-After.
+    "common.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -98,13 +100,45 @@ VAR_DIR.mkdir(exist_ok=True)
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'tracker.sqlite3'}"),
 }
+# Behind PgBouncer in transaction pooling (README, "Scaling out"), each transaction may run on
+# another server connection, so nothing may outlive a transaction. Django's server-side
+# cursors would (`.iterator()` outside a transaction opens a WITH HOLD cursor, and fetches
+# from it later): they are turned off. Everything else the tracker does holds: its advisory
+# locks are pg_advisory_xact_lock, its SETs are SET LOCAL, it prepares no statement and
+# LISTENs to nothing. Client connections to PgBouncer are cheap to keep, so they are kept.
+DATABASE_TRANSACTION_POOLING = env.bool("DATABASE_TRANSACTION_POOLING", default=False)
+# A multi-host URL (postgres://u@db1:5432,db2:5432/tracker?target_session_attrs=read-write
+# &connect_timeout=3) finds the primary of a Patroni cluster by itself: its query string
+# becomes the connection's OPTIONS, which psycopg2 hands to libpq.
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+DATABASES["default"]["CONN_MAX_AGE"] = env.int(
+    "CONN_MAX_AGE", default=60 if DATABASE_TRANSACTION_POOLING else 0
+)
 # A kept connection that the server dropped is noticed and replaced before it is used.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_TRANSACTION_POOLING
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A worker, beat and the web server share the file: wait for the lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+# A streaming replica for the heavy reads that may be a few seconds old: the weekly report,
+# exports, FHIR, the calendar feed and the capacity heat map (common/replica.py). Writes, and
+# what a person reads right after acting, stay on the primary. A replica further behind than
+# DATABASE_REPLICA_MAX_LAG_SECONDS, or down, is passed over for the primary, with a log line.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+DATABASE_REPLICA_MAX_LAG_SECONDS = env.int("DATABASE_REPLICA_MAX_LAG_SECONDS", default=60)
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = environ.Env.db_url_config(DATABASE_REPLICA_URL) | {
+        key: DATABASES["default"][key]
+        for key in (
+            "ATOMIC_REQUESTS",
+            "CONN_MAX_AGE",
+            "CONN_HEALTH_CHECKS",
+            "DISABLE_SERVER_SIDE_CURSORS",
+        )
+    }
+    # A test run reads the replica's copy of the test database: nothing is made on it.
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["common.replica.ReplicaRouter"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -296,6 +330,9 @@ TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
 TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")
 # Ask Twilio to report delivery to SITE_URL/sms/status/ (which must be reachable from Twilio).
 TWILIO_STATUS_CALLBACK = env.bool("TWILIO_STATUS_CALLBACK", default=False)
+# The pace a sending number is given at its first message, in messages a second (a long
+# code's 1); each number's is then data, changed in the admin (delivery/pacing.py).
+SMS_SENDER_DEFAULT_PER_SECOND = env.float("SMS_SENDER_DEFAULT_PER_SECOND", default=1.0)
 # Only for tests and staging: send Twilio API calls to another server (a local stub).
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
 

@@ -19,6 +19,9 @@ from reporting.views import (
     worklist_done_view,
 )
 
+# A database that cannot be reached is a 503 with Retry-After, not a 500 (common/unavailable.py).
+handler500 = "common.unavailable.server_error"
+
 admin.site.site_header = "COPD cell-therapy pathway"
 admin.site.site_title = "Pathway tracker"
 admin.site.index_title = "Treatment pathway"

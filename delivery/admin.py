@@ -2,6 +2,8 @@ from django.contrib import admin
 from django_celery_beat.admin import CrontabScheduleAdmin
 from django_celery_beat.models import CrontabSchedule
 
+from delivery.models import SenderPace
+
 admin.site.unregister(CrontabSchedule)
 
 
@@ -28,3 +30,13 @@ class SafeCrontabScheduleAdmin(CrontabScheduleAdmin):
             return obj.human_readable
         except Exception:  # values the form refuses: it says what is wrong beside them
             return "–"
+
+
+@admin.register(SenderPace)
+class SenderPaceAdmin(admin.ModelAdmin):
+    """Each sending number's pace: what its provider allows (delivery/pacing.py)."""
+
+    list_display = ("sender", "per_second", "next_slot_at")
+    fields = ("sender", "per_second", "next_slot_at")
+    readonly_fields = ("next_slot_at",)
+    search_fields = ("sender",)

@@ -23,6 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 from icalendar import Calendar, Event, vDuration
 
+from common.replica import replica_reads
 from common.urls import public_url
 from common.zones import date_words
 from patients.access import user_sites
@@ -248,8 +249,11 @@ def _visit_event(visit: Visit, *, zone, now: dt.datetime, host: str, base_url: s
     return event
 
 
+@replica_reads(purpose="a calendar feed")
 def calendar_feed_ics(*, site: Site, now: dt.datetime) -> bytes:
-    """The site's visits from FEED_DAYS_BEFORE ago to FEED_DAYS_AFTER ahead, as iCalendar.
+    """The site's visits from FEED_DAYS_BEFORE ago to FEED_DAYS_AFTER ahead, as iCalendar,
+    read from the replica when it is fit to (the link itself is checked on the primary, so a
+    revoked one stops at once).
 
     Times are in UTC (exact instants, no VTIMEZONE to carry); X-WR-TIMEZONE tells clients
     which zone the site works in. Each visit keeps its UID, and moving it raises its

@@ -17,6 +17,7 @@ from decimal import Decimal
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
+from common.replica import replica_reads
 from common.urls import public_url
 from pathway.models import TreatmentCourse
 from pathway.states import FINAL_STATES, CourseState
@@ -103,6 +104,7 @@ def fhir_export_allowed(*, user) -> bool:
     return user.has_perms(FHIR_EXPORT_PERMISSIONS)
 
 
+@replica_reads(purpose="a FHIR export")
 def fhir_bundle_for_patients(
     *, patients: QuerySet[Patient], sites: QuerySet[Site] | None = None
 ) -> dict:
@@ -110,7 +112,8 @@ def fhir_bundle_for_patients(
 
     With `sites`, only the courses (and their visits and adverse events) run at those sites:
     a patient who moved sites takes no earlier site's course to someone who cannot see it.
-    Reads in a constant number of queries, whatever the number of patients.
+    Reads in a constant number of queries, whatever the number of patients, from the replica
+    when it is fit to (common/replica.py).
     """
     courses = TreatmentCourse.objects.select_related("protocol").order_by("referred_at", "pk")
     adverse_events = AdverseEvent.objects.order_by("onset_on", "pk")

@@ -29,6 +29,7 @@ from django.db.models import (
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from common.replica import ReadSource, read_source_primary, reading_from, replica_reads
 from pathway.models import (
     TRANSITIONS,
     Batch,
@@ -139,25 +140,28 @@ class WeeklyReport:
     kept: bool
     # The zone the week was worked out in (its site's when worked out, if it has moved since).
     zone: ZoneInfo
+    # Where it was read from (the replica or the primary), and how far behind that was.
+    read_source: ReadSource = dataclasses.field(default_factory=read_source_primary)
 
     def state_at_end(self, course) -> str:
         return self.states_at_end.get(course.pk, course.state)
 
     def courses(self):
-        """The courses in scope at the week's end, read only when the CSV asks: a national
-        programme has 100,000."""
+        """The courses in scope at the week's end, read only when the CSV asks (a national
+        programme has 100,000), from where the figures were read."""
         return (
             _courses_in(self.site)
             .filter(referred_at__lt=self.end)
             .select_related("patient", "site")
             .order_by("site__code", "pk")
+            .using(self.read_source.alias)
         )
 
     def courses_moved_since(self) -> dict[int, str]:
         """The state at the end of every course in scope that has moved since, for the CSV."""
-        return {
-            pk: then for pk, (then, _now) in _moved_since(_courses_in(self.site), self.end).items()
-        }
+        with reading_from(self.read_source):
+            moved = _moved_since(_courses_in(self.site), self.end)
+        return {pk: then for pk, (then, _now) in moved.items()}
 
     @property
     def scope(self) -> str:
@@ -182,6 +186,17 @@ def weekly_report(*, week: str, site: Site | None = None, recompute: bool = Fals
     same figures, one row however large the programme; `recompute` works it out again, to
     take in corrections made since. Before then it is worked out each time and not kept: a
     week not yet over, or one whose last entries may still be coming in."""
+    if recompute:
+        # Someone acting: the figures must take in the correction just made, on the primary.
+        return _weekly_report_read(week=week, site=site, recompute=True)
+    # Opened (the page, its CSV, the Monday email): from the replica when it is fit to read.
+    with replica_reads(purpose="the weekly report") as source:
+        report = _weekly_report_read(week=week, site=site, recompute=False)
+    report.read_source = source
+    return report
+
+
+def _weekly_report_read(*, week: str, site: Site | None, recompute: bool) -> WeeklyReport:
     zone = site.time_zone if site else ZoneInfo(settings.TIME_ZONE)
     now = timezone.now()
     if now < report_sent_at(week, zone):
@@ -196,7 +211,8 @@ def weekly_report(*, week: str, site: Site | None = None, recompute: bool = Fals
     else:
         kept = WeeklyFigures.objects.filter(week=week, site=site).first()
         if kept is None:
-            # Two first openings at once both work it out; both read the row written first.
+            # Two first openings at once both work it out; both read the row written first
+            # (get_or_create reads and writes the primary).
             kept, _ = WeeklyFigures.objects.get_or_create(
                 week=week,
                 site=site,

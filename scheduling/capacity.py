@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from django.db.models import Prefetch
 
+from common.replica import replica_reads
 from scheduling.models import ResourceClosure, SlotHold
 from scheduling.slots import slots_between
 
@@ -44,10 +45,11 @@ class ResourceUse:
         return sum(day.capacity for week in self.weeks for day in week)
 
 
+@replica_reads(purpose="the capacity heat map")
 def capacity_by_day(*, resources, first_day: dt.date, weeks: int = 8) -> list[ResourceUse]:
     """Places held and places offered per day, for each resource, from the Monday of
     `first_day`'s week for `weeks` weeks, in the resource's own calendar: three queries
-    whatever the number of resources and bookings."""
+    whatever the number of resources and bookings, on the replica when it is fit to read."""
     monday = first_day - dt.timedelta(days=first_day.weekday())
     last_day = monday + dt.timedelta(days=7 * weeks - 1)
     resources = list(

@@ -1,19 +1,13 @@
-import datetime as dt
-from decimal import Decimal
 from unittest import mock
 
 import pytest
-import time_machine
 from django.db import connection
 from django.utils import timezone
 
 from pathway import services
 from pathway.coi import coi_id_format
-from pathway.custody import batch_record_qc, custody_event_record
-from pathway.models import CustodyKind, Protocol
-from pathway.states import CourseState
+from pathway.models import Protocol
 from tests.factories import (
-    PASSWORD,
     BodyMeasurementFactory,
     ChestCTFactory,
     ClinicalAssessmentFactory,
@@ -21,6 +15,7 @@ from tests.factories import (
     PatientFactory,
     UserFactory,
 )
+from tests.support import Pathway
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +83,26 @@ def django_db_setup(django_db_setup, django_db_blocker):
     connection.close()
     connection.settings_dict.update(OWNER)  # the owner drops the test database
     OWNER.clear()
+
+
+@pytest.fixture(scope="session")
+def drill_template(django_db_setup):
+    """A database on the machine's PostgreSQL, migrated once per run, for the drills that run
+    servers of their own (tests/clusters.py): copying it takes seconds, migrating 20."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: set DATABASE_URL (CI does)")
+    from tests.clusters import manage, psql
+
+    user = OWNER.get("USER") or connection.settings_dict["USER"]
+    port = int(connection.settings_dict["PORT"] or 5432)
+    name = f"{connection.settings_dict['NAME']}_drill_template"
+    psql(port, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', user=user)
+    psql(port, f'CREATE DATABASE "{name}"', user=user)
+    url = f"postgres://{user}@127.0.0.1:{port}/{name}"
+    migrated = manage("migrate", "--noinput", env={"DATABASE_URL": url})
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    yield {"port": port, "name": name, "user": user}
+    psql(port, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', user=user)
 
 
 def owner_connection():
@@ -168,156 +183,6 @@ def eligible_patient(db):
 @pytest.fixture
 def course(eligible_patient, coordinator):
     return services.course_create(patient=eligible_patient, by=coordinator)
-
-
-class Pathway:
-    """Drives a course along the happy path, one step at a time, with the clock moved.
-
-    The path starts 40 days ago, so the transplant lands a week before the real now.
-    """
-
-    def __init__(self, coordinator, clinician, lab, lab2, clinician2, start=None):
-        self.coordinator, self.clinician, self.lab, self.lab2 = coordinator, clinician, lab, lab2
-        self.clinician2 = clinician2
-        self.start = start or timezone.now().replace(microsecond=0) - dt.timedelta(days=40)
-
-    def starting(self, start):
-        """The same people, on a path that starts at `start`."""
-        return Pathway(
-            self.coordinator, self.clinician, self.lab, self.lab2, self.clinician2, start=start
-        )
-
-    def at(self, days: float) -> dt.datetime:
-        return self.start + dt.timedelta(days=days)
-
-    def on_expansion_day(self, course, day: int) -> dt.datetime:
-        """Noon in the site's calendar on expansion day `day` (the day of receipt, `at(2.9)`,
-        is day 0). `at(2.9 + day)` falls a calendar day short when the clocks go back in
-        between and the receipt fell in the hour after midnight, as it does when the suite
-        runs just before 02:00 UTC in late November."""
-        zone = course.site.time_zone
-        received_on = timezone.localdate(self.at(2.9), zone)
-        return dt.datetime.combine(received_on + dt.timedelta(days=day), dt.time(12), tzinfo=zone)
-
-    def steps(self, course):
-        at = self.at
-        return [
-            (CourseState.EVALUATION, 0, lambda: self.evaluate(course)),
-            (
-                CourseState.ELIGIBLE,
-                0.1,
-                lambda: services.course_approve(course=course, by=self.clinician),
-            ),
-            (
-                CourseState.HARVEST_SCHEDULED,
-                0.2,
-                lambda: services.course_schedule_harvest(
-                    course=course, by=self.coordinator, scheduled_at=at(2), place="Endoscopy 2"
-                ),
-            ),
-            (
-                CourseState.HARVESTED,
-                2.1,
-                lambda: services.course_record_harvest(
-                    course=course, by=self.clinician, performed_at=at(2), operator=self.clinician
-                ),
-            ),
-            (
-                CourseState.EXPANDING,
-                3,
-                lambda: services.course_receive_at_lab(
-                    course=course,
-                    scanned_coi_id=course.coi_id,
-                    by=self.lab,
-                    received_at=at(2.9),
-                    temperature_c=Decimal("4.5"),
-                    transit_hours=Decimal("20"),
-                ),
-            ),
-            (
-                CourseState.RELEASED,
-                31,
-                lambda: self.release(course),
-            ),
-            (
-                CourseState.TRANSPLANT_SCHEDULED,
-                31.1,
-                lambda: services.course_schedule_transplant(
-                    course=course, by=self.coordinator, scheduled_at=at(33), place="Endoscopy 1"
-                ),
-            ),
-            (
-                CourseState.FOLLOW_UP,
-                33.1,
-                lambda: self.transplant(course),
-            ),
-        ]
-
-    def record_qc(self, course, **overrides):
-        """The first lab user enters the batch's QC results (by default, all in spec)."""
-        values = {
-            "identity_p63_pct": Decimal("92"),
-            "purity_pct": Decimal("95"),
-            "sterility_negative": True,
-            "viability_pct": Decimal("88"),
-            "viable_cells": 400_000_000,  # enough for the highest dose at 70 kg
-        } | overrides
-        return batch_record_qc(batch=course.batches.get(status="expanding"), by=self.lab, **values)
-
-    def release(self, course):
-        """QC entered by one lab user, the release signed by another."""
-        self.record_qc(course)
-        return services.course_release(course=course, by=self.lab2, password=PASSWORD)
-
-    def deliver_to_site(self, course):
-        """The product leaves the lab and arrives at the site, its label scanned each time."""
-        for kind, day in (
-            (CustodyKind.SHIPPED_TO_SITE, 31.5),
-            (CustodyKind.RECEIVED_AT_SITE, 31.8),
-        ):
-            if not course.custody_events.filter(kind=kind).exists():
-                custody_event_record(
-                    course=course,
-                    kind=kind,
-                    by=self.coordinator,
-                    scanned_coi_id=course.coi_id,
-                    at=self.at(day),
-                    location=course.site.name,
-                )
-
-    def transplant(self, course, **overrides):
-        """The bedside check, confirmed by a second clinician of the course's site."""
-        self.deliver_to_site(course)
-        course.site.members.add(self.clinician2)
-        values = {
-            "performed_at": self.at(33),
-            "bedside_coi_id": course.coi_id,
-            "cells_administered": 140_000_000,
-            "weight_kg": Decimal(70),
-            "weighed_on": self.at(33).date(),
-            "second_person": self.clinician2,
-            "second_person_password": PASSWORD,
-        } | overrides
-        return services.course_record_transplant(course=course, by=self.clinician, **values)
-
-    def evaluate(self, course):
-        services.course_start_evaluation(course=course, by=self.coordinator)
-        BodyMeasurementFactory(
-            patient=course.patient, taken_on=timezone.localdate(timezone=course.site.time_zone)
-        )
-
-    def advance(self, course, to):
-        """Take `course` along the happy path until it is in state `to`."""
-        steps = self.steps(course)
-        path = [CourseState.REFERRED, *(state for state, _, _ in steps)]
-        for state, day, step in steps[path.index(course.state) :]:
-            if course.state == to:
-                return course
-            with time_machine.travel(self.at(day), tick=False):
-                step()
-            assert course.state == state
-        assert course.state == to, f"{to} is not on the happy path"
-        return course
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import email
 import http.client
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -112,15 +113,25 @@ class TwilioStub:
     """Answers POST /2010-04-01/Accounts/<sid>/Messages.json like Twilio; `fail_next` requests
     get a 500 first; a number in `refuse` gets Twilio's 400 with that error code. Like a
     provider that honours idempotency keys, a message whose `Idempotency-Key` it has accepted
-    before is not sent again: it answers with the first one's sid and counts it in `repeats`."""
+    before is not sent again: it answers with the first one's sid and counts it in `repeats`.
+
+    With `per_second`, it caps each sending number as a provider does: a token bucket of
+    `burst` messages (half a second's worth, at least 2: what reaches a provider a few
+    milliseconds apart is not a burst to it) refilled at `per_second`, and a message beyond
+    it refused with 429 and Twilio's error 20429 (counted in `refused_for_pace`)."""
 
     account_sid = "AC" + "0" * 32
 
-    def __init__(self):
+    def __init__(self, *, per_second: float | None = None, burst: int | None = None):
         self.received = []
         self.repeats = Counter()
         self.fail_next = 0
         self.refuse = {}
+        self.per_second = per_second
+        self.burst = burst or max(2, math.ceil((per_second or 0) / 2))
+        self.buckets: dict[str, tuple[float, float]] = {}  # sender: (tokens, when)
+        self.refused_for_pace = 0
+        self.arrivals: list[float] = []
         self.lock = threading.Lock()
         self.sids_by_key = {}
         stub = self
@@ -135,14 +146,19 @@ class TwilioStub:
                         stub.repeats[key] += 1
                         self._reply(201, {"sid": stub.sids_by_key[key], "status": "queued"})
                         return
+                    too_fast = not stub._within_pace(form.get("From", ""))
                     failing = stub.fail_next > 0
                     stub.fail_next -= failing
                     refused = None if failing else stub.refuse.get(form.get("To"))
                     sid = "SM" + uuid.uuid4().hex
-                    if not failing and refused is None:
+                    if not (too_fast or failing) and refused is None:
                         stub.received.append(form | {"Idempotency-Key": key})
+                        stub.arrivals.append(time.monotonic())
                         if key:
                             stub.sids_by_key[key] = sid
+                if too_fast:
+                    self._reply(429, {"code": 20429, "message": "Too Many Requests", "status": 429})
+                    return
                 if failing:
                     self._reply(500, {"code": 20500, "message": "Internal error", "status": 500})
                     return
@@ -175,6 +191,20 @@ class TwilioStub:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def _within_pace(self, sender: str) -> bool:
+        """Take a token from the sender's bucket (the caller holds the lock)."""
+        if self.per_second is None:
+            return True
+        now = time.monotonic()
+        tokens, then = self.buckets.get(sender, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.per_second)
+        if tokens < 1:
+            self.buckets[sender] = (tokens, now)
+            self.refused_for_pace += 1
+            return False
+        self.buckets[sender] = (tokens - 1, now)
+        return True
+
     def __enter__(self):
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
@@ -190,6 +220,9 @@ class TwilioStub:
             "TWILIO_AUTH_TOKEN": "test-token",
             "TWILIO_FROM_NUMBER": "+15005550006",
             "TWILIO_API_BASE_URL": self.url,
+            # The pace the sending number is given: the stub's cap when it has one, else as
+            # fast as the tests go.
+            "SMS_SENDER_DEFAULT_PER_SECOND": str(self.per_second or 10_000),
         }
 
 
@@ -307,14 +340,23 @@ class RabbitMQ:
 class CeleryWorker:
     """`celery worker` as its own process group, with the environment the test gives it."""
 
-    def __init__(self, name: str, env: dict, concurrency: int = 2, log_dir: Path | None = None):
+    def __init__(
+        self,
+        name: str,
+        env: dict,
+        concurrency: int = 2,
+        log_dir: Path | None = None,
+        app: str = "config",
+    ):
         self.name = name
         self.env = env
         self.concurrency = concurrency
         self.log_dir = log_dir or ROOT / "var"
+        self.app = app  # the Celery app: the tracker's, or a bench peer's
         self.process = None
 
-    def start(self):
+    def start(self, *, wait: bool = True):
+        """Start the worker; with `wait`, return once it is ready (see `wait_ready`)."""
         self.log_path = self.log_dir / f"worker-{self.name}-{uuid.uuid4().hex[:6]}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
@@ -324,7 +366,7 @@ class CeleryWorker:
                 "-m",
                 "celery",
                 "-A",
-                "config",
+                self.app,
                 "worker",
                 "--pool",
                 "prefork",
@@ -344,6 +386,11 @@ class CeleryWorker:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self):
         wait_until(lambda: "ready." in self.output(), timeout=60, what=f"worker {self.name}")
         return self
 

@@ -5,6 +5,7 @@ from django.conf import settings
 
 from common.urls import public_url_for
 from delivery.channels import DeliveryChannel, DeliveryError, OutgoingMessage
+from delivery.pacing import sender_pace
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class TwilioSmsBackend:
         options = {}
         if settings.TWILIO_STATUS_CALLBACK:
             options["status_callback"] = public_url_for("sms-status")
+        # No faster than the provider allows this number, across every worker.
+        sender_pace(sender=settings.TWILIO_FROM_NUMBER)
         self.http_client.idempotency_key = message.idempotency_key
         try:
             sent = self.client.messages.create(
