@@ -19,12 +19,12 @@ from pathway.models import (
 )
 from pathway.states import CourseState
 from scheduling.alerts import alerts_for
-from scheduling.chains import course_resource
 from scheduling.models import (
     Alert,
     AlertKind,
     PatientRequest,
     PatientRequestKind,
+    Resource,
     ResourceKind,
     Severity,
     Visit,
@@ -326,14 +326,17 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
             .select_related("course__patient", "course__site", "protocol_visit")
             .order_by("window_closes_on")
         )
+        # The sites' clinics, in one query whatever the sites the rows are at.
         clinics = {}
+        for clinic in Resource.objects.filter(
+            kind=ResourceKind.LUNG_FUNCTION, site__in=sites
+        ).order_by("-id"):
+            clinics[clinic.site_id] = clinic  # the first of a site's, as course_resource
         for visit in to_book[:ROWS_PER_KIND]:
             site = visit.course.site
-            if site.pk not in clinics:
-                clinics[site.pk] = course_resource(site=site, kind=ResourceKind.LUNG_FUNCTION)
             url = (
                 reverse("admin:pathway_treatmentcourse_follow_ups", args=[visit.course_id])
-                if clinics[site.pk]
+                if clinics.get(site.pk)
                 else reverse("admin:scheduling_visit_change", args=[visit.pk])
             )
             items.append(

@@ -13,8 +13,8 @@ from tests.servers import Gunicorn, free_port, wait_until
 def test_no_line_a_live_server_writes_carries_a_links_secret(tmp_path):
     """Django's request logger writes the path of every 4xx and 5xx into the same output as
     the access log ("Forbidden: /v/<token>/"): a live gunicorn's whole output, for a refused
-    cross-site post (403), a guesser slowed down (429) and a server error (500: its database
-    is unreachable), holds no token."""
+    cross-site post (403), a guesser slowed down (429) and a server that cannot answer (503:
+    its database is unreachable), holds no token."""
     token = secrets.token_urlsafe(16)
     gone = f"postgres://nobody@127.0.0.1:{free_port()}/gone"
     cross_site = {
@@ -25,9 +25,9 @@ def test_no_line_a_live_server_writes_carries_a_links_secret(tmp_path):
         statuses = {
             "403 /v/": web.request("POST", f"/v/{token}/", headers=cross_site, body="a=1")[0],
             "403 /q/": web.request("POST", f"/q/{token}/", headers=cross_site, body="a=1")[0],
-            "500 /v/": web.request("GET", f"/v/{token}/")[0],
-            "500 /q/": web.request("GET", f"/q/{token}/")[0],
-            "500 /calendar/": web.request("GET", f"/calendar/{token}.ics")[0],
+            "503 /v/": web.request("GET", f"/v/{token}/")[0],
+            "503 /q/": web.request("GET", f"/q/{token}/")[0],
+            "503 /calendar/": web.request("GET", f"/calendar/{token}.ics")[0],
         }
         guesses = [web.request("GET", f"/v/{token}/")[0] for _ in range(30)]
         statuses["429 /v/"] = guesses[-1]
@@ -38,12 +38,12 @@ def test_no_line_a_live_server_writes_carries_a_links_secret(tmp_path):
     for line in (
         "Forbidden: /v/…/",
         "Forbidden: /q/…/",
-        "Internal Server Error: /v/…/",
-        "Internal Server Error: /q/…/",
-        "Internal Server Error: /calendar/….ics",
+        "Service Unavailable: /v/…/",
+        "Service Unavailable: /q/…/",
+        "Service Unavailable: /calendar/….ics",
         "Too Many Requests: /v/…/",
         '"GET /v/…/ HTTP/1.1" 429',  # the access log, in the same output
-        '"GET /calendar/….ics HTTP/1.1" 500',
+        '"GET /calendar/….ics HTTP/1.1" 503',
     ):
         assert line in written, line
 
