@@ -330,6 +330,10 @@ def failover_drill(*, cluster, plan: dict, web, broker, smtp, folder: Path, pace
         DATABASE_URL=database_url,
         NOTIFICATION_BATCH_SIZE=50,
         NOTIFICATION_CLAIM_TIMEOUT=5,
+        # With a synchronous standby, a message's "sent" survives the failover only if its
+        # commit waits for the standby (the production recipe sets it): off, the last fraction
+        # of a second's writes die with the primary and those messages go again.
+        NOTIFICATION_OUTCOME_SYNCHRONOUS_COMMIT=1,
     )
     workers = [CeleryWorker(f"ha{i}", env, log_dir=folder) for i in range(2)]
     for worker in workers:
