@@ -2,7 +2,7 @@
 live server on PostgreSQL.
 
 Screenshots of each step go to var/screenshots/ (git-ignored). With UPDATE_DOCS_SCREENSHOTS=1,
-the few the README shows are copied to docs/screenshots/.
+the ones the manual shows (FOR_THE_DOCS) are copied to docs/screenshots/.
 """
 
 import datetime as dt
@@ -44,7 +44,7 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "var" / "screenshots"
 DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
-FOR_THE_README = (
+FOR_THE_DOCS = (
     "01-dashboard",
     "05-schedule-harvest-form",
     "06-harvest-booked",
@@ -53,6 +53,14 @@ FOR_THE_README = (
     "12-capacity",
     "13-one-tap-page",
     "14-worklist-1366",
+    "04-course",
+    "09-weekly-report",
+    "14-one-tap-confirmed",
+    "15-another-time-asked",
+    "16-one-tap-page-zh",
+    "16-did-you-mean",
+    "17-release-to-sign",
+    "18-transplant-at-the-bedside",
 )
 CHANGE_PAGE = re.compile(r"/\d+/change/(\?|$)")
 CHROMIUM_FLAGS = [
@@ -87,16 +95,14 @@ class Shots:
         self.taken = []
 
     def __call__(self, page, name):
+        """A screenshot to var/screenshots/; with UPDATE_DOCS_SCREENSHOTS=1, one the docs show
+        is copied into docs/screenshots/ at once."""
         path = SCREENSHOTS / f"{name}.png"
         page.screenshot(path=path)
         self.taken.append(path)
-
-    def publish(self):
-        if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
+        if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1" and name in FOR_THE_DOCS:
             DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            for path in self.taken:
-                if path.stem in FOR_THE_README:
-                    shutil.copy(path, DOCS_SCREENSHOTS / path.name)
+            shutil.copy(path, DOCS_SCREENSHOTS / path.name)
 
 
 # What Chromium reports blocking under the Content-Security-Policy, on any page of the test.
@@ -344,7 +350,6 @@ def test_a_coordinators_day(django_db_setup, browser, live_server, pathway, sett
     shots(page, "11-other-site")
 
     context.close()
-    shots.publish()
     # The admin, the transition forms, the timeline, the report and the label all work under
     # the policy: nothing they need was blocked.
     assert CSP_VIOLATIONS == []
@@ -478,6 +483,7 @@ def test_actions_per_task_from_the_worklist(
     base = live_server.url
     measured = {}
 
+    shots = Shots()
     # A coordinator: books a harvest, acknowledges an alert, finds a patient by name.
     page = log_in(
         browser.new_context(viewport={"width": 1366, "height": 900}), base, pathway.coordinator
@@ -513,6 +519,7 @@ def test_actions_per_task_from_the_worklist(
     act = Actions(page)
     act.click('#worklist tr:has-text("Okafor") a:has-text("Sign the release")')
     assert "Every result meets the specification." in page.inner_text("#content")
+    shots(page, "17-release-to-sign")
     act.fill("#id_password", PASSWORD)
     act.click('input[type=submit][value="Release"]')
     page.wait_for_url(CHANGE_PAGE)
@@ -538,6 +545,7 @@ def test_actions_per_task_from_the_worklist(
     act.fill("#id_weighed_on", performed.date().isoformat())
     act.choose("#id_second_person", str(pathway.clinician2))
     act.fill("#id_second_person_password", PASSWORD)
+    shots(page, "18-transplant-at-the-bedside")
     act.click('input[type=submit][value="Record transplant"]')
     page.wait_for_url(CHANGE_PAGE)
     to_transplant.refresh_from_db()
@@ -609,7 +617,6 @@ def test_the_one_tap_page_on_a_phone(django_db_setup, browser, live_server, path
     harvest.refresh_from_db()
     assert harvest.confirmed_at is not None
     assert CSP_VIOLATIONS == []
-    shots.publish()
 
 
 def test_the_weekly_diary_on_a_phone(django_db_setup, browser, live_server, pathway, settings):
@@ -683,7 +690,6 @@ def test_the_demos_worklist_fits_a_1366_laptop_one_row_per_thing(
     shots = Shots()
     measured = page.evaluate(OFF_THE_EDGE)
     shots(page, "14-worklist-1366")
-    shots.publish()
     rows = page.locator("#worklist tbody tr").count()
     overdue_alone = (
         page.locator("#worklist tbody tr", has_text="Visit overdue")
@@ -785,7 +791,6 @@ def test_a_spanish_patient_asks_for_another_time_on_a_phone(
     response = page.goto(f"{live_server.url}/v/never-issued/")
     assert response.status == 404 and "此链接已失效" in page.inner_text("h1")
     chinese.close()
-    shots.publish()
 
 
 def test_a_typo_in_find_a_patient_offers_the_patient_it_meant(

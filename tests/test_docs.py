@@ -42,8 +42,11 @@ def test_the_readme_opens_with_the_two_commands():
 CITED = re.compile(r"`([a-z_]+(?:/[a-z_]+)+\.py)(?:: |`: `)([A-Za-z_][\w.]*)`((?:, `[\w.]+`)*)")
 
 
+MANUAL = [README, *sorted(DOCS.glob("*.md"))]
+
+
 def cited_functions():
-    for doc in (ROOT / "README.md", DOCS / "rules.md"):
+    for doc in MANUAL:
         for match in CITED.finditer(doc.read_text(encoding="utf-8")):
             names = [match[2], *re.findall(r"`([\w.]+)`", match[3] or "")]
             for name in names:
@@ -60,3 +63,47 @@ def test_every_function_the_docs_cite_exists_where_they_say():
         if not re.search(rf"^\s*(?:def|class) {last}\b|^\s*{last}\b.*=", source, re.MULTILINE):
             missing.append(f"{doc}: {path}: {name}")
     assert missing == []
+
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _anchors(path: Path) -> set[str]:
+    """The anchors the forge makes of a Markdown file's headings."""
+    found = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        heading = re.match(r"#{1,6} (.+)", line)
+        if heading:
+            words = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower())
+            found.add(words.replace(" ", "-"))
+    return found
+
+
+def test_every_link_and_picture_in_the_manual_is_there():
+    broken = []
+    for doc in MANUAL:
+        for target in LINK.findall(doc.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address or mailto: not followed here
+            file, _, anchor = target.partition("#")
+            path = (doc.parent / file).resolve() if file else doc
+            if not path.exists():
+                broken.append(f"{doc.name}: {target} (no such file)")
+            elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
+                broken.append(f"{doc.name}: {target} (no such heading)")
+    assert broken == []
+
+
+ROLE_GUIDES = ("coordinator", "clinician", "lab", "lead-and-auditor", "patient")
+
+
+def test_each_roles_guide_walks_its_day_with_pictures_and_the_readme_links_each():
+    readme = README.read_text(encoding="utf-8")
+    for role in ROLE_GUIDES:
+        guide = (DOCS / f"{role}.md").read_text(encoding="utf-8")
+        assert re.search(r"!\[[^\]]+\]\(screenshots/[\w-]+\.png\)", guide), role
+        assert f"](docs/{role}.md)" in readme, role
+
+
+def test_the_readme_is_a_front_page():
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 160
