@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from pathway.models import TreatmentCourse
 from pathway.states import CourseState
-from patients.models import Patient
+from patients.models import Patient, Site
 
 pytestmark = pytest.mark.django_db
 
@@ -81,3 +81,45 @@ def test_the_demo_has_patients_in_each_language(capsys):
     call_command("seed_demo")
     languages = set(Patient.objects.values_list("preferred_language", flat=True))
     assert languages == {"en", "es", "zh-hans"}
+
+
+def test_the_demo_shows_every_path_of_the_worklist(capsys):
+    """Each kind of row on the worklist of someone who does everything at every site, a visit
+    to mark missed and a product on its way."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from pathway.models import CustodyKind
+    from reporting.worklist import worklist
+    from scheduling.models import Visit, VisitStatus
+    from scheduling.services import visit_missed_refusals
+
+    call_command("seed_demo")
+    everyone = get_user_model().objects.create(username="everything", is_staff=True)
+    everyone.groups.set(Group.objects.filter(name__in=["coordinator", "clinician", "lab"]))
+    sites = list(Site.objects.all())
+    rows = {item.key.split(".")[0] for item in worklist(user=everyone, sites=sites)}
+    assert {
+        "decide",
+        "harvest",
+        "receive",
+        "transplant",
+        "qc",
+        "received_at_site",
+        "confirm",
+        "alert",
+    } <= rows, rows
+    assert "overdue" in rows, rows
+    missable = [
+        visit
+        for visit in Visit.objects.filter(
+            status=VisitStatus.BOOKED, scheduled_at__lt=timezone.now()
+        )
+        if not visit_missed_refusals(visit=visit)
+    ]
+    assert missable, "no booked visit whose time has passed"
+    in_transit = TreatmentCourse.objects.filter(
+        custody_events__kind=CustodyKind.SHIPPED_TO_SITE, state=CourseState.TRANSPLANT_SCHEDULED
+    ).exclude(custody_events__kind=CustodyKind.RECEIVED_AT_SITE)
+    assert in_transit.exists()
+    assert TreatmentCourse.objects.filter(state=CourseState.ON_HOLD).exists()

@@ -18,7 +18,7 @@ from django.utils import timezone
 from common.passwords import DEMO_PASSWORD
 from pathway import services
 from pathway.custody import batch_record_cell_count, batch_record_qc, custody_event_record
-from pathway.models import CustodyKind
+from pathway.models import CustodyKind, TreatmentCourse
 from pathway.records import adverse_event_record, clinical_record_save
 from pathway.scans import alerts_scan_overdue
 from pathway.states import CourseState
@@ -315,7 +315,50 @@ class Command(BaseCommand):
                 capacity=1,
             )
             visit_reschedule(visit=harvest, scheduled_at=soon, by=self.users["coordinator"])
+        self.showcase_a_product_in_transit()
+        self.showcase_a_visit_to_mark_missed()
         alerts_scan_overdue()
+
+    def showcase_a_product_in_transit(self):
+        """One released product on its way: it has left the lab and not yet reached the site,
+        so the worklist shows its receipt to record."""
+        course = (
+            TreatmentCourse.objects.filter(state=CourseState.TRANSPLANT_SCHEDULED)
+            .exclude(custody_events__kind=CustodyKind.SHIPPED_TO_SITE)
+            .order_by("pk")
+            .first()
+        )
+        if course is not None:
+            custody_event_record(
+                course=course,
+                kind=CustodyKind.SHIPPED_TO_SITE,
+                by=self.users["lab"],
+                scanned_coi_id=course.coi_id,
+                at=timezone.now() - dt.timedelta(hours=2),
+                location="Cell manufacturing facility",
+                temperature_c=Decimal("4.5"),
+            )
+
+    def showcase_a_visit_to_mark_missed(self):
+        """One harvest booked last week for two days ago, and the patient did not come: it can
+        be marked missed and booked again."""
+        now = timezone.now()
+        for visit in Visit.objects.filter(
+            kind=VisitKind.HARVEST, status=VisitStatus.BOOKED
+        ).select_related("course__site"):
+            with self.at(now - dt.timedelta(days=6)):
+                try:
+                    when = self.free_slot(
+                        visit.course, ResourceKind.BRONCHOSCOPY, now - dt.timedelta(days=3)
+                    )
+                except IndexError:
+                    continue
+                if when > now - dt.timedelta(hours=12) or visit_move_refusals(
+                    visit=visit, scheduled_at=when
+                ):
+                    continue
+                visit_reschedule(visit=visit, scheduled_at=when, by=self.users["coordinator"])
+            return
 
     def create_users(self):
         User = get_user_model()
