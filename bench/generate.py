@@ -53,11 +53,12 @@ def patients_and_courses(first: int, last: int) -> None:
     _execute(
         """
         INSERT INTO patients_patient (id, mrn, first_name, last_name, date_of_birth, sex, email,
-            phone, consent_email, consent_sms, preferred_language, smoking_status, created_at,
-            site_id)
+            phone, consent_email, consent_sms, whatsapp, consent_whatsapp, preferred_language,
+            smoking_status, created_at, site_id)
         SELECT i, 'MRN' || lpad(i::text, 8, '0'), 'First' || i, 'Last' || lpad(i::text, 8, '0'),
             date '1950-01-01' + (i %% 9000), 'female', 'p' || i || '@example.com',
-            '+4479' || lpad(i::text, 8, '0'), true, true, 'en', 'never', now(), 1 + i %% %s
+            '+4479' || lpad(i::text, 8, '0'), true, true, '', false, 'en', 'never', now(),
+            1 + i %% %s
         FROM generate_series(%s, %s) AS i
         """,
         [SITES, first, last],

@@ -3,6 +3,7 @@ since an action receives exactly the rows the user selected from their list."""
 
 import csv
 import datetime as dt
+from decimal import Decimal
 
 from django.contrib import admin
 from django.contrib.admin.utils import label_for_field, lookup_field
@@ -61,6 +62,16 @@ def _header(modeladmin, column) -> str:
     return label + TIME_NOTE if isinstance(field, models.DateTimeField) else label
 
 
+# A text cell a spreadsheet would run as a formula (CSV injection): "=HYPERLINK(...)", or one
+# starting "+", "-", "@", a tab or a carriage return. Such a cell is written with a leading
+# apostrophe, which spreadsheets show as text. Numbers are not text: -3 stays -3.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def formula_neutralised(text: str) -> str:
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _cell(value) -> str:
     if value is None:
         return ""
@@ -68,4 +79,6 @@ def _cell(value) -> str:
         return value.astimezone(dt.UTC).isoformat()
     if isinstance(value, dt.date | dt.datetime):
         return value.isoformat()
-    return strip_tags(str(value))
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    return formula_neutralised(strip_tags(str(value)))

@@ -33,11 +33,19 @@ SITE_PATHS = {
     "pathway.transitionlog": "course__site",
     "pathway.batch": "course__site",
     "pathway.custodyevent": "course__site",
+    "pathway.cellbanklot": "site",
+    "pathway.productunit": "lot__site",
+    "pathway.infusion": "course__site",
+    "pathway.vitalsigns": "infusion__course__site",
+    "patients.creactiveprotein": "patient__site",
     "scheduling.visit": "course__site",
     "scheduling.alert": "site",
     "scheduling.alertroute": "site",
     "scheduling.protocoldeviation": "course__site",
     "patients.clinichours": "site",
+    "enquiries.consultation": "enquiry__site",
+    "enquiries.enquiry": "site",
+    "enquiries.enquiryreply": "enquiry__site",
 }
 
 
@@ -86,7 +94,13 @@ class ScopedChoices:
 # Models whose times are read in a zone found elsewhere than their site path: the paths to
 # an object with a `time_zone`, tried in turn ("" is the object itself).
 ZONE_PATHS = {
-    "scheduling.notification": ("patient__site", "alert__site", "report_site"),
+    "scheduling.notification": (
+        "patient__site",
+        "alert__site",
+        "report_site",
+        "consultation__enquiry__site",
+        "enquiry__site",
+    ),
     "scheduling.notificationarchive": ("site",),
     "scheduling.calendarfeedtoken": ("site",),
     "scheduling.resource": ("",),

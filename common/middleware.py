@@ -31,6 +31,12 @@ class PermissionsPolicyMiddleware:
         return response
 
 
+def posted_cross_site(request) -> bool:
+    """A form posted from another site, as the browser tells (Sec-Fetch-Site): the public
+    pages take no CSRF cookie (a phone may refuse cookies), and refuse such posts instead."""
+    return request.method == "POST" and request.headers.get("Sec-Fetch-Site") == "cross-site"
+
+
 def accepts_nul(view):
     """Mark a view that takes NUL characters itself, rather than have them refused: a webhook
     whose sender does not retry a refusal (a patient's text would be lost)."""

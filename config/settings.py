@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "patients",
     "scheduling",
     "pathway",
+    "enquiries",
     "reporting",
     "delivery",
 ]
@@ -335,6 +336,13 @@ TWILIO_STATUS_CALLBACK = env.bool("TWILIO_STATUS_CALLBACK", default=False)
 SMS_SENDER_DEFAULT_PER_SECOND = env.float("SMS_SENDER_DEFAULT_PER_SECOND", default=1.0)
 # Only for tests and staging: send Twilio API calls to another server (a local stub).
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
+# WhatsApp, through the same provider and backend as SMS: the clinic's WhatsApp sender
+# (E.164, with or without the `whatsapp:` prefix). Empty: a WhatsApp message fails, and is
+# alerted, rather than being sent from nowhere.
+WHATSAPP_FROM = env.str("WHATSAPP_FROM", default="")
+# A WhatsApp sender's pace at its first message: the provider's default throughput for one
+# (80 messages a second); then data, as each SMS number's (delivery/pacing.py).
+WHATSAPP_SENDER_DEFAULT_PER_SECOND = env.float("WHATSAPP_SENDER_DEFAULT_PER_SECOND", default=80.0)
 
 # The outbox dispatcher (see delivery/outbox.py).
 NOTIFICATION_BATCH_SIZE = env.int("NOTIFICATION_BATCH_SIZE", default=100)
@@ -360,6 +368,22 @@ NOTIFICATION_ARCHIVE_AFTER_DAYS = env.int("NOTIFICATION_ARCHIVE_AFTER_DAYS", def
 # visit, error text, the provider's id) this many days after they settled; counts stay.
 # Two years covers the programme's yearly reporting with a year to spare.
 NOTIFICATION_PURGE_AFTER_DAYS = env.int("NOTIFICATION_PURGE_AFTER_DAYS", default=730)
+
+# The public enquiry page (enquiries/): a form sent sooner than this after it was shown is
+# refused (a person takes longer; a script does not); a form older than the maximum age is
+# refused too (its signed timestamp has expired), and shown again to send.
+ENQUIRY_MIN_FILL_SECONDS = env.int("ENQUIRY_MIN_FILL_SECONDS", default=3)
+ENQUIRY_FORM_MAX_AGE_HOURS = env.int("ENQUIRY_FORM_MAX_AGE_HOURS", default=24)
+# Posts of the enquiry form allowed per client address in an hour (a moving window in the
+# shared Redis, common/rate_limits.py); the next is refused with 429.
+ENQUIRY_POSTS_PER_HOUR = env.int("ENQUIRY_POSTS_PER_HOUR", default=30)
+# An enquiry not answered within this many working days (Monday to Friday in its site's
+# zone) raises one alert to the site's coordinators.
+ENQUIRY_ANSWER_WORKING_DAYS = env.int("ENQUIRY_ANSWER_WORKING_DAYS", default=2)
+# Enquiries closed longer ago than this, and never converted into a patient, are deleted with
+# their messages and history by the nightly purge (`manage.py enquiries_purge`); their counts
+# are kept for the weekly report's funnel.
+ENQUIRY_RETENTION_DAYS = env.int("ENQUIRY_RETENTION_DAYS", default=365)
 
 # Every record reaches the root logger's one handler, through the filter that masks the
 # secrets in paths (common/secret_paths.py): Django's request logger writes the path of every

@@ -12,6 +12,7 @@ from delivery.views import (
     sms_status_callback,
     visit_page,
 )
+from enquiries.views import enquire_page
 from reporting.views import (
     calendar_feed_view,
     weekly_report_view,
@@ -45,6 +46,8 @@ urlpatterns = [
     # A reminder's link: no login; the token is the credential, for one visit, until it.
     path("v/<str:token>/", visit_page, name="visit-page"),
     path("q/<str:token>/", checkin_page, name="checkin-page"),
+    # The front door: anyone may ask a question or apply; no login (enquiries/views.py).
+    path("enquire/", enquire_page, name="enquire"),
     # Operations: no login; nothing about any patient.
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),

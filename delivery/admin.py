@@ -1,8 +1,10 @@
 from django.contrib import admin
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 from django_celery_beat.admin import CrontabScheduleAdmin
 from django_celery_beat.models import CrontabSchedule
 
-from delivery.models import SenderPace
+from delivery.models import TEMPLATE_WORDS, SenderPace, WhatsAppTemplate
 
 admin.site.unregister(CrontabSchedule)
 
@@ -40,3 +42,27 @@ class SenderPaceAdmin(admin.ModelAdmin):
     fields = ("sender", "per_second", "next_slot_at")
     readonly_fields = ("next_slot_at",)
     search_fields = ("sender",)
+
+
+@admin.register(WhatsAppTemplate)
+class WhatsAppTemplateAdmin(admin.ModelAdmin):
+    """The provider's approved WhatsApp templates, per message and language: what a message
+    the clinic starts outside the patient's 24-hour window is sent as (delivery/whatsapp.py)."""
+
+    list_display = ("name", "language", "content_sid", "approved")
+    list_filter = ("name", "language", "approved")
+    fields = ("name", "language", "body", "variables", "content_sid", "approved", "words")
+    readonly_fields = ("words",)
+
+    @admin.display(description="words it may carry")
+    def words(self, obj):
+        names = [obj.name] if obj and obj.name in TEMPLATE_WORDS else list(TEMPLATE_WORDS)
+        return format_html_join(
+            mark_safe("<br>"),
+            "{}: <code>{}</code>, {}",
+            (
+                (name.replace("_", " "), word, what)
+                for name in names
+                for word, what in TEMPLATE_WORDS[name].items()
+            ),
+        )

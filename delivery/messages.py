@@ -16,7 +16,10 @@ from django.utils.translation import gettext
 
 from common.urls import public_url
 from delivery.channels import OutgoingMessage
+from delivery.consultation_messages import consultation_reminder_message
 from delivery.patient_wording import in_patients_language
+from delivery.whatsapp import whatsapp_content, whatsapp_message, whatsapp_to_enquirer
+from enquiries.messages import enquiry_message
 from pathway.checkins import invitation_link_issue
 from reporting.weekly_render import report_chart_png, report_context, report_csv, report_text
 from reporting.weekly_report import weekly_report
@@ -39,6 +42,8 @@ def visit_in_patients_words(visit) -> tuple[str, str]:
     protocol = visit.course.protocol
     if visit.kind == VisitKind.HARVEST:
         return protocol.harvest_description, protocol.harvest_preparation
+    if visit.kind == VisitKind.INFUSION:
+        return protocol.infusion_description, protocol.infusion_preparation
     return protocol.transplant_description, protocol.transplant_preparation
 
 
@@ -58,6 +63,7 @@ def visit_page_context(visit) -> dict:
     what, preparation = visit_in_patients_words(visit)
     clinic = site.patient_facing_name or gettext("your clinic")
     date, time = patient_moment(visit.scheduled_at, patient)
+    phone = site.patient_phone.as_international if site.patient_phone else ""
     place, address = visit.place or clinic, ""
     resource = visit_resource(visit)
     if resource is not None:  # its name is the staff's: the patients' in their language
@@ -76,7 +82,9 @@ def visit_page_context(visit) -> dict:
         # On one line, for a text message.
         "place_line": ", ".join([place, *filter(None, map(str.strip, address.splitlines()))]),
         "clinic": clinic,
-        "phone": site.patient_phone.as_international if site.patient_phone else "",
+        "phone": phone,
+        # The clinic's name and number together: a WhatsApp template's variable.
+        "contact": ", ".join(filter(None, [clinic, phone])),
     }
 
 
@@ -109,14 +117,38 @@ def reminder_links_issue(notifications: list[Notification]) -> dict[int, str]:
     return {n.pk: token for n, token in zip(reminders, tokens, strict=True)}
 
 
-def _reminder_message(notification: Notification, link_token: str | None) -> OutgoingMessage:
-    """An appointment reminder, in the patient's language."""
+def _whatsapp(notification: Notification, *, text: str, words: dict, templates) -> OutgoingMessage:
+    """A patient's WhatsApp message: the text its SMS would carry, sent free-form within the
+    patient's 24-hour window, else as the approved template (delivery/whatsapp.py)."""
+    patient = notification.patient
+    content = whatsapp_content(
+        message=notification.template,
+        language=patient.preferred_language,
+        text=text,
+        words=words,
+        last_inbound_at=patient.whatsapp_last_inbound_at,
+        templates=templates,
+    )
+    return whatsapp_message(
+        to=patient.whatsapp, content=content, idempotency_key=notification.idempotency_key
+    )
+
+
+def _reminder_message(
+    notification: Notification, link_token: str | None, whatsapp_templates=None
+) -> OutgoingMessage:
+    """An appointment reminder, in the patient's language: an SMS and a WhatsApp message say
+    the same (no diagnosis, no treatment's name)."""
     patient = notification.patient
     to = patient.email if notification.channel == Channel.EMAIL else str(patient.phone)
     with translation.override(patient.preferred_language):
         context = _reminder_context(notification, link_token)
-        if notification.channel == Channel.SMS:
+        if notification.channel in (Channel.SMS, Channel.WHATSAPP):
             text = render_to_string("delivery/messages/visit_reminder_sms.txt", context).strip()
+            if notification.channel == Channel.WHATSAPP:
+                return _whatsapp(
+                    notification, text=text, words=context, templates=whatsapp_templates
+                )
             return OutgoingMessage(to=to, text=text, idempotency_key=notification.idempotency_key)
         return OutgoingMessage(
             to=to,
@@ -166,16 +198,28 @@ def visit_other_times(*, visit) -> list[OtherTime]:
 
 
 def _alert_context(notification: Notification) -> dict:
+    """The alert, and what it is about: a course, or an enquiry (no patient yet)."""
     alert = notification.alert
-    path = reverse("admin:pathway_treatmentcourse_change", args=[alert.course_id])
+    if alert.course_id:
+        about = f"Course #{alert.course_id}"
+        path = reverse("admin:pathway_treatmentcourse_change", args=[alert.course_id])
+    else:
+        about = f"Enquiry #{alert.enquiry_id}"
+        path = reverse("admin:enquiries_enquiry_change", args=[alert.enquiry_id])
     return {
         "alert": alert,
+        "about": about,
         "site_name": alert.site.name,
         "course_url": public_url(path),
     }
 
 
 CHART_FILENAME = "weekly-chart.png"
+# To someone not yet a patient, about their enquiry: its words are the enquiries app's.
+ENQUIRY_TEMPLATES = (
+    NotificationTemplate.ENQUIRY_ACKNOWLEDGEMENT,
+    NotificationTemplate.ENQUIRY_REPLY,
+)
 
 
 def _weekly_report_message(notification: Notification) -> OutgoingMessage:
@@ -199,7 +243,7 @@ def _weekly_report_message(notification: Notification) -> OutgoingMessage:
     )
 
 
-def _questionnaire_message(notification: Notification) -> OutgoingMessage:
+def _questionnaire_message(notification: Notification, whatsapp_templates=None) -> OutgoingMessage:
     """A link to the questions, and until when they are open, in the patient's zone."""
     invitation, patient = notification.invitation, notification.patient
     site = patient.site
@@ -215,6 +259,8 @@ def _questionnaire_message(notification: Notification) -> OutgoingMessage:
         }
         text = render_to_string("delivery/messages/questionnaire.txt", context).strip()
         subject = gettext("%(clinic)s: a few questions about how you are") % {"clinic": clinic}
+    if notification.channel == Channel.WHATSAPP:
+        return _whatsapp(notification, text=text, words=context, templates=whatsapp_templates)
     if notification.channel == Channel.SMS:
         to = str(patient.phone)
         return OutgoingMessage(to=to, text=text, idempotency_key=notification.idempotency_key)
@@ -224,23 +270,46 @@ def _questionnaire_message(notification: Notification) -> OutgoingMessage:
 
 
 def notification_message(
-    notification: Notification, *, link_token: str | None = None
+    notification: Notification, *, link_token: str | None = None, whatsapp_templates=None
 ) -> OutgoingMessage:
     """Render a notification for its channel. A reminder links to its visit's page with
-    `link_token`, issued beforehand by `reminder_links_issue`, or with a link issued now."""
+    `link_token`, issued beforehand by `reminder_links_issue`, or with a link issued now. A
+    WhatsApp message outside the patient's window takes its template from
+    `whatsapp_templates` (`whatsapp_templates_usable`, read once for a batch), or reads it.
+    Raises DeliveryError for a message that cannot be delivered as it stands."""
     if notification.template == NotificationTemplate.WEEKLY_REPORT:
         return _weekly_report_message(notification)
+    if notification.template in ENQUIRY_TEMPLATES:
+        words = enquiry_message(notification)
+        if notification.channel == Channel.WHATSAPP:
+            return whatsapp_to_enquirer(
+                number=words.to,
+                message=notification.template,
+                language=notification.enquiry.language,
+                text=words.text,
+                words=words.words,
+                idempotency_key=notification.idempotency_key,
+                templates=whatsapp_templates,
+            )
+        return OutgoingMessage(
+            to=words.to,
+            subject=words.subject if notification.channel == Channel.EMAIL else "",
+            text=words.text,
+            idempotency_key=notification.idempotency_key,
+        )
     if notification.template == NotificationTemplate.QUESTIONNAIRE:
-        return _questionnaire_message(notification)
+        return _questionnaire_message(notification, whatsapp_templates)
     if notification.template == NotificationTemplate.VISIT_REMINDER:
-        return _reminder_message(notification, link_token)
+        return _reminder_message(notification, link_token, whatsapp_templates)
+    if notification.template == NotificationTemplate.CONSULTATION_REMINDER:
+        return consultation_reminder_message(notification, whatsapp_templates)
     context = _alert_context(notification)
     alert = context["alert"]
     return OutgoingMessage(
         to=notification.user.email,
         subject=(
             f"[{alert.get_severity_display()}] {alert.get_kind_display()}: "
-            f"course #{alert.course_id}"
+            f"{context['about'][0].lower()}{context['about'][1:]}"
         ),
         text=render_to_string("delivery/messages/alert.txt", context),
         html=render_to_string("delivery/messages/alert.html", context),

@@ -22,17 +22,27 @@ from dataclasses import dataclass
 from django import db
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from delivery.channels import DeliveryChannel, DeliveryError
 from delivery.channels.email import EmailChannel
 from delivery.channels.sms import TWILIO_PERMANENT_ERRORS, sms_backend
+from delivery.channels.whatsapp import whatsapp_backend
+from delivery.consultation_messages import CONSULTATION_PREFETCH
 from delivery.messages import notification_message, reminder_links_issue
+from delivery.whatsapp import whatsapp_templates_usable
+from enquiries.consultations import (
+    consultation_protocol,
+    consultation_still_applies,
+    enquirer_send_after,
+)
 from pathway.states import CourseState
 from patients.models import Patient
 from scheduling.alerts import alert_raise
 from scheduling.models import (
     OPEN_VISIT_STATUSES,
+    TEXT_CHANNELS,
     AlertKind,
     Channel,
     DeliveryAttempt,
@@ -43,7 +53,7 @@ from scheduling.models import (
     Severity,
 )
 from scheduling.places import PLACE_PREFETCH
-from scheduling.rules import after_quiet_hours, retry_delay
+from scheduling.rules import after_quiet_hours, quiet_hours, retry_delay
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +122,7 @@ class _Outcome:
     error: str = ""
     provider_id: str = ""
     permanent: bool = False
+    advice: str = ""  # what a coordinator can do about a permanent failure
 
     @property
     def status(self) -> str:
@@ -125,11 +136,12 @@ def _outcome(
     provider_id: str = "",
     new_try: bool = True,
     permanent: bool = False,
+    advice: str = "",
 ) -> _Outcome:
     """What a send's result makes of the row: sent; retried later, with backoff and, for a
-    text, after the patient's quiet hours; or failed, at once if `permanent`, else once its
-    tries run out. `new_try` is False when the result is the provider's later report on a
-    send already counted."""
+    text (SMS, WhatsApp), after the patient's quiet hours for its channel; or failed, at once
+    if `permanent`, else once its tries run out. `new_try` is False when the result is the
+    provider's later report on a send already counted."""
     now = timezone.now()
     attempts = notification.attempts + int(new_try)
     changes = {"attempts": attempts, "last_error": error, "claim_token": None}
@@ -145,8 +157,10 @@ def _outcome(
         send_after = now + retry_delay(
             failed_attempts=attempts, base_seconds=settings.NOTIFICATION_RETRY_BASE_SECONDS
         )
-        if notification.channel == Channel.SMS and notification.patient_id:
+        if notification.channel in TEXT_CHANNELS and notification.patient_id:
             send_after = _after_patients_quiet_hours(notification, send_after)
+        elif notification.channel in TEXT_CHANNELS and _enquirer_of(notification):
+            send_after = _after_enquirers_quiet_hours(notification, send_after)
         changes |= {"status": NotificationStatus.PENDING, "send_after": send_after}
     return _Outcome(
         notification,
@@ -155,6 +169,7 @@ def _outcome(
         error=error,
         provider_id=provider_id,
         permanent=permanent,
+        advice=advice,
     )
 
 
@@ -217,6 +232,7 @@ def _alert_failed(outcome: _Outcome) -> None:
         outcome.error,
         attempts=outcome.changes["attempts"],
         permanent=outcome.permanent,
+        advice=outcome.advice,
     )
 
 
@@ -381,18 +397,40 @@ def _course(notification: Notification):
 
 
 def _after_patients_quiet_hours(notification: Notification, at: dt.datetime) -> dt.datetime:
-    protocol = _course(notification).protocol
-    return after_quiet_hours(
+    start, end = quiet_hours(channel=notification.channel, protocol=_course(notification).protocol)
+    return after_quiet_hours(at, zone=notification.patient.zone, start=start, end=end)
+
+
+def _enquirer_of(notification: Notification):
+    """The enquiry a message to someone not yet a patient is about: its own (an
+    acknowledgement, a reply) or its consultation's; None for anyone else's message."""
+    if notification.enquiry_id:
+        return notification.enquiry
+    if notification.consultation_id:
+        return notification.consultation.enquiry
+    return None
+
+
+def _after_enquirers_quiet_hours(notification: Notification, at: dt.datetime) -> dt.datetime:
+    """An enquirer's text retried: after the channel's quiet hours in the person's own zone."""
+    enquiry = _enquirer_of(notification)
+    return enquirer_send_after(
         at,
-        zone=notification.patient.zone,
-        start=protocol.quiet_hours_start,
-        end=protocol.quiet_hours_end,
+        channel=notification.channel,
+        enquiry=enquiry,
+        protocol=consultation_protocol(site=enquiry.site),
     )
 
 
 def _alert_undeliverable(
-    notification: Notification, error: str, *, attempts: int, permanent: bool
+    notification: Notification, error: str, *, attempts: int, permanent: bool, advice: str = ""
 ) -> None:
+    enquiry = _enquirer_of(notification)
+    if enquiry is not None:
+        _alert_enquirer_undeliverable(
+            notification, enquiry, error, attempts=attempts, permanent=permanent, advice=advice
+        )
+        return
     if notification.template != NotificationTemplate.VISIT_REMINDER:
         return  # an alert that cannot be emailed stays visible in the admin instead
     visit = notification.visit
@@ -406,8 +444,34 @@ def _alert_undeliverable(
             f"A {notification.get_channel_display()} reminder to {notification.patient.first_name} "
             f"{notification.patient.last_name} for the {visit} could not be delivered "
             + (
-                "and will not be retried: the provider refused the address. Check it with the "
-                "patient."
+                "and will not be retried: "
+                + (advice or "the provider refused the address. Check it with the patient.")
+                if permanent
+                else f"after {attempts} tries."
+            )
+            + f" Last error: {error}"
+        ),
+    )
+
+
+def _alert_enquirer_undeliverable(
+    notification: Notification, enquiry, error: str, *, attempts: int, permanent: bool, advice: str
+) -> None:
+    """A message to someone not yet a patient (the acknowledgement, a reply, a consultation's
+    reminder) that cannot be delivered: the site's coordinators are told, on the enquiry, so
+    that they reach the person another way before the consultation is missed."""
+    what = notification.get_template_display().lower()
+    alert_raise(
+        kind=AlertKind.DELIVERY_FAILED,
+        severity=Severity.WARNING,
+        enquiry=enquiry,
+        condition_key=f"delivery_failed.n{notification.pk}",
+        message=(
+            f"The {what} by {notification.get_channel_display()} to {enquiry.first_name} "
+            f"{enquiry.last_name} (enquiry #{enquiry.pk}) could not be delivered "
+            + (
+                "and will not be retried: "
+                + (advice or "the provider refused the address. Reach them another way.")
                 if permanent
                 else f"after {attempts} tries."
             )
@@ -424,20 +488,26 @@ def _reminder_still_applies(notification: Notification) -> bool:
     return patient.consents_to(notification.channel)
 
 
-def _still_applies(notification: Notification, *, consenting_to_sms: set[int]) -> bool:
+def _still_applies(notification: Notification, *, consenting: set[tuple[int, str]]) -> bool:
     """A patient's message is sent only while what it is about still stands.
 
-    `consenting_to_sms` holds the patients who consented to texts when last read (see
-    `_patients_consenting_to_sms`).
+    `consenting` holds (patient, channel) for the text channels the patients consented to
+    when last read (see `_patients_consenting_to_texts`).
     """
     if notification.template == NotificationTemplate.VISIT_REMINDER:
         applies = _reminder_still_applies(notification)
     elif notification.template == NotificationTemplate.QUESTIONNAIRE:
         applies = _questionnaire_still_applies(notification)
+    elif notification.template == NotificationTemplate.CONSULTATION_REMINDER:
+        return consultation_still_applies(notification, now=timezone.now())
+    elif notification.enquiry_id:
+        # An enquirer who has withdrawn consent since (or an address taken out) is not written
+        # to; a reply still goes to a closed enquiry (the closing reply is one).
+        return notification.enquiry.consents_to(notification.channel)
     else:
         return True
-    if applies and notification.channel == Channel.SMS:
-        applies = notification.patient_id in consenting_to_sms
+    if applies and notification.channel in TEXT_CHANNELS:
+        applies = (notification.patient_id, notification.channel) in consenting
     return applies
 
 
@@ -451,19 +521,29 @@ def _questionnaire_still_applies(notification: Notification) -> bool:
     return patient.consents_to(notification.channel)
 
 
-def _patients_consenting_to_sms(notifications: list[Notification]) -> set[int]:
-    """Which of these texts' patients consent to texts, in one query.
+def _patients_consenting_to_texts(notifications: list[Notification]) -> set[tuple[int, str]]:
+    """Which of these texts' patients consent to their text channels (SMS, WhatsApp), as
+    (patient, channel), in one query; and when each last wrote on WhatsApp, set on the rows.
 
     Read again, not from the batch's copy: a STOP that arrived since the rows were claimed
-    stops their texts too. It is read before the first send and again at each renewal.
+    stops their messages on that channel too, and a message the patient sent since opens their
+    WhatsApp window. It is read before the first send and again at each renewal.
     """
-    patient_ids = {n.patient_id for n in notifications if n.channel == Channel.SMS}
-    patient_ids.discard(None)
-    if not patient_ids:
+    texts = [n for n in notifications if n.channel in TEXT_CHANNELS and n.patient_id]
+    if not texts:
         return set()
-    return set(
-        Patient.objects.filter(pk__in=patient_ids, consent_sms=True).values_list("pk", flat=True)
-    )
+    rows = Patient.objects.filter(
+        Q(consent_sms=True) | Q(consent_whatsapp=True), pk__in={n.patient_id for n in texts}
+    ).values_list("pk", "consent_sms", "consent_whatsapp", "whatsapp_last_inbound_at")
+    consenting, last_inbound = set(), {}
+    for pk, sms, whatsapp, wrote_at in rows:
+        consenting |= {(pk, Channel.SMS)} if sms else set()
+        consenting |= {(pk, Channel.WHATSAPP)} if whatsapp else set()
+        last_inbound[pk] = wrote_at
+    for notification in texts:
+        if notification.channel == Channel.WHATSAPP and notification.patient_id in last_inbound:
+            notification.patient.whatsapp_last_inbound_at = last_inbound[notification.patient_id]
+    return consenting
 
 
 # Renewing the claims of a batch in one statement on PostgreSQL; its result is the ids this
@@ -510,7 +590,11 @@ CLAIM_RENEWAL_SHARE = 1 / 3
 def _channels_for_batch():
     """The channels, with one SMTP connection for the whole batch, closed after it."""
     with EmailChannel() as email:
-        yield {Channel.EMAIL: email, Channel.SMS: sms_backend()}
+        yield {
+            Channel.EMAIL: email,
+            Channel.SMS: sms_backend(),
+            Channel.WHATSAPP: whatsapp_backend(),
+        }
 
 
 def _send(
@@ -518,14 +602,20 @@ def _send(
     channels: dict[str, DeliveryChannel],
     *,
     link_token: str | None = None,
+    whatsapp_templates=None,
 ) -> _Outcome:
     """Render and send one row; what came of it, not yet written."""
     try:
-        message = notification_message(notification, link_token=link_token)
+        message = notification_message(
+            notification, link_token=link_token, whatsapp_templates=whatsapp_templates
+        )
         provider_id = channels[notification.channel].send(message)
     except DeliveryError as error:
         return _outcome(
-            notification, error=str(error) or error.__class__.__name__, permanent=error.permanent
+            notification,
+            error=str(error) or error.__class__.__name__,
+            permanent=error.permanent,
+            advice=error.advice,
         )
     except Exception as error:
         if isinstance(error, db.Error) and not connection.is_usable():
@@ -574,8 +664,9 @@ def _claimed_send(
     statuses: dict[int, str] = {}
     outcomes: list[_Outcome] = []
     held = {n.pk for n in notifications} if claimed_at else set()
-    consenting_to_sms: set[int] = set()
+    consenting: set[tuple[int, str]] = set()
     link_tokens: dict[int, str] = {}
+    whatsapp_templates = None
     renewed_at = claimed_at
     try:
         for index, notification in enumerate(notifications):
@@ -588,22 +679,25 @@ def _claimed_send(
                 rest = notifications[index:]
                 if renew:
                     held, renewed_at = _claims_renew(rest, now=now), now
-                consenting_to_sms = _patients_consenting_to_sms([n for n in rest if n.pk in held])
+                consenting = _patients_consenting_to_texts([n for n in rest if n.pk in held])
                 # Issued for the rows about to be sent, in one go.
                 link_tokens = reminder_links_issue(
-                    [
-                        n
-                        for n in rest
-                        if n.pk in held and _still_applies(n, consenting_to_sms=consenting_to_sms)
-                    ]
+                    [n for n in rest if n.pk in held and _still_applies(n, consenting=consenting)]
                 )
+                if any(n.channel == Channel.WHATSAPP for n in rest):  # one query, if any
+                    whatsapp_templates = whatsapp_templates_usable()
             if notification.pk not in held:
                 logger.warning("Notification %s was reclaimed before it was sent", notification.pk)
                 statuses[notification.pk] = NotificationStatus.SENDING
-            elif not _still_applies(notification, consenting_to_sms=consenting_to_sms):
+            elif not _still_applies(notification, consenting=consenting):
                 outcomes.append(_cancellation(notification))
             else:
-                outcome = _send(notification, channels, link_token=link_tokens.get(notification.pk))
+                outcome = _send(
+                    notification,
+                    channels,
+                    link_token=link_tokens.get(notification.pk),
+                    whatsapp_templates=whatsapp_templates,
+                )
                 outcomes.append(outcome)
                 if outcome.status == NotificationStatus.SENT:
                     # Before the next send begins: from here a death repeats none of these.
@@ -640,13 +734,28 @@ def notification_send_claimed(
 PROVIDER_FINAL_STATUSES = {"delivered": True, "failed": False, "undelivered": False}
 
 
+# WhatsApp's refusal of a free-form message outside the patient's 24-hour window.
+WINDOW_CLOSED_ERROR = "63016"
+
+
+def _whatsapp_window_closed(notification: Notification) -> None:
+    """The provider says the patient's window was closed when this message was sent: the
+    message they sent before it no longer opens one, so the retry goes as the template (the
+    provider knows the window; we only heard of it)."""
+    Patient.objects.filter(
+        pk=notification.patient_id, whatsapp_last_inbound_at__lte=notification.sent_at
+    ).update(whatsapp_last_inbound_at=None)
+
+
 def notification_record_provider_status(
     *, provider_message_id: str, status: str, error: str = ""
 ) -> bool:
     """Apply the provider's later word on a message it accepted.
 
     A message that never reached the phone is retried like any failed send (and alerted
-    once the tries run out), unless the provider's error says the number will never work.
+    once the tries run out), unless the provider's error says the number will never work. A
+    WhatsApp body refused outside the patient's window (63016) closes the window we believed
+    open, so that its retry goes as the approved template.
     Returns whether a sent notification was found to update.
     """
     if status not in PROVIDER_FINAL_STATUSES:
@@ -665,6 +774,8 @@ def notification_record_provider_status(
         if PROVIDER_FINAL_STATUSES[status]:
             Notification.objects.filter(pk=notification.pk).update(delivered_at=timezone.now())
             return True
+        if notification.channel == Channel.WHATSAPP and error == WINDOW_CLOSED_ERROR:
+            _whatsapp_window_closed(notification)
         # Hand the row back to the ordinary failure path, as if this run had just sent it.
         token = uuid.uuid4()
         Notification.objects.filter(pk=notification.pk).update(
@@ -702,9 +813,11 @@ def notifications_dispatch_batch(*, batch_size: int | None = None) -> BatchResul
             "visit__course__protocol",
             "report_site",
             "user",
+            "enquiry__site",
             "alert__site",
             "invitation__instrument",
             "invitation__course__protocol",
+            *CONSULTATION_PREFETCH,
             # The reminders' places, named for patients: two queries for the batch.
             *(f"visit__{path}" for path in PLACE_PREFETCH),
         )

@@ -36,9 +36,13 @@ RETURNING GREATEST(
 """
 
 
-def sender_slot_reserve(*, sender: str) -> float:
-    """Reserve `sender`'s next slot to send in; returns the seconds until it."""
-    default = Decimal(str(settings.SMS_SENDER_DEFAULT_PER_SECOND))
+def sender_slot_reserve(*, sender: str, default_per_second: float | None = None) -> float:
+    """Reserve `sender`'s next slot to send in; returns the seconds until it. A sender's first
+    message makes its row at `default_per_second` (SMS_SENDER_DEFAULT_PER_SECOND unless
+    given): each sender, an SMS number or a WhatsApp sender, keeps its own pace."""
+    if default_per_second is None:
+        default_per_second = settings.SMS_SENDER_DEFAULT_PER_SECOND
+    default = Decimal(str(default_per_second))
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(_RESERVE_SQL, {"sender": sender, "default": default})
@@ -55,9 +59,9 @@ def sender_slot_reserve(*, sender: str) -> float:
     return max((slot - now).total_seconds(), 0.0)
 
 
-def sender_pace(*, sender: str) -> float:
+def sender_pace(*, sender: str, default_per_second: float | None = None) -> float:
     """Wait for `sender`'s next slot (shared by every worker); returns the seconds waited."""
-    wait = sender_slot_reserve(sender=sender)
+    wait = sender_slot_reserve(sender=sender, default_per_second=default_per_second)
     if wait > 0:
         time.sleep(wait)
     return wait

@@ -12,6 +12,12 @@ DEFAULT_WORDING = (
         "you home, and do not drive for 24 hours."
     ),
     gettext_noop("breathing tests"),
+    gettext_noop("breathing tests and a blood test"),
+    gettext_noop("a visit of about three hours at the day unit"),
+    gettext_noop(
+        "Eat and drink as usual and take your usual medicines. Allow about three hours; you "
+        "can go home afterwards."
+    ),
     gettext_noop("a CT scan of your chest"),
     gettext_noop("your clinic"),
 )

@@ -10,6 +10,8 @@ from delivery.outbox import (
     notifications_dispatch_batch,
     notifications_reclaim_stale,
 )
+from enquiries.purge import enquiries_purge
+from enquiries.scans import alerts_scan_unanswered_enquiries
 from pathway.checkins import checkins_tick as pathway_checkins_tick
 from pathway.scans import alerts_scan_overdue
 from reporting.weekly_report import weekly_reports_queue
@@ -38,7 +40,7 @@ def dispatch_notification_batch() -> int:
 
 @shared_task(name="scheduling.tasks.scan_overdue", ignore_result=True)
 def scan_overdue() -> int:
-    return alerts_scan_overdue()
+    return alerts_scan_overdue() + alerts_scan_unanswered_enquiries()
 
 
 @shared_task(name="scheduling.tasks.checkins_tick", ignore_result=True)
@@ -59,3 +61,9 @@ def archive_notifications() -> dict:
     purge what archived ones hold about patients past the purge period."""
     run = archive_run(limit=ARCHIVE_ROWS_PER_RUN)
     return {"archived": run.archived, "purged": run.purged}
+
+
+@shared_task(name="enquiries.tasks.purge_enquiries", ignore_result=True)
+def purge_enquiries() -> int:
+    """Beat, every night: enquiries past their retention deleted, their counts kept."""
+    return enquiries_purge()

@@ -22,13 +22,14 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from common.errors import Refused
-from common.middleware import accepts_nul
+from common.middleware import accepts_nul, posted_cross_site
 from common.proxies import client_address, client_is_this_machine
 from common.rate_limits import RateLimit
 from common.urls import public_url
 from delivery.health import TrackerCollector, health_checks
 from delivery.messages import patient_moment, visit_other_times, visit_page_context
 from delivery.outbox import notification_record_provider_status
+from enquiries.services import enquirer_message_received
 from pathway.checkins import invitation_answer, invitation_link_language, invitation_open
 from patients.questionnaires import text_in
 from scheduling.replies import sms_reply_handle
@@ -87,6 +88,8 @@ def sms_inbound(request):
         body=body,
         characters_removed=removed,
     )
+    if not handled.repeat:  # from someone who enquired, too: their STOP, their words
+        enquirer_message_received(inbound=handled.inbound)
     twiml = MessagingResponse()
     if handled.answer:
         twiml.message(handled.answer)
@@ -107,7 +110,7 @@ def _too_many(request) -> bool:
 def _cross_site(request) -> bool:
     """A form posted from another site: refused. (The pages take no CSRF cookie: the token in
     the link is the credential, and a patient's phone may refuse cookies.)"""
-    return request.method == "POST" and request.headers.get("Sec-Fetch-Site") == "cross-site"
+    return posted_cross_site(request)
 
 
 def _gone(request, language: str | None):

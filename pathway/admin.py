@@ -23,6 +23,7 @@ from common.forms import SecondLook, second_look_field
 from common.numbers import cells_words
 from common.paginator import EstimatedCountPaginator
 from common.zones import date_words, local_words, respond_in_zone, zone_words
+from pathway import admin_lots  # noqa: F401 (registers the cell bank's stock and the doses)
 from pathway.amendments import follow_ups_recompute
 from pathway.audit import audit_verify
 from pathway.badges import state_badge
@@ -39,16 +40,21 @@ from pathway.custody import (
     custody_unusual_values,
     may_record_product_step,
     product_custody_refusals,
+    units_custody_record,
+    units_on_their_way,
 )
 from pathway.forecast import forecast_interval_words
-from pathway.forms import ProductCustodyForm
+from pathway.forms import ProductCustodyForm, UnitCustodyForm
+from pathway.lots import stock_by_lot
 from pathway.models import (
     TRANSITION_LABELS,
     Batch,
     BatchStatus,
+    CellBankLot,
     CellCount,
     CustodyEvent,
     CustodyKind,
+    LotStatus,
     Protocol,
     ProtocolQcTest,
     ProtocolVisit,
@@ -66,9 +72,11 @@ from pathway.services import (
     COURSE_TRANSITION_SERVICES,
     batch_release_refusals,
     course_create,
+    course_next_infusion,
     course_open_refusal,
+    site_default_protocol,
 )
-from pathway.states import CourseState
+from pathway.states import CourseState, Therapy
 from patients.access import AUDITOR_GROUP, roles_allowed, user_sites
 from patients.admin import ClinicalRecordsSavedThroughServices, CourseAdverseEventInline
 from patients.admin_search import OffersCloseMatches
@@ -106,6 +114,7 @@ class ProtocolAdmin(admin.ModelAdmin):
 
     list_display = (
         "name",
+        "therapy",
         "is_default",
         "fev1_pct_min",
         "fev1_pct_max",
@@ -115,8 +124,18 @@ class ProtocolAdmin(admin.ModelAdmin):
     inlines = (ProtocolVisitInline, ProtocolQcTestInline)
     # Every editable field of the protocol (tests/test_admin.py fails when one is left out).
     fieldsets = (
-        (None, {"fields": ("name", "is_default")}),
-        ("Eligibility", {"fields": ("fev1_pct_min", "fev1_pct_max", "smoking_quit_min_months")}),
+        (None, {"fields": ("name", "is_default", "therapy", "default_at")}),
+        (
+            "Eligibility",
+            {
+                "fields": (
+                    "eligibility_rules",
+                    "fev1_pct_min",
+                    "fev1_pct_max",
+                    "smoking_quit_min_months",
+                )
+            },
+        ),
         (
             "Cold chain",
             {"fields": ("cold_chain_min_c", "cold_chain_max_c", "cold_chain_max_transit_hours")},
@@ -145,14 +164,42 @@ class ProtocolAdmin(admin.ModelAdmin):
             },
         ),
         (
+            "Infusions (MSC)",
+            {
+                "fields": (
+                    "dose_count",
+                    "dose_interval_days",
+                    "follow_up_anchor",
+                    "thaw_to_infusion_max_minutes",
+                ),
+            },
+        ),
+        (
+            "Cell-bank lots (MSC)",
+            {
+                "fields": (
+                    "min_positive_marker_pct",
+                    "max_negative_marker_pct",
+                    "max_endotoxin_eu_ml",
+                    "max_storage_temperature_c",
+                    "lot_expiry_warning_days",
+                    "stock_lookahead_days",
+                ),
+            },
+        ),
+        (
             "Reminders and alerts",
             {
                 "fields": (
                     "reminder_lead_days",
                     "harvest_notice_hours",
                     "transplant_notice_hours",
+                    "infusion_notice_hours",
+                    "consultation_notice_hours",
                     "quiet_hours_start",
                     "quiet_hours_end",
+                    "whatsapp_quiet_hours_start",
+                    "whatsapp_quiet_hours_end",
                     "transplant_booking_max_days",
                     "delivery_max_attempts",
                 ),
@@ -166,6 +213,8 @@ class ProtocolAdmin(admin.ModelAdmin):
                     "harvest_preparation",
                     "transplant_description",
                     "transplant_preparation",
+                    "infusion_description",
+                    "infusion_preparation",
                 ),
             },
         ),
@@ -229,7 +278,8 @@ class VisitInline(admin.TabularInline):
         return False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("protocol_visit")
+        # Each row names itself in its site's calendar: the course and site come with it.
+        return super().get_queryset(request).select_related("protocol_visit", "course__site")
 
 
 class CustodyEventInline(admin.TabularInline):
@@ -251,7 +301,8 @@ class CustodyEventInline(admin.TabularInline):
         return False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("by", "corrects")
+        # Each row names itself in its site's zone (a dose's units add rows: keep it constant).
+        return super().get_queryset(request).select_related("by", "corrects", "course__site")
 
 
 class DeviationInline(admin.TabularInline):
@@ -324,7 +375,7 @@ def transition_outcome(log: TransitionLog, *, requested: str) -> tuple[int, str]
 
 
 # Steps signed with a password: the service checks it as a login is checked.
-SIGNED_STEPS = {"release", "record_transplant"}
+SIGNED_STEPS = {"release", "record_transplant", "record_infusion"}
 
 _STATUS_MARKS = {RuleStatus.PASSED: "✔", RuleStatus.FAILED: "✘", RuleStatus.OVERRIDDEN: "⚠"}
 
@@ -340,21 +391,6 @@ class ReferralForm(forms.ModelForm):
         return patient
 
 
-# The step a course in each state is waiting for: the course page's primary button.
-NEXT_STEP = {
-    CourseState.REFERRED: "start_evaluation",
-    CourseState.EVALUATION: "approve",
-    CourseState.ELIGIBLE: "schedule_harvest",
-    CourseState.HARVEST_SCHEDULED: "record_harvest",
-    CourseState.HARVESTED: "receive_at_lab",
-    CourseState.EXPANDING: "release",
-    CourseState.RELEASED: "schedule_transplant",
-    CourseState.TRANSPLANT_SCHEDULED: "record_transplant",
-    CourseState.FOLLOW_UP: "complete",
-    CourseState.ON_HOLD: "resume",
-}
-
-
 # The product's journey from the lab to the bedside, each a step of its own on the worklist.
 PRODUCT_CUSTODY_STEPS = {
     "shipped_to_site": CustodyKind.SHIPPED_TO_SITE,
@@ -363,6 +399,18 @@ PRODUCT_CUSTODY_STEPS = {
 PRODUCT_CUSTODY_HELP = {
     CustodyKind.SHIPPED_TO_SITE: "The released product leaves the lab: scan its label as it goes.",
     CustodyKind.RECEIVED_AT_SITE: "The product arrives at the site: scan its label on receipt.",
+}
+# An infusion's units, from the cell bank's stock to the bedside: the same two steps, each
+# unit's label scanned.
+UNIT_CUSTODY_STEPS = {
+    "units_shipped": CustodyKind.SHIPPED_TO_SITE,
+    "units_received": CustodyKind.RECEIVED_AT_SITE,
+}
+UNIT_CUSTODY_HELP = {
+    CustodyKind.SHIPPED_TO_SITE: "The dose's units leave the stock for the site: scan each "
+    "unit's label as it goes.",
+    CustodyKind.RECEIVED_AT_SITE: "The dose's units arrive at the site: scan each unit's label "
+    "on receipt.",
 }
 
 
@@ -407,6 +455,11 @@ class TreatmentCourseAdmin(
         "capacity",
         "messages_sent",
         "checkins",
+        "product_allocated_at",
+        "first_infused_at",
+        "last_infused_at",
+        "doses_words",
+        "infusions_table",
     )
     inlines = (
         VisitInline,
@@ -467,24 +520,85 @@ class TreatmentCourseAdmin(
                 {"fields": ("messages_sent",), "classes": ("collapse",)},
             ),
             ("Check-ins between visits", {"fields": ("checkins",), "classes": ("collapse",)}),
-            (
-                "Procedures",
+            self._procedures(obj),
+        )
+
+    def _procedures(self, obj):
+        """What was done to the patient: the therapy's own steps."""
+        if obj.protocol.therapy == Therapy.MSC:
+            return (
+                "Infusions",
                 {
                     "fields": (
                         "evaluation_started_at",
-                        "harvested_at",
-                        "harvest_operator",
-                        "lab_received_at",
-                        "expansion_day",
-                        "released_at",
-                        "viable_cells_released_words",
-                        "transplanted_at",
-                        "cells_administered_words",
-                        "discharged_at",
+                        "product_allocated_at",
+                        "doses_words",
+                        "first_infused_at",
+                        "last_infused_at",
+                        "infusions_table",
                     ),
-                    "classes": ("collapse",),
+                    "classes": ()
+                    if obj.state
+                    in (
+                        CourseState.PRODUCT_ALLOCATED,
+                        CourseState.INFUSION_SCHEDULED,
+                        CourseState.INFUSED,
+                    )
+                    else ("collapse",),
                 },
-            ),
+            )
+        return (
+            "Procedures",
+            {
+                "fields": (
+                    "evaluation_started_at",
+                    "harvested_at",
+                    "harvest_operator",
+                    "lab_received_at",
+                    "expansion_day",
+                    "released_at",
+                    "viable_cells_released_words",
+                    "transplanted_at",
+                    "cells_administered_words",
+                    "discharged_at",
+                ),
+                "classes": ("collapse",),
+            },
+        )
+
+    @admin.display(description="doses given")
+    def doses_words(self, obj):
+        return f"{obj.doses_given} of {obj.protocol.dose_count}"
+
+    @admin.display(description="doses")
+    def infusions_table(self, obj):
+        """Each dose: its units and lot, when it was thawed and started, what was given."""
+        zone = obj.site.time_zone
+        infusions = list(obj.infusions.prefetch_related("units__lot").order_by("dose_number"))
+        if not infusions:
+            return "None allocated yet."
+        rows = []
+        for infusion in infusions:
+            units = list(infusion.units.all())
+            thaw = (
+                f"{round((infusion.started_at - infusion.thawed_at).total_seconds() / 60)} min"
+                if infusion.given
+                else "–"
+            )
+            rows.append(
+                (
+                    infusion.dose_number,
+                    ", ".join(u.unit_id for u in units) or "–",
+                    ", ".join(sorted({u.lot.lot_number for u in units})) or "–",
+                    local_words(infusion.started_at, zone) if infusion.given else "not yet",
+                    thaw,
+                    cells_words(infusion.cells_given) if infusion.given else "–",
+                )
+            )
+        return format_html(
+            "<table><thead><tr><th>dose</th><th>units</th><th>lot</th><th>started</th>"
+            "<th>thaw to start</th><th>cells given</th></tr></thead><tbody>{}</tbody></table>",
+            format_html_join("", "<tr>" + "<td>{}</td>" * 6 + "</tr>", rows),
         )
 
     def get_readonly_fields(self, request, obj=None):
@@ -504,7 +618,12 @@ class TreatmentCourseAdmin(
 
     def get_changeform_initial_data(self, request):
         initial = super().get_changeform_initial_data(request)
-        default = Protocol.objects.filter(is_default=True).first()
+        sites = list(user_sites(request.user)[:2])
+        default = (
+            site_default_protocol(site=sites[0])
+            if len(sites) == 1
+            else Protocol.objects.filter(is_default=True).first()
+        )
         if default:
             initial.setdefault("protocol", default.pk)
         return initial
@@ -685,7 +804,7 @@ class TreatmentCourseAdmin(
         ("received_at_site"), as a step of its own: the label scanned, the time with its
         zone and the temperature with its unit, prefilled with now and the place."""
         course = self.get_object(request, object_id)
-        kind = PRODUCT_CUSTODY_STEPS.get(step)
+        kind = PRODUCT_CUSTODY_STEPS.get(step) or UNIT_CUSTODY_STEPS.get(step)
         if kind is None:
             raise Http404("No such custody step.")
         if not request.user.has_perm("pathway.add_custodyevent") or not may_record_product_step(
@@ -695,9 +814,59 @@ class TreatmentCourseAdmin(
                 f"“{CustodyKind(kind).label}” is not your role's to record: "
                 f"{roles_allowed('add_custodyevent')}, and the step's own."
             )
-        return respond_in_zone(
-            course.site.time_zone, lambda: self._product_custody_page(request, course, kind)
-        )
+        page = self._unit_custody_page if step in UNIT_CUSTODY_STEPS else self._product_custody_page
+        return respond_in_zone(course.site.time_zone, lambda: page(request, course, kind))
+
+    def _unit_custody_page(self, request, course, kind):
+        zone = course.site.time_zone
+        initial = {
+            "at": timezone.localtime(timezone.now(), zone).replace(second=0, microsecond=0),
+            "location": course.site.name,
+        }
+        data = request.POST if request.method == "POST" else None
+        form = UnitCustodyForm(data=data, initial=initial, course=course, user=request.user)
+        if data is not None and form.is_valid():
+            try:
+                events = units_custody_record(
+                    course=course,
+                    kind=kind,
+                    by=request.user,
+                    scanned_unit_ids=form.cleaned_data["scanned_unit_ids"],
+                    at=form.cleaned_data["at"],
+                    location=form.cleaned_data["location"],
+                    temperature_c=form.cleaned_data.get("temperature_c"),
+                    note=form.cleaned_data.get("note", ""),
+                    values_checked=form.cleaned_data["values_checked"],
+                )
+            except ValidationError as invalid:
+                for field, errors in invalid.message_dict.items():
+                    for error in errors:
+                        form.add_error(field if field in form.fields else None, error)
+            else:
+                self.message_user(
+                    request,
+                    f"{CustodyKind(kind).label}: {len(events)} unit(s) of {course.coi_id}, "
+                    f"{local_words(form.cleaned_data['at'], zone)}.",
+                    messages.SUCCESS,
+                )
+                return redirect("admin:index")
+        waiting = units_on_their_way(course=course, kind=kind)
+        context = self.admin_site.each_context(request) | {
+            "title": f"{CustodyKind(kind).label}: {course.patient}",
+            "opts": self.model._meta,
+            "original": course,
+            "patient": course.patient,
+            "zone_words": zone_words(zone),
+            "transition": FSMTransitionContext(
+                name=kind,
+                label=CustodyKind(kind).label,
+                help_text=f"{UNIT_CUSTODY_HELP[kind]} Waiting: "
+                + (", ".join(u.unit_id for u in waiting) or "none")
+                + ".",
+            ),
+            "transition_form": form,
+        }
+        return render(request, "pathway/transition_form.html", context)
 
     def _product_custody_page(self, request, course, kind):
         zone = course.site.time_zone
@@ -816,11 +985,9 @@ class TreatmentCourseAdmin(
         course = self.get_object(request, object_id)
         if course is None or not self.has_view_permission(request, course) or not course.coi_id:
             raise Http404("No labelled course here.")
-        harvested_on = (
-            timezone.localdate(course.harvested_at, course.site.time_zone)
-            if course.harvested_at
-            else None
-        )
+        # The product's first day: its harvest, or (a cell bank's units) their allocation.
+        first = course.harvested_at or course.product_allocated_at
+        harvested_on = timezone.localdate(first, course.site.time_zone) if first else None
         return render(
             request,
             "pathway/label.html",
@@ -828,6 +995,7 @@ class TreatmentCourseAdmin(
                 "course": course,
                 "patient": course.patient,
                 "harvested_on": harvested_on,
+                "dated": "Collected" if course.harvested_at else "Allocated",
                 "code": segno.make(course.coi_id, error="m").svg_inline(scale=4, border=2),
             },
         )
@@ -845,7 +1013,7 @@ class TreatmentCourseAdmin(
         course = self.get_object(request, object_id)
         extra = dict(extra_context or {})
         if course is not None:  # the timeline below says the next step in words
-            extra["primary_transition"] = NEXT_STEP.get(course.state)
+            extra["primary_transition"] = course.pathway.next_step.get(course.state)
         return super().change_view(request, object_id, form_url, extra)
 
     def fsm_transition_view(self, request, object_id, transition_name, **kwargs):
@@ -939,7 +1107,36 @@ class TreatmentCourseAdmin(
                     "dose_max": protocol.dose_max_million_per_kg,
                 }
             }
+        if transition_name in ("allocate_product", "schedule_infusion", "record_infusion"):
+            return {"infusion": self._dose_words(course, transition_name)}
         return {}
+
+    @staticmethod
+    def _dose_words(course, transition_name) -> dict:
+        """The dose being allocated, booked or given: its units and what the protocol allows."""
+        protocol = course.protocol
+        infusion = course_next_infusion(course)
+        units = list(infusion.units.select_related("lot")) if infusion else []
+        weight = course_dosing_weight(course=course)
+        lots = stock_by_lot(
+            lots=CellBankLot.objects.filter(
+                site=course.site, protocol=protocol, status=LotStatus.RELEASED
+            ),
+            today=timezone.localdate(timezone=course.site.time_zone),
+        ).order_by("expires_on")
+        return {
+            "dose": infusion.dose_number if infusion else course.doses_given + 1,
+            "doses": protocol.dose_count,
+            "interval": protocol.dose_interval_days,
+            "units": units,
+            "cells": sum(u.lot.cells_per_unit for u in units),
+            "dose_min": protocol.dose_min_million_per_kg,
+            "dose_max": protocol.dose_max_million_per_kg,
+            "target": protocol.dose_target_million_per_kg,
+            "weight_kg": weight.weight_kg if weight else None,
+            "thaw_minutes": protocol.thaw_to_infusion_max_minutes,
+            "lots": list(lots) if transition_name != "record_infusion" else [],
+        }
 
     def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None, form=None):
         """Route every admin transition through the same service as commands and tasks. A
@@ -983,6 +1180,24 @@ class TreatmentCourseAdmin(
         return True
 
 
+def _as_read(value, zone):
+    """A step's recorded value with each moment in `zone`, named, and each day in words, at
+    any depth (an eligibility checklist's values too)."""
+    if isinstance(value, dict):
+        return {key: _as_read(item, zone) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_read(item, zone) for item in value]
+    if not isinstance(value, str):
+        return value
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if moment.tzinfo is not None:
+        return local_words(moment, zone)
+    return date_words(moment.date()) if len(value) == 10 else value
+
+
 @admin.register(TransitionLog)
 class TransitionLogAdmin(ReadOnlyAdmin, SiteScopedAdmin, admin.ModelAdmin):
     list_display = ("at", "course", "transition", "source_state", "target_state", "by")
@@ -1000,16 +1215,8 @@ class TransitionLogAdmin(ReadOnlyAdmin, SiteScopedAdmin, admin.ModelAdmin):
         zone = obj.course.site.time_zone
         rows = []
         for key, value in (obj.data or {}).items():
-            if isinstance(value, str):
-                try:
-                    moment = dt.datetime.fromisoformat(value)
-                except ValueError:
-                    moment = None
-                if moment is not None and moment.tzinfo is not None:
-                    value = local_words(moment, zone)
-                elif moment is not None and len(value) == 10:
-                    value = date_words(moment.date())
-            elif not isinstance(value, int | float):
+            value = _as_read(value, zone)
+            if not isinstance(value, str | int | float):
                 value = json.dumps(value, ensure_ascii=False, default=str)
             rows.append((key.replace("_", " "), value))
         if not rows:

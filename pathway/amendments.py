@@ -3,6 +3,7 @@
 the booked ones' reminders not yet sent are written anew."""
 
 from django.db import connection, transaction
+from django.db.models import Q
 
 from pathway.models import TreatmentCourse
 from pathway.states import HOLDABLE_STATES
@@ -15,15 +16,21 @@ from scheduling.services import follow_ups_move
 _RECOMPUTE_VISITS_SQL = """
 UPDATE scheduling_visit AS v
 SET scheduled_at = CASE WHEN v.status = 'planned' THEN
-        ((c.transplanted_on + pv.weeks_after_transplant * 7)::timestamp
-         + (c.transplanted_at AT TIME ZONE s.time_zone)::time) AT TIME ZONE s.time_zone
+        ((f.from_on + pv.weeks_after_transplant * 7)::timestamp
+         + (f.from_at AT TIME ZONE s.time_zone)::time) AT TIME ZONE s.time_zone
         ELSE v.scheduled_at END,
-    window_opens_on = c.transplanted_on + pv.weeks_after_transplant * 7 - pv.window_days,
-    window_closes_on = c.transplanted_on + pv.weeks_after_transplant * 7 + pv.window_days
-FROM pathway_treatmentcourse AS c, pathway_protocolvisit AS pv, patients_site AS s
+    window_opens_on = f.from_on + pv.weeks_after_transplant * 7 - pv.window_days,
+    window_closes_on = f.from_on + pv.weeks_after_transplant * 7 + pv.window_days
+FROM pathway_treatmentcourse AS c
+    -- what the follow-ups count from: the transplant, or the infusion the protocol names
+    CROSS JOIN LATERAL (
+        SELECT coalesce(c.transplanted_on, c.follow_up_anchor_on) AS from_on,
+               coalesce(c.transplanted_at, c.follow_up_anchor_at) AS from_at
+    ) AS f,
+    pathway_protocolvisit AS pv, patients_site AS s
 WHERE v.course_id = c.id AND v.protocol_visit_id = pv.id AND c.site_id = s.id
   AND c.protocol_id = %(protocol)s AND v.kind = 'follow_up' AND v.status IN ('planned', 'booked')
-  AND c.transplanted_on IS NOT NULL
+  AND f.from_on IS NOT NULL
 """
 _CANCEL_REMINDERS_SQL = """
 UPDATE scheduling_notification AS n SET status = 'cancelled'
@@ -31,8 +38,9 @@ FROM scheduling_visit AS v, pathway_treatmentcourse AS c
 WHERE n.visit_id = v.id AND v.course_id = c.id AND c.protocol_id = %(protocol)s
   AND v.kind = 'follow_up' AND v.status = 'booked' AND n.status = 'pending'
 """
-# One reminder per lead time and consented channel, at the appointment's local clock time; an
-# SMS in the patient's quiet hours waits for them to end; keys as reminders_schedule makes them.
+# One reminder per lead time and consented channel, at the appointment's local clock time; a
+# text (SMS, WhatsApp) in the patient's quiet hours for its channel waits for them to end; keys
+# as reminders_schedule makes them.
 _WRITE_REMINDERS_SQL = """
 INSERT INTO scheduling_notification (template, channel, patient_id, visit_id, send_after, status,
     attempts, max_attempts, last_error, provider_message_id, idempotency_key, created_at,
@@ -44,17 +52,17 @@ SELECT 'visit_reminder', r.channel, r.patient_id, r.visit_id, r.send_after, 'pen
     now(), ''
 FROM (
     SELECT v.id AS visit_id, p.id AS patient_id, v.scheduled_at, lead, ch.channel,
-        CASE WHEN ch.channel = 'sms' AND (
-                 (%(quiet_start)s::time > %(quiet_end)s::time AND
-                  ((due AT TIME ZONE pz)::time >= %(quiet_start)s::time
-                   OR (due AT TIME ZONE pz)::time < %(quiet_end)s::time))
-              OR (%(quiet_start)s::time <= %(quiet_end)s::time AND
-                  (due AT TIME ZONE pz)::time >= %(quiet_start)s::time
-                  AND (due AT TIME ZONE pz)::time < %(quiet_end)s::time))
+        CASE WHEN ch.quiet_start IS NOT NULL AND (
+                 (ch.quiet_start > ch.quiet_end AND
+                  ((due AT TIME ZONE pz)::time >= ch.quiet_start
+                   OR (due AT TIME ZONE pz)::time < ch.quiet_end))
+              OR (ch.quiet_start <= ch.quiet_end AND
+                  (due AT TIME ZONE pz)::time >= ch.quiet_start
+                  AND (due AT TIME ZONE pz)::time < ch.quiet_end))
              THEN (((due AT TIME ZONE pz)::date
-                    + CASE WHEN (due AT TIME ZONE pz)::time >= %(quiet_end)s::time
+                    + CASE WHEN (due AT TIME ZONE pz)::time >= ch.quiet_end
                            THEN 1 ELSE 0 END)
-                   + %(quiet_end)s::time) AT TIME ZONE pz
+                   + ch.quiet_end) AT TIME ZONE pz
              ELSE due END AS send_after
     FROM scheduling_visit AS v
     JOIN pathway_treatmentcourse AS c ON c.id = v.course_id
@@ -62,8 +70,12 @@ FROM (
     JOIN patients_site AS s ON s.id = c.site_id
     CROSS JOIN unnest(%(leads)s::int[]) AS lead
     CROSS JOIN LATERAL (
-        SELECT 'email' AS channel WHERE p.consent_email AND p.email <> ''
-        UNION ALL SELECT 'sms' WHERE p.consent_sms AND p.phone <> ''
+        SELECT 'email' AS channel, NULL::time AS quiet_start, NULL::time AS quiet_end
+        WHERE p.consent_email AND p.email <> ''
+        UNION ALL SELECT 'sms', %(sms_quiet_start)s::time, %(sms_quiet_end)s::time
+        WHERE p.consent_sms AND p.phone <> ''
+        UNION ALL SELECT 'whatsapp', %(whatsapp_quiet_start)s::time, %(whatsapp_quiet_end)s::time
+        WHERE p.consent_whatsapp AND p.whatsapp <> ''
     ) AS ch
     CROSS JOIN LATERAL (
         SELECT ((v.scheduled_at AT TIME ZONE s.time_zone) - lead * interval '1 day')
@@ -90,8 +102,10 @@ def follow_ups_recompute(*, protocol) -> int:
         "protocol": protocol.pk,
         "max_attempts": protocol.delivery_max_attempts,
         "leads": sorted(set(protocol.reminder_lead_days)),
-        "quiet_start": protocol.quiet_hours_start,
-        "quiet_end": protocol.quiet_hours_end,
+        "sms_quiet_start": protocol.quiet_hours_start,
+        "sms_quiet_end": protocol.quiet_hours_end,
+        "whatsapp_quiet_start": protocol.whatsapp_quiet_hours_start,
+        "whatsapp_quiet_end": protocol.whatsapp_quiet_hours_end,
         # A course on hold or closed has no reminders to write back.
         "taking_appointments": [str(state) for state in HOLDABLE_STATES],
     }
@@ -108,7 +122,9 @@ def follow_ups_recompute(*, protocol) -> int:
 
 def _follow_ups_recompute_in_python(protocol) -> int:
     """The same for SQLite's small databases, one course at a time."""
-    courses = TreatmentCourse.objects.filter(protocol=protocol, transplanted_on__isnull=False)
+    courses = TreatmentCourse.objects.filter(
+        Q(transplanted_on__isnull=False) | Q(follow_up_anchor_on__isnull=False), protocol=protocol
+    )
     moved = 0
     with transaction.atomic():
         for course in courses.select_related("site", "patient", "protocol"):

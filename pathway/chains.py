@@ -19,7 +19,7 @@ from django.utils import timezone
 from common.errors import Refused
 from common.zones import date_words, local_words
 from pathway.models import TreatmentCourse
-from pathway.states import CourseState
+from pathway.states import CourseState, Therapy
 from scheduling.alerts import alert_raise
 from scheduling.chains import (
     CHAIN_PURPOSES,
@@ -30,6 +30,9 @@ from scheduling.chains import (
     course_resource,
     free_slots,
     harvest_chain_places,
+    infusion_chain_places,
+    infusion_chain_times,
+    infusion_doses_left,
     reservations_rearrange,
     slot_at,
 )
@@ -54,6 +57,10 @@ def course_suite(course: TreatmentCourse):
 
 def course_lab(course: TreatmentCourse):
     return course_resource(site=course.site, kind=ResourceKind.EXPANSION)
+
+
+def course_chair(course: TreatmentCourse):
+    return course_resource(site=course.site, kind=ResourceKind.INFUSION_CHAIR)
 
 
 def course_chains(
@@ -106,12 +113,18 @@ class _Wanted:
     strict: bool
     harvest_at: dt.datetime | None = None
     transplant_at: dt.datetime | None = None
+    infusion_at: dt.datetime | None = None
     problems: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        self.suite = course_suite(self.course)
-        self.lab = course_lab(self.course)
         self.protocol = self.course.protocol
+        if self.protocol.therapy == Therapy.MSC:
+            self.suite = self.lab = None
+            self.chair = course_chair(self.course)
+        else:
+            self.suite = course_suite(self.course)
+            self.lab = course_lab(self.course)
+            self.chair = None
 
     def __call__(self, given_back: list[Reservation]) -> list[Place]:
         self.provisional = next((r.starts_at for r in given_back if r.provisional), None)
@@ -128,6 +141,10 @@ class _Wanted:
             return self._provisional_transplant()
         if state == CourseState.TRANSPLANT_SCHEDULED:
             return self._booked_transplant()
+        if state == CourseState.INFUSION_SCHEDULED:
+            return self._booked_infusions()
+        if state == CourseState.INFUSED:
+            return self._next_doses(given_back)
         return []
 
     def _refuse(self, refusal: Refused) -> list[Place]:
@@ -225,6 +242,67 @@ class _Wanted:
             return self._refuse(refusal)
         return [Place(ReservationPurpose.TRANSPLANT, self.suite, slot, visit.pk)]
 
+    def _booked_infusions(self) -> list[Place]:
+        """The booked dose's chair slot and one for each dose after it, its interval apart."""
+        if self.chair is None:
+            return []
+        visit = open_booking(course=self.course, kind=VisitKind.INFUSION)
+        if visit is None or visit.status != VisitStatus.BOOKED:
+            return []
+        try:
+            return infusion_chain_places(
+                course=self.course,
+                first_at=self.infusion_at or visit.scheduled_at,
+                visit_id=visit.pk,
+                after=self.now,
+                chair=self.chair,
+            )
+        except Refused as refusal:
+            return self._refuse(refusal)
+
+    def _next_doses(self, given_back: list[Reservation]) -> list[Place]:
+        """Between doses: the slots held for the doses to come stay held; a course that holds
+        none (resumed from a hold) takes them again from the last dose, its interval on."""
+        if self.chair is None:
+            return []
+        held = sorted(
+            r.starts_at
+            for r in given_back
+            if r.purpose == ReservationPurpose.INFUSION and r.provisional
+        )
+        if held:
+            try:
+                return [
+                    Place(
+                        ReservationPurpose.INFUSION, self.chair, slot_at(resource=self.chair, at=at)
+                    )
+                    for at in held
+                    if at > self.now
+                ]
+            except Refused as refusal:
+                return self._refuse(refusal)
+        if self.course.last_infused_at is None:
+            return []
+        [next_at] = infusion_chain_times(
+            self.course.last_infused_at,
+            zone=self.chair.time_zone,
+            interval_days=self.protocol.dose_interval_days,
+            count=2,
+        )[1:]
+        if next_at <= self.now:
+            self.problems.append("The next dose's slot has passed: book the next infusion.")
+            return []
+        try:
+            return infusion_chain_places(
+                course=self.course,
+                first_at=next_at,
+                after=self.now,
+                chair=self.chair,
+                doses=infusion_doses_left(course=self.course),
+            )
+        except Refused as refusal:
+            return self._refuse(refusal)
+
 
 def _places_kept(rows: list[Reservation]) -> list[Place]:
     """The places these reservations hold, to be taken again as they are: each slot with the
@@ -256,6 +334,7 @@ def course_reservations_reconcile(
     strict: bool = False,
     harvest_at: dt.datetime | None = None,
     transplant_at: dt.datetime | None = None,
+    infusion_at: dt.datetime | None = None,
     now: dt.datetime | None = None,
 ) -> Rearrangement:
     """Make the course's chain what its state needs now. `strict` (a coordinator booking a
@@ -269,10 +348,12 @@ def course_reservations_reconcile(
         strict=strict,
         harvest_at=harvest_at,
         transplant_at=transplant_at,
+        infusion_at=infusion_at,
     )
     if (
         wanted.suite is None
         and wanted.lab is None
+        and wanted.chair is None
         and not course.reservations.filter(released_at__isnull=True).exists()
     ):
         return Rearrangement(released=[], taken=[])
@@ -311,6 +392,8 @@ def reservations_words(rows: list[Reservation]) -> str:
         when = timezone.localtime(row.starts_at, row.resource.time_zone)
         if row.purpose == ReservationPurpose.FOLLOW_UP and row.visit_id:
             label = row.visit.label
+        elif row.provisional and row.purpose == ReservationPurpose.INFUSION:
+            label = "a later dose"
         elif row.provisional:
             label = "provisional transplant"
         else:

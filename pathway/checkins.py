@@ -24,7 +24,6 @@ from patients.questionnaires import answers_errors, questionnaire_score
 from scheduling.alerts import alert_raise
 from scheduling.models import (
     AlertKind,
-    Channel,
     InvitationLink,
     InvitationStatus,
     Notification,
@@ -35,7 +34,7 @@ from scheduling.models import (
     VisitKind,
 )
 from scheduling.outbox import notifications_write
-from scheduling.rules import patient_send_after
+from scheduling.rules import patient_send_after, told_channels
 
 # Invitations open at this local time at the patient's site, on the day they are due.
 OPENS_AT = dt.time(10, 0)
@@ -45,9 +44,9 @@ def _openings(course: TreatmentCourse, asked: ProtocolInstrument) -> list[dt.dat
     """When this course's invitations to this instrument open."""
     zone = course.site.time_zone
     if asked.every_days:
-        last = course.transplanted_on + dt.timedelta(weeks=asked.until_weeks)
+        last = course.follow_ups_from_on + dt.timedelta(weeks=asked.until_weeks)
         days = []
-        day = course.transplanted_on + dt.timedelta(days=asked.every_days)
+        day = course.follow_ups_from_on + dt.timedelta(days=asked.every_days)
         while day <= last:
             days.append(day)
             day += dt.timedelta(days=asked.every_days)
@@ -65,7 +64,8 @@ def invitations_open_due(*, now: dt.datetime | None = None) -> int:
     now = now or timezone.now()
     opened = 0
     courses = TreatmentCourse.objects.filter(
-        state=CourseState.FOLLOW_UP, transplanted_on__isnull=False
+        Q(transplanted_on__isnull=False) | Q(follow_up_anchor_on__isnull=False),
+        state=CourseState.FOLLOW_UP,
     ).select_related("site", "patient", "protocol")
     for course in courses.prefetch_related("visits", "protocol__instruments__instrument"):
         for asked in course.protocol.instruments.all():
@@ -91,7 +91,7 @@ def invitations_open_due(*, now: dt.datetime | None = None) -> int:
 def _send(invitation: QuestionnaireInvitation, *, now, reminder: bool) -> None:
     course = invitation.course
     patient, protocol = course.patient, course.protocol
-    channels = [channel for channel in (Channel.EMAIL, Channel.SMS) if patient.consents_to(channel)]
+    channels = told_channels(patient)
     which = "reminder" if reminder else "first"
     for channel in channels:
         send_after = patient_send_after(now, channel=channel, patient=patient, protocol=protocol)

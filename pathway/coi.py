@@ -56,3 +56,14 @@ def coi_ids_match(entered: str, expected: str) -> bool:
     if not ((entered or "").isascii() and (expected or "").isascii()):
         return False
     return coi_id_normalise(entered) == coi_id_normalise(expected)
+
+
+def unit_id_normalise(value: str) -> str:
+    """A cell-bank unit's id (the bank's, e.g. an ISBT 128 donation id) however it was typed
+    or scanned: upper case, no spaces or hyphens."""
+    return re.sub(r"[\s-]", "", value or "").upper()
+
+
+def unit_ids_of(text: str) -> list[str]:
+    """The unit ids in what was scanned or typed: one per line, or separated by commas."""
+    return [unit_id_normalise(part) for part in re.split(r"[\n,;]+", text or "") if part.strip()]

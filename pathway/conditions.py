@@ -13,7 +13,15 @@ from enum import StrEnum
 
 from common.zones import date_words, local_words
 from pathway.coi import coi_ids_match
-from pathway.models import CustodyKind, Protocol, ProtocolQcTest, QcTestKind
+from pathway.models import (
+    NEGATIVE_MARKERS,
+    POSITIVE_MARKERS,
+    CustodyKind,
+    Protocol,
+    ProtocolQcTest,
+    QcTestKind,
+)
+from pathway.therapies import ELIGIBILITY_RULES
 from patients.clinical import OBSTRUCTION_RATIO, ratio_display
 from patients.measures import measure
 from patients.models import (
@@ -127,48 +135,62 @@ def _spirometry_rules(facts: EvaluationFacts, protocol: Protocol, justification:
             )
         )
 
+    results.append(
+        fev1_range_rule(
+            fev1_pct=fev1_pct,
+            protocol=protocol,
+            justification=justification,
+            stage=stage,
+            values=values,
+        )
+    )
+    return results
+
+
+def fev1_range_rule(
+    *,
+    fev1_pct: Decimal,
+    protocol: Protocol,
+    justification: str = "",
+    stage: int | None = None,
+    values: dict | None = None,
+) -> RuleResult:
+    """FEV1 % predicted within the protocol's range; below it, only on a specialist's
+    written justification. The checklist's rule, and the enquiry page's for a figure a person
+    gives themselves."""
+    name, values = "FEV1 % predicted in range", values or {}
     allowed = f"{_pct(protocol.fev1_pct_min)}–{_pct(protocol.fev1_pct_max)} %"
     if fev1_pct > protocol.fev1_pct_max:
-        results.append(
-            RuleResult(
-                names[2],
-                RuleStatus.FAILED,
-                f"FEV1 is {_pct(fev1_pct)} % predicted; the protocol allows {allowed}.",
-                values,
-            )
+        return RuleResult(
+            name,
+            RuleStatus.FAILED,
+            f"FEV1 is {_pct(fev1_pct)} % predicted; the protocol allows {allowed}.",
+            values,
         )
-    elif fev1_pct < protocol.fev1_pct_min and justification.strip():
-        results.append(
-            RuleResult(
-                names[2],
-                RuleStatus.OVERRIDDEN,
-                f"FEV1 is {_pct(fev1_pct)} % predicted, below "
-                f"{_pct(protocol.fev1_pct_min)} %; accepted on the specialist's "
-                f"justification: {justification.strip()}",
-                values,
-            )
+    if fev1_pct < protocol.fev1_pct_min and justification.strip():
+        return RuleResult(
+            name,
+            RuleStatus.OVERRIDDEN,
+            f"FEV1 is {_pct(fev1_pct)} % predicted, below "
+            f"{_pct(protocol.fev1_pct_min)} %; accepted on the specialist's "
+            f"justification: {justification.strip()}",
+            values,
         )
-    elif fev1_pct < protocol.fev1_pct_min:
-        results.append(
-            RuleResult(
-                names[2],
-                RuleStatus.FAILED,
-                f"FEV1 is {_pct(fev1_pct)} % predicted, below "
-                f"{_pct(protocol.fev1_pct_min)} %{' (GOLD 4)' if stage == 4 else ''}: approval "
-                "needs a specialist's written justification that enough basal cells remain.",
-                values,
-            )
+    if fev1_pct < protocol.fev1_pct_min:
+        return RuleResult(
+            name,
+            RuleStatus.FAILED,
+            f"FEV1 is {_pct(fev1_pct)} % predicted, below "
+            f"{_pct(protocol.fev1_pct_min)} %{' (GOLD 4)' if stage == 4 else ''}: approval "
+            "needs a specialist's written justification that enough basal cells remain.",
+            values,
         )
-    else:
-        results.append(
-            RuleResult(
-                names[2],
-                RuleStatus.PASSED,
-                f"FEV1 is {_pct(fev1_pct)} % predicted, within {allowed}.",
-                values,
-            )
-        )
-    return results
+    return RuleResult(
+        name,
+        RuleStatus.PASSED,
+        f"FEV1 is {_pct(fev1_pct)} % predicted, within {allowed}.",
+        values,
+    )
 
 
 def evaluation_sources(facts: EvaluationFacts, *, zone) -> str:
@@ -191,35 +213,58 @@ def _ct_rule(facts: EvaluationFacts) -> RuleResult:
     ct = facts.chest_ct
     if ct is None:
         return RuleResult(name, RuleStatus.FAILED, "No chest CT is recorded.")
-    values = {"taken_on": str(ct.taken_on)}
-    if ct.emphysema_present:
+    return emphysema_rule(present=ct.emphysema_present, ct_on=ct.taken_on)
+
+
+def emphysema_rule(*, present: bool, ct_on: dt.date | None) -> RuleResult:
+    """Emphysema on a chest CT: as the CT of `ct_on` shows it, or (no date) as a person says
+    a CT of theirs showed."""
+    name = "Emphysema on CT"
+    if ct_on is None:
+        if present:
+            return RuleResult(name, RuleStatus.PASSED, "A chest CT showed emphysema, they say.")
+        return RuleResult(name, RuleStatus.FAILED, "A chest CT showed no emphysema, they say.")
+    values = {"taken_on": str(ct_on)}
+    if present:
         return RuleResult(
-            name, RuleStatus.PASSED, f"The CT of {date_words(ct.taken_on)} shows emphysema.", values
+            name, RuleStatus.PASSED, f"The CT of {date_words(ct_on)} shows emphysema.", values
         )
     return RuleResult(
-        name, RuleStatus.FAILED, f"The CT of {date_words(ct.taken_on)} shows no emphysema.", values
+        name, RuleStatus.FAILED, f"The CT of {date_words(ct_on)} shows no emphysema.", values
     )
 
 
 def _smoking_rule(facts: EvaluationFacts, protocol: Protocol) -> RuleResult:
+    return smoking_rule(
+        smoking_status=facts.smoking_status,
+        quit_on=facts.smoking_quit_date,
+        today=facts.today,
+        protocol=protocol,
+    )
+
+
+def smoking_rule(
+    *, smoking_status: str, quit_on: dt.date | None, today: dt.date, protocol: Protocol
+) -> RuleResult:
+    """Not smoking for the protocol's months: the checklist's rule, and the enquiry page's
+    for what a person says of themselves."""
     name = "Not smoking"
     months = protocol.smoking_quit_min_months
-    if facts.smoking_status == SmokingStatus.NEVER:
+    if smoking_status == SmokingStatus.NEVER:
         return RuleResult(name, RuleStatus.PASSED, "Never smoked.")
-    if facts.smoking_status == SmokingStatus.CURRENT:
+    if smoking_status == SmokingStatus.CURRENT:
         return RuleResult(
             name,
             RuleStatus.FAILED,
             f"The patient smokes; the protocol needs {months} months without smoking.",
         )
-    quit_on = facts.smoking_quit_date
     if quit_on is None:
         return RuleResult(
             name, RuleStatus.FAILED, "The date the patient quit smoking is not recorded."
         )
     values = {"quit_on": str(quit_on)}
     eligible_from = add_months(quit_on, months)
-    if facts.today >= eligible_from:
+    if today >= eligible_from:
         return RuleResult(
             name, RuleStatus.PASSED, f"Quit smoking on {date_words(quit_on)}.", values
         )
@@ -246,7 +291,6 @@ def _assessment_rules(facts: EvaluationFacts) -> list[RuleResult]:
             for name in names
         ]
     values = {"taken_on": str(assessment.taken_on)}
-    on = date_words(assessment.taken_on)
 
     def rule(name: str, passed: bool, passed_reason: str, failed_reason: str) -> RuleResult:
         if passed:
@@ -254,17 +298,11 @@ def _assessment_rules(facts: EvaluationFacts) -> list[RuleResult]:
         return RuleResult(name, RuleStatus.FAILED, failed_reason, values)
 
     return [
-        rule(
-            names[0],
-            assessment.fit_for_bronchoscopy,
-            f"The cardiac assessment of {on} found the patient fit for bronchoscopy.",
-            f"The cardiac assessment of {on} found the patient not fit for bronchoscopy.",
+        bronchoscopy_fitness_rule(
+            fit=assessment.fit_for_bronchoscopy, assessed_on=assessment.taken_on
         ),
-        rule(
-            names[1],
-            not assessment.active_respiratory_infection,
-            f"No active respiratory infection on {on}.",
-            f"An active respiratory infection is recorded on {on}.",
+        infection_rule(
+            infected=assessment.active_respiratory_infection, assessed_on=assessment.taken_on
         ),
         rule(
             names[2],
@@ -281,19 +319,99 @@ def _assessment_rules(facts: EvaluationFacts) -> list[RuleResult]:
     ]
 
 
+def bronchoscopy_fitness_rule(*, fit: bool, assessed_on: dt.date | None) -> RuleResult:
+    """Fit for bronchoscopy: as the cardiac assessment of `assessed_on` found, or (no date) as
+    a person says a doctor told them."""
+    name = "Fit for bronchoscopy"
+    if assessed_on is None:
+        if fit:
+            return RuleResult(
+                name, RuleStatus.PASSED, "A doctor said a bronchoscopy is possible, they say."
+            )
+        return RuleResult(name, RuleStatus.FAILED, "Not able to have a bronchoscopy, they say.")
+    values, on = {"taken_on": str(assessed_on)}, date_words(assessed_on)
+    if fit:
+        return RuleResult(
+            name,
+            RuleStatus.PASSED,
+            f"The cardiac assessment of {on} found the patient fit for bronchoscopy.",
+            values,
+        )
+    return RuleResult(
+        name,
+        RuleStatus.FAILED,
+        f"The cardiac assessment of {on} found the patient not fit for bronchoscopy.",
+        values,
+    )
+
+
+def infection_rule(*, infected: bool, assessed_on: dt.date | None) -> RuleResult:
+    """No active respiratory infection: on the assessment of `assessed_on`, or (no date) as
+    a person says of themselves today."""
+    name = "No active respiratory infection"
+    if assessed_on is None:
+        if infected:
+            return RuleResult(name, RuleStatus.FAILED, "A chest infection now, they say.")
+        return RuleResult(name, RuleStatus.PASSED, "No chest infection now, they say.")
+    values, on = {"taken_on": str(assessed_on)}, date_words(assessed_on)
+    if infected:
+        return RuleResult(
+            name, RuleStatus.FAILED, f"An active respiratory infection is recorded on {on}.", values
+        )
+    return RuleResult(name, RuleStatus.PASSED, f"No active respiratory infection on {on}.", values)
+
+
+def _infusion_rule(facts: EvaluationFacts) -> RuleResult:
+    name = ELIGIBILITY_RULES["fit_for_infusion"]
+    assessment = facts.assessment
+    if assessment is None:
+        return RuleResult(name, RuleStatus.FAILED, "No clinical assessment is recorded.")
+    values = {"taken_on": str(assessment.taken_on)}
+    on = date_words(assessment.taken_on)
+    if assessment.fit_for_infusion:
+        return RuleResult(
+            name,
+            RuleStatus.PASSED,
+            f"The assessment of {on} found the patient fit for an intravenous infusion.",
+            values,
+        )
+    if assessment.fit_for_infusion is None:
+        return RuleResult(
+            name,
+            RuleStatus.FAILED,
+            f"The assessment of {on} does not say whether the patient is fit for an "
+            "intravenous infusion.",
+            values,
+        )
+    return RuleResult(
+        name,
+        RuleStatus.FAILED,
+        f"The assessment of {on} found the patient not fit for an intravenous infusion.",
+        values,
+    )
+
+
 def eligibility_checklist(
     *, facts: EvaluationFacts, protocol: Protocol, low_fev1_justification: str = ""
 ) -> list[RuleResult]:
-    """Every eligibility rule of the protocol, each passed, failed or overridden."""
+    """Every eligibility rule the protocol applies (its own list, else its therapy's), each
+    passed, failed or overridden, in the checklist's order."""
     spirometry = _spirometry_rules(facts, protocol, low_fev1_justification)
-    return [
-        spirometry[0],
-        _ct_rule(facts),
-        spirometry[1],
-        spirometry[2],
-        _smoking_rule(facts, protocol),
-        *_assessment_rules(facts),
-    ]
+    assessment = _assessment_rules(facts)
+    every = {
+        "copd_confirmed": spirometry[0],
+        "emphysema_on_ct": _ct_rule(facts),
+        "gold_2_4": spirometry[1],
+        "fev1_in_range": spirometry[2],
+        "not_smoking": _smoking_rule(facts, protocol),
+        "fit_for_bronchoscopy": assessment[0],
+        "no_infection": assessment[1],
+        "a1at_recorded": assessment[2],
+        "dyspnoea": assessment[3],
+        "fit_for_infusion": _infusion_rule(facts),
+    }
+    applied = set(protocol.applied_eligibility_rules)
+    return [result for key, result in every.items() if key in applied]
 
 
 def cold_chain_breaches(
@@ -503,3 +621,112 @@ def product_arrival_refusals(
         f"The chain of custody does not show the product {' or '.join(missing)}: record it "
         "(Custody events, with the label scanned) before the transplant."
     ]
+
+
+@dataclass(frozen=True)
+class LotQC:
+    """A cell-bank lot's certificate of analysis and QC, as its release reads them."""
+
+    viability_pct: Decimal | None
+    sterility_negative: bool | None
+    mycoplasma_negative: bool | None
+    endotoxin_eu_ml: Decimal | None
+    markers: dict  # field name → % of cells (None where not recorded)
+    storage_temperature_c: Decimal
+    expires_on: dt.date
+
+
+def lot_release_refusals(*, protocol: Protocol, qc: LotQC, today: dt.date) -> list[str]:
+    """Why a lot may not be released for use; empty if it may: the ISCT minimal identity
+    (CD73, CD90, CD105 present; CD45, CD34, CD14/CD11b, CD79a/CD19, HLA-DR absent, to the
+    protocol's limits), viability after thaw, sterility, mycoplasma, endotoxin, its storage
+    and its expiry."""
+    missing = [
+        label
+        for label, value in (
+            ("viability", qc.viability_pct),
+            ("sterility", qc.sterility_negative),
+            ("mycoplasma", qc.mycoplasma_negative),
+            ("endotoxin", qc.endotoxin_eu_ml),
+            *((marker, qc.markers.get(name)) for name, marker in POSITIVE_MARKERS),
+            *((marker, qc.markers.get(name)) for name, marker in NEGATIVE_MARKERS),
+        )
+        if value is None
+    ]
+    if missing:
+        return [f"The lot's QC does not record {', '.join(missing)}."]
+    refusals = []
+    low = protocol.min_positive_marker_pct
+    for name, marker in POSITIVE_MARKERS:
+        if qc.markers[name] < low:
+            refusals.append(
+                f"{marker} is on {_pct(qc.markers[name])} % of the cells; the protocol needs "
+                f"at least {_pct(low)} %."
+            )
+    high = protocol.max_negative_marker_pct
+    for name, marker in NEGATIVE_MARKERS:
+        if qc.markers[name] > high:
+            refusals.append(
+                f"{marker} is on {_pct(qc.markers[name])} % of the cells; the protocol allows "
+                f"at most {_pct(high)} %."
+            )
+    if qc.viability_pct < protocol.min_viability_pct:
+        refusals.append(
+            f"Viability after thaw is {_pct(qc.viability_pct)} %; the protocol needs at least "
+            f"{_pct(protocol.min_viability_pct)} %."
+        )
+    if not qc.sterility_negative:
+        refusals.append("Sterility is not negative.")
+    if not qc.mycoplasma_negative:
+        refusals.append("Mycoplasma is not negative.")
+    if qc.endotoxin_eu_ml > protocol.max_endotoxin_eu_ml:
+        refusals.append(
+            f"Endotoxin is {_pct(qc.endotoxin_eu_ml)} EU/mL; the protocol allows at most "
+            f"{_pct(protocol.max_endotoxin_eu_ml)} EU/mL."
+        )
+    if qc.storage_temperature_c > protocol.max_storage_temperature_c:
+        refusals.append(
+            f"The lot is stored at {_pct(qc.storage_temperature_c)} °C; the protocol needs "
+            f"{_pct(protocol.max_storage_temperature_c)} °C or colder (vapour-phase nitrogen)."
+        )
+    if qc.expires_on <= today:
+        refusals.append(f"The lot expired on {date_words(qc.expires_on)}.")
+    return refusals
+
+
+def infusion_refusals(
+    *,
+    protocol: Protocol,
+    thawed_at: dt.datetime,
+    started_at: dt.datetime,
+    thaw_delay_reason: str,
+    cells_given: int,
+    weight_kg: Decimal,
+    units_cells: int,
+) -> dict[str, list[str]]:
+    """Why a dose may not be recorded as given, by field; empty if it may: thawed before it
+    started and within the protocol's minutes of it (or a reason for the delay), a dose per
+    kg in the protocol's range, and never more cells than the units held."""
+    refusals = {"thawed_at": [], "thaw_delay_reason": [], "cells_given": []}
+    minutes = (started_at - thawed_at).total_seconds() / 60
+    limit = protocol.thaw_to_infusion_max_minutes
+    if minutes < 0:
+        refusals["thawed_at"].append("The units cannot be thawed after the infusion started.")
+    elif minutes > limit and not thaw_delay_reason.strip():
+        refusals["thaw_delay_reason"].append(
+            f"The infusion started {minutes:.0f} minutes after thaw; the protocol allows "
+            f"{limit}. Give the reason (a protocol deviation), or correct the times."
+        )
+    if cells_given > units_cells:
+        refusals["cells_given"].append(
+            f"{cells_given / 1e6:.1f} × 10⁶ cells is more than the units held "
+            f"({units_cells / 1e6:.1f} × 10⁶): check the count."
+        )
+    dose = dose_million_per_kg(cells=cells_given, weight_kg=weight_kg)
+    if not protocol.dose_min_million_per_kg <= dose <= protocol.dose_max_million_per_kg:
+        refusals["cells_given"].append(
+            f"The dose is {dose:.3f} × 10⁶ cells/kg for {_pct(weight_kg)} kg; the protocol "
+            f"allows {_pct(protocol.dose_min_million_per_kg)}–"
+            f"{_pct(protocol.dose_max_million_per_kg)} × 10⁶/kg."
+        )
+    return {field: found for field, found in refusals.items() if found}

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common.zones import date_words, local_words
-from pathway.coi import coi_id_is_valid, coi_ids_match
+from pathway.coi import coi_id_is_valid, coi_ids_match, unit_id_normalise
 from pathway.forecast import forecast_interval_words
 from pathway.models import (
     Batch,
@@ -18,9 +18,11 @@ from pathway.models import (
     CellCount,
     CustodyEvent,
     CustodyKind,
+    ProductUnit,
     ProtocolQcTest,
     QcTestKind,
     TreatmentCourse,
+    UnitStatus,
 )
 from pathway.selectors import batch_growth_forecast
 from pathway.states import CourseState
@@ -49,11 +51,13 @@ def custody_append(
     temperature_c: Decimal | None = None,
     note: str = "",
     corrects: CustodyEvent | None = None,
+    unit=None,
 ) -> CustodyEvent:
     """Add one event to the course's chain of custody (inside the caller's transaction)."""
     return CustodyEvent.objects.create(
         course=course,
         batch=batch,
+        unit=unit,
         coi_id=course.coi_id,
         kind=kind,
         at=at,
@@ -156,6 +160,113 @@ def product_custody_refusals(*, course, kind: str, by) -> list[str]:
     if kind == CustodyKind.RECEIVED_AT_SITE and CustodyKind.SHIPPED_TO_SITE not in done:
         return ["The product is not recorded leaving the lab: record its shipment first."]
     return []
+
+
+# A unit's journey to the bedside: each step takes the units of a dose from one status to
+# the next, their labels scanned.
+UNIT_STEPS = {
+    CustodyKind.SHIPPED_TO_SITE: (UnitStatus.ALLOCATED, UnitStatus.SHIPPED),
+    CustodyKind.RECEIVED_AT_SITE: (UnitStatus.SHIPPED, UnitStatus.RECEIVED),
+}
+
+
+def units_on_their_way(*, course: TreatmentCourse, kind: CustodyKind) -> list[ProductUnit]:
+    """The course's units this step moves on: those allocated (to ship), or shipped (to
+    receive), of its next dose."""
+    before, _after = UNIT_STEPS[kind]
+    units = list(
+        course.units.filter(status=before).select_related("lot", "infusion").order_by("unit_id")
+    )
+    doses = sorted({unit.infusion.dose_number for unit in units if unit.infusion_id})
+    return [u for u in units if not doses or u.infusion.dose_number == doses[0]]
+
+
+def units_custody_errors(
+    *, course, kind, scanned_unit_ids: list[str], at: dt.datetime | None, temperature_c=None
+) -> dict[str, str]:
+    """What is wrong with a step of the units' journey, by field; empty if nothing: every
+    unit of the dose scanned, and none that is not. A frozen unit travels in a dry shipper:
+    its temperature is a storage temperature."""
+    errors = {}
+    impossible = measure("storage_temperature_c").refusal(temperature_c)
+    if impossible:
+        errors["temperature_c"] = impossible
+    if kind not in UNIT_STEPS:
+        errors["kind"] = "Units are shipped to the site and received there by hand."
+        return errors
+    expected = {
+        unit_id_normalise(unit.unit_id) for unit in units_on_their_way(course=course, kind=kind)
+    }
+    scanned = {unit_id_normalise(u) for u in scanned_unit_ids}
+    if not expected:
+        errors["scanned_unit_ids"] = (
+            "No unit of this course is waiting for this step: see its chain of custody."
+        )
+    elif scanned != expected:
+        strangers = sorted(scanned - expected)
+        missing = sorted(expected - scanned)
+        words = []
+        if strangers:
+            words.append(f"{', '.join(strangers)} not allocated to this dose of this patient")
+        if missing:
+            words.append(f"{', '.join(missing)} not scanned")
+        errors["scanned_unit_ids"] = (
+            "The labels scanned are not this dose's units: " + "; ".join(words) + "."
+        )
+    if at and at > timezone.now():
+        errors["at"] = "The time of the event cannot be in the future."
+    return errors
+
+
+def units_custody_record(
+    *,
+    course: TreatmentCourse,
+    kind: CustodyKind,
+    by: AbstractBaseUser,
+    scanned_unit_ids: list[str],
+    at: dt.datetime,
+    location: str,
+    temperature_c: Decimal | None = None,
+    note: str = "",
+    values_checked: bool = False,
+) -> list[CustodyEvent]:
+    """A dose's units leave the stock for the site, or arrive there: every label scanned, one
+    event per unit in the course's chain of custody."""
+    if not by.has_perm("pathway.add_custodyevent"):
+        raise PermissionDenied("You do not have permission to record custody events.")
+    errors = units_custody_errors(
+        course=course,
+        kind=kind,
+        scanned_unit_ids=scanned_unit_ids,
+        at=at,
+        temperature_c=temperature_c,
+    )
+    if errors:
+        raise ValidationError(errors)
+    unusual = unusual_values(
+        {"temperature_c": temperature_c},
+        keys={"temperature_c": "storage_temperature_c"},
+        expected=course.protocol.expected_ranges,
+    )
+    if unusual and not values_checked:
+        raise unusual_values_refused(unusual)
+    units = units_on_their_way(course=course, kind=kind)
+    _before, after = UNIT_STEPS[kind]
+    with transaction.atomic():
+        ProductUnit.objects.filter(pk__in=[u.pk for u in units]).update(status=after)
+        return [
+            custody_append(
+                course=course,
+                unit=unit,
+                kind=kind,
+                by=by,
+                at=at,
+                location=location,
+                temperature_c=temperature_c,
+                note=note or f"Unit {unit.unit_id}: label scanned.",
+            )
+            for unit in units
+        ]
 
 
 def custody_unusual_values(*, course, temperature_c) -> dict[str, str]:

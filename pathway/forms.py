@@ -11,14 +11,16 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from common.forms import SafeModelChoiceField, SecondLook, second_look_field
-from common.zones import local_words, zone_words
-from pathway.chains import chain_words, course_chains, course_suite
+from common.zones import date_words, local_words, zone_words
+from pathway.chains import chain_words, course_chains, course_chair, course_suite
 from pathway.coi import coi_id_is_valid, coi_id_normalise
+from pathway.models import VitalSigns, VitalsTimepoint
 from pathway.services import RELEASE_MEANING
 from pathway.signatures import bedside_confirmers
 from patients.measures import measure, unusual_values
-from scheduling.chains import CHAIN_SEARCH_DAYS
-from scheduling.models import ReservationPurpose
+from scheduling.chains import CHAIN_SEARCH_DAYS, infusion_chains_earliest
+from scheduling.models import ReservationPurpose, VisitKind
+from scheduling.rules import booking_notice
 
 
 def _note(label: str = "Note", *, required: bool = False) -> forms.CharField:
@@ -312,3 +314,214 @@ class ProductCustodyForm(CourseStepForm):
 
     def clean_scanned_coi_id(self) -> str:
         return _valid_coi_id(self.cleaned_data["scanned_coi_id"])
+
+
+class AllocateProductForm(CourseStepForm):
+    note = _note()
+
+
+class ScheduleInfusionForm(AppointmentForm):
+    """Where the site keeps a calendar for its infusion chairs, the coordinator picks one of
+    the earliest chains whose every dose's slot is free (between doses, the slot held for the
+    next dose first); otherwise types a date and time."""
+
+    chain = forms.CharField(
+        label="Infusions",
+        required=False,
+        widget=forms.RadioSelect,
+        help_text="A chair slot for each dose still to come, the protocol's days apart: all free "
+        "now, held together; the patient is told of the first.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.chair = course_chair(self.course) if self.course else None
+        if self.chair is None:
+            del self.fields["chain"]
+            return
+        zone = self.chair.time_zone
+        notice = booking_notice(protocol=self.course.protocol, kind=VisitKind.INFUSION)
+        held = list(
+            self.course.reservations.filter(
+                purpose=ReservationPurpose.INFUSION,
+                released_at__isnull=True,
+                visit=None,
+                starts_at__gt=timezone.now() + notice,
+            ).order_by("starts_at")
+        )
+        self.choices = {}
+        if held:
+            self.choices[held[0].starts_at.isoformat()] = (
+                held[0].starts_at,
+                f"{local_words(held[0].starts_at, zone)} (held for this dose)",
+            )
+        for chain in infusion_chains_earliest(course=self.course, after=timezone.now() + notice):
+            doses = len(chain.slots)
+            words = local_words(chain.slots[0].starts_at, zone)
+            if doses > 1:
+                last_day = timezone.localdate(chain.slots[-1].starts_at, zone)
+                words += f" and {doses - 1} more, to {date_words(last_day)}"
+            self.choices.setdefault(chain.key, (chain.slots[0].starts_at, words))
+        self.fields["chain"].required = True
+        self.fields["chain"].widget.choices = [(k, w) for k, (_at, w) in self.choices.items()]
+        if not self.choices:
+            self.fields["chain"].help_text = (
+                f"{self.chair} has no free chain of slots in the next {CHAIN_SEARCH_DAYS // 7} "
+                "weeks: add sessions or lift a closure in the resource's calendar."
+            )
+        del self.fields["scheduled_at"]
+        self.fields["place"].initial = str(self.chair)
+        self.order_fields(["chain", "place", "deviation_reason", "note"])
+
+    def clean_chain(self):
+        key = self.cleaned_data.get("chain")
+        if self.chair is None:
+            return None
+        chosen = self.choices.get(key)
+        if chosen is None:
+            raise forms.ValidationError("Those slots are no longer free: choose others.")
+        return chosen[0]
+
+    def clean(self):
+        cleaned = super().clean()
+        first = cleaned.pop("chain", None)
+        if first is not None:
+            cleaned["scheduled_at"] = first
+        return cleaned
+
+
+_VITALS_LABELS = {
+    "heart_rate_bpm": "heart rate (/min)",
+    "systolic_mmhg": "systolic (mmHg)",
+    "diastolic_mmhg": "diastolic (mmHg)",
+    "spo2_pct": "SpO2 (%)",
+    "temperature_c": "temperature (°C)",
+    "respiratory_rate": "respiratory rate (/min)",
+}
+_REACTION_GRADES = [("", "No reaction"), *((str(g), f"CTCAE grade {g}") for g in range(1, 6))]
+
+
+def _vitals_fields() -> dict:
+    fields = {}
+    for timepoint in VitalsTimepoint:
+        for name, label in _VITALS_LABELS.items():
+            fields[f"{timepoint}_{name}"] = MeasureField(
+                VitalSigns.measured_fields[name], label=f"{timepoint.label}: {label}"
+            )
+    return fields
+
+
+class _InfusionRecordFields(CourseStepForm):
+    """The bedside record of one dose: what was scanned, when it was thawed and started, the
+    cells and the weight, the vital signs at three moments, any reaction, the second person."""
+
+    measured = {
+        "cells_given": "cells_administered",
+        "weight_kg": "weight_kg",
+        **{
+            f"{timepoint}_{name}": VitalSigns.measured_fields[name]
+            for timepoint in VitalsTimepoint
+            for name in _VITALS_LABELS
+        },
+    }
+
+    scanned_unit_ids = forms.CharField(
+        label="Units' labels",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Scan each unit's label (one per line): they must be this dose's units.",
+    )
+    scanned_coi_id = _scanned_coi_id("The patient's chain-of-identity id (wristband)")
+    thawed_at = _when("Thawed at")
+    started_at = _when("Infusion started at")
+    thaw_delay_reason = _note("Reason, if started later after thaw than the protocol allows")
+    cells_given = MeasureField(
+        "cells_administered",
+        label="Cells given (cells)",
+        help_text="The count, e.g. 70000000 for 70 × 10⁶.",
+    )
+    weight_kg = MeasureField("weight_kg", label="Weight used for the dose (kg)")
+    weighed_on = forms.DateField(label="Weighed on", widget=widgets.AdminDateWidget)
+    reaction_grade = forms.TypedChoiceField(
+        label="Infusion reaction",
+        choices=_REACTION_GRADES,
+        coerce=int,
+        empty_value=None,
+        required=False,
+    )
+    reaction_serious = forms.BooleanField(label="The reaction is serious", required=False)
+    reaction_description = _note("What the reaction was")
+    second_person = SafeModelChoiceField(
+        queryset=get_user_model().objects.none(),
+        label="Confirmed by",
+        help_text="The second person who checked the labels and the dose: a clinician of this "
+        "site allowed to confirm administrations.",
+    )
+    second_person_password = forms.CharField(
+        label="Their password", strip=False, widget=forms.PasswordInput
+    )
+    early_reason = _note("Reason, if given before its booked day (a protocol deviation)")
+    note = _note()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.course is not None:
+            self.fields["second_person"].queryset = bedside_confirmers(
+                course=self.course, recorder=self.user
+            )
+
+    def clean_scanned_coi_id(self) -> str:
+        return _valid_coi_id(self.cleaned_data["scanned_coi_id"])
+
+    def clean_scanned_unit_ids(self) -> list[str]:
+        ids = [line.strip() for line in self.cleaned_data["scanned_unit_ids"].splitlines()]
+        return [unit_id for unit_id in ids if unit_id]
+
+    def clean(self):
+        cleaned = super().clean()
+        cleaned["vital_signs"] = {
+            timepoint: {name: cleaned.pop(f"{timepoint}_{name}", None) for name in _VITALS_LABELS}
+            for timepoint in VitalsTimepoint
+        }
+        return cleaned
+
+
+# The vital signs' eighteen fields come after the weight, in the order they are taken.
+RecordInfusionForm = type(
+    "RecordInfusionForm",
+    (_InfusionRecordFields,),
+    {
+        **_vitals_fields(),
+        "__doc__": _InfusionRecordFields.__doc__,
+        "__module__": __name__,
+        "field_order": [
+            *list(_InfusionRecordFields.base_fields)[:8],
+            *_vitals_fields(),
+        ],
+    },
+)
+
+
+class UnitCustodyForm(CourseStepForm):
+    """A dose's units leaving the stock for the site, or arriving there: every label scanned,
+    when, where, and the shipper's temperature."""
+
+    measured = {"temperature_c": "storage_temperature_c"}
+
+    scanned_unit_ids = forms.CharField(
+        label="Units' labels",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Scan each unit's label, one per line: every unit of the dose, and only those.",
+    )
+    at = _when("When")
+    location = forms.CharField(max_length=200, label="Where")
+    temperature_c = MeasureField(
+        "storage_temperature_c",
+        label="Temperature of the dry shipper (°C)",
+        required=False,
+        help_text="As the shipper's logger reads it, in degrees Celsius.",
+    )
+    note = _note()
+
+    def clean_scanned_unit_ids(self) -> list[str]:
+        ids = [line.strip() for line in self.cleaned_data["scanned_unit_ids"].splitlines()]
+        return [unit_id for unit_id in ids if unit_id]

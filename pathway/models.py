@@ -11,7 +11,14 @@ from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transi
 from simple_history.models import HistoricalRecords
 
 from common.zones import date_words, local_words
-from pathway.states import FINAL_STATES, HOLDABLE_STATES, WITHDRAWABLE_STATES, CourseState
+from pathway.states import (
+    FINAL_STATES,
+    HOLDABLE_STATES,
+    WITHDRAWABLE_STATES,
+    CourseState,
+    Therapy,
+)
+from pathway.therapies import ELIGIBILITY_RULES, FollowsTherapy, TherapyPathway, pathway_of
 from patients.measures import MeasuredModel, expected_range_errors, measure
 
 
@@ -35,8 +42,23 @@ SEDATION_PREPARATION = (
 )
 
 
+INFUSION_PREPARATION = (
+    "Eat and drink as usual and take your usual medicines. Allow about three hours; you can "
+    "go home afterwards."
+)
+
+
 def _default_reminder_lead_days() -> list[int]:
     return [7, 1]
+
+
+def _no_eligibility_rules() -> list[str]:
+    return []
+
+
+class FollowUpAnchor(models.TextChoices):
+    FIRST = "first", "The first infusion"
+    LAST = "last", "The last infusion"
 
 
 class Protocol(MeasuredModel):
@@ -59,11 +81,38 @@ class Protocol(MeasuredModel):
         "fev1_decline_alert_ml": "fev1_change_ml",
         "harvest_notice_hours": "notice_hours",
         "transplant_notice_hours": "notice_hours",
+        "consultation_notice_hours": "notice_hours",
+        "min_positive_marker_pct": "percent",
+        "max_negative_marker_pct": "percent",
+        "max_endotoxin_eu_ml": "endotoxin_eu_ml",
+        "max_storage_temperature_c": "storage_temperature_c",
     }
 
     name = models.CharField(max_length=200, unique=True)
     is_default = models.BooleanField(
         default=False, help_text="New courses use the default protocol unless told otherwise."
+    )
+    therapy = models.CharField(
+        max_length=10,
+        choices=Therapy.choices,
+        default=Therapy.P63,
+        help_text="What the protocol gives: its courses take this therapy's steps.",
+    )
+    default_at = models.ManyToManyField(
+        "patients.Site",
+        blank=True,
+        related_name="default_protocols",
+        help_text="Sites whose new courses follow this protocol unless told otherwise (a site "
+        "giving only MSC infusions, say); elsewhere the default protocol.",
+    )
+    eligibility_rules = models.JSONField(
+        "eligibility rules that apply",
+        default=_no_eligibility_rules,
+        blank=True,
+        help_text='The keys of the rules approval checks, e.g. ["copd_confirmed", '
+        '"gold_2_4"]; empty for the therapy\'s own set. Known rules: '
+        + ", ".join(ELIGIBILITY_RULES)
+        + ".",
     )
 
     # Step 1: eligibility
@@ -136,8 +185,16 @@ class Protocol(MeasuredModel):
         default=_default_reminder_lead_days,
         help_text="Days before an appointment that patients are reminded, e.g. [7, 1].",
     )
-    quiet_hours_start = models.TimeField(default=dt.time(21, 0))
-    quiet_hours_end = models.TimeField(default=dt.time(8, 0))
+    quiet_hours_start = models.TimeField(
+        "SMS quiet hours start", default=dt.time(21, 0), help_text="In the patient's own time."
+    )
+    quiet_hours_end = models.TimeField("SMS quiet hours end", default=dt.time(8, 0))
+    whatsapp_quiet_hours_start = models.TimeField(
+        "WhatsApp quiet hours start",
+        default=dt.time(21, 0),
+        help_text="In the patient's own time: WhatsApp's own, set apart from SMS's.",
+    )
+    whatsapp_quiet_hours_end = models.TimeField("WhatsApp quiet hours end", default=dt.time(8, 0))
     harvest_notice_hours = models.PositiveSmallIntegerField(
         "notice a harvest needs (hours)",
         default=24,
@@ -179,6 +236,75 @@ class Protocol(MeasuredModel):
         help_text="After this many failed tries the coordinator is alerted.",
     )
 
+    # MSC infusions: the doses, their spacing and the bedside limits.
+    dose_count = models.PositiveSmallIntegerField(
+        "infusions in a course", default=1, help_text="E.g. 4 for four doses."
+    )
+    dose_interval_days = models.PositiveSmallIntegerField(
+        "days between infusions",
+        default=28,
+        help_text="The doses' spacing, held as one chain of infusion-chair slots.",
+    )
+    follow_up_anchor = models.CharField(
+        "follow-ups count from",
+        max_length=10,
+        choices=FollowUpAnchor.choices,
+        default=FollowUpAnchor.FIRST,
+        help_text="For an infusion protocol: which infusion the follow-up weeks count from.",
+    )
+    thaw_to_infusion_max_minutes = models.PositiveSmallIntegerField(
+        "minutes from thaw to infusion",
+        default=120,
+        help_text="Longer only with a reason, logged as a protocol deviation.",
+    )
+    consultation_notice_hours = models.PositiveSmallIntegerField(
+        "notice a consultation needs (hours)",
+        default=24,
+        help_text="A first consultation with someone who enquired is booked no sooner than "
+        "this: they arrange the time off, or the video call.",
+    )
+    infusion_notice_hours = models.PositiveSmallIntegerField(
+        "notice an infusion needs (hours)",
+        default=24,
+        help_text="Booked no sooner than this: the patient arranges half a day at the unit.",
+    )
+    # The lot release specification: the ISCT minimal criteria (Dominici 2006) by default.
+    min_positive_marker_pct = models.DecimalField(
+        "lowest CD73, CD90, CD105 %",
+        max_digits=4,
+        decimal_places=1,
+        default=Decimal(95),
+        help_text="Identity: each of CD73, CD90 and CD105 on at least this share of the cells.",
+    )
+    max_negative_marker_pct = models.DecimalField(
+        "highest CD45, CD34, CD14/CD11b, CD79a/CD19, HLA-DR %",
+        max_digits=4,
+        decimal_places=1,
+        default=Decimal(2),
+        help_text="Purity: each of these on at most this share of the cells.",
+    )
+    # No published figure gives an MSC lot's endotoxin limit per mL; 0.5 EU/mL is the limit
+    # the P63+ protocols' extra tests use, a conservative placeholder the site's qualified
+    # person replaces with its validated specification.
+    max_endotoxin_eu_ml = models.DecimalField(
+        "highest endotoxin (EU/mL)", max_digits=6, decimal_places=2, default=Decimal("0.50")
+    )
+    max_storage_temperature_c = models.DecimalField(
+        "warmest storage (°C)",
+        max_digits=4,
+        decimal_places=1,
+        default=Decimal(-150),
+        help_text="Vapour-phase liquid nitrogen holds −150 °C or colder.",
+    )
+    lot_expiry_warning_days = models.PositiveSmallIntegerField(
+        "days ahead the stock shows a lot expiring", default=30
+    )
+    stock_lookahead_days = models.PositiveSmallIntegerField(
+        "days of bookings the free stock must cover",
+        default=28,
+        help_text="The lab is told when the free units cannot cover the doses held this far ahead.",
+    )
+
     expected_ranges = models.JSONField(
         "expected ranges",
         default=dict,
@@ -204,6 +330,14 @@ class Protocol(MeasuredModel):
     )
     transplant_preparation = models.TextField(
         "preparation for the transplant", blank=True, default=SEDATION_PREPARATION
+    )
+    infusion_description = models.CharField(
+        "an infusion, in patients' words",
+        max_length=120,
+        default="a visit of about three hours at the day unit",
+    )
+    infusion_preparation = models.TextField(
+        "preparation for an infusion", blank=True, default=INFUSION_PREPARATION
     )
 
     class Meta:
@@ -235,15 +369,41 @@ class Protocol(MeasuredModel):
                 name="protocol_dose_range_ordered",
                 violation_error_message="The lowest dose must be below the highest.",
             ),
+            models.CheckConstraint(
+                condition=models.Q(dose_count__gte=1),
+                name="protocol_at_least_one_dose",
+                violation_error_message="A course gives at least one dose.",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name
 
     def clean(self) -> None:
-        errors = expected_range_errors(self.expected_ranges)
+        errors = {}
+        ranges = expected_range_errors(self.expected_ranges)
+        if ranges:
+            errors["expected_ranges"] = ranges
+        rules = self.eligibility_rules
+        if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
+            errors["eligibility_rules"] = ['Give the rules as a list, e.g. ["gold_2_4"].']
+        elif unknown := [r for r in rules if r not in ELIGIBILITY_RULES]:
+            errors["eligibility_rules"] = [
+                f"No eligibility rule is called {', '.join(unknown)}: one of "
+                f"{', '.join(ELIGIBILITY_RULES)}."
+            ]
         if errors:
-            raise ValidationError({"expected_ranges": errors})
+            raise ValidationError(errors)
+
+    @property
+    def pathway(self) -> TherapyPathway:
+        """The therapy's pathway: its steps, states and default eligibility rules."""
+        return pathway_of(self.therapy)
+
+    @property
+    def applied_eligibility_rules(self) -> tuple[str, ...]:
+        """The eligibility rules approval checks: the protocol's own, else its therapy's."""
+        return tuple(self.eligibility_rules or self.pathway.eligibility_rules)
 
     def release_window(self, received_on: dt.date) -> tuple[dt.date, dt.date]:
         """The first and last day a batch received on `received_on` may be released."""
@@ -421,12 +581,19 @@ TRANSITIONS = (
     ("release", "Release"),
     ("schedule_transplant", "Schedule transplant"),
     ("record_transplant", "Record transplant"),
+    ("allocate_product", "Allocate product"),
+    ("schedule_infusion", "Schedule infusion"),
+    ("record_infusion", "Record infusion"),
     ("complete", "Complete"),
     ("hold", "Put on hold"),
     ("resume", "Resume"),
     ("withdraw", "Withdraw"),
 )
 TRANSITION_LABELS = dict(TRANSITIONS)
+
+# The conditions of the steps one therapy has and another has not.
+_P63 = [FollowsTherapy(Therapy.P63)]
+_MSC = [FollowsTherapy(Therapy.MSC)]
 
 
 def _custom(name: str, *, form: bool = True) -> dict:
@@ -494,6 +661,24 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
     )
     cells_administered = models.BigIntegerField(null=True, blank=True, editable=False)
     discharged_at = models.DateTimeField(null=True, blank=True, editable=False)
+    product_allocated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    first_infused_at = models.DateTimeField(null=True, blank=True, editable=False)
+    first_infused_on = models.DateField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The first infusion's date in the site's calendar: the baseline is before it.",
+    )
+    last_infused_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Set in the database too: bulk loads (the bench's) insert courses in SQL.
+    doses_given = models.PositiveSmallIntegerField(default=0, db_default=0, editable=False)
+    follow_up_anchor_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The infusion the follow-ups count from (the first or the last: the protocol).",
+    )
+    follow_up_anchor_on = models.DateField(null=True, blank=True, editable=False)
     notes = models.TextField(blank=True)
     history = HistoricalRecords()
 
@@ -531,6 +716,27 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
     @property
     def days_in_state(self) -> int:
         return (timezone.now() - self.state_changed_at).days
+
+    @property
+    def pathway(self) -> TherapyPathway:
+        """The pathway of the therapy the course's protocol gives."""
+        return self.protocol.pathway
+
+    @property
+    def follow_ups_from(self) -> dt.datetime | None:
+        """The moment the follow-up weeks count from: the transplant, or the infusion the
+        protocol names."""
+        return self.transplanted_at or self.follow_up_anchor_at
+
+    @property
+    def follow_ups_from_on(self) -> dt.date | None:
+        return self.transplanted_on or self.follow_up_anchor_on
+
+    @property
+    def treated_on(self) -> dt.date | None:
+        """The day the patient was first given the product: baselines are taken before it,
+        follow-up measurements after."""
+        return self.transplanted_on or self.first_infused_on
 
     @property
     def expansion_day(self) -> int | None:
@@ -580,6 +786,7 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
         source=CourseState.ELIGIBLE,
         target=CourseState.HARVEST_SCHEDULED,
         permission=_transition_permission("schedule_harvest"),
+        conditions=_P63,
         custom=_custom("schedule_harvest"),
     )
     def schedule_harvest(self):
@@ -590,6 +797,7 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
         source=CourseState.HARVEST_SCHEDULED,
         target=CourseState.HARVESTED,
         permission=_transition_permission("record_harvest"),
+        conditions=_P63,
         custom=_custom("record_harvest"),
     )
     def record_harvest(self, *, performed_at, operator, coi_id):
@@ -602,6 +810,7 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
         source=CourseState.HARVESTED,
         target=CourseState.EXPANDING,
         permission=_transition_permission("receive_at_lab"),
+        conditions=_P63,
         custom=_custom("receive_at_lab"),
     )
     def receive_at_lab(self, *, received_at):
@@ -612,6 +821,7 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
         source=CourseState.EXPANDING,
         target=CourseState.ELIGIBLE,
         permission=_transition_permission("reject_sample"),
+        conditions=_P63,
         custom=_custom("reject_sample"),
     )
     def reject_sample(self):
@@ -622,6 +832,7 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
         source=CourseState.EXPANDING,
         target=CourseState.ELIGIBLE,
         permission=_transition_permission("fail_qc"),
+        conditions=_P63,
         custom=_custom("fail_qc"),
     )
     def fail_qc(self):
@@ -632,6 +843,7 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
         source=CourseState.EXPANDING,
         target=CourseState.RELEASED,
         permission=_transition_permission("release"),
+        conditions=_P63,
         custom=_custom("release"),
     )
     def release(self, *, released_at, viable_cells):
@@ -643,6 +855,7 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
         source=CourseState.RELEASED,
         target=CourseState.TRANSPLANT_SCHEDULED,
         permission=_transition_permission("schedule_transplant"),
+        conditions=_P63,
         custom=_custom("schedule_transplant"),
     )
     def schedule_transplant(self):
@@ -653,12 +866,60 @@ class TreatmentCourse(ConcurrentTransitionMixin, models.Model):
         source=CourseState.TRANSPLANT_SCHEDULED,
         target=CourseState.FOLLOW_UP,
         permission=_transition_permission("record_transplant"),
+        conditions=_P63,
         custom=_custom("record_transplant"),
     )
     def record_transplant(self, *, performed_at, performed_on, cells_administered, discharged_at):
         self.transplanted_at, self.transplanted_on = performed_at, performed_on
         self.cells_administered = cells_administered
         self.discharged_at = discharged_at
+
+    @transition(
+        field=state,
+        source=CourseState.ELIGIBLE,
+        target=CourseState.PRODUCT_ALLOCATED,
+        permission=_transition_permission("allocate_product"),
+        conditions=_MSC,
+        custom=_custom("allocate_product"),
+    )
+    def allocate_product(self, *, at, coi_id):
+        self.product_allocated_at = self.product_allocated_at or at
+        self.coi_id = self.coi_id or coi_id
+
+    @transition(
+        field=state,
+        source=[CourseState.PRODUCT_ALLOCATED, CourseState.INFUSED],
+        target=CourseState.INFUSION_SCHEDULED,
+        permission=_transition_permission("schedule_infusion"),
+        conditions=_MSC,
+        custom=_custom("schedule_infusion"),
+    )
+    def schedule_infusion(self):
+        pass
+
+    @transition(
+        field=state,
+        source=CourseState.INFUSION_SCHEDULED,
+        target=RETURN_VALUE(CourseState.INFUSED, CourseState.FOLLOW_UP),
+        permission=_transition_permission("record_infusion"),
+        conditions=_MSC,
+        custom=_custom("record_infusion"),
+    )
+    def record_infusion(self, *, infused_at, infused_on, last_dose, anchor):
+        """A dose given: with doses left the course waits for the next; the last opens the
+        follow-up, counted from the infusion `anchor` names ("first" or "last")."""
+        if self.first_infused_at is None:
+            self.first_infused_at, self.first_infused_on = infused_at, infused_on
+        self.last_infused_at = infused_at
+        self.doses_given += 1
+        if not last_dose:
+            return CourseState.INFUSED
+        if anchor == FollowUpAnchor.LAST:
+            self.follow_up_anchor_at, self.follow_up_anchor_on = infused_at, infused_on
+        else:
+            self.follow_up_anchor_at = self.first_infused_at
+            self.follow_up_anchor_on = self.first_infused_on
+        return CourseState.FOLLOW_UP
 
     @transition(
         field=state,
@@ -709,6 +970,7 @@ class OutcomeMeasure(models.TextChoices):
     WALK_M = "walk_m", "Six-minute walk, change (m)"
     CAT = "cat", "CAT score, change"
     MMRC = "mmrc", "mMRC grade, change"
+    CRP = "crp_mg_l", "C-reactive protein, change (mg/L)"
 
 
 class ReferenceFigure(models.Model):
@@ -726,6 +988,13 @@ class ReferenceFigure(models.Model):
         default="reported",
     )
     source = models.CharField(max_length=300)
+    therapy = models.CharField(
+        max_length=10,
+        choices=Therapy.choices,
+        blank=True,
+        help_text="The therapy it is a result of; empty for one that stands beside every "
+        "therapy's outcomes (a minimal clinically important difference).",
+    )
 
     class Meta:
         ordering = ["measure", "weeks_after_transplant"]
@@ -873,6 +1142,9 @@ class CustodyKind(models.TextChoices):
     ADMINISTERED = "administered", "Administered"
     CORRECTION = "correction", "Correction"
     DISCARDED = "discarded", "Discarded"
+    ALLOCATED = "allocated", "Allocated to the patient"
+    THAWED = "thawed", "Thawed"
+    RETURNED_TO_STOCK = "returned_to_stock", "Returned to stock"
 
 
 class AppendOnlyError(Exception):
@@ -889,6 +1161,9 @@ class AppendOnlyQuerySet(models.QuerySet):
 
 # The fields a row's hash does not cover: its id (the chain's order) and the hashes.
 UNHASHED_FIELDS = ("id", "entry_hash", "previous_hash")
+# Fields added after rows were first chained: a row covers them only when it has a value, so
+# that every row written before they existed reads, and verifies, as it was written.
+HASHED_WHEN_SET = ("unit_id",)
 
 
 def entry_content(row) -> bytes:
@@ -900,6 +1175,8 @@ def entry_content(row) -> bytes:
         if field.name in UNHASHED_FIELDS:
             continue
         value = getattr(row, field.attname)
+        if value is None and field.attname in HASHED_WHEN_SET:
+            continue
         if isinstance(value, dt.datetime):
             value = value.astimezone(dt.UTC).isoformat()
         elif isinstance(value, dt.date):
@@ -965,6 +1242,14 @@ class CustodyEvent(AppendOnly):
     batch = models.ForeignKey(
         Batch, on_delete=models.PROTECT, null=True, blank=True, related_name="custody_events"
     )
+    unit = models.ForeignKey(
+        "ProductUnit",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="custody_events",
+        help_text="The cell-bank unit this step is of (an infusion's product).",
+    )
     coi_id = models.CharField("chain-of-identity id", max_length=30)
     kind = models.CharField(max_length=30, choices=CustodyKind.choices)
     at = models.DateTimeField(default=timezone.now)
@@ -1014,3 +1299,273 @@ class TransitionLog(AppendOnly):
 
     def __str__(self) -> str:
         return f"{self.get_transition_display()}: {self.source_state} → {self.target_state}"
+
+
+class TissueSource(models.TextChoices):
+    UMBILICAL_CORD = "umbilical_cord", "Umbilical cord"
+    BONE_MARROW = "bone_marrow", "Bone marrow"
+    ADIPOSE = "adipose", "Adipose tissue"
+
+
+class LotStatus(models.TextChoices):
+    QUARANTINE = "quarantine", "In quarantine (awaiting QC and release)"
+    RELEASED = "released", "Released"
+    REJECTED = "rejected", "Rejected"
+
+
+# Each marker of the ISCT minimal identity, its field and whether it must be present.
+POSITIVE_MARKERS = (("cd73_pct", "CD73"), ("cd90_pct", "CD90"), ("cd105_pct", "CD105"))
+NEGATIVE_MARKERS = (
+    ("cd45_pct", "CD45"),
+    ("cd34_pct", "CD34"),
+    ("cd14_cd11b_pct", "CD14 or CD11b"),
+    ("cd79a_cd19_pct", "CD79a or CD19"),
+    ("hla_dr_pct", "HLA-DR"),
+)
+
+
+def _marker(label: str) -> models.DecimalField:
+    return models.DecimalField(
+        f"{label} (% of cells)", max_digits=4, decimal_places=1, null=True, blank=True
+    )
+
+
+class CellBankLot(MeasuredModel):
+    """A lot of frozen MSC units from a cell bank, received into a site's stock with its
+    certificate of analysis, and released for use by a second lab person's signature once its
+    QC meets the protocol's specification (`pathway/lots.py`)."""
+
+    measured_fields = {
+        "units_received": "units_in_lot",
+        "cells_per_unit": "cells_per_unit",
+        "passage": "passage",
+        "storage_temperature_c": "storage_temperature_c",
+        "viability_pct": "viability_pct",
+        "endotoxin_eu_ml": "endotoxin_eu_ml",
+        **{name: "positive_marker_pct" for name, _ in POSITIVE_MARKERS},
+        **{name: "negative_marker_pct" for name, _ in NEGATIVE_MARKERS},
+    }
+
+    lot_number = models.CharField(max_length=40, unique=True)
+    protocol = models.ForeignKey(
+        Protocol,
+        on_delete=models.PROTECT,
+        related_name="lots",
+        help_text="Released against this protocol's specification, and given on it.",
+    )
+    site = models.ForeignKey(
+        "patients.Site",
+        on_delete=models.PROTECT,
+        related_name="cell_bank_lots",
+        help_text="Whose stock it is: its units are allocated to this site's courses.",
+    )
+    bank = models.CharField("cell bank", max_length=200)
+    tissue_source = models.CharField(max_length=20, choices=TissueSource.choices)
+    donor_code = models.CharField(max_length=60, help_text="The bank's code for the donor.")
+    donor_eligibility_accepted_by = models.CharField(
+        max_length=200,
+        help_text="Who accepted the donor as eligible (screened and tested), by name.",
+    )
+    donor_eligibility_accepted_on = models.DateField()
+    passage = models.PositiveSmallIntegerField()
+    units_received = models.PositiveIntegerField()
+    cells_per_unit = models.BigIntegerField()
+    expires_on = models.DateField()
+    storage_temperature_c = models.DecimalField(
+        "storage temperature (°C)", max_digits=4, decimal_places=1
+    )
+    received_at = models.DateTimeField()
+    received_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    status = models.CharField(
+        max_length=20, choices=LotStatus.choices, default=LotStatus.QUARANTINE
+    )
+    viability_pct = models.DecimalField(
+        "viability after thaw (%)", max_digits=4, decimal_places=1, null=True, blank=True
+    )
+    sterility_negative = models.BooleanField("sterility negative", null=True, blank=True)
+    mycoplasma_negative = models.BooleanField("mycoplasma negative", null=True, blank=True)
+    endotoxin_eu_ml = models.DecimalField(
+        "endotoxin (EU/mL)", max_digits=6, decimal_places=2, null=True, blank=True
+    )
+    cd73_pct = _marker("CD73")
+    cd90_pct = _marker("CD90")
+    cd105_pct = _marker("CD105")
+    cd45_pct = _marker("CD45")
+    cd34_pct = _marker("CD34")
+    cd14_cd11b_pct = _marker("CD14 or CD11b")
+    cd79a_cd19_pct = _marker("CD79a or CD19")
+    hla_dr_pct = _marker("HLA-DR")
+    qc_recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+    qc_recorded_at = models.DateTimeField(null=True, blank=True, editable=False)
+    released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+    released_at = models.DateTimeField(null=True, blank=True, editable=False)
+    release_meaning = models.CharField(max_length=200, blank=True, editable=False)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["expires_on", "lot_number"]
+        verbose_name = "cell-bank lot"
+        permissions = [("release_lot", "Can release a cell-bank lot (the second signature)")]
+        indexes = [models.Index(fields=["site", "status", "expires_on"], name="lot_stock_idx")]
+
+    def __str__(self) -> str:
+        return f"Lot {self.lot_number} (expires {date_words(self.expires_on)})"
+
+    @property
+    def qc_recorded(self) -> bool:
+        return self.qc_recorded_at is not None
+
+
+class UnitStatus(models.TextChoices):
+    FREE = "free", "Free"
+    ALLOCATED = "allocated", "Allocated"
+    SHIPPED = "shipped", "Shipped to the site"
+    RECEIVED = "received", "Received at the site"
+    INFUSED = "infused", "Infused"
+    DISCARDED = "discarded", "Discarded"
+
+
+# A unit in one of these is tied to a patient and not yet given.
+UNIT_HELD = (UnitStatus.ALLOCATED, UnitStatus.SHIPPED, UnitStatus.RECEIVED)
+
+
+class ProductUnit(models.Model):
+    """One frozen unit of a lot (a bag or vial), with the bank's id on its label (an ISBT 128
+    donation id where the bank issues one). Allocated to a course's dose, it follows that
+    course's chain of custody until it is infused or discarded."""
+
+    lot = models.ForeignKey(CellBankLot, on_delete=models.PROTECT, related_name="units")
+    unit_id = models.CharField(
+        "unit id", max_length=40, unique=True, help_text="As on its label, e.g. an ISBT 128 id."
+    )
+    status = models.CharField(max_length=20, choices=UnitStatus.choices, default=UnitStatus.FREE)
+    course = models.ForeignKey(
+        TreatmentCourse, on_delete=models.PROTECT, null=True, blank=True, related_name="units"
+    )
+    infusion = models.ForeignKey(
+        "Infusion", on_delete=models.PROTECT, null=True, blank=True, related_name="units"
+    )
+    allocated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["lot", "unit_id"]
+        indexes = [models.Index(fields=["lot", "status"], name="unit_lot_status_idx")]
+
+    def __str__(self) -> str:
+        return f"Unit {self.unit_id}"
+
+
+class Infusion(MeasuredModel):
+    """One dose of an MSC course: its units (allocated together, from one lot), its booking,
+    and, once given, the bedside record: thaw and start, the cells given, the second person
+    and the vital signs."""
+
+    measured_fields = {"cells_given": "cells_administered", "weight_kg": "weight_kg"}
+
+    course = models.ForeignKey(TreatmentCourse, on_delete=models.PROTECT, related_name="infusions")
+    dose_number = models.PositiveSmallIntegerField()
+    visit = models.ForeignKey(
+        "scheduling.Visit",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="infusions",
+        help_text="Its booking in the infusion chair.",
+    )
+    allocated_at = models.DateTimeField()
+    allocated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    thawed_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    cells_given = models.BigIntegerField(null=True, blank=True)
+    weight_kg = models.DecimalField(
+        "weight used for the dose (kg)", max_digits=5, decimal_places=1, null=True, blank=True
+    )
+    weighed_on = models.DateField(null=True, blank=True)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    second_person = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["course", "dose_number"]
+        constraints = [
+            models.UniqueConstraint(fields=["course", "dose_number"], name="infusion_one_per_dose")
+        ]
+
+    def __str__(self) -> str:
+        return f"Infusion {self.dose_number} of {self.course}"
+
+    @property
+    def given(self) -> bool:
+        return self.started_at is not None
+
+
+class VitalsTimepoint(models.TextChoices):
+    BEFORE = "before", "Before the infusion"
+    DURING = "during", "During the infusion"
+    AFTER = "after", "An hour after"
+
+
+class VitalSigns(MeasuredModel):
+    """The patient's vital signs at one moment of an infusion."""
+
+    measured_fields = {
+        "heart_rate_bpm": "heart_rate_bpm",
+        "systolic_mmhg": "systolic_mmhg",
+        "diastolic_mmhg": "diastolic_mmhg",
+        "spo2_pct": "spo2_pct",
+        "temperature_c": "body_temperature_c",
+        "respiratory_rate": "respiratory_rate",
+    }
+
+    infusion = models.ForeignKey(Infusion, on_delete=models.CASCADE, related_name="vital_signs")
+    timepoint = models.CharField(max_length=10, choices=VitalsTimepoint.choices)
+    heart_rate_bpm = models.PositiveSmallIntegerField("heart rate (/min)")
+    systolic_mmhg = models.PositiveSmallIntegerField("systolic (mmHg)")
+    diastolic_mmhg = models.PositiveSmallIntegerField("diastolic (mmHg)")
+    spo2_pct = models.PositiveSmallIntegerField("SpO2 (%)")
+    temperature_c = models.DecimalField("temperature (°C)", max_digits=3, decimal_places=1)
+    respiratory_rate = models.PositiveSmallIntegerField("respiratory rate (/min)")
+
+    class Meta:
+        ordering = ["infusion", "id"]
+        verbose_name_plural = "vital signs"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["infusion", "timepoint"], name="vital_signs_one_per_timepoint"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.get_timepoint_display()}: HR {self.heart_rate_bpm}, BP "
+            f"{self.systolic_mmhg}/{self.diastolic_mmhg}, SpO2 {self.spo2_pct} %"
+        )

@@ -150,8 +150,11 @@ def adverse_event_record(*, event: AdverseEvent, by) -> AdverseEvent:
         course = event.course
         if event.serious or event.grade >= course.protocol.adverse_event_alert_grade:
             serious = "serious " if event.serious else ""
+            # A reaction at an infusion is heard by whoever the infusion-reaction route names
+            # (the clinicians, by default), beside the coordinator.
+            at_infusion = event.visit_id and event.visit.kind == VisitKind.INFUSION
             alert_raise(
-                kind=AlertKind.ADVERSE_EVENT,
+                kind=AlertKind.INFUSION_REACTION if at_infusion else AlertKind.ADVERSE_EVENT,
                 severity=Severity.URGENT,
                 course=course,
                 visit=event.visit,

@@ -23,23 +23,33 @@ from common.errors import Refused
 from common.zones import date_words, local_words
 from pathway import conditions
 from pathway.chains import course_reservations_reconcile
-from pathway.coi import coi_id_format, coi_id_normalise, coi_ids_match
+from pathway.coi import coi_id_format, coi_id_normalise, coi_ids_match, unit_id_normalise
 from pathway.custody import custody_append
+from pathway.lots import units_allocate, units_give_back
 from pathway.models import (
     TRANSITION_LABELS,
     Batch,
     BatchStatus,
     CustodyEvent,
     CustodyKind,
+    Infusion,
+    LotStatus,
+    ProductUnit,
     Protocol,
+    ProtocolInstrument,
     TransitionLog,
     TreatmentCourse,
+    UnitStatus,
+    VitalSigns,
+    VitalsTimepoint,
 )
+from pathway.records import adverse_event_record
 from pathway.selectors import course_dosing_weight, course_evaluation_facts
 from pathway.signatures import bedside_confirmers, may_sign_release, password_confirms
-from pathway.states import FINAL_STATES
+from pathway.states import FINAL_STATES, CourseState
+from pathway.therapies import pathway_of
 from patients.measures import measure, unusual_values, unusual_values_refused
-from patients.models import BodyMeasurement
+from patients.models import AdverseEvent, BodyMeasurement, Relatedness
 from scheduling import services as scheduling
 from scheduling.alerts import alert_raise
 from scheduling.models import AlertKind, DeviationKind, Severity, VisitKind
@@ -56,7 +66,19 @@ def _authorise(course: TreatmentCourse, name: str, by: AbstractBaseUser) -> None
     label = TRANSITION_LABELS[name].lower()
     meta = method._django_fsm
     transition = meta.get_transition(course.state)
-    if transition is None or not can_proceed(method):
+    if transition is None:
+        raise TransitionRefused(
+            [f"A course that is {course.get_state_display().lower()} cannot {label}."]
+        )
+    # A step of another therapy: each unmet condition says why, in words.
+    unmet = [
+        condition.reason(course, TRANSITION_LABELS[name])
+        for condition in transition.conditions
+        if hasattr(condition, "reason") and not condition(course)
+    ]
+    if unmet:
+        raise TransitionRefused(unmet)
+    if not can_proceed(method):
         raise TransitionRefused(
             [f"A course that is {course.get_state_display().lower()} cannot {label}."]
         )
@@ -143,16 +165,57 @@ def course_open_refusal(*, patient) -> str:
     return ""
 
 
+def protocol_create(*, name: str, therapy: str, **changes) -> Protocol:
+    """A new protocol of `therapy` with SPEC's defaults for it (`TherapyPathway.
+    protocol_defaults`, then `changes`), and the default protocol's follow-ups and
+    questionnaires, each follow-up in the therapy's words for patients."""
+    therapy_pathway = pathway_of(therapy)
+    with transaction.atomic():
+        protocol = Protocol(name=name, therapy=therapy, **therapy_pathway.protocol_defaults)
+        for field, value in changes.items():
+            setattr(protocol, field, value)
+        protocol.full_clean()
+        protocol.save()
+        default = Protocol.objects.filter(is_default=True).exclude(pk=protocol.pk).first()
+        if default is not None:
+            for visit in default.visits.all():
+                visit.pk, visit.protocol = None, protocol
+                if not visit.includes_ct:
+                    visit.patient_description = therapy_pathway.follow_up_words
+                visit.save()
+            ProtocolInstrument.objects.bulk_create(
+                ProtocolInstrument(
+                    protocol=protocol,
+                    instrument_id=asked.instrument_id,
+                    every_days=asked.every_days,
+                    until_weeks=asked.until_weeks,
+                    open_days=asked.open_days,
+                    remind_after_days=asked.remind_after_days,
+                )
+                for asked in default.instruments.all()
+            )
+    return protocol
+
+
+def site_default_protocol(*, site) -> Protocol:
+    """The protocol a site's new courses follow unless told otherwise: its own default (a site
+    giving only MSC infusions), else the programme's."""
+    return Protocol.objects.filter(default_at=site).order_by(
+        "name"
+    ).first() or Protocol.objects.get(is_default=True)
+
+
 def course_create(
     *, patient, by: AbstractBaseUser, protocol: Protocol | None = None, note: str = ""
 ) -> TreatmentCourse:
-    """Refer a patient: a new course at their site, on the default protocol unless given."""
+    """Refer a patient: a new course at their site, on the site's default protocol unless
+    given."""
     if not by.has_perm("pathway.add_treatmentcourse"):
         raise PermissionDenied("You do not have permission to refer a patient.")
     refusal = course_open_refusal(patient=patient)
     if refusal:
         raise TransitionRefused([refusal])
-    protocol = protocol or Protocol.objects.get(is_default=True)
+    protocol = protocol or site_default_protocol(site=patient.site)
     return TreatmentCourse.objects.create(
         patient=patient, site=patient.site, protocol=protocol, notes=note, referred_by=by
     )
@@ -621,13 +684,15 @@ SIGNATURE_NOT_ACCEPTED = (
 )
 
 
-def _confirm_second_person(*, course, by, second_person, password: str, request) -> list[str]:
+def _confirm_second_person(
+    *, course, by, second_person, password: str, request, what: str = "transplant"
+) -> list[str]:
     """The bedside check's second person: one of `bedside_confirmers`, with their password
     (checked like a login, so wrong ones lock the account out like failed logins)."""
     if second_person is None:
-        return ["A second person must confirm the transplant."]
+        return [f"A second person must confirm the {what}."]
     if second_person.pk == by.pk:
-        return ["The second person confirming the transplant must be someone else."]
+        return [f"The second person confirming the {what} must be someone else."]
     if not bedside_confirmers(course=course, recorder=by).filter(pk=second_person.pk).exists():
         return [
             f"{second_person.get_full_name() or second_person.get_username()} may not confirm "
@@ -854,7 +919,471 @@ def course_withdraw(*, course: TreatmentCourse, by: AbstractBaseUser, reason: st
     with _changing(course):
         scheduling.visits_cancel_open(course=course)
         _discard_unused_product(course, by=by, reason=f"course withdrawn: {reason}")
+        units_give_back(course=course, by=by, reason=f"course withdrawn: {reason}")
         return _fire(course, "withdraw", by=by, note=reason)
+
+
+# MSC infusions: units allocated from a released lot, a chain of chair slots, the bedside.
+
+
+def course_allocate_product(
+    *, course: TreatmentCourse, by: AbstractBaseUser, note: str = ""
+) -> TransitionLog:
+    """Tie the first dose's units to the course (the patient's dosing weight times the
+    protocol's target per kg, in units of the lot's cells per unit), from one released lot
+    of the site, first to expire first. The course gets its chain-of-identity id, which the
+    units' custody carries. Two coordinators allocating the last units at once: one has them,
+    the other is told what is free."""
+    _authorise(course, "allocate_product", by)
+    weight = course_dosing_weight(course=course)
+    if weight is None:
+        raise TransitionRefused(
+            ["No body weight is recorded since the evaluation began: weigh the patient first."]
+        )
+    now = timezone.now()
+    zone = course.site.time_zone
+    coi_id = course.coi_id or coi_id_format(
+        site_code=course.site.code, year=timezone.localtime(now, zone).year, number=course.pk
+    )
+    with _changing(course):
+        course.coi_id = coi_id  # the units' custody carries it; the transition keeps it
+        infusion = Infusion.objects.create(
+            course=course, dose_number=course.doses_given + 1, allocated_at=now, allocated_by=by
+        )
+        try:
+            units = units_allocate(
+                course=course,
+                infusion=infusion,
+                weight_kg=weight.weight_kg,
+                on=timezone.localdate(now, zone),
+                by=by,
+            )
+        except Refused as refusal:
+            raise TransitionRefused(refusal.reasons) from refusal
+        return _fire(
+            course,
+            "allocate_product",
+            by=by,
+            note=note,
+            data=_allocation_data(infusion, units, weight.weight_kg),
+            at=now,
+            coi_id=coi_id,
+        )
+
+
+def _allocation_data(infusion: Infusion, units: list[ProductUnit], weight_kg) -> dict:
+    return {
+        "dose": infusion.dose_number,
+        "lot": units[0].lot.lot_number,
+        "units": [unit.unit_id for unit in units],
+        "cells_per_unit": units[0].lot.cells_per_unit,
+        "weight_kg": str(weight_kg),
+    }
+
+
+def course_next_infusion(course: TreatmentCourse) -> Infusion | None:
+    """The dose the course waits to give: allocated, not given yet."""
+    return course.infusions.filter(started_at__isnull=True).order_by("dose_number").first()
+
+
+def infusion_booking_refusals(
+    *, course: TreatmentCourse, scheduled_at: dt.datetime, infusion: Infusion | None
+) -> list[str]:
+    """Why the dose cannot be booked at `scheduled_at`: its units' lot expires by then."""
+    if infusion is None:
+        return []
+    day = timezone.localdate(scheduled_at, course.site.time_zone)
+    expiring = {
+        unit.lot for unit in infusion.units.select_related("lot") if unit.lot.expires_on <= day
+    }
+    return [
+        f"Lot {lot.lot_number}, whose units this dose holds, expires on "
+        f"{date_words(lot.expires_on)}: book the infusion before then."
+        for lot in expiring
+    ]
+
+
+def course_schedule_infusion(
+    *,
+    course: TreatmentCourse,
+    by: AbstractBaseUser,
+    scheduled_at: dt.datetime,
+    place: str,
+    note: str = "",
+    deviation_reason: str = "",
+) -> TransitionLog:
+    """Book the next dose in the infusion chair. The first booking holds the whole chain
+    where the site keeps a calendar for its chairs: a slot for each dose, the protocol's
+    interval apart, or nothing. A later dose is booked the same way, its units allocated
+    as it is (from a lot still in date that day); a time other than the slot held for it
+    moves the doses after it too."""
+    _authorise(course, "schedule_infusion", by)
+    _require_future(scheduled_at, "infusion")
+    between_doses = course.state == CourseState.INFUSED
+    infusion = None if between_doses else course_next_infusion(course)
+    refusals = infusion_booking_refusals(
+        course=course, scheduled_at=scheduled_at, infusion=infusion
+    )
+    if refusals:
+        raise TransitionRefused(refusals)
+    with _changing(course):
+        if between_doses:
+            weight = course_dosing_weight(course=course)
+            if weight is None:
+                raise TransitionRefused(["No body weight is recorded since the evaluation began."])
+            infusion = Infusion.objects.create(
+                course=course,
+                dose_number=course.doses_given + 1,
+                allocated_at=timezone.now(),
+                allocated_by=by,
+            )
+            try:
+                units_allocate(
+                    course=course,
+                    infusion=infusion,
+                    weight_kg=weight.weight_kg,
+                    on=timezone.localdate(scheduled_at, course.site.time_zone),
+                    by=by,
+                )
+            except Refused as refusal:
+                raise TransitionRefused(refusal.reasons) from refusal
+        scheduling.visit_book(
+            course=course,
+            kind=VisitKind.INFUSION,
+            scheduled_at=scheduled_at,
+            place=place,
+            by=by,
+            deviation_reason=deviation_reason,
+        )
+        log = _fire(
+            course,
+            "schedule_infusion",
+            by=by,
+            note=note,
+            data={
+                "scheduled_at": scheduled_at.isoformat(),
+                "place": place,
+                "dose": infusion.dose_number,
+            },
+            reconcile=False,
+        )
+        try:
+            course_reservations_reconcile(course=course, strict=True, infusion_at=scheduled_at)
+        except Refused as refusal:
+            raise TransitionRefused(refusal.reasons) from refusal
+        return log
+
+
+VITALS_FIELDS = tuple(VitalSigns.measured_fields)
+
+
+def _vitals_refusals(vital_signs: dict) -> dict[str, list[str]]:
+    """Every vital sign at every timepoint recorded and possible, by the form's field name
+    (`before_heart_rate_bpm`)."""
+    by_field = defaultdict(list)
+    for timepoint in VitalsTimepoint:
+        values = vital_signs.get(timepoint) or {}
+        for name in VITALS_FIELDS:
+            field = f"{timepoint}_{name}"
+            value = values.get(name)
+            if value is None:
+                by_field[field].append(
+                    f"Record the {VitalSigns._meta.get_field(name).verbose_name} "
+                    f"{VitalsTimepoint(timepoint).label.lower()}."
+                )
+                continue
+            words = measure(VitalSigns.measured_fields[name]).refusal(value)
+            if words:
+                by_field[field].append(words)
+    return by_field
+
+
+def _vitals_unusual(vital_signs: dict, expected: dict) -> dict[str, str]:
+    found = {}
+    for timepoint in VitalsTimepoint:
+        values = vital_signs.get(timepoint) or {}
+        for name, words in unusual_values(
+            values, keys=VitalSigns.measured_fields, expected=expected
+        ).items():
+            found[f"{timepoint}_{name}"] = words
+    return found
+
+
+def course_record_infusion(
+    *,
+    course: TreatmentCourse,
+    by: AbstractBaseUser,
+    thawed_at: dt.datetime,
+    started_at: dt.datetime,
+    scanned_unit_ids: list[str],
+    scanned_coi_id: str,
+    cells_given: int,
+    weight_kg: Decimal,
+    weighed_on: dt.date,
+    second_person,
+    second_person_password: str,
+    vital_signs: dict,
+    thaw_delay_reason: str = "",
+    reaction_grade: int | None = None,
+    reaction_serious: bool = False,
+    reaction_description: str = "",
+    early_reason: str = "",
+    note: str = "",
+    request=None,
+    values_checked: bool = False,
+) -> TransitionLog:
+    """Record a dose given, after the bedside checks: every unit's label and the patient's
+    chain-of-identity id scanned and matching the allocation (a mismatch blocks and alerts),
+    the units received at the site and their lot released and in date, infused within the
+    protocol's minutes of thaw (or a reason, a deviation), a dose per kg in range and never
+    more cells than the units held, vital signs before, during and an hour after, and a
+    second person. An infusion reaction is recorded as an adverse event (grade 3 or worse,
+    or serious, alerts at once). With doses left the course waits for the next booking; the
+    last opens the follow-up. Every refusal is given at once, by its field."""
+    _authorise(course, "record_infusion", by)
+    zone, protocol = course.site.time_zone, course.protocol
+    infusion = course_next_infusion(course)
+    if infusion is None:
+        raise TransitionRefused(["No dose is allocated to this course."])
+    units = list(infusion.units.select_related("lot").order_by("unit_id"))
+    by_field: dict[str, list[str]] = defaultdict(list)
+    for field, value in (("cells_given", cells_given), ("weight_kg", weight_kg)):
+        impossible = measure(Infusion.measured_fields[field]).refusal(value)
+        if impossible:
+            by_field[field].append(impossible)
+    for field, found in _vitals_refusals(vital_signs).items():
+        by_field[field] += found
+    if started_at > timezone.now():
+        by_field["started_at"].append("The infusion's start cannot be in the future.")
+    infused_on = timezone.localdate(started_at, zone)
+    by_field["weighed_on"] += conditions.dosing_weight_refusals(
+        protocol=protocol,
+        weighed_on=weighed_on,
+        transplant_on=infused_on,
+        evaluation_started_on=timezone.localdate(course.evaluation_started_at, zone)
+        if course.evaluation_started_at
+        else None,
+    )
+    scanned = {unit_id_normalise(u) for u in scanned_unit_ids}
+    allocated = {unit_id_normalise(unit.unit_id) for unit in units}
+    units_mismatch = scanned != allocated
+    if units_mismatch:
+        strangers = sorted(scanned - allocated)
+        by_field["scanned_unit_ids"].append(
+            "The unit labels scanned do not match the units allocated to this dose ("
+            + ", ".join(unit.unit_id for unit in units)
+            + ")"
+            + (f": {', '.join(strangers)} is not this patient's" if strangers else "")
+            + ". Do not infuse; check the labels."
+        )
+    coi_mismatch = not course.coi_id or not coi_ids_match(scanned_coi_id, course.coi_id)
+    if coi_mismatch:
+        by_field["scanned_coi_id"].append(
+            f"The patient's chain-of-identity id scanned ({scanned_coi_id}) is not the one the "
+            "units were allocated to. Do not infuse; check the patient's wristband."
+        )
+    if units_mismatch or coi_mismatch:
+        _alert_unit_mismatch(
+            course=course,
+            scanned_unit_ids=[u.strip() for u in scanned_unit_ids],
+            scanned_coi_id=scanned_coi_id,
+            by=by,
+        )
+    general = []
+    for lot in {unit.lot for unit in units}:
+        if lot.status != LotStatus.RELEASED:
+            general.append(
+                f"Lot {lot.lot_number} is {lot.get_status_display().lower()}: its units may "
+                "not be given."
+            )
+        if lot.expires_on < infused_on:
+            general.append(
+                f"Lot {lot.lot_number} expired on {date_words(lot.expires_on)}: its units "
+                "may not be given."
+            )
+    not_here = [unit.unit_id for unit in units if unit.status != UnitStatus.RECEIVED]
+    if not_here:
+        general.append(
+            f"The chain of custody does not show {', '.join(not_here)} received at "
+            f"{course.site.name}: record the units' shipment and receipt, their labels "
+            "scanned, before the infusion."
+        )
+    if not by_field["cells_given"] and not by_field["weight_kg"] and units:
+        found = conditions.infusion_refusals(
+            protocol=protocol,
+            thawed_at=thawed_at,
+            started_at=started_at,
+            thaw_delay_reason=thaw_delay_reason,
+            cells_given=cells_given,
+            weight_kg=weight_kg,
+            units_cells=sum(unit.lot.cells_per_unit for unit in units),
+        )
+        for field, reasons in found.items():
+            by_field[field] += reasons
+        unusual = unusual_values(
+            {"cells_given": cells_given, "weight_kg": weight_kg},
+            keys=Infusion.measured_fields,
+            expected=protocol.expected_ranges,
+        ) | _vitals_unusual(vital_signs, protocol.expected_ranges)
+        if unusual and not values_checked:
+            for field, words in unusual_values_refused(unusual).message_dict.items():
+                by_field[field] += words
+    booking = scheduling.open_booking(course=course, kind=VisitKind.INFUSION)
+    early = booking is not None and infused_on < timezone.localdate(booking.scheduled_at, zone)
+    if early and not early_reason.strip():
+        booked_on = timezone.localdate(booking.scheduled_at, zone)
+        by_field["early_reason"].append(
+            f"The infusion is booked for {date_words(booked_on)}: move the booking first, or "
+            "give the reason it was given earlier."
+        )
+    if reaction_grade and not reaction_description.strip():
+        by_field["reaction_description"].append("Describe the reaction.")
+    for reason in _confirm_second_person(
+        course=course,
+        by=by,
+        second_person=second_person,
+        password=second_person_password,
+        request=request,
+        what="infusion",
+    ):
+        field = "second_person_password" if reason == SIGNATURE_NOT_ACCEPTED else "second_person"
+        by_field[field].append(reason)
+    if general or any(by_field.values()):
+        raise TransitionRefused(general, by_field=by_field)
+    last_dose = infusion.dose_number >= protocol.dose_count
+    dose = conditions.dose_million_per_kg(cells=cells_given, weight_kg=weight_kg)
+    thaw_minutes = round((started_at - thawed_at).total_seconds() / 60)
+    data = {
+        "dose": infusion.dose_number,
+        "thawed_at": thawed_at.isoformat(),
+        "started_at": started_at.isoformat(),
+        "units": [unit.unit_id for unit in units],
+        "scanned_coi_id": scanned_coi_id,
+        "cells_given": cells_given,
+        "weight_kg": str(weight_kg),
+        "weighed_on": str(weighed_on),
+        "dose_million_per_kg": f"{dose:.3f}",
+        "thaw_to_infusion_minutes": thaw_minutes,
+        "confirmed_by": second_person.get_username(),
+    }
+    with _changing(course):
+        if not BodyMeasurement.objects.filter(
+            patient=course.patient, taken_on=weighed_on, weight_kg=weight_kg
+        ).exists():
+            BodyMeasurement.objects.create(
+                patient=course.patient, taken_on=weighed_on, weight_kg=weight_kg, entered_by=by
+            )
+        infusion.thawed_at, infusion.started_at = thawed_at, started_at
+        infusion.cells_given, infusion.weight_kg, infusion.weighed_on = (
+            cells_given,
+            weight_kg,
+            weighed_on,
+        )
+        infusion.recorded_by, infusion.second_person, infusion.visit = by, second_person, booking
+        infusion.save()
+        VitalSigns.objects.bulk_create(
+            VitalSigns(infusion=infusion, timepoint=timepoint, **vital_signs[timepoint])
+            for timepoint in VitalsTimepoint
+        )
+        ProductUnit.objects.filter(pk__in=[unit.pk for unit in units]).update(
+            status=UnitStatus.INFUSED
+        )
+        for unit in units:
+            for kind, at, words in (
+                (CustodyKind.THAWED, thawed_at, "thawed"),
+                (
+                    CustodyKind.ADMINISTERED,
+                    started_at,
+                    f"infused, dose {infusion.dose_number} ({dose:.2f} × 10⁶/kg at "
+                    f"{weight_kg} kg); confirmed by {second_person.get_username()}",
+                ),
+            ):
+                custody_append(
+                    course=course,
+                    unit=unit,
+                    kind=kind,
+                    by=by,
+                    at=at,
+                    location=course.site.name,
+                    note=f"Unit {unit.unit_id} {words}.",
+                )
+        if thaw_minutes > protocol.thaw_to_infusion_max_minutes:
+            scheduling.deviation_record(
+                course=course,
+                visit=booking,
+                by=by,
+                reason=thaw_delay_reason.strip(),
+                deviations=[
+                    (
+                        DeviationKind.THAW_TO_INFUSION,
+                        f"Infused {thaw_minutes} minutes after thaw; the protocol allows "
+                        f"{protocol.thaw_to_infusion_max_minutes}.",
+                    )
+                ],
+            )
+        if early:
+            scheduling.deviation_record(
+                course=course,
+                visit=booking,
+                by=by,
+                reason=early_reason.strip(),
+                deviations=[
+                    (
+                        DeviationKind.BEFORE_BOOKING,
+                        f"Booked for {local_words(booking.scheduled_at, zone)}.",
+                    )
+                ],
+            )
+        scheduling.visit_mark_done(course=course, kind=VisitKind.INFUSION, done_at=started_at)
+        log = _fire(
+            course,
+            "record_infusion",
+            by=by,
+            note=note,
+            data=data,
+            infused_at=started_at,
+            infused_on=infused_on,
+            last_dose=last_dose,
+            anchor=protocol.follow_up_anchor,
+        )
+        if reaction_grade:
+            adverse_event_record(
+                event=AdverseEvent(
+                    patient=course.patient,
+                    course=course,
+                    visit=booking,
+                    onset_on=infused_on,
+                    grade=reaction_grade,
+                    serious=reaction_serious,
+                    related_to_procedure=Relatedness.UNKNOWN,
+                    related_to_product=Relatedness.UNKNOWN,
+                    description=f"Infusion reaction, dose {infusion.dose_number}: "
+                    f"{reaction_description.strip()}",
+                ),
+                by=by,
+            )
+        if last_dose:
+            scheduling.visits_schedule_follow_ups(course=course)
+        return log
+
+
+def _alert_unit_mismatch(*, course, scanned_unit_ids, scanned_coi_id: str, by) -> None:
+    """Units that are not the patient's, or a patient who is not the units', reached the
+    bedside: recorded and alerted at once, outside the refused step so that the record stays."""
+    entered = ".".join(
+        [coi_id_normalise(scanned_coi_id), *map(unit_id_normalise, scanned_unit_ids)]
+    )[:120]
+    alert_raise(
+        kind=AlertKind.COI_MISMATCH,
+        severity=Severity.URGENT,
+        course=course,
+        condition_key=f"coi_mismatch.c{course.pk}.{entered}",
+        message=(
+            f"{by.get_username()} scanned units {', '.join(scanned_unit_ids) or 'none'} and "
+            f"chain-of-identity id {scanned_coi_id} at the bedside for a course whose id is "
+            f"{course.coi_id or 'not issued'}. The infusion was blocked."
+        ),
+    )
 
 
 # What the admin calls, by transition name, with the transition form's cleaned data.
@@ -870,6 +1399,9 @@ COURSE_TRANSITION_SERVICES = {
     "release": course_release,
     "schedule_transplant": course_schedule_transplant,
     "record_transplant": course_record_transplant,
+    "allocate_product": course_allocate_product,
+    "schedule_infusion": course_schedule_infusion,
+    "record_infusion": course_record_infusion,
     "complete": course_complete,
     "hold": course_hold,
     "resume": course_resume,

@@ -17,6 +17,7 @@ from common.proxies import client_address
 
 CONFIRM_ADMINISTRATION = "pathway.confirm_administration"
 SIGN_RELEASE = "pathway.release_course"
+SIGN_LOT_RELEASE = "pathway.release_lot"
 
 
 def _holding(permission: str) -> QuerySet:
@@ -45,6 +46,11 @@ def bedside_confirmers(*, course, recorder=None) -> QuerySet:
 
 def may_sign_release(user) -> bool:
     return _holding(SIGN_RELEASE).filter(pk=user.pk).exists()
+
+
+def may_sign_lot_release(user) -> bool:
+    """A lab user who holds the lot release permission (never a superuser acting as one)."""
+    return _holding(SIGN_LOT_RELEASE).filter(pk=user.pk).exists()
 
 
 def password_confirms(*, user, password: str, request: HttpRequest | None = None) -> bool:

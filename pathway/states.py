@@ -1,6 +1,14 @@
 from django.db import models
 
 
+class Therapy(models.TextChoices):
+    """What a protocol gives: each therapy has its own steps between eligibility and follow-up
+    (`pathway/therapies.py`), and shares the rest of the pathway."""
+
+    P63 = "p63", "Autologous P63+ airway progenitor cells (bronchoscopic transplant)"
+    MSC = "msc", "Allogeneic mesenchymal stem cells (intravenous infusion)"
+
+
 class CourseState(models.TextChoices):
     REFERRED = "referred", "Referred"
     EVALUATION = "evaluation", "In evaluation"
@@ -11,6 +19,9 @@ class CourseState(models.TextChoices):
     EXPANDING = "expanding", "Expanding"
     RELEASED = "released", "Released"
     TRANSPLANT_SCHEDULED = "transplant_scheduled", "Transplant scheduled"
+    PRODUCT_ALLOCATED = "product_allocated", "Product allocated"
+    INFUSION_SCHEDULED = "infusion_scheduled", "Infusion scheduled"
+    INFUSED = "infused", "Infused, doses to come"
     FOLLOW_UP = "follow_up", "Follow-up"
     COMPLETED = "completed", "Completed"
     ON_HOLD = "on_hold", "On hold"

@@ -30,6 +30,7 @@ from patients.models import (
     ChestCT,
     ClinicalAssessment,
     ClinicHours,
+    CReactiveProtein,
     LungFunctionTest,
     Medication,
     Patient,
@@ -51,6 +52,7 @@ CLINICAL_RECORD_MODELS = (
     SymptomScore,
     ChestCT,
     ClinicalAssessment,
+    CReactiveProtein,
 )
 
 
@@ -180,6 +182,11 @@ class SymptomScoreInline(ClinicalRecordInline):
     fields = ("second_look", "taken_on", "mmrc", "cat", "visit", "entered_by")
 
 
+class CReactiveProteinInline(ClinicalRecordInline):
+    model = CReactiveProtein
+    fields = ("second_look", "taken_on", "crp_mg_l", "visit", "entered_by")
+
+
 class ChestCTInline(ClinicalRecordInline):
     model = ChestCT
     fields = (
@@ -201,6 +208,7 @@ class ClinicalAssessmentInline(ClinicalRecordInline):
         "active_respiratory_infection",
         "a1at_screening",
         "dyspnoea_despite_optimised_therapy",
+        "fit_for_infusion",
         "entered_by",
     )
 
@@ -271,6 +279,8 @@ class PatientAdmin(
                     "phone",
                     "consent_email",
                     "consent_sms",
+                    "whatsapp",
+                    "consent_whatsapp",
                     "preferred_language",
                     "time_zone",
                 ),
@@ -283,11 +293,19 @@ class PatientAdmin(
         LungFunctionTestInline,
         SixMinuteWalkTestInline,
         SymptomScoreInline,
+        CReactiveProteinInline,
         ChestCTInline,
         ClinicalAssessmentInline,
         BodyMeasurementInline,
         MedicationInline,
     )
+
+    def get_inlines(self, request, obj):
+        """A patient being added has no results yet: CRP is entered once they exist."""
+        if obj is None:
+            return [inline for inline in self.inlines if inline is not CReactiveProteinInline]
+        return self.inlines
+
     actions = ("export_fhir_bundle",)
 
     class Media:
@@ -419,6 +437,11 @@ class VisitWalkInline(VisitRecordInline):
 class VisitSymptomInline(VisitRecordInline):
     model = SymptomScore
     fields = ("second_look", "taken_on", "mmrc", "cat", "entered_by")
+
+
+class VisitCReactiveProteinInline(VisitRecordInline):
+    model = CReactiveProtein
+    fields = ("second_look", "taken_on", "crp_mg_l", "entered_by")
 
 
 class VisitChestCTInline(VisitRecordInline):

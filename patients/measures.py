@@ -101,6 +101,10 @@ _CULTURE = (
     "A culture of 10¹² cells weighs about a kilogram; the trials' products held 10⁷–10⁹ "
     "(Wang 2024, Sci Transl Med)"
 )
+_VITALS = (
+    "NEWS2 (Royal College of Physicians, 2017): outside these a patient scores for review; "
+    "beyond the possible range a monitor has been misread"
+)
 
 MEASURES = {
     m.key: m
@@ -264,6 +268,77 @@ MEASURES = {
             ("0", "168"),
             0,
             "Up to 30 days; bronchoscopy needs 6 h of fasting and an escort arranged",
+        ),
+        Measure(
+            "units_in_lot",
+            "Units received",
+            "units",
+            ("1", "1000"),
+            ("1", "200"),
+            0,
+            "A bank's lot is one donor's expansion, issued in tens of vials, rarely hundreds "
+            "(ISCT MSC banking surveys)",
+        ),
+        Measure(
+            "cells_per_unit",
+            "Cells per unit",
+            "cells",
+            ("1E5", "1E10"),
+            ("1E7", "5E8"),
+            0,
+            "MSC doses are 0.5–2 × 10⁶/kg, banked as 10⁷–10⁸ cells a vial; 10¹⁰ would not fit "
+            "one bag",
+        ),
+        Measure(
+            "passage",
+            "Passage",
+            "",
+            ("0", "50"),
+            ("1", "10"),
+            0,
+            "MSC lose their properties with passage; banks release at passage 2–6, senescence "
+            "comes by 10–15 (ISCT 2006; Wagner 2008)",
+        ),
+        Measure(
+            "endotoxin_eu_ml",
+            "Endotoxin",
+            "EU/mL",
+            ("0", "1000"),
+            ("0", "5"),
+            2,
+            "Parenteral products are held under 5 EU/kg/h (Ph. Eur. 2.6.14, USP <85>)",
+        ),
+        Measure(
+            "positive_marker_pct",
+            "A positive marker (CD73, CD90, CD105)",
+            "%",
+            ("0", "100"),
+            ("95", "100"),
+            1,
+            "ISCT minimal criteria (Dominici 2006): each on at least 95 % of the cells",
+        ),
+        Measure(
+            "negative_marker_pct",
+            "A negative marker (CD45, CD34, CD14/CD11b, CD79a/CD19, HLA-DR)",
+            "%",
+            ("0", "100"),
+            ("0", "2"),
+            1,
+            "ISCT minimal criteria (Dominici 2006): each on at most 2 % of the cells",
+        ),
+        Measure("heart_rate_bpm", "Heart rate", "/min", ("20", "250"), ("51", "90"), 0, _VITALS),
+        Measure(
+            "systolic_mmhg", "Systolic pressure", "mmHg", ("40", "300"), ("101", "219"), 0, _VITALS
+        ),
+        Measure(
+            "diastolic_mmhg", "Diastolic pressure", "mmHg", ("20", "200"), ("40", "110"), 0, _VITALS
+        ),
+        Measure("spo2_pct", "SpO2", "%", ("30", "100"), ("88", "100"), 0, _VITALS),
+        Measure(
+            "body_temperature_c", "Temperature", "°C", ("25", "45"), ("35.1", "38.0"), 1, _VITALS
+        ),
+        Measure(
+            "respiratory_rate", "Respiratory rate", "/min", ("4", "70"), ("12", "20"), 0, _VITALS
         ),
         Measure(
             "transit_hours",

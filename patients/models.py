@@ -117,6 +117,25 @@ class Patient(models.Model):
     phone = PhoneNumberField(blank=True, help_text="Stored as E.164, e.g. +447911123456.")
     consent_email = models.BooleanField("consents to email reminders", default=False)
     consent_sms = models.BooleanField("consents to SMS reminders", default=False)
+    whatsapp = PhoneNumberField(
+        "WhatsApp number",
+        blank=True,
+        help_text="The number the patient uses WhatsApp on, as E.164; often their phone's.",
+    )
+    consent_whatsapp = models.BooleanField(
+        "consents to WhatsApp reminders",
+        default=False,
+        help_text="Apart from SMS: a STOP on one channel leaves the other as it is.",
+    )
+    # WhatsApp lets the clinic write freely only within 24 hours of the patient's own last
+    # message; after that, only an approved template (delivery/whatsapp.py).
+    whatsapp_last_inbound_at = models.DateTimeField(
+        "last wrote on WhatsApp",
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the patient last wrote to the clinic on WhatsApp.",
+    )
     preferred_language = models.CharField(max_length=10, choices=settings.LANGUAGES, default="en")
     time_zone = TimeZoneField(
         null=True, blank=True, help_text="Leave empty to use the site's time zone."
@@ -133,7 +152,8 @@ class Patient(models.Model):
         related_name="assigned_patients",
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
-    history = HistoricalRecords()
+    # When they last wrote on WhatsApp is the provider's news, not a change to their record.
+    history = HistoricalRecords(excluded_fields=["whatsapp_last_inbound_at"])
 
     class Meta:
         ordering = ["last_name", "first_name"]
@@ -153,20 +173,20 @@ class Patient(models.Model):
         return f"{self.last_name}, {self.first_name} ({self.mrn})"
 
     def consents_to(self, channel: str) -> bool:
-        """Consents to be written to on this channel ("email" or "sms"), and has an address
-        for it: the one rule every message to a patient passes, when written and when sent."""
+        """Consents to be written to on this channel ("email", "sms" or "whatsapp"), and has
+        an address for it: the one rule every message to a patient passes, when written and
+        when sent."""
         if channel == "email":
             return self.consent_email and bool(self.email)
+        if channel == "whatsapp":
+            return self.consent_whatsapp and _number_on_file(self.whatsapp)
         return channel == "sms" and self.consent_sms and self.has_phone
 
     @property
     def has_phone(self) -> bool:
         """Whether a number is on file, without validating it again: `bool()` of a number
         formats it, which validates it (the largest cost of a text's consent check)."""
-        phone = self.phone
-        if isinstance(phone, PhoneNumber):
-            return phone.national_number is not None or bool(phone.raw_input)
-        return bool(phone)
+        return _number_on_file(self.phone)
 
     @property
     def zone(self):
@@ -192,8 +212,17 @@ class Patient(models.Model):
             errors["email"] = "Consent to email reminders needs an email address."
         if self.consent_sms and not self.phone:
             errors["phone"] = "Consent to SMS reminders needs a phone number."
+        if self.consent_whatsapp and not self.whatsapp:
+            errors["whatsapp"] = "Consent to WhatsApp reminders needs a WhatsApp number."
         if errors:
             raise ValidationError(errors)
+
+
+def _number_on_file(number) -> bool:
+    """Whether a number is on file, without validating it again (see `has_phone`)."""
+    if isinstance(number, PhoneNumber):
+        return number.national_number is not None or bool(number.raw_input)
+    return bool(number)
 
 
 @deconstructible
@@ -201,7 +230,7 @@ class ConsentChange(models.Model):
     """A patient's consent to a channel given or withdrawn: when, and how we learnt of it."""
 
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="consent_changes")
-    channel = models.CharField(max_length=10)  # "sms" or "email"
+    channel = models.CharField(max_length=10)  # "email", "sms" or "whatsapp"
     consents = models.BooleanField()
     at = models.DateTimeField(default=timezone.now)
     source = models.CharField(
@@ -278,10 +307,11 @@ class ClinicalRecord(MeasuredModel):
             course = self.visit.course
             if self.patient_id and course.patient_id != self.patient_id:
                 errors["visit"] = "This visit belongs to another patient."
-            elif course.transplanted_on and self.taken_on < course.transplanted_on:
+            elif course.treated_on and self.taken_on < course.treated_on:
                 errors["taken_on"] = (
                     f"A follow-up measurement cannot be dated {date_words(self.taken_on)}, "
-                    f"before the transplant on {date_words(course.transplanted_on)}."
+                    f"before {course.pathway.treatment_words} on "
+                    f"{date_words(course.treated_on)}."
                 )
         errors |= self.clean_values()
         if errors:
@@ -438,6 +468,22 @@ class ChestCT(ClinicalRecord):
         return f"CT on {date_words(self.taken_on)}"
 
 
+class CReactiveProtein(ClinicalRecord):
+    """C-reactive protein in serum: what an anti-inflammatory therapy is followed by."""
+
+    measured_fields = {"crp_mg_l": "crp_mg_l"}
+
+    crp_mg_l = models.DecimalField("CRP (mg/L)", max_digits=5, decimal_places=1)
+
+    class Meta(ClinicalRecord.Meta):
+        verbose_name = "C-reactive protein"
+        verbose_name_plural = "C-reactive protein results"
+        indexes = [models.Index(fields=["patient", "-taken_on"])]
+
+    def __str__(self) -> str:
+        return f"CRP {self.crp_mg_l} mg/L on {date_words(self.taken_on)}"
+
+
 class A1ATScreening(models.TextChoices):
     NOT_INDICATED = "not_indicated", "Not indicated"
     PENDING = "pending", "Indicated, result pending"
@@ -455,6 +501,12 @@ class ClinicalAssessment(ClinicalRecord):
     )
     dyspnoea_despite_optimised_therapy = models.BooleanField(
         "dyspnoea persists despite optimised inhalers and rehabilitation"
+    )
+    fit_for_infusion = models.BooleanField(
+        "fit for an intravenous infusion",
+        null=True,
+        blank=True,
+        help_text="For an infusion protocol: venous access, fluid load and allergies assessed.",
     )
     notes = models.TextField(blank=True)
 

@@ -17,5 +17,5 @@ def baseline_records(model, *, patient_id, transplanted_on):
 def course_baseline_lung_function(*, course) -> LungFunctionTest | None:
     """The lung function the course's follow-ups are compared with."""
     return baseline_records(
-        LungFunctionTest, patient_id=course.patient_id, transplanted_on=course.transplanted_on
+        LungFunctionTest, patient_id=course.patient_id, transplanted_on=course.treated_on
     ).first()

@@ -38,6 +38,7 @@ FEED_DAYS_AFTER = 400
 VISIT_DURATIONS = {
     VisitKind.HARVEST: dt.timedelta(hours=2),
     VisitKind.TRANSPLANT: dt.timedelta(hours=2),
+    VisitKind.INFUSION: dt.timedelta(hours=3),  # thaw, an hour's drip, an hour's watch
     VisitKind.FOLLOW_UP: dt.timedelta(hours=1),
 }
 EVENT_STATUSES = {

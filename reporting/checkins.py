@@ -26,7 +26,7 @@ def course_checkins(*, course, last: int = 12) -> list[CheckinRow]:
     if not invitations:
         return []
     baseline = baseline_records(
-        SymptomScore, patient_id=course.patient_id, transplanted_on=course.transplanted_on
+        SymptomScore, patient_id=course.patient_id, transplanted_on=course.treated_on
     ).first()
     rows = []
     for invitation in invitations:

@@ -1,8 +1,10 @@
 """Patients and their pathway as a FHIR R4 Bundle (type "collection"), as plain JSON-able dicts.
 
 One bundle holds, per patient: the site (Organization), the Patient, a CarePlan per treatment
-course, an Appointment per visit, a Procedure per harvest and transplant, an Observation per
-lung-function value and six-minute walk, and an AdverseEvent per adverse event.
+course, an Appointment per visit, a Procedure per harvest, transplant and infusion, a
+BiologicallyDerivedProduct per cell-bank lot an infusion was given from, an Observation per
+lung-function value, six-minute walk and C-reactive protein result, and an AdverseEvent per
+adverse event.
 
 Every resource's id is a UUID5 of this deployment and the row it comes from, and its fullUrl
 is `urn:uuid:<id>`: references resolve inside the bundle, and exporting the same rows again
@@ -14,17 +16,18 @@ import uuid
 from collections import defaultdict
 from decimal import Decimal
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 from django.utils import timezone
 
 from common.replica import replica_reads
 from common.urls import public_url
-from pathway.models import TreatmentCourse
-from pathway.states import FINAL_STATES, CourseState
+from pathway.models import CellBankLot, Infusion, LotStatus, ProductUnit, TreatmentCourse
+from pathway.states import FINAL_STATES, CourseState, Therapy
 from patients.clinical import ratio_display
 from patients.models import (
     AdverseEvent,
     AdverseEventOutcome,
+    CReactiveProtein,
     LungFunctionTest,
     Patient,
     Site,
@@ -40,6 +43,7 @@ FHIR_EXPORT_PERMISSIONS = (
     "patients.view_lungfunctiontest",
     "patients.view_sixminutewalktest",
     "patients.view_adverseevent",
+    "patients.view_creactiveprotein",
     "pathway.view_treatmentcourse",
     "scheduling.view_visit",
 )
@@ -62,6 +66,12 @@ CARE_PLAN_STATUS = {
     CourseState.COMPLETED: "completed",
     CourseState.INELIGIBLE: "revoked",
     CourseState.WITHDRAWN: "revoked",
+}
+
+# What each therapy's plan is called.
+CARE_PLAN_TITLES = {
+    Therapy.P63: "Autologous airway progenitor-cell therapy for COPD",
+    Therapy.MSC: "Allogeneic mesenchymal stem cell infusion for COPD",
 }
 
 # Appointment.status (R4). A planned visit is a slot the protocol proposes, not yet agreed.
@@ -97,6 +107,9 @@ LUNG_FUNCTION_VALUES = (
 )
 FEV1_FVC = ("19926-5", "FEV1/FVC")
 WALK_DISTANCE = ("64098-7", "Six-minute walk distance")
+CRP = ("1988-5", "C reactive protein [Mass/volume] in Serum or Plasma")
+# An MSC infusion goes out coded by text: no SNOMED code for it was checked here.
+INFUSION_TEXT = "Intravenous infusion of allogeneic mesenchymal stem cells"
 
 
 def fhir_export_allowed(*, user) -> bool:
@@ -132,8 +145,25 @@ def fhir_bundle_for_patients(
         ),
         Prefetch("adverse_events", queryset=adverse_events),
     )
-    builder = _BundleBuilder()
-    for patient in patients.order_by("site__code", "mrn", "pk"):
+    patients = list(patients.order_by("site__code", "mrn", "pk"))
+    # What only an infusion course records (its doses and lots; CRP, which its follow-ups
+    # measure), read for those patients alone: three queries more when there are any.
+    infused = [
+        patient
+        for patient in patients
+        if any(course.protocol.therapy == Therapy.MSC for course in patient.courses.all())
+    ]
+    prefetch_related_objects(
+        infused,
+        Prefetch("creactiveproteins", queryset=CReactiveProtein.objects.order_by("taken_on", "pk")),
+        Prefetch(
+            "courses__infusions",
+            queryset=Infusion.objects.filter(started_at__isnull=False).order_by("dose_number"),
+        ),
+        Prefetch("courses__infusions__units", queryset=ProductUnit.objects.select_related("lot")),
+    )
+    builder = _BundleBuilder(infused={patient.pk for patient in infused})
+    for patient in patients:
         builder.add_patient(patient)
     return _without_empty(
         {
@@ -146,9 +176,11 @@ def fhir_bundle_for_patients(
 
 
 class _BundleBuilder:
-    def __init__(self):
+    def __init__(self, *, infused: set[int]):
+        self.infused = infused
         self.entries: list[dict] = []
         self.sites_added: set[int] = set()
+        self.lots_added: set[int] = set()
 
     def add(self, resource: dict) -> None:
         self.entries.append({"fullUrl": f"urn:uuid:{resource['id']}", "resource": resource})
@@ -169,9 +201,20 @@ class _BundleBuilder:
             self.add(observation)
             if walk.visit_id:
                 observations_by_visit[walk.visit_id].append(observation)
+        infused = patient.pk in self.infused
+        for crp in patient.creactiveproteins.all() if infused else ():
+            observation = _crp_observation(crp)
+            self.add(observation)
+            if crp.visit_id:
+                observations_by_visit[crp.visit_id].append(observation)
         for course in patient.courses.all():
             visits = course.visits.all()
-            procedures = _procedures(course, visits)
+            infusions = list(course.infusions.all()) if infused else []
+            for lot in {unit.lot for i in infusions for unit in i.units.all()}:
+                if lot.pk not in self.lots_added:
+                    self.lots_added.add(lot.pk)
+                    self.add(_biologically_derived_product(lot))
+            procedures = _procedures(course, visits, infusions)
             self.add(_care_plan(course, visits, procedures, observations_by_visit))
             for visit in visits:
                 self.add(_appointment(visit, patient))
@@ -316,12 +359,39 @@ def _appointment(visit: Visit, patient: Patient) -> dict:
     }
 
 
-def _procedures(course: TreatmentCourse, visits) -> dict[int, dict]:
-    """Each harvest and transplant performed (a harvest repeated after a failed batch too),
-    by the booking it was recorded against."""
+def _procedures(course: TreatmentCourse, visits, infusions=()) -> dict[int, dict]:
+    """Each harvest, transplant and infusion performed (a harvest repeated after a failed
+    batch too), by the booking it was recorded against; an infusion names the lot it was given
+    from."""
+    given = {infusion.visit_id: infusion for infusion in infusions}
     procedures = {}
     for visit in visits:
         if visit.kind == VisitKind.FOLLOW_UP or visit.status != VisitStatus.DONE:
+            continue
+        if visit.kind == VisitKind.INFUSION:
+            infusion = given.get(visit.pk)
+            units = list(infusion.units.all()) if infusion else []
+            procedures[visit.pk] = {
+                "resourceType": "Procedure",
+                "id": _resource_id(visit, "procedure"),
+                "basedOn": [_reference(course)],
+                "status": "completed",
+                "code": {"text": INFUSION_TEXT},
+                "subject": _reference(course.patient),
+                "performedDateTime": _instant(visit.done_at or visit.scheduled_at),
+                "usedReference": [
+                    _reference(lot, display=f"Lot {lot.lot_number}")
+                    for lot in sorted({u.lot for u in units}, key=lambda lot: lot.pk)
+                ],
+                "note": [
+                    {
+                        "text": f"Dose {infusion.dose_number}: {infusion.cells_given:,} cells "
+                        f"from units {', '.join(u.unit_id for u in units)}."
+                    }
+                    if infusion
+                    else None
+                ],
+            }
             continue
         note = ""
         if visit.kind == VisitKind.TRANSPLANT and course.cells_administered:
@@ -367,7 +437,7 @@ def _care_plan(course, visits, procedures: dict, observations_by_visit: dict) ->
         ],
         "status": CARE_PLAN_STATUS.get(course.state, "active"),
         "intent": "plan",
-        "title": f"Autologous airway progenitor-cell therapy for COPD ({course.protocol.name})",
+        "title": f"{CARE_PLAN_TITLES[course.protocol.therapy]} ({course.protocol.name})",
         "description": f"Treatment course #{course.pk}: {state}.",
         "subject": _reference(course.patient),
         "period": {
@@ -437,6 +507,42 @@ def _lung_function_observations(test: LungFunctionTest) -> list[dict]:
 
 def _walk_observation(walk: SixMinuteWalkTest) -> dict:
     return _observation(walk, "distance", *WALK_DISTANCE, walk.distance_m, "m", "m")
+
+
+def _crp_observation(crp: CReactiveProtein) -> dict:
+    observation = _observation(crp, "crp", *CRP, crp.crp_mg_l, "mg/L", "mg/L")
+    observation["category"] = [
+        {
+            "coding": [
+                {"system": OBSERVATION_CATEGORY, "code": "laboratory", "display": "Laboratory"}
+            ]
+        }
+    ]
+    return observation
+
+
+def _biologically_derived_product(lot: CellBankLot) -> dict:
+    """A cell-bank lot: its units, its donor's tissue, its storage and its expiry."""
+    return {
+        "resourceType": "BiologicallyDerivedProduct",
+        "id": _resource_id(lot),
+        "identifier": [{"system": f"{_base_url()}/fhir/sid/lot", "value": lot.lot_number}],
+        "productCategory": "cells",
+        "productCode": {
+            "text": f"Mesenchymal stem cells, {lot.get_tissue_source_display().lower()}, "
+            f"passage {lot.passage}, {lot.cells_per_unit:,} cells per unit"
+        },
+        "status": "available" if lot.status == LotStatus.RELEASED else "unavailable",
+        "quantity": lot.units_received,
+        "collection": {"source": None},
+        "storage": [
+            {
+                "description": f"Expires {lot.expires_on.isoformat()}",
+                "temperature": _number(lot.storage_temperature_c),
+                "scale": "celsius",
+            }
+        ],
+    }
 
 
 def _adverse_event(event: AdverseEvent) -> dict:

@@ -29,6 +29,7 @@ class FollowUpOutcome(models.Model):
     walk_m = models.FloatField(null=True)
     cat = models.FloatField(null=True)
     mmrc = models.FloatField(null=True)
+    crp_mg_l = models.FloatField(null=True)
 
     class Meta:
         indexes = [models.Index(fields=["site", "done_at"], name="follow_up_outcome_site_idx")]

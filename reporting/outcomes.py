@@ -21,10 +21,11 @@ from django.db.models import (
     Subquery,
     Value,
 )
-from django.db.models.functions import Cast, NullIf
+from django.db.models.functions import Cast, Coalesce, NullIf
 
 from pathway.models import OutcomeMeasure, ReferenceFigure, TreatmentCourse
-from patients.models import LungFunctionTest, SixMinuteWalkTest, SymptomScore
+from pathway.states import Therapy
+from patients.models import CReactiveProtein, LungFunctionTest, SixMinuteWalkTest, SymptomScore
 from patients.selectors import baseline_records
 from reporting.models import FollowUpOutcome
 from reporting.statistics import summarise
@@ -72,10 +73,13 @@ class SqliteMedian:
 
 def _value(model, field: str, *, baseline: bool):
     if baseline:
+        # Before the product was first given: the transplant, or the first infusion.
         records = baseline_records(
             model,
             patient_id=OuterRef("course__patient_id"),
-            transplanted_on=OuterRef("course__transplanted_on"),
+            transplanted_on=Coalesce(
+                OuterRef("course__transplanted_on"), OuterRef("course__first_infused_on")
+            ),
         )
     else:
         records = model.objects.filter(
@@ -108,6 +112,7 @@ CHANGES = {
     OutcomeMeasure.WALK_M: lambda: _change(SixMinuteWalkTest, "distance_m"),
     OutcomeMeasure.CAT: lambda: _change(SymptomScore, "cat"),
     OutcomeMeasure.MMRC: lambda: _change(SymptomScore, "mmrc"),
+    OutcomeMeasure.CRP: lambda: _change(CReactiveProtein, "crp_mg_l"),
 }
 
 
@@ -169,10 +174,12 @@ def follow_up_outcomes_rebuild(*, chunk: int = 2000) -> int:
     return stored
 
 
-def cohort_outcomes(*, courses, before=None) -> list[dict]:
+def cohort_outcomes(*, courses, before=None, therapy: str = Therapy.P63) -> list[dict]:
     """Per follow-up of the protocol: n, mean, median and 95 % CI of each measure's change,
-    with the reference figures beside them; only follow-ups done `before`, when given. Two
-    queries, whatever the cohort's size."""
+    with the reference figures of `therapy` (and those of every therapy, as an MCID) beside
+    them; only follow-ups done `before`, when given. `courses` are of that one therapy: each
+    therapy is compared with its own published figures. Two queries, whatever the cohort's
+    size."""
     aggregates = {}
     for measure in CHANGES:
         aggregates |= {
@@ -190,7 +197,7 @@ def cohort_outcomes(*, courses, before=None) -> list[dict]:
         .annotate(**aggregates)
         .order_by("protocol_visit__weeks_after_transplant", "protocol_visit__name")
     )
-    references = list(ReferenceFigure.objects.all())
+    references = list(ReferenceFigure.objects.filter(therapy__in=["", therapy]))
     results = []
     for row in rows:
         weeks = row["protocol_visit__weeks_after_transplant"]

@@ -7,12 +7,12 @@ writers, because the writers sit in apps below reporting. Bulk SQL updates bypas
 from django.db.models.signals import post_delete, post_save
 
 from pathway.models import TreatmentCourse
-from patients.models import LungFunctionTest, SixMinuteWalkTest, SymptomScore
+from patients.models import CReactiveProtein, LungFunctionTest, SixMinuteWalkTest, SymptomScore
 from reporting.models import FollowUpOutcome
 from reporting.outcomes import follow_up_outcomes_refresh
 from scheduling.models import Visit, VisitKind, VisitStatus
 
-MEASUREMENTS = (LungFunctionTest, SixMinuteWalkTest, SymptomScore)
+MEASUREMENTS = (LungFunctionTest, SixMinuteWalkTest, SymptomScore, CReactiveProtein)
 
 
 def _measurement_changed(sender, instance, **kwargs):
@@ -32,10 +32,12 @@ def _visit_saved(sender, instance, update_fields=None, **kwargs):
 
 
 def _course_saved(sender, instance, update_fields=None, **kwargs):
-    # Every transition saves the course; only its transplant date moves a baseline.
-    if instance.transplanted_on is None:
+    # Every transition saves the course; only the day it was treated moves a baseline.
+    if instance.treated_on is None:
         return
-    if update_fields is not None and "transplanted_on" not in update_fields:
+    if update_fields is not None and not {"transplanted_on", "first_infused_on"} & set(
+        update_fields
+    ):
         return
     follow_up_outcomes_refresh(patient_ids=[instance.patient_id])
 

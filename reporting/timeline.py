@@ -13,8 +13,14 @@ from common.zones import date_words, local_words
 from pathway.forecast import forecast_interval_words
 from pathway.models import BatchStatus, TransitionLog, TreatmentCourse, expansion_day
 from pathway.selectors import batch_growth_forecast
-from pathway.states import CourseState
-from scheduling.models import OPEN_VISIT_STATUSES, Visit, VisitKind, VisitStatus
+from pathway.states import CourseState, Therapy
+from scheduling.models import (
+    OPEN_VISIT_STATUSES,
+    ReservationPurpose,
+    Visit,
+    VisitKind,
+    VisitStatus,
+)
 
 
 class StepStatus(models.TextChoices):
@@ -98,6 +104,51 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
 
     # A course on hold waits for what it was waiting for before.
     waiting_in = course.state_before_hold if course.state == CourseState.ON_HOLD else course.state
+    treatment = _TREATMENT_STEPS[protocol.therapy]
+    steps += treatment(
+        course, procedure=procedure, waiting_in=waiting_in, now=now, today=today, zone=zone
+    )
+
+    follow_up_steps = [(visit, _follow_up_step(visit, today, zone)) for visit in follow_ups]
+    if follow_up_steps:
+        steps += [step for _, step in follow_up_steps]
+    else:
+        steps += [
+            TimelineStep(
+                protocol_visit.name,
+                StepStatus.UPCOMING,
+                detail=f"{protocol_visit.weeks_after_transplant} weeks after "
+                f"{_anchor_words(course)}, ± {protocol_visit.window_days} days",
+            )
+            for protocol_visit in protocol.visits.all()
+        ]
+
+    if course.state == CourseState.COMPLETED:
+        steps.append(TimelineStep("Completion", StepStatus.DONE, f"{day(course.state_changed_at)}"))
+    else:
+        steps.append(TimelineStep("Completion", StepStatus.UPCOMING))
+
+    if course.state in _ENDED:
+        steps = [
+            step
+            if step.status in (StepStatus.DONE, StepStatus.MISSED)
+            else TimelineStep(step.name, StepStatus.SKIPPED, detail=step.detail)
+            for step in steps
+        ]
+    return CourseTimeline(steps, *_next_action(course, steps, follow_up_steps, on))
+
+
+def _p63_steps(course, *, procedure, waiting_in, now, today, zone) -> list[TimelineStep]:
+    """Harvest, expansion, release and transplant."""
+    protocol = course.protocol
+    steps: list[TimelineStep] = []
+
+    def on(moment: dt.datetime) -> dt.date:
+        return timezone.localdate(moment, zone)
+
+    def day(moment: dt.datetime) -> str:
+        return date_words(on(moment))
+
     steps.append(
         _procedure_step(
             "Harvest",
@@ -178,33 +229,76 @@ def course_timeline(*, course: TreatmentCourse, now: dt.datetime | None = None) 
         )
     steps.append(transplant)
 
-    follow_up_steps = [(visit, _follow_up_step(visit, today, zone)) for visit in follow_ups]
-    if follow_up_steps:
-        steps += [step for _, step in follow_up_steps]
-    else:
-        steps += [
+    return steps
+
+
+def _msc_steps(course, *, procedure, waiting_in, now, today, zone) -> list[TimelineStep]:
+    """The allocation, then each dose: given, booked, held in the chairs, or to come."""
+    protocol = course.protocol
+    steps = []
+    if course.product_allocated_at:
+        steps.append(
             TimelineStep(
-                protocol_visit.name,
-                StepStatus.UPCOMING,
-                detail=f"{protocol_visit.weeks_after_transplant} weeks after the transplant, "
-                f"± {protocol_visit.window_days} days",
+                "Allocation",
+                StepStatus.DONE,
+                date_words(timezone.localdate(course.product_allocated_at, zone)),
             )
-            for protocol_visit in protocol.visits.all()
-        ]
-
-    if course.state == CourseState.COMPLETED:
-        steps.append(TimelineStep("Completion", StepStatus.DONE, f"{day(course.state_changed_at)}"))
+        )
+    elif waiting_in == CourseState.ELIGIBLE:
+        steps.append(TimelineStep("Allocation", StepStatus.DUE, "units from a released lot"))
     else:
-        steps.append(TimelineStep("Completion", StepStatus.UPCOMING))
+        steps.append(TimelineStep("Allocation", StepStatus.UPCOMING))
+    given = {
+        infusion.dose_number: infusion
+        for infusion in course.infusions.filter(started_at__isnull=False)
+    }
+    held = list(
+        course.reservations.filter(
+            purpose=ReservationPurpose.INFUSION,
+            visit__isnull=True,
+            released_at__isnull=True,
+            starts_at__gt=now,
+        )
+        .order_by("starts_at")
+        .values_list("starts_at", flat=True)
+    )
+    booking = procedure.get(VisitKind.INFUSION)
+    for dose in range(1, protocol.dose_count + 1):
+        name = (
+            f"Infusion {dose} of {protocol.dose_count}" if protocol.dose_count > 1 else "Infusion"
+        )
+        if dose in given:
+            steps.append(
+                TimelineStep(
+                    name,
+                    StepStatus.DONE,
+                    date_words(timezone.localdate(given[dose].started_at, zone)),
+                    f"{given[dose].cells_given / 1e6:.0f} × 10⁶ cells",
+                )
+            )
+            continue
+        if dose == course.doses_given + 1 and booking and booking.status != VisitStatus.DONE:
+            steps.append(
+                _procedure_step(
+                    name, pending=True, performed_at=None, visit=booking, today=today, zone=zone
+                )
+            )
+            continue
+        if held:
+            steps.append(
+                TimelineStep(
+                    name,
+                    StepStatus.UPCOMING,
+                    f"held for {date_words(timezone.localdate(held.pop(0), zone))}",
+                )
+            )
+            continue
+        after = "after allocation" if dose == 1 else f"{protocol.dose_interval_days} days after"
+        steps.append(TimelineStep(name, StepStatus.UPCOMING, detail=after))
+    return steps
 
-    if course.state in _ENDED:
-        steps = [
-            step
-            if step.status in (StepStatus.DONE, StepStatus.MISSED)
-            else TimelineStep(step.name, StepStatus.SKIPPED, detail=step.detail)
-            for step in steps
-        ]
-    return CourseTimeline(steps, *_next_action(course, steps, follow_up_steps, on))
+
+_TREATMENT_STEPS = {Therapy.P63: _p63_steps, Therapy.MSC: _msc_steps}
 
 
 def _forecast_words(course) -> str:
@@ -272,6 +366,13 @@ def _follow_up_step(visit: Visit, today: dt.date, zone) -> TimelineStep:
     )
 
 
+def _anchor_words(course) -> str:
+    """What the follow-up weeks count from, in words."""
+    if course.protocol.therapy == Therapy.MSC:
+        return f"the {course.protocol.get_follow_up_anchor_display().lower()}"
+    return "the transplant"
+
+
 def _next_action(course, steps, follow_up_steps, on) -> tuple[str, bool]:
     """What the coordinator or the lab does next, and whether it is already late."""
     state = course.state
@@ -287,8 +388,25 @@ def _next_action(course, steps, follow_up_steps, on) -> tuple[str, bool]:
         return "Start the evaluation.", False
     if state == CourseState.EVALUATION:
         return "Review the eligibility checklist, then approve or decline.", False
+    if state == CourseState.ELIGIBLE and course.protocol.therapy == Therapy.MSC:
+        return "Allocate the product: units from a released lot in the site's stock.", False
     if state == CourseState.ELIGIBLE:
         return "Schedule the harvest bronchoscopy.", False
+    if state in (CourseState.PRODUCT_ALLOCATED, CourseState.INFUSED):
+        upcoming = next(
+            (s for s in steps if s.name.startswith("Infusion") and s.status != StepStatus.DONE),
+            None,
+        )
+        when = f" ({upcoming.when})" if upcoming and upcoming.when else ""
+        which = "the next infusion" if state == CourseState.INFUSED else "the infusion"
+        return f"Book {which}{when}.", False
+    if state == CourseState.INFUSION_SCHEDULED:
+        booked = next(
+            (s for s in steps if s.name.startswith("Infusion") and s.status != StepStatus.DONE),
+            None,
+        )
+        late = booked is not None and booked.status in _LATE
+        return f"Record the infusion ({booked.when if booked else 'booked'}).", late
     if state == CourseState.HARVEST_SCHEDULED:
         harvest = step["Harvest"]
         return f"Record the harvest ({harvest.when}).", harvest.status in _LATE

@@ -106,12 +106,12 @@ def worklist_assign_view(request):
         messages.error(request, "That piece of work is no longer on your worklist.")
     elif request.POST.get("give_back") and item.assigned_to == request.user:
         work_assign(key=key, to=None, by=request.user)
-        messages.success(request, f"Given back: {item.what}, {item.course.patient}.")
+        messages.success(request, f"Given back: {item.what}, {item.about}.")
     elif request.POST.get("give") and not to:
         messages.error(request, "Choose whom to give it to.")
     elif request.POST.get("give"):
         receiver = (
-            site_coordinators(sites=[item.course.site])
+            site_coordinators(sites=[item.site])
             .filter(pk=int(to) if to.isdecimal() and len(to) < 12 else None)
             .first()
         )
@@ -119,10 +119,10 @@ def worklist_assign_view(request):
             messages.error(request, "Only a coordinator of the patient's site can take it.")
         else:
             work_assign(key=key, to=receiver, by=request.user)
-            messages.success(request, f"Given to {receiver}: {item.what}, {item.course.patient}.")
+            messages.success(request, f"Given to {receiver}: {item.what}, {item.about}.")
     else:
         work_assign(key=key, to=request.user, by=request.user)
-        messages.success(request, f"Yours: {item.what}, {item.course.patient}.")
+        messages.success(request, f"Yours: {item.what}, {item.about}.")
     back = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
         back = reverse("admin:index")
@@ -140,7 +140,7 @@ def worklist_done_view(request):
         messages.error(request, "That piece of work is no longer on your worklist.")
     else:
         worklist_row_done(key=key, by=request.user)
-        messages.success(request, f"Done: {item.what}, {item.course.patient}.")
+        messages.success(request, f"Done: {item.what}, {item.about}.")
     back = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
         back = reverse("admin:index")

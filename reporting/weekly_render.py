@@ -8,7 +8,9 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from pathway.models import OutcomeMeasure, expansion_day
-from pathway.states import CourseState
+from pathway.states import CourseState, Therapy
+from pathway.therapies import pathway_of
+from reporting.funnel import FUNNEL_STEPS
 from reporting.weekly_report import LOOKAHEAD_DAYS, THROUGHPUT_WEEKS, WeeklyReport
 
 
@@ -86,8 +88,10 @@ def _chart(report: WeeklyReport, Figure) -> bytes:
         ("walk_m", "6-minute walk", "metres"),
         ("fev1_ml", "FEV1", "mL"),
     )
-    figure = Figure(figsize=(12, 4), dpi=100)
-    states, *panels = figure.subplots(1, 4, gridspec_kw={"width_ratios": [3, 1.2, 1.2, 1.2]})
+    figure = Figure(figsize=(15, 4), dpi=100)
+    states, *panels, funnel = figure.subplots(
+        1, 5, gridspec_kw={"width_ratios": [3, 1.2, 1.2, 1.2, 2.4]}
+    )
     labels = [label for label, _ in report.courses_by_state]
     counts = [count for _, count in report.courses_by_state]
     states.barh(labels[::-1], counts[::-1], color="#417690")
@@ -111,14 +115,32 @@ def _chart(report: WeeklyReport, Figure) -> bytes:
             panel.axhline(float(reported[0]), color="#ba2121", linewidth=2)
         panel.axhline(0, color="#999", linewidth=0.5)
         panel.set_xticks([])
-        panel.set_title(f"{label}\n{latest['visit']}", fontsize=9)
+        whose = f"{pathway_of(latest['therapy']).short_name}, " if latest.get("therapy") else ""
+        panel.set_title(f"{label}\n{whose}{latest['visit']}", fontsize=9)
         panel.set_ylabel(f"change from baseline ({unit})", fontsize=8)
+    _funnel_panel(funnel, report)
     if latest is not None:
         figure.text(0.99, 0.01, "bars: programme, 95 % CI; red: published", ha="right", fontsize=8)
     figure.tight_layout()
     out = io.BytesIO()
     figure.savefig(out, format="png")
     return out.getvalue()
+
+
+def _funnel_panel(panel, report: WeeklyReport) -> None:
+    """The front door's funnel, every site and therapy of the report together."""
+    totals = [sum(row.counts[key] for row in report.funnel) for key, _ in FUNNEL_STEPS]
+    labels = [label for _, label in FUNNEL_STEPS]
+    panel.set_title(f"The front door, last {THROUGHPUT_WEEKS} weeks", fontsize=9)
+    if not totals[0]:
+        panel.text(0.5, 0.5, "no enquiries", ha="center", va="center", fontsize=9)
+        panel.set_axis_off()
+        return
+    panel.barh(labels[::-1], totals[::-1], color="#79aec8")
+    for y, count in enumerate(totals[::-1]):
+        panel.text(count, y, f" {count}", va="center", fontsize=8)
+    panel.set_xlabel("people", fontsize=8)
+    panel.tick_params(labelsize=8)
 
 
 def report_context(report: WeeklyReport) -> dict:
@@ -141,7 +163,7 @@ def report_context(report: WeeklyReport) -> dict:
                 "on_hold": report.state_at_end(batch.course) == CourseState.ON_HOLD,
             }
         )
-    outcomes = []
+    outcomes, by_therapy = [], {}
     for row in report.outcomes:
         lines = [
             {"label": OutcomeMeasure(key).label, **values}
@@ -150,6 +172,17 @@ def report_context(report: WeeklyReport) -> dict:
         ]
         if lines:
             outcomes.append({"visit": row["visit"], "lines": lines})
+            therapy = row.get("therapy") or report.therapies[0]
+            by_therapy.setdefault(therapy, []).append(outcomes[-1])
+    # Each therapy apart, each against its own published figures.
+    outcome_groups = [
+        {"name": pathway_of(therapy).short_name, "label": Therapy(therapy).label, "rows": rows}
+        for therapy, rows in by_therapy.items()
+    ]
+    throughput_groups = [
+        {"name": pathway_of(therapy).short_name, "rows": rows}
+        for therapy, rows in report.throughput_by_therapy
+    ]
     return {
         "report": report,
         "last_day": report.end - dt.timedelta(days=1),
@@ -157,6 +190,10 @@ def report_context(report: WeeklyReport) -> dict:
         "throughput_weeks": THROUGHPUT_WEEKS,
         "batches": batches,
         "outcomes": outcomes,
+        "outcome_groups": outcome_groups,
+        "throughput_groups": throughput_groups,
+        "several_therapies": len(report.therapies) > 1,
+        "funnel_labels": [label for _, label in FUNNEL_STEPS],
     }
 
 

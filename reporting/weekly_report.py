@@ -38,9 +38,11 @@ from pathway.models import (
     TransitionLog,
     TreatmentCourse,
 )
-from pathway.states import CourseState
+from pathway.states import CourseState, Therapy
+from pathway.therapies import PATHWAYS, pathway_of
 from patients.access import PROGRAMME_LEAD_GROUP
 from patients.models import AdverseEvent, Site
+from reporting.funnel import FunnelRow, enquiry_funnel, funnel_rows
 from reporting.models import WeeklyFigures
 from reporting.outcomes import MedianDuration, cohort_outcomes
 from reporting.statistics import Summary
@@ -130,11 +132,15 @@ class WeeklyReport:
     outcomes: list[dict]
     adverse_events_by_grade: list[tuple[int, int, int]]
     reminders: dict[str, int]
-    throughput_days: list[tuple[str, float | None]]
     # The state each listed batch's course had at the end, where it has moved on since.
     states_at_end: dict[int, str]
     # How many rows each list has in all (it shows at most LIST_ROWS of them).
     totals: dict[str, int]
+    # The therapies the week's courses follow, and each one's median days between its steps.
+    therapies: list[str]
+    throughput_by_therapy: list[tuple[str, list[tuple[str, float | None]]]]
+    # The front door: the last 13 weeks' enquiries and how far they came, per site and therapy.
+    funnel: list[FunnelRow]
     # When the figures were worked out, and whether they are a closed week's, kept.
     computed_at: dt.datetime
     kept: bool
@@ -142,6 +148,17 @@ class WeeklyReport:
     zone: ZoneInfo
     # Where it was read from (the replica or the primary), and how far behind that was.
     read_source: ReadSource = dataclasses.field(default_factory=read_source_primary)
+
+    @property
+    def throughput_days(self) -> list[tuple[str, float | None]]:
+        """Median days between steps, every therapy's, each therapy named where there are
+        several."""
+        several = len(self.throughput_by_therapy) > 1
+        return [
+            (f"{pathway_of(therapy).short_name}: {label}" if several else label, days)
+            for therapy, rows in self.throughput_by_therapy
+            for label, days in rows
+        ]
 
     def state_at_end(self, course) -> str:
         return self.states_at_end.get(course.pk, course.state)
@@ -266,11 +283,15 @@ def weekly_figures(*, week: str, site: Site | None = None) -> dict:
         **{f"all_{g}": Count("id", filter=Q(grade=g)) for g in range(1, 6)},
     )
     listed_batches = list(batches.values_list("pk", "course_id", "course__state")[:LIST_ROWS])
+    therapies = therapies_in(courses, end)
     figures = {
         "zone": str(zone),
         "start": start,
         "end": end,
-        "courses_by_state": {state.value: states.get(state.value, 0) for state in CourseState},
+        "therapies": therapies,
+        "courses_by_state": {
+            state.value: states.get(state.value, 0) for state in _states_of(therapies)
+        },
         "referrals": courses.filter(referred_at__gte=start, referred_at__lt=end).count(),
         "transitions": moved,
         "upcoming": list(upcoming.values_list("pk", flat=True)[:LIST_ROWS]),
@@ -292,13 +313,21 @@ def weekly_figures(*, week: str, site: Site | None = None) -> dict:
                     for key, values in row["measures"].items()
                 ],
             }
-            for row in cohort_outcomes(courses=courses, before=end)
+            for therapy in therapies
+            for row in _therapy_outcomes(courses, therapy, end)
         ],
         "adverse_events_by_grade": [
             (g, grades[f"week_{g}"], grades[f"all_{g}"]) for g in range(1, 6)
         ],
         "reminders": reminder_counts(sites=[site] if site else None, start=start, end=end),
-        "throughput_days": _throughput(courses, end),
+        "funnel": enquiry_funnel(
+            sites=sites, start=end - dt.timedelta(weeks=THROUGHPUT_WEEKS), end=end
+        ),
+        "throughput_days": [
+            (f"{therapy}:{label}", days)
+            for therapy in therapies
+            for label, days in _throughput(courses.filter(protocol__therapy=therapy), end, therapy)
+        ],
         # Each listed batch's course's state then, kept: it may move after the figures are.
         # JSON keys are strings: the course's pk is turned back into a number when read.
         "states_at_end": {
@@ -314,6 +343,31 @@ def weekly_figures(*, week: str, site: Site | None = None) -> dict:
     }
     # As a JSON column gives them back, so that a kept week reads exactly as a live one.
     return json.loads(json.dumps(figures, cls=DjangoJSONEncoder))
+
+
+def therapies_in(courses, end: dt.datetime) -> list[str]:
+    """The therapies of the courses referred before `end`, in the registry's order; the first
+    therapy's alone when there are none, so that an empty report reads as it always has."""
+    found = set(
+        courses.filter(referred_at__lt=end).values_list("protocol__therapy", flat=True).distinct()
+    )
+    return [str(t) for t in PATHWAYS if t in found] or [str(next(iter(PATHWAYS)))]
+
+
+def _states_of(therapies: list[str]) -> list[CourseState]:
+    """The states the report counts: those of the therapies in it, in pathway order."""
+    wanted = {state for therapy in therapies for state in pathway_of(therapy).states}
+    return [state for state in CourseState if state in wanted]
+
+
+def _therapy_outcomes(courses, therapy: str, end: dt.datetime) -> list[dict]:
+    """One therapy's outcomes, against its own published figures; each row says whose."""
+    return [
+        {**row, "therapy": therapy}
+        for row in cohort_outcomes(
+            courses=courses.filter(protocol__therapy=therapy), before=end, therapy=therapy
+        )
+    ]
 
 
 def _in_order(queryset, pks: list[int]) -> list:
@@ -336,7 +390,9 @@ def _report_from(
         start=parse_datetime(figures["start"]),
         end=parse_datetime(figures["end"]),
         courses_by_state=[
-            (state.label, figures["courses_by_state"].get(state.value, 0)) for state in CourseState
+            (state.label, figures["courses_by_state"].get(state.value, 0))
+            for state in CourseState
+            if state.value in figures["courses_by_state"]
         ],
         referrals=figures["referrals"],
         transitions=[(label, moved[name]) for name, label in TRANSITIONS if moved.get(name)],
@@ -367,7 +423,10 @@ def _report_from(
         ],
         adverse_events_by_grade=[tuple(row) for row in figures["adverse_events_by_grade"]],
         reminders=figures["reminders"],
-        throughput_days=[tuple(row) for row in figures["throughput_days"]],
+        therapies=figures.get("therapies") or [str(next(iter(PATHWAYS)))],
+        throughput_by_therapy=_throughput_by_therapy(figures["throughput_days"]),
+        # A week kept before there was a front door has no funnel.
+        funnel=funnel_rows(figures.get("funnel", [])),
         states_at_end={int(pk): state for pk, state in figures["states_at_end"].items()},
         totals=figures["totals"],
         computed_at=computed_at,
@@ -404,15 +463,35 @@ def _counts_by_state_at_end(courses, end: dt.datetime, moved: dict[int, tuple[st
     return counts
 
 
-STEPS = (
-    ("Referral → harvest", "referred_at", "harvested_at"),
-    ("Harvest → release", "harvested_at", "released_at"),
-    ("Release → transplant", "released_at", "transplanted_at"),
-)
+# Each therapy's steps whose median days apart the report shows.
+STEPS = {
+    Therapy.P63: (
+        ("Referral → harvest", "referred_at", "harvested_at"),
+        ("Harvest → release", "harvested_at", "released_at"),
+        ("Release → transplant", "released_at", "transplanted_at"),
+    ),
+    Therapy.MSC: (
+        ("Referral → allocation", "referred_at", "product_allocated_at"),
+        ("Allocation → first infusion", "product_allocated_at", "first_infused_at"),
+        ("First → latest infusion", "first_infused_at", "last_infused_at"),
+    ),
+}
 
 
-def _throughput(courses, end: dt.datetime) -> list[tuple[str, float | None]]:
-    """Median days between steps, over courses that took the later step in the last 13 weeks."""
+def _throughput_by_therapy(rows) -> list[tuple[str, list[tuple[str, float | None]]]]:
+    """The kept figures' rows ("p63:Referral → harvest", days) grouped by therapy; a week kept
+    before there were two therapies has its rows unnamed, the first therapy's."""
+    groups: dict[str, list] = {}
+    for label, days in rows:
+        therapy, _, step = label.rpartition(":") if ":" in label else ("", "", label)
+        groups.setdefault(therapy or str(next(iter(PATHWAYS))), []).append((step, days))
+    return list(groups.items())
+
+
+def _throughput(courses, end: dt.datetime, therapy: str) -> list[tuple[str, float | None]]:
+    """Median days between the therapy's steps, over courses that took the later step in the
+    last 13 weeks."""
+    steps = STEPS[Therapy(therapy)]
     since = end - dt.timedelta(weeks=THROUGHPUT_WEEKS)
     medians = courses.aggregate(
         **{
@@ -422,11 +501,11 @@ def _throughput(courses, end: dt.datetime) -> list[tuple[str, float | None]]:
                     **{f"{later}__gte": since, f"{later}__lt": end, f"{earlier}__isnull": False}
                 ),
             )
-            for i, (_, earlier, later) in enumerate(STEPS)
+            for i, (_, earlier, later) in enumerate(steps)
         }
     )
     result = []
-    for i, (label, _, _) in enumerate(STEPS):
+    for i, (label, _, _) in enumerate(steps):
         value = medians[f"step{i}"]
         if isinstance(value, int | float):  # SQLite hands back microseconds
             value = dt.timedelta(microseconds=value)

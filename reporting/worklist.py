@@ -4,26 +4,36 @@ lists anyone keeps. One query per kind of work, whatever the number of rows."""
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Exists, OuterRef, Subquery
+from django.db.models import Count, Exists, OuterRef, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
 from common.zones import date_words, local_words
+from enquiries.models import Consultation, ConsultationMode, ConsultationStatus, EnquiryStatus
+from enquiries.rules import enquiry_answer_due
+from enquiries.selectors import enquiries_open, sites_default_protocols
+from enquiries.suggestions import enquiry_suggestion
 from pathway.models import (
     TRANSITION_LABELS,
     Batch,
     BatchStatus,
+    CellBankLot,
     CustodyEvent,
     CustodyKind,
+    LotStatus,
+    ProductUnit,
     TreatmentCourse,
+    UnitStatus,
 )
-from pathway.states import CourseState
+from pathway.states import CourseState, Therapy
 from scheduling.alerts import alerts_for
 from scheduling.models import (
     Alert,
     AlertKind,
     PatientRequest,
     PatientRequestKind,
+    Reservation,
+    ReservationPurpose,
     Resource,
     ResourceKind,
     Severity,
@@ -64,7 +74,7 @@ def _removed_on_arrival(request: PatientRequest) -> str:
 class WorkItem:
     key: str  # stable: what an assignment refers to
     what: str
-    course: TreatmentCourse
+    course: TreatmentCourse | None  # None for work on the site's stock (a lot to release)
     due: dt.datetime | dt.date | None
     action: str
     url: str
@@ -75,6 +85,18 @@ class WorkItem:
     assigned_to: object = None
     urgent: bool = False  # first on the list, whatever is due
     alert_url: str = ""  # the row's alert, acknowledged from the same row
+    stock_site: object = None  # the site whose stock the work is on, when no course is
+    subject: str = ""  # what the work is on, when no patient is (a lot)
+    subject_url: str = ""
+
+    @property
+    def site(self):
+        return self.course.site if self.course is not None else self.stock_site
+
+    @property
+    def about(self):
+        """Whom or what the work is on: the patient, or the lot."""
+        return self.course.patient if self.course is not None else self.subject
 
     @property
     def due_words(self) -> str:
@@ -82,12 +104,12 @@ class WorkItem:
         if self.due is None:
             return ""
         if isinstance(self.due, dt.datetime):
-            return local_words(self.due, self.course.site.time_zone)
+            return local_words(self.due, self.site.time_zone)
         return date_words(self.due)
 
     @property
     def overdue(self) -> bool:
-        today = timezone.localdate(timezone=self.course.site.time_zone)
+        today = timezone.localdate(timezone=self.site.time_zone)
         if isinstance(self.due, dt.datetime):
             return self.due < timezone.now()
         return self.due is not None and self.due < today
@@ -97,10 +119,11 @@ def _transition_url(course, name: str) -> str:
     return reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, name])
 
 
-def _courses(sites, state):
-    return TreatmentCourse.objects.filter(site__in=sites, state=state).select_related(
-        "patient", "site", "protocol"
-    )
+def _courses(sites, state, therapy=None):
+    courses = TreatmentCourse.objects.filter(site__in=sites, state=state)
+    if therapy is not None:
+        courses = courses.filter(protocol__therapy=therapy)
+    return courses.select_related("patient", "site", "protocol")
 
 
 def _booking_deadline(course) -> dt.date:
@@ -108,23 +131,64 @@ def _booking_deadline(course) -> dt.date:
     return released_on + dt.timedelta(days=course.protocol.transplant_booking_max_days)
 
 
-# Courses waiting in a state for one step: the row's key, its words, the step, when it is due.
-COURSES_WAITING = {
-    CourseState.EVALUATION: ("decide", "Decide eligibility", "approve", lambda c: None),
-    CourseState.ELIGIBLE: ("harvest", "Book the harvest", "schedule_harvest", lambda c: None),
-    CourseState.HARVESTED: (
+def _next_dose_held(course):
+    """When the slot held for the course's next dose starts (annotated), if one is."""
+    return course.next_dose_at
+
+
+# Courses waiting in a state for one step: the state, the therapy whose courses wait there
+# for it (None: every therapy's), the row's key, its words, the step, when it is due.
+COURSES_WAITING = (
+    (CourseState.EVALUATION, None, "decide", "Decide eligibility", "approve", lambda c: None),
+    (
+        CourseState.ELIGIBLE,
+        Therapy.P63,
+        "harvest",
+        "Book the harvest",
+        "schedule_harvest",
+        lambda c: None,
+    ),
+    (
+        CourseState.HARVESTED,
+        Therapy.P63,
         "receive",
         "Sample due at the lab",
         "receive_at_lab",
         lambda c: c.harvested_at,
     ),
-    CourseState.RELEASED: (
+    (
+        CourseState.RELEASED,
+        Therapy.P63,
         "transplant",
         "Book the transplant",
         "schedule_transplant",
         _booking_deadline,
     ),
-}
+    (
+        CourseState.ELIGIBLE,
+        Therapy.MSC,
+        "allocate",
+        "Allocate the product",
+        "allocate_product",
+        lambda c: None,
+    ),
+    (
+        CourseState.PRODUCT_ALLOCATED,
+        Therapy.MSC,
+        "infusion",
+        "Book the infusion",
+        "schedule_infusion",
+        lambda c: None,
+    ),
+    (
+        CourseState.INFUSED,
+        Therapy.MSC,
+        "next_infusion",
+        "Book the next infusion",
+        "schedule_infusion",
+        _next_dose_held,
+    ),
+)
 
 
 def _courses_of(requests) -> dict:
@@ -146,10 +210,13 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
     may = user.has_perm
     items: list[WorkItem] = []
 
-    for state, (key, what, step, due) in COURSES_WAITING.items():
+    for state, therapy, key, what, step, due in COURSES_WAITING:
         if not may(f"pathway.{step}_course"):
             continue
-        for course in _courses(sites, state)[:ROWS_PER_KIND]:
+        courses = _courses(sites, state, therapy)
+        if state == CourseState.INFUSED:
+            courses = courses.annotate(next_dose_at=_next_dose_slot())
+        for course in courses[:ROWS_PER_KIND]:
             items.append(
                 WorkItem(
                     key=f"{key}.c{course.pk}",
@@ -203,12 +270,30 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
     )
     if ship or receive:
         items += _product_custody_items(sites=sites, ship=ship, receive=receive)
-    if may("pathway.record_transplant_course"):
+    # Procedures booked for today or earlier, to record at the bedside.
+    for transition, state, kind, what, action in (
+        (
+            "record_transplant",
+            CourseState.TRANSPLANT_SCHEDULED,
+            VisitKind.TRANSPLANT,
+            "Record the transplant",
+            "Record transplant",
+        ),
+        (
+            "record_infusion",
+            CourseState.INFUSION_SCHEDULED,
+            VisitKind.INFUSION,
+            "Record the infusion",
+            "Record infusion",
+        ),
+    ):
+        if not may(f"pathway.{transition}_course"):
+            continue
         visits = (
             Visit.objects.filter(
                 course__site__in=sites,
-                course__state=CourseState.TRANSPLANT_SCHEDULED,
-                kind=VisitKind.TRANSPLANT,
+                course__state=state,
+                kind=kind,
                 status=VisitStatus.BOOKED,
                 scheduled_at__lt=now + dt.timedelta(days=1),
             )
@@ -218,14 +303,24 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
         for visit in visits[:ROWS_PER_KIND]:
             items.append(
                 WorkItem(
-                    key=f"record_transplant.v{visit.pk}",
-                    what="Record the transplant",
+                    key=f"{transition}.v{visit.pk}",
+                    what=what,
                     course=visit.course,
                     due=visit.scheduled_at,
-                    action="Record transplant",
-                    url=_transition_url(visit.course, "record_transplant"),
+                    action=action,
+                    url=_transition_url(visit.course, transition),
                 )
             )
+    ship_units = may("pathway.change_cellbanklot") and may("pathway.add_custodyevent")
+    receive_units = may("pathway.add_custodyevent") and (
+        may("pathway.record_infusion_course") or may("scheduling.change_visit")
+    )
+    if ship_units or receive_units:
+        items += _unit_custody_items(sites=sites, ship=ship_units, receive=receive_units)
+    if may("pathway.change_cellbanklot") or may("pathway.release_lot"):
+        items += _lot_items(sites=sites, user=user)
+    if may("enquiries.change_consultation"):
+        items += _consultation_items(sites=sites, now=now)
     if may("patients.add_lungfunctiontest"):
         to_measure = (
             Visit.objects.filter(
@@ -366,6 +461,8 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
                     url=reverse("admin:scheduling_visit_missed", args=[visit.pk]),
                 )
             )
+    if may("enquiries.change_enquiry"):
+        items += _enquiry_items(sites=sites)
     if may("scheduling.change_alert"):
         alerts = (
             Alert.objects.filter(alerts_for(user), site__in=sites, acknowledged_at__isnull=True)
@@ -378,8 +475,11 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
             acknowledge = reverse("admin:scheduling_alert_acknowledge", args=[alert.pk])
             raised = f"Raised {local_words(alert.created_at, alert.site.time_zone)}."
             # One thing, one row: an alert about a visit already on the list rides on its row.
-            row = rows.get(f"{VISIT_ROW_OF_ALERT.get(alert.kind)}.v{alert.visit_id}")
-            if row is not None and alert.visit_id:
+            if alert.enquiry_id:
+                row = rows.get(f"enquiry.e{alert.enquiry_id}")
+            else:
+                row = rows.get(f"{VISIT_ROW_OF_ALERT.get(alert.kind)}.v{alert.visit_id}")
+            if row is not None and (alert.visit_id or alert.enquiry_id):
                 row.alert_url = acknowledge
                 row.detail = f"{row.detail} · {alert.get_kind_display()}: {raised}".lstrip(" ·")
                 row.urgent = row.urgent or alert.severity == Severity.URGENT
@@ -389,6 +489,14 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
                     key=f"alert.a{alert.pk}",
                     what=alert.get_kind_display(),
                     course=alert.course,
+                    # An alert about an enquiry (no course) is on its site.
+                    stock_site=alert.site,
+                    subject="An enquiry" if alert.enquiry_id else "",
+                    subject_url=(
+                        reverse("admin:enquiries_enquiry_change", args=[alert.enquiry_id])
+                        if alert.enquiry_id
+                        else ""
+                    ),
                     due=None,  # an alert is to read now; when it was raised is in the detail
                     action="Acknowledge",
                     url=acknowledge,
@@ -404,6 +512,36 @@ def worklist(*, user, sites, now: dt.datetime | None = None) -> list[WorkItem]:
     for item in items:
         item.assigned_to = assigned.get(item.key)
     return sorted(items, key=_urgency)
+
+
+def _enquiry_items(*, sites) -> list[WorkItem]:
+    """Each open enquiry at the sites, with what its answers suggest (self-reported, never a
+    decision) and, until it is first answered, when the answer is due: one query for the
+    enquiries, two for their sites' default protocols."""
+    enquiries = list(enquiries_open(sites=sites)[:ROWS_PER_KIND])
+    protocols = sites_default_protocols({enquiry.site_id for enquiry in enquiries})
+    items = []
+    for enquiry in enquiries:
+        change = reverse("admin:enquiries_enquiry_change", args=[enquiry.pk])
+        suggestion = enquiry_suggestion(enquiry, protocol=protocols[enquiry.site_id])
+        new = enquiry.status == EnquiryStatus.NEW
+        items.append(
+            WorkItem(
+                key=f"enquiry.e{enquiry.pk}",
+                what=f"Enquiry: {enquiry.get_kind_display().lower()}"
+                + ("" if new else f" ({enquiry.get_status_display().lower()})"),
+                course=None,
+                stock_site=enquiry.site,
+                subject=f"{enquiry.first_name} {enquiry.last_name}".strip(),
+                subject_url=change,
+                due=enquiry_answer_due(enquiry) if new else None,
+                action="Answer" if new else "Open",
+                url=change,
+                detail=f"Sent {local_words(enquiry.submitted_at, enquiry.site.time_zone)}",
+                note=suggestion.words,  # in full: the rule's own words
+            )
+        )
+    return items
 
 
 def _custody_since_release(kind: str):
@@ -460,6 +598,156 @@ def _product_custody_items(*, sites, ship: bool, receive: bool) -> list[WorkItem
     return items
 
 
+def _next_dose_slot():
+    """When the chair slot held for a course's next dose starts."""
+    return Subquery(
+        Reservation.objects.filter(
+            course=OuterRef("pk"),
+            purpose=ReservationPurpose.INFUSION,
+            visit__isnull=True,
+            released_at__isnull=True,
+        )
+        .order_by("starts_at")
+        .values("starts_at")[:1]
+    )
+
+
+def _unit_custody_items(*, sites, ship: bool, receive: bool) -> list[WorkItem]:
+    """A dose's units to send from the stock to the site (the lab), and units sent to receive
+    there (the site's staff): one query for both."""
+    rows = (
+        ProductUnit.objects.filter(
+            course__site__in=sites, status__in=[UnitStatus.ALLOCATED, UnitStatus.SHIPPED]
+        )
+        .values("course_id", "status")
+        .annotate(
+            units=Count("pk"),
+            infusion_at=Subquery(
+                Visit.objects.filter(
+                    course=OuterRef("course_id"),
+                    kind=VisitKind.INFUSION,
+                    status=VisitStatus.BOOKED,
+                ).values("scheduled_at")[:1]
+            ),
+        )
+        .order_by("infusion_at", "course_id")
+    )[:ROWS_PER_KIND]
+    rows = [
+        row
+        for row in rows
+        if (ship and row["status"] == UnitStatus.ALLOCATED)
+        or (receive and row["status"] == UnitStatus.SHIPPED)
+    ]
+    courses = TreatmentCourse.objects.select_related("patient", "site").in_bulk(
+        {row["course_id"] for row in rows}
+    )
+    items = []
+    for row in rows:
+        course = courses[row["course_id"]]
+        shipped = row["status"] == UnitStatus.SHIPPED
+        step = "units_received" if shipped else "units_shipped"
+        items.append(
+            WorkItem(
+                key=f"{step}.c{course.pk}",
+                what="Receive the units at the site" if shipped else "Send the units to the site",
+                course=course,
+                due=row["infusion_at"],
+                action="Scan and record",
+                url=reverse("admin:pathway_treatmentcourse_custody", args=[course.pk, step]),
+                detail=f"{row['units']} unit(s) of {course.coi_id}",
+            )
+        )
+    return items
+
+
+def _lot_items(*, sites, user) -> list[WorkItem]:
+    """Lots in quarantine: their QC to enter (the lab), then their release to sign (another
+    lab user: not the one who entered the QC)."""
+    lots = (
+        CellBankLot.objects.filter(site__in=sites, status=LotStatus.QUARANTINE)
+        .select_related("site", "qc_recorded_by")
+        .order_by("received_at")
+    )
+    items = []
+    for lot in lots[:ROWS_PER_KIND]:
+        change = reverse("admin:pathway_cellbanklot_change", args=[lot.pk])
+        if not lot.qc_recorded:
+            if not user.has_perm("pathway.change_cellbanklot"):
+                continue
+            items.append(
+                WorkItem(
+                    key=f"lot_qc.l{lot.pk}",
+                    what="Enter the lot's QC",
+                    course=None,
+                    stock_site=lot.site,
+                    subject=f"Lot {lot.lot_number}",
+                    subject_url=change,
+                    due=lot.received_at,
+                    action="Enter QC",
+                    url=change,
+                    detail=f"{lot.units_received} units, expires {date_words(lot.expires_on)}",
+                )
+            )
+        elif user.has_perm("pathway.release_lot") and lot.qc_recorded_by_id != user.pk:
+            items.append(
+                WorkItem(
+                    key=f"lot_release.l{lot.pk}",
+                    what="Sign the lot's release",
+                    course=None,
+                    stock_site=lot.site,
+                    subject=f"Lot {lot.lot_number}",
+                    subject_url=change,
+                    due=lot.qc_recorded_at,
+                    action="Sign the release",
+                    url=reverse("admin:pathway_cellbanklot_release", args=[lot.pk]),
+                    detail=f"QC entered by {lot.qc_recorded_by}",
+                )
+            )
+    return items
+
+
+def _consultation_items(*, sites, now: dt.datetime) -> list[WorkItem]:
+    """Consultations booked for today or tomorrow in their site's calendar, and those whose
+    time has passed, still to mark done or missed: one query (the two days' superset), the
+    days told apart in each site's zone."""
+    consultations = (
+        Consultation.objects.filter(
+            enquiry__site__in=sites,
+            status=ConsultationStatus.BOOKED,
+            scheduled_at__lt=now + dt.timedelta(days=2),
+        )
+        .select_related("enquiry__site")
+        .order_by("scheduled_at")
+    )
+    items = []
+    for consultation in consultations[:ROWS_PER_KIND]:
+        site = consultation.enquiry.site
+        tomorrow = timezone.localdate(now, site.time_zone) + dt.timedelta(days=1)
+        if timezone.localdate(consultation.scheduled_at, site.time_zone) > tomorrow:
+            continue
+        enquiry = consultation.enquiry
+        change = reverse("admin:enquiries_consultation_change", args=[consultation.pk])
+        passed = consultation.scheduled_at <= now
+        items.append(
+            WorkItem(
+                key=f"consultation.c{consultation.pk}",
+                what=f"Consultation, {consultation.get_mode_display().lower()}"
+                + (": mark it done or missed" if passed else ""),
+                course=None,
+                stock_site=site,
+                subject=f"{enquiry.first_name} {enquiry.last_name}".strip() + " (enquiry)",
+                subject_url=change,
+                due=consultation.scheduled_at,
+                action="Open",
+                url=change,
+                detail=consultation.video_link
+                if consultation.mode == ConsultationMode.VIDEO
+                else consultation.place,
+            )
+        )
+    return items
+
+
 def _urgency(item: WorkItem):
     """Urgent alerts first, then what is overdue, then by when it is due (undated last)."""
     due = item.due
@@ -468,5 +756,5 @@ def _urgency(item: WorkItem):
     elif isinstance(due, dt.datetime):
         moment = due
     else:
-        moment = dt.datetime.combine(due, dt.time(23, 59), tzinfo=item.course.site.time_zone)
+        moment = dt.datetime.combine(due, dt.time(23, 59), tzinfo=item.site.time_zone)
     return (not item.urgent, not item.overdue, moment)

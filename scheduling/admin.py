@@ -23,6 +23,7 @@ from patients.admin import (
     ClinicalRecordsSavedThroughServices,
     VisitAdverseEventInline,
     VisitChestCTInline,
+    VisitCReactiveProteinInline,
     VisitLungFunctionInline,
     VisitSymptomInline,
     VisitWalkInline,
@@ -218,6 +219,7 @@ class VisitAdmin(SiteScopedAdmin, ClinicalRecordsSavedThroughServices, admin.Mod
         VisitLungFunctionInline,
         VisitWalkInline,
         VisitSymptomInline,
+        VisitCReactiveProteinInline,
         VisitChestCTInline,
         VisitAdverseEventInline,
     )
@@ -523,6 +525,7 @@ class AlertAdmin(SiteScopedAdmin, admin.ModelAdmin):
         "severity",
         "site",
         "course",
+        "enquiry",
         "visit",
         "message",
         "created_at",
@@ -656,6 +659,7 @@ class NotificationAdmin(ZonedTimesAdmin, admin.ModelAdmin):
         "template",
         "channel",
         "patient",
+        "consultation",
         "user",
         "status",
         "attempts",
@@ -675,10 +679,17 @@ class NotificationAdmin(ZonedTimesAdmin, admin.ModelAdmin):
         if user_sees_all_sites(request.user):
             return queryset
         sites = user_sites(request.user).values("pk")
+        # An enquirer's messages only for whoever works on enquiries (never the lab).
+        enquirers = (
+            Q(enquiry__site__in=sites) | Q(consultation__enquiry__site__in=sites)
+            if request.user.has_perm("enquiries.view_enquiry")
+            else Q(pk__in=[])
+        )
         return queryset.filter(
             Q(patient__site__in=sites)
             | Q(alert__site__in=sites)
             | Q(report_site__in=sites)
+            | enquirers
             | Q(user=request.user)
         )
 

@@ -88,18 +88,17 @@ def alert_roles_words(*, alert: Alert) -> str:
     return " or ".join(sorted(names))
 
 
-def alert_recipients(*, course, kind: str):
+def alert_recipients(*, course=None, site=None, kind: str):
     """The patient's coordinator (else the site's coordinators), and the staff of the course's
-    site in each role its routes name for the kind (`AlertRoute`, data a site changes)."""
+    site in each role its routes name for the kind (`AlertRoute`, data a site changes). An
+    alert about no course (an enquiry) goes to `site`'s coordinators and its routes."""
     User = get_user_model()
-    coordinator_id = course.patient.coordinator_id
-    if coordinator_id:
-        users = User.objects.filter(pk=coordinator_id)
-    else:
-        users = course.site.coordinators.all()
-    groups = alert_route_groups(site_id=course.site_id, kind=kind)
+    site = course.site if course is not None else site
+    coordinator_id = course.patient.coordinator_id if course is not None else None
+    users = User.objects.filter(pk=coordinator_id) if coordinator_id else site.coordinators.all()
+    groups = alert_route_groups(site_id=site.pk, kind=kind)
     if groups:
-        at_site = Q(member_sites=course.site_id) | Q(coordinated_sites=course.site_id)
+        at_site = Q(member_sites=site.pk) | Q(coordinated_sites=site.pk)
         users = users | User.objects.filter(at_site, groups__in=groups)
     return users.filter(is_active=True).exclude(email="").distinct()
 
@@ -107,16 +106,24 @@ def alert_recipients(*, course, kind: str):
 def alert_raise(
     *,
     kind: AlertKind,
-    course,
+    course=None,
     condition_key: str,
     message: str,
     severity: Severity = Severity.WARNING,
     visit: Visit | None = None,
+    enquiry=None,
 ) -> tuple[Alert, bool]:
     """Raise an alert unless this condition already has one; email it to whoever must act.
+    It is about a course, or about an enquiry (someone not yet a patient) at its site.
 
     Returns the alert and whether it is new. Safe to call from concurrent scans.
     """
+    site = course.site if course is not None else enquiry.site
+    max_attempts = (
+        course.protocol.delivery_max_attempts
+        if course is not None
+        else Notification._meta.get_field("max_attempts").default
+    )
     existing = Alert.objects.filter(condition_key=condition_key).first()
     if existing:
         return existing, False
@@ -126,7 +133,8 @@ def alert_raise(
                 kind=kind,
                 severity=severity,
                 course=course,
-                site_id=course.site_id,
+                enquiry=enquiry,
+                site_id=site.pk,
                 visit=visit,
                 message=message,
                 condition_key=condition_key,
@@ -140,10 +148,10 @@ def alert_raise(
                         user=user,
                         alert=alert,
                         send_after=now,
-                        max_attempts=course.protocol.delivery_max_attempts,
+                        max_attempts=max_attempts,
                         idempotency_key=f"alert.a{alert.pk}.u{user.pk}.email",
                     )
-                    for user in alert_recipients(course=course, kind=kind)
+                    for user in alert_recipients(course=course, site=site, kind=kind)
                 ]
             )
     except IntegrityError:

@@ -389,6 +389,7 @@ CHAIN_PURPOSES = (
     ReservationPurpose.HARVEST,
     ReservationPurpose.EXPANSION,
     ReservationPurpose.TRANSPLANT,
+    ReservationPurpose.INFUSION,
 )
 
 
@@ -456,11 +457,26 @@ def visit_places_follow(*, visit, after: dt.datetime | None = None) -> Rearrange
     kind = {
         VisitKind.HARVEST: ResourceKind.BRONCHOSCOPY,
         VisitKind.TRANSPLANT: ResourceKind.BRONCHOSCOPY,
+        VisitKind.INFUSION: ResourceKind.INFUSION_CHAIR,
         VisitKind.FOLLOW_UP: ResourceKind.LUNG_FUNCTION,
     }[visit.kind]
     resource = course_resource(site=course.site, kind=kind)
     if resource is None:
         return None
+    if visit.kind == VisitKind.INFUSION:
+        # The doses still to come move with it, keeping their spacing: one chain.
+        def wanted(given_back):
+            return infusion_chain_places(
+                course=course,
+                first_at=visit.scheduled_at,
+                visit_id=visit.pk,
+                after=after,
+                chair=resource,
+            )
+
+        return reservations_rearrange(
+            course=course, scope=Q(purpose=ReservationPurpose.INFUSION), wanted=wanted, now=after
+        )
     if visit.kind == VisitKind.HARVEST:
         scope = Q(purpose__in=CHAIN_PURPOSES)
 
@@ -538,3 +554,113 @@ def follow_ups_proposal(*, course, after: dt.datetime | None = None) -> list[tup
             proposed.add(slot.starts_at)
         proposal.append((visit, slot))
     return proposal
+
+
+def infusion_doses_left(*, course) -> int:
+    """The doses of the course not given yet, the next one included."""
+    given = Visit.objects.filter(
+        course=course, kind=VisitKind.INFUSION, status=VisitStatus.DONE
+    ).count()
+    return max(course.protocol.dose_count - given, 0)
+
+
+def infusion_chain_times(
+    first_at: dt.datetime, *, zone, interval_days: int, count: int
+) -> list[dt.datetime]:
+    """`count` infusions from `first_at`, `interval_days` apart at the same local clock time
+    (a 09:00 chair keeps 09:00 across a change of the clocks)."""
+    local = first_at.astimezone(zone)
+    return [
+        dt.datetime.combine(
+            local.date() + dt.timedelta(days=n * interval_days),
+            local.time().replace(tzinfo=None),
+            tzinfo=zone,
+        ).astimezone(dt.UTC)
+        for n in range(count)
+    ]
+
+
+@dataclass(frozen=True)
+class InfusionChain:
+    """A chair slot for each dose still to come, the protocol's interval apart."""
+
+    slots: tuple[Slot, ...]
+
+    @property
+    def key(self) -> str:
+        return self.slots[0].starts_at.isoformat()
+
+
+def infusion_chain_places(
+    *,
+    course,
+    first_at: dt.datetime,
+    visit_id: int | None = None,
+    after: dt.datetime | None = None,
+    chair: Resource | None = None,
+    doses: int | None = None,
+) -> list[Place]:
+    """The places of the course's chain of infusions from a dose at `first_at` (booked as
+    `visit_id`): that chair slot and one for each later dose, the protocol's interval apart.
+    `Refused`, naming the dose, if a part is not free; empty where the site keeps no calendar
+    for its chairs."""
+    chair = chair or course_resource(site=course.site, kind=ResourceKind.INFUSION_CHAIR)
+    if chair is None:
+        return []
+    doses = infusion_doses_left(course=course) if doses is None else doses
+    times = infusion_chain_times(
+        first_at,
+        zone=chair.time_zone,
+        interval_days=course.protocol.dose_interval_days,
+        count=max(doses, 1),
+    )
+    given = course.protocol.dose_count - max(doses, 1)
+    places = []
+    for n, at in enumerate(times):
+        try:
+            slot = slot_at(resource=chair, at=at, after=after)
+        except Refused as refusal:
+            if n == 0:
+                raise
+            raise Refused(
+                [
+                    f"Dose {given + n + 1}, {local_words(at, chair.time_zone)}: not a free "
+                    f"slot of {chair}; the doses keep {course.protocol.dose_interval_days} "
+                    "days apart."
+                ]
+            ) from refusal
+        places.append(Place(ReservationPurpose.INFUSION, chair, slot, visit_id if n == 0 else None))
+    return places
+
+
+def infusion_chains_earliest(
+    *, course, after: dt.datetime, count: int = 3, search_days: int = CHAIN_SEARCH_DAYS
+) -> list[InfusionChain]:
+    """The earliest `count` chains of the course's doses still to come whose every chair slot
+    is free, each starting at a different slot. Two queries, however many doses."""
+    chair = course_resource(site=course.site, kind=ResourceKind.INFUSION_CHAIR)
+    if chair is None:
+        return []
+    doses = max(infusion_doses_left(course=course), 1)
+    interval = course.protocol.dose_interval_days
+    first_day = _day(after, chair.time_zone)
+    last_first_day = first_day + dt.timedelta(days=search_days)
+    free = free_slots(
+        resource=chair,
+        first_day=first_day,
+        last_day=last_first_day + dt.timedelta(days=interval * (doses - 1)),
+        after=after,
+    )
+    by_start = {slot.starts_at: slot for slot in free}
+    chains = []
+    for slot in free:
+        if _day(slot.starts_at, chair.time_zone) > last_first_day:
+            break
+        times = infusion_chain_times(
+            slot.starts_at, zone=chair.time_zone, interval_days=interval, count=doses
+        )
+        if all(at in by_start for at in times):
+            chains.append(InfusionChain(tuple(by_start[at] for at in times)))
+            if len(chains) == count:
+                break
+    return chains

@@ -14,7 +14,12 @@ from patients.sites import local_date_by_site
 class VisitKind(models.TextChoices):
     HARVEST = "harvest", "Harvest bronchoscopy"
     TRANSPLANT = "transplant", "Transplant bronchoscopy"
+    INFUSION = "infusion", "Infusion"
     FOLLOW_UP = "follow_up", "Follow-up"
+
+
+# Procedures: booked for one moment, done when the pathway records them.
+PROCEDURE_KINDS = (VisitKind.HARVEST, VisitKind.TRANSPLANT, VisitKind.INFUSION)
 
 
 class VisitStatus(models.TextChoices):
@@ -135,6 +140,7 @@ class DeviationKind(models.TextChoices):
     OUTSIDE_CLINIC_HOURS = "outside_clinic_hours", "Booked outside the site's clinic hours"
     BEFORE_WINDOW = "before_window", "Done before the visit's window opened"
     BEFORE_BOOKING = "before_booking", "Procedure done before its booked date"
+    THAW_TO_INFUSION = "thaw_to_infusion", "Infused later after thaw than the protocol allows"
 
 
 class ProtocolDeviation(models.Model):
@@ -164,6 +170,11 @@ class ProtocolDeviation(models.Model):
 class Channel(models.TextChoices):
     EMAIL = "email", "Email"
     SMS = "sms", "SMS"
+    WHATSAPP = "whatsapp", "WhatsApp"
+
+
+# The channels that reach a patient's phone as a text: quiet hours apply to them.
+TEXT_CHANNELS = (Channel.SMS, Channel.WHATSAPP)
 
 
 class NotificationTemplate(models.TextChoices):
@@ -171,6 +182,10 @@ class NotificationTemplate(models.TextChoices):
     ALERT = "alert", "Coordinator alert"
     QUESTIONNAIRE = "questionnaire", "Questionnaire to answer"
     WEEKLY_REPORT = "weekly_report", "Weekly status report"
+    CONSULTATION_REMINDER = "consultation_reminder", "Consultation reminder"
+    # To someone who is not a patient yet, about their enquiry (enquiries/).
+    ENQUIRY_ACKNOWLEDGEMENT = "enquiry_ack", "Enquiry acknowledgement"
+    ENQUIRY_REPLY = "enquiry_reply", "Reply to an enquiry"
 
 
 class NotificationStatus(models.TextChoices):
@@ -225,6 +240,26 @@ class Notification(models.Model):
     )
     invitation = models.ForeignKey(
         "scheduling.QuestionnaireInvitation",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="notifications",
+        db_index=False,
+    )
+    # Someone who enquired and is not a patient yet: their consultation's reminders. Named by
+    # string: this floor imports nothing from the enquiries floor above it.
+    consultation = models.ForeignKey(
+        "enquiries.Consultation",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="notifications",
+        db_index=False,  # the partial index below serves it
+    )
+    # Someone who is not a patient: an enquirer (declared by name: enquiries is a floor above;
+    # the enquiry's purge deletes its messages with it).
+    enquiry = models.ForeignKey(
+        "enquiries.Enquiry",
         on_delete=models.CASCADE,
         null=True,
         blank=True,
@@ -300,9 +335,19 @@ class Notification(models.Model):
                 condition=models.Q(invitation__isnull=False),
             ),
             models.Index(
+                fields=["consultation", "status"],
+                name="notification_consultation_idx",
+                condition=models.Q(consultation__isnull=False),
+            ),
+            models.Index(
                 fields=["report_site"],
                 name="notification_report_site_idx",
                 condition=models.Q(report_site__isnull=False),
+            ),
+            models.Index(
+                fields=["enquiry"],
+                name="notification_enquiry_idx",
+                condition=models.Q(enquiry__isnull=False),
             ),
             models.Index(
                 fields=["provider_message_id"],
@@ -312,7 +357,10 @@ class Notification(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(patient__isnull=False) | models.Q(user__isnull=False),
+                condition=models.Q(patient__isnull=False)
+                | models.Q(user__isnull=False)
+                | models.Q(consultation__isnull=False)
+                | models.Q(enquiry__isnull=False),
                 name="notification_has_recipient",
             ),
             models.UniqueConstraint(
@@ -392,6 +440,14 @@ class NotificationArchive(models.Model):
         related_name="+",
         db_index=False,  # visits are cancelled or missed, not deleted
     )
+    # An enquirer's message goes with their enquiry when it is purged (enquiries/).
+    enquiry = models.ForeignKey(
+        "enquiries.Enquiry",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="archived_notifications",
+    )
     report_week = models.CharField(max_length=8, blank=True)
     send_after = models.DateTimeField()
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -457,6 +513,10 @@ class AlertKind(models.TextChoices):
         "forecast_past_transplant",
         "Cells forecast ready after the provisional transplant",
     )
+    LOT_EXPIRES_ALLOCATED = "lot_expires_allocated", "A lot expires with units allocated"
+    STOCK_SHORT = "stock_short", "Free units short for the doses booked ahead"
+    INFUSION_REACTION = "infusion_reaction", "Infusion reaction"
+    ENQUIRY_UNANSWERED = "enquiry_unanswered", "An enquiry not answered in time"
 
 
 class Severity(models.TextChoices):
@@ -504,12 +564,25 @@ class AlertRoute(models.Model):
 
 
 class Alert(models.Model):
-    """Something a coordinator must act on. One row per condition, however often it is seen."""
+    """Something a coordinator must act on. One row per condition, however often it is seen.
+
+    About a course, or about an enquiry (someone who is not a patient yet)."""
 
     kind = models.CharField(max_length=30, choices=AlertKind.choices)
     severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.WARNING)
     course = models.ForeignKey(
-        "pathway.TreatmentCourse", on_delete=models.CASCADE, related_name="alerts"
+        "pathway.TreatmentCourse",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="alerts",
+    )
+    enquiry = models.ForeignKey(
+        "enquiries.Enquiry",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="alerts",
     )
     site = models.ForeignKey("patients.Site", on_delete=models.PROTECT, related_name="alerts")
     visit = models.ForeignKey(
@@ -544,6 +617,12 @@ class Alert(models.Model):
                 condition=models.Q(acknowledged_at__isnull=True),
             ),
             models.Index(fields=["-created_at", "-id"], name="alert_created_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(course__isnull=False) | models.Q(enquiry__isnull=False),
+                name="alert_about_course_or_enquiry",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -622,6 +701,7 @@ class ResourceKind(models.TextChoices):
     LUNG_FUNCTION = "lung_function", "Lung-function clinic"
     EXPANSION = "expansion", "Lab expansion capacity"
     QC = "qc", "Lab QC capacity"
+    INFUSION_CHAIR = "infusion_chair", "Infusion chairs"
 
 
 class Resource(models.Model):
@@ -759,6 +839,7 @@ class ReservationPurpose(models.TextChoices):
     HARVEST = "harvest", "Harvest"
     EXPANSION = "expansion", "Expansion day"
     TRANSPLANT = "transplant", "Transplant"
+    INFUSION = "infusion", "Infusion"
     FOLLOW_UP = "follow_up", "Follow-up"
 
 
@@ -798,8 +879,11 @@ class Reservation(models.Model):
 
     @property
     def provisional(self) -> bool:
-        """A transplant's place held before the transplant is booked."""
-        return self.purpose == ReservationPurpose.TRANSPLANT and self.visit_id is None
+        """A transplant's place, or a later dose's, held before it is booked."""
+        return (
+            self.purpose in (ReservationPurpose.TRANSPLANT, ReservationPurpose.INFUSION)
+            and self.visit_id is None
+        )
 
 
 class ReplyIntent(models.TextChoices):
@@ -811,10 +895,16 @@ class ReplyIntent(models.TextChoices):
 
 
 class InboundMessage(models.Model):
-    """A text a patient sent us, as the SMS provider delivered it: stored once per provider
-    message id, so a webhook delivered twice acts once."""
+    """A text a patient sent us by SMS or WhatsApp, as the provider delivered it: stored once
+    per provider message id, so a webhook delivered twice acts once."""
 
     provider_message_id = models.CharField(max_length=64, unique=True)
+    channel = models.CharField(
+        max_length=10,
+        choices=[(Channel.SMS.value, Channel.SMS.label), (Channel.WHATSAPP.value, "WhatsApp")],
+        default=Channel.SMS,
+        help_text="SMS, or WhatsApp: the provider's `whatsapp:` address it came from.",
+    )
     from_number = models.CharField(max_length=32)
     body = models.TextField()  # whole, however long
     # NUL characters taken out of what arrived (PostgreSQL cannot store them): the coordinator
@@ -832,9 +922,21 @@ class InboundMessage(models.Model):
     visit = models.ForeignKey(
         Visit, on_delete=models.SET_NULL, null=True, blank=True, related_name="inbound_messages"
     )
+    # From someone not yet a patient, about their enquiry: purged with it (enquiries/purge.py).
+    enquiry = models.ForeignKey(
+        "enquiries.Enquiry",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="inbound_messages",
+    )
 
     class Meta:
         ordering = ["-received_at"]
+        indexes = [
+            # A WhatsApp number's last message: its 24-hour window (selectors.py).
+            models.Index(fields=["from_number", "-received_at"], name="inbound_from_latest_idx")
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_intent_display()} from {self.from_number}"
@@ -862,7 +964,7 @@ class PatientRequest(models.Model):
         blank=True,
         help_text="The free slot the patient picked on their visit's page, if they picked one.",
     )
-    source = models.CharField(max_length=20)  # "sms" or "link"
+    source = models.CharField(max_length=20)  # "sms", "whatsapp" or "link"
     # The text it came from (none for a page's link): what was removed from it, if anything.
     inbound = models.ForeignKey(
         InboundMessage, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

@@ -59,11 +59,12 @@ WITH batch AS (
     RETURNING n.*
 ), archived AS (
     INSERT INTO scheduling_notificationarchive (id, template, channel, status, site_id,
-        patient_id, user_id, visit_id, report_week, send_after, attempts, last_error,
+        patient_id, user_id, visit_id, enquiry_id, report_week, send_after, attempts, last_error,
         provider_message_id, idempotency_key, sent_at, failed_at, delivered_at, created_at,
         settled_at, archived_at)
-    SELECT m.id, m.template, m.channel, m.status, coalesce(p.site_id, a.site_id, m.report_site_id),
-        m.patient_id, m.user_id, m.visit_id, m.report_week, m.send_after, m.attempts,
+    SELECT m.id, m.template, m.channel, m.status,
+        coalesce(p.site_id, a.site_id, e.site_id, m.report_site_id),
+        m.patient_id, m.user_id, m.visit_id, m.enquiry_id, m.report_week, m.send_after, m.attempts,
         m.last_error, m.provider_message_id, m.idempotency_key, m.sent_at, m.failed_at,
         m.delivered_at, m.created_at,
         CASE m.status WHEN 'sent' THEN m.sent_at WHEN 'failed' THEN m.failed_at
@@ -72,6 +73,7 @@ WITH batch AS (
     FROM moved AS m
     LEFT JOIN patients_patient AS p ON p.id = m.patient_id
     LEFT JOIN scheduling_alert AS a ON a.id = m.alert_id
+    LEFT JOIN enquiries_enquiry AS e ON e.id = m.enquiry_id
     RETURNING id
 )
 SELECT count(*), max(id) FROM archived
@@ -96,7 +98,7 @@ def _archive_batch_in_python(*, cutoff, after: int, batch_size: int, now) -> tup
     """The same for SQLite's small databases (one writer at a time: no row locks to skip)."""
     rows = list(
         Notification.objects.filter(settled_before(cutoff), id__gt=after)
-        .select_related("patient", "alert")
+        .select_related("patient", "alert", "enquiry")
         .order_by("id")[:batch_size]
     )
     if not rows:
@@ -110,11 +112,13 @@ def _archive_batch_in_python(*, cutoff, after: int, batch_size: int, now) -> tup
             site_id=(
                 (n.patient.site_id if n.patient_id else None)
                 or (n.alert.site_id if n.alert_id else None)
+                or (n.enquiry.site_id if n.enquiry_id else None)
                 or n.report_site_id
             ),
             patient_id=n.patient_id,
             user_id=n.user_id,
             visit_id=n.visit_id,
+            enquiry_id=n.enquiry_id,
             report_week=n.report_week,
             send_after=n.send_after,
             attempts=n.attempts,

@@ -81,28 +81,45 @@ def booking_deviations(
 
 def booking_notice(*, protocol, kind: str, protocol_visit=None) -> dt.timedelta:
     """The notice a booking of this kind leaves the patient at least: a bronchoscopy's
-    fasting and escort, a follow-up's preparation (data on the protocol and its visits)."""
+    fasting and escort, an infusion's half day, a follow-up's preparation (data on the
+    protocol and its visits)."""
     hours = {
         VisitKind.HARVEST: protocol.harvest_notice_hours,
         VisitKind.TRANSPLANT: protocol.transplant_notice_hours,
+        VisitKind.INFUSION: protocol.infusion_notice_hours,
     }.get(kind)
     if hours is None:
         hours = protocol_visit.notice_hours if protocol_visit is not None else 0
     return dt.timedelta(hours=hours)
 
 
+def quiet_hours(*, channel: str, protocol) -> tuple[dt.time, dt.time] | None:
+    """The protocol's quiet hours for `channel` (start, end), in the patient's own time: each
+    text channel has its own; an email has none."""
+    if channel == Channel.SMS:
+        return protocol.quiet_hours_start, protocol.quiet_hours_end
+    if channel == Channel.WHATSAPP:
+        return protocol.whatsapp_quiet_hours_start, protocol.whatsapp_quiet_hours_end
+    return None
+
+
 def patient_send_after(at: dt.datetime, *, channel: str, patient, protocol) -> dt.datetime:
     """When a message due at `at` may go to the patient on `channel`: an email then, an SMS
-    once the protocol's quiet hours are over in the patient's own zone."""
-    if channel != "sms":
+    or a WhatsApp message once that channel's quiet hours are over in the patient's own zone."""
+    hours = quiet_hours(channel=channel, protocol=protocol)
+    if hours is None:
         return at
-    return after_quiet_hours(
-        at, zone=patient.zone, start=protocol.quiet_hours_start, end=protocol.quiet_hours_end
-    )
+    return after_quiet_hours(at, zone=patient.zone, start=hours[0], end=hours[1])
+
+
+# Every channel a patient may be written to, in the order they are written.
+PATIENT_CHANNELS = (Channel.EMAIL, Channel.SMS, Channel.WHATSAPP)
 
 
 def told_channels(patient) -> list[str]:
-    return [channel for channel in (Channel.EMAIL, Channel.SMS) if patient.consents_to(channel)]
+    """The channels the patient consents to and has an address for: every message to a
+    patient goes on each of these (one outbox row per channel)."""
+    return [channel for channel in PATIENT_CHANNELS if patient.consents_to(channel)]
 
 
 def inside_last_reminder(*, course, scheduled_at: dt.datetime, now: dt.datetime) -> bool:
@@ -148,8 +165,8 @@ def booking_notice_refusals(
     if told_at is None:
         return [
             f"So soon, the patient must be told at once, and {patient.first_name} has not "
-            "consented to email or SMS: record their consent, or book it after the last "
-            "reminder's lead time."
+            "consented to email, SMS or WhatsApp: record their consent, or book it after the "
+            "last reminder's lead time."
         ]
     if told_at + notice > scheduled_at:
         return [

@@ -389,7 +389,7 @@ def visits_schedule_follow_ups(*, course) -> list[Visit]:
     visits = []
     for protocol_visit in course.protocol.visits.all():
         slot = follow_up_slot(
-            transplanted_at=course.transplanted_at,
+            transplanted_at=course.follow_ups_from,
             zone=zone,
             weeks_after=protocol_visit.weeks_after_transplant,
             window_days=protocol_visit.window_days,
@@ -491,7 +491,7 @@ def follow_ups_move(*, course) -> None:
     reminders_cancel(visits=follow_ups)
     for visit in follow_ups:
         slot = follow_up_slot(
-            transplanted_at=course.transplanted_at,
+            transplanted_at=course.follow_ups_from,
             zone=course.site.time_zone,
             weeks_after=visit.protocol_visit.weeks_after_transplant,
             window_days=visit.protocol_visit.window_days,

@@ -1,13 +1,18 @@
+import datetime as dt
+from decimal import Decimal
 from unittest import mock
 
 import pytest
+import time_machine
 from django.db import connection
 from django.utils import timezone
 
 from pathway import services
 from pathway.coi import coi_id_format
-from pathway.models import Protocol
+from pathway.models import CustodyKind, Protocol
+from pathway.states import CourseState
 from tests.factories import (
+    PASSWORD,
     BodyMeasurementFactory,
     ChestCTFactory,
     ClinicalAssessmentFactory,
@@ -225,3 +230,207 @@ def fresh_rate_limits(settings):
     rate_limits_reset()
     yield
     rate_limits_reset()
+
+
+MSC_PROTOCOL = "MSC infusion, standard"
+
+# Vital signs in the expected ranges, at each moment of an infusion.
+VITALS = {
+    "heart_rate_bpm": 78,
+    "systolic_mmhg": 128,
+    "diastolic_mmhg": 76,
+    "spo2_pct": 94,
+    "temperature_c": Decimal("36.8"),
+    "respiratory_rate": 16,
+}
+
+
+def vital_signs(**changes) -> dict:
+    """The vital signs before, during and an hour after, as the service takes them; a change
+    like `after_heart_rate_bpm=130` sets one."""
+    signs = {timepoint: dict(VITALS) for timepoint in ("before", "during", "after")}
+    for key, value in changes.items():
+        timepoint, name = key.split("_", 1)
+        signs[timepoint][name] = value
+    return signs
+
+
+class MscPathway:
+    """Drives an MSC course along its happy path, with the clock moved: a lot in the site's
+    stock, allocation, a booking, the units' journey to the site, the infusion; each dose
+    `dose_interval_days` after the one before. The path starts 40 days ago."""
+
+    def __init__(self, pathway, start=None):
+        self.base = pathway
+        self.coordinator, self.clinician = pathway.coordinator, pathway.clinician
+        self.lab, self.lab2, self.clinician2 = pathway.lab, pathway.lab2, pathway.clinician2
+        self.start = start or timezone.now().replace(microsecond=0) - dt.timedelta(days=40)
+
+    def starting(self, start):
+        return MscPathway(self.base, start=start)
+
+    def at(self, days: float) -> dt.datetime:
+        return self.start + dt.timedelta(days=days)
+
+    @staticmethod
+    def protocol(**changes):
+        """The MSC protocol, with SPEC's Therapy 2 defaults (made on first use)."""
+        protocol = Protocol.objects.filter(name=MSC_PROTOCOL).first() or services.protocol_create(
+            name=MSC_PROTOCOL, therapy="msc"
+        )
+        for name, value in changes.items():
+            setattr(protocol, name, value)
+        protocol.save()
+        return protocol
+
+    def lot(self, site, *, units=6, cells_per_unit=100_000_000, number="L1", **changes):
+        """A lot received long before the path starts, its QC in spec, released."""
+        from pathway.lots import lot_receive, lot_record_qc, lot_release
+
+        with time_machine.travel(self.start - dt.timedelta(days=10), tick=False):
+            lot = lot_receive(
+                by=self.lab,
+                lot_number=number,
+                protocol=self.protocol(),
+                site=site,
+                bank="Example Cord Bank",
+                tissue_source="umbilical_cord",
+                donor_code="D-0042",
+                donor_eligibility_accepted_by="Dr A. Bank, medical director",
+                donor_eligibility_accepted_on=(self.start - dt.timedelta(days=60)).date(),
+                passage=4,
+                units_received=units,
+                cells_per_unit=cells_per_unit,
+                expires_on=(self.start + dt.timedelta(days=400)).date(),
+                storage_temperature_c=Decimal("-180"),
+                received_at=timezone.now(),
+                **changes,
+            )
+            lot_record_qc(lot=lot, by=self.lab, **LOT_QC)
+            return lot_release(lot=lot, by=self.lab2, password=PASSWORD)
+
+    def patient(self, site, **patient):
+        found = PatientFactory(site=site, **patient)
+        LungFunctionTestFactory(patient=found)
+        ClinicalAssessmentFactory(patient=found, fit_for_infusion=True)
+        BodyMeasurementFactory(patient=found)
+        return found
+
+    def course(self, site, **patient):
+        with time_machine.travel(self.start - dt.timedelta(days=1), tick=False):
+            return services.course_create(
+                patient=self.patient(site, **patient),
+                by=self.coordinator,
+                protocol=self.protocol(),
+            )
+
+    def dose_day(self, course, dose: int) -> float:
+        return 2 + course.protocol.dose_interval_days * (dose - 1)
+
+    def deliver_units(self, course, day: float):
+        """The dose's units leave the stock and arrive at the site, each label scanned."""
+        from pathway.custody import units_custody_record, units_on_their_way
+
+        for kind, before in (
+            (CustodyKind.SHIPPED_TO_SITE, 0.5),
+            (CustodyKind.RECEIVED_AT_SITE, 0.2),
+        ):
+            with time_machine.travel(self.at(day - before), tick=False):
+                units_custody_record(
+                    course=course,
+                    kind=kind,
+                    by=self.coordinator,
+                    scanned_unit_ids=[
+                        u.unit_id for u in units_on_their_way(course=course, kind=kind)
+                    ],
+                    at=timezone.now(),
+                    location=course.site.name,
+                )
+
+    def infuse(self, course, **overrides):
+        """The bedside: every unit's label and the patient's id scanned, thawed 30 minutes
+        before the start, vital signs taken, a second clinician confirming."""
+        infusion = services.course_next_infusion(course)
+        started = overrides.pop("started_at", None) or timezone.now() - dt.timedelta(hours=1)
+        course.site.members.add(self.clinician2)
+        values = {
+            "thawed_at": started - dt.timedelta(minutes=30),
+            "started_at": started,
+            "scanned_unit_ids": [u.unit_id for u in infusion.units.all()],
+            "scanned_coi_id": course.coi_id,
+            "cells_given": 70_000_000,
+            "weight_kg": Decimal(70),
+            "weighed_on": timezone.localdate(started, course.site.time_zone),
+            "second_person": self.clinician2,
+            "second_person_password": PASSWORD,
+            "vital_signs": vital_signs(),
+        } | overrides
+        return services.course_record_infusion(course=course, by=self.clinician, **values)
+
+    def schedule(self, course, day: float):
+        return services.course_schedule_infusion(
+            course=course, by=self.coordinator, scheduled_at=self.at(day), place="Day unit"
+        )
+
+    def advance(self, course, to):
+        """Take `course` along its happy path until it is in state `to`; with several doses,
+        `to` is reached at the first dose that gets there (INFUSED: after the first)."""
+        while course.state != to:
+            state = course.state
+            if state == CourseState.REFERRED:
+                with time_machine.travel(self.at(0), tick=False):
+                    services.course_start_evaluation(course=course, by=self.coordinator)
+                    BodyMeasurementFactory(
+                        patient=course.patient,
+                        taken_on=timezone.localdate(timezone=course.site.time_zone),
+                    )
+            elif state == CourseState.EVALUATION:
+                with time_machine.travel(self.at(0.1), tick=False):
+                    services.course_approve(course=course, by=self.clinician)
+            elif state == CourseState.ELIGIBLE:
+                with time_machine.travel(self.at(0.2), tick=False):
+                    services.course_allocate_product(course=course, by=self.coordinator)
+            elif state in (CourseState.PRODUCT_ALLOCATED, CourseState.INFUSED):
+                day = self.dose_day(course, course.doses_given + 1)
+                with time_machine.travel(self.at(max(day - 1.7, 0.3)), tick=False):
+                    self.schedule(course, day)
+            elif state == CourseState.INFUSION_SCHEDULED:
+                day = self.dose_day(course, course.doses_given + 1)
+                self.deliver_units(course, day)
+                with time_machine.travel(self.at(day) + dt.timedelta(hours=2), tick=False):
+                    self.infuse(course)
+            else:
+                raise AssertionError(f"{to} is not on the MSC happy path from {state}")
+            assert course.state != state, state
+        return course
+
+
+LOT_QC = {
+    "viability_pct": Decimal("91"),
+    "sterility_negative": True,
+    "mycoplasma_negative": True,
+    "endotoxin_eu_ml": Decimal("0.10"),
+    "cd73_pct": Decimal("99.1"),
+    "cd90_pct": Decimal("98.7"),
+    "cd105_pct": Decimal("97.5"),
+    "cd45_pct": Decimal("0.4"),
+    "cd34_pct": Decimal("0.3"),
+    "cd14_cd11b_pct": Decimal("0.6"),
+    "cd79a_cd19_pct": Decimal("0.2"),
+    "hla_dr_pct": Decimal("0.5"),
+}
+
+
+@pytest.fixture
+def msc(pathway):
+    return MscPathway(pathway)
+
+
+@pytest.fixture
+def msc_site(db, coordinator):
+    """A site giving MSC infusions, in its own zone; the coordinator hears of its alerts."""
+    from tests.factories import SiteFactory
+
+    site = SiteFactory(code="MAD", name="Madrid Infusion Unit", time_zone="Europe/Madrid")
+    site.coordinators.add(coordinator)
+    return site

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,13 +27,16 @@ from collections import Counter
 from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, quote
+from urllib.error import HTTPError
+from urllib.parse import parse_qs, quote, urlencode
+from urllib.request import Request, urlopen
 
 import pytest
 from aiosmtpd.controller import Controller
 from django.db import connection
 from django.utils import timezone
 from kombu import Queue
+from twilio.request_validator import RequestValidator
 
 from config.celery import app
 from delivery.tasks import dispatch_due_notifications
@@ -118,9 +122,22 @@ class TwilioStub:
     With `per_second`, it caps each sending number as a provider does: a token bucket of
     `burst` messages (half a second's worth, at least 2: what reaches a provider a few
     milliseconds apart is not a burst to it) refilled at `per_second`, and a message beyond
-    it refused with 429 and Twilio's error 20429 (counted in `refused_for_pace`)."""
+    it refused with 429 and Twilio's error 20429 (counted in `refused_for_pace`).
+
+    It speaks WhatsApp as Twilio does: `whatsapp:+E164` addresses on the same endpoint (To and
+    From of one channel, else 21910); a template sent by ContentSid with ContentVariables
+    instead of a body, from the account's own `content_templates` (ContentSid: words with
+    {{1}}…; an unknown one 21655, a variable missing, empty or on two lines 21656), kept
+    rendered as "Rendered"; and a free-form body accepted but then failed with 63016 when the
+    user has not written in the last 24 hours (`whatsapp_sessions`: each user's last message,
+    by the stub's clock, which a test's time-machine moves). `incoming` posts a user's message
+    to the tracker's webhook, signed, as Twilio does (opening a WhatsApp user's session), and
+    `send_status_callbacks` posts, signed, the reports (sent, then delivered or failed) of the
+    messages that asked for them."""
 
     account_sid = "AC" + "0" * 32
+    auth_token = "test-token"
+    whatsapp_from = "whatsapp:+14155238886"
 
     def __init__(self, *, per_second: float | None = None, burst: int | None = None):
         self.received = []
@@ -134,6 +151,10 @@ class TwilioStub:
         self.arrivals: list[float] = []
         self.lock = threading.Lock()
         self.sids_by_key = {}
+        self.whatsapp_sessions: dict[str, dt.datetime] = {}
+        self.content_templates: dict[str, str] = {}
+        self.callbacks: list[tuple[str, dict]] = []  # (URL, form) waiting to be posted
+        self.webhook_url = ""  # the tracker's incoming-message webhook
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -150,12 +171,15 @@ class TwilioStub:
                     failing = stub.fail_next > 0
                     stub.fail_next -= failing
                     refused = None if failing else stub.refuse.get(form.get("To"))
+                    if not (too_fast or failing) and refused is None:
+                        refused = stub._content_refusal(form)
                     sid = "SM" + uuid.uuid4().hex
                     if not (too_fast or failing) and refused is None:
-                        stub.received.append(form | {"Idempotency-Key": key})
+                        stub.received.append(form | {"Idempotency-Key": key, "Sid": sid})
                         stub.arrivals.append(time.monotonic())
                         if key:
                             stub.sids_by_key[key] = sid
+                        stub._report_later(sid, form, key)
                 if too_fast:
                     self._reply(429, {"code": 20429, "message": "Too Many Requests", "status": 429})
                     return
@@ -191,6 +215,92 @@ class TwilioStub:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def _content_refusal(self, form: dict) -> int | None:
+        """Twilio's error for a message it will not take as given (the caller holds the lock);
+        a template is kept rendered in `form["Rendered"]`."""
+        to, sender = form.get("To", ""), form.get("From", "")
+        if to.startswith("whatsapp:") != sender.startswith("whatsapp:"):
+            return 21910  # From and To of different channels
+        sid = form.get("ContentSid")
+        if sid is None:
+            return None if form.get("Body") else 21602  # a body is needed
+        if sid not in self.content_templates:
+            return 21655
+        try:
+            variables = json.loads(form.get("ContentVariables") or "{}")
+        except ValueError:
+            return 21656
+        words = self.content_templates[sid]
+        for placeholder in set(re.findall(r"\{\{(\d+)\}\}", words)):
+            value = variables.get(placeholder)
+            if not isinstance(value, str) or not value.strip() or "\n" in value:
+                return 21656
+            words = words.replace("{{" + placeholder + "}}", value)
+        form["Rendered"] = words
+        return None
+
+    def whatsapp_session_open(self, address: str) -> bool:
+        """Whether `address` (a WhatsApp user) wrote within the last 24 hours."""
+        wrote = self.whatsapp_sessions.get(address)
+        return wrote is not None and dt.datetime.now(dt.UTC) - wrote < dt.timedelta(hours=24)
+
+    def _report_later(self, sid: str, form: dict, key: str) -> None:
+        """Queue the reports on an accepted message, if it asked for them: WhatsApp refuses a
+        free-form message outside the user's session after accepting it, as Twilio reports.
+        A message that failed is no longer known by its key: sent again, it is a new one."""
+        to = form.get("To", "")
+        free_form = to.startswith("whatsapp:") and "ContentSid" not in form
+        refused = free_form and not self.whatsapp_session_open(to)
+        if refused:
+            self.sids_by_key.pop(key, None)
+        url = form.get("StatusCallback")
+        if not url:
+            return
+        reports = [{"MessageStatus": "sent"}]
+        if refused:
+            reports.append({"MessageStatus": "failed", "ErrorCode": "63016"})
+        else:
+            reports.append({"MessageStatus": "delivered"})
+        for report in reports:
+            base = {"MessageSid": sid, "AccountSid": self.account_sid, "To": to}
+            self.callbacks.append((url, base | {"From": form.get("From", "")} | report))
+
+    def _signed_post(self, url: str, params: dict) -> tuple[int, str]:
+        """POST a form as Twilio does, with its X-Twilio-Signature; (status, body)."""
+        signature = RequestValidator(self.auth_token).compute_signature(url, params)
+        request = Request(
+            url, data=urlencode(params).encode(), headers={"X-Twilio-Signature": signature}
+        )
+        try:
+            with urlopen(request, timeout=10) as response:
+                return response.status, response.read().decode()
+        except HTTPError as error:
+            return error.code, error.read().decode()
+
+    def send_status_callbacks(self) -> list[tuple[str, int]]:
+        """Post every report waiting; returns (status reported, HTTP status) for each."""
+        with self.lock:
+            waiting, self.callbacks = self.callbacks, []
+        return [
+            (params["MessageStatus"], self._signed_post(url, params)[0]) for url, params in waiting
+        ]
+
+    def incoming(self, *, sender: str, body: str, to: str = "") -> tuple[int, str]:
+        """A user's message, posted to the tracker's webhook as Twilio does; a WhatsApp
+        user's opens their 24-hour session. Returns (HTTP status, the TwiML answered)."""
+        if sender.startswith("whatsapp:"):
+            with self.lock:
+                self.whatsapp_sessions[sender] = dt.datetime.now(dt.UTC)
+        default_to = self.whatsapp_from if sender.startswith("whatsapp:") else "+15005550006"
+        params = {
+            "MessageSid": "SM" + uuid.uuid4().hex,
+            "AccountSid": self.account_sid,
+            "From": sender,
+            "To": to or default_to,
+            "Body": body,
+        }
+        return self._signed_post(self.webhook_url, params)
+
     def _within_pace(self, sender: str) -> bool:
         """Take a token from the sender's bucket (the caller holds the lock)."""
         if self.per_second is None:
@@ -217,8 +327,9 @@ class TwilioStub:
         return {
             "SMS_BACKEND": "twilio",
             "TWILIO_ACCOUNT_SID": self.account_sid,
-            "TWILIO_AUTH_TOKEN": "test-token",
+            "TWILIO_AUTH_TOKEN": self.auth_token,
             "TWILIO_FROM_NUMBER": "+15005550006",
+            "WHATSAPP_FROM": self.whatsapp_from,
             "TWILIO_API_BASE_URL": self.url,
             # The pace the sending number is given: the stub's cap when it has one, else as
             # fast as the tests go.

@@ -14,7 +14,7 @@ from pathway import services
 from pathway.custody import batch_record_qc, custody_event_record
 from pathway.models import CustodyKind, TransitionLog, TreatmentCourse
 from pathway.states import CourseState
-from scheduling.models import Visit
+from scheduling.models import Resource, ResourceKind, ResourceSession, Visit
 from tests.factories import PASSWORD, BodyMeasurementFactory
 
 
@@ -206,3 +206,23 @@ class Pathway:
             assert course.state == state
         assert course.state == to, f"{to} is not on the happy path"
         return course
+
+
+def chair_for(site, *, capacity: int = 1) -> Resource:
+    """The site's infusion chairs, every day 08:00–16:00 in four two-hour slots."""
+    chair = Resource.objects.create(
+        name=f"{site.code} Infusion chairs",
+        kind=ResourceKind.INFUSION_CHAIR,
+        site=site,
+        time_zone=site.time_zone,
+    )
+    for weekday in range(7):
+        for hour in (8, 10, 12, 14):
+            ResourceSession.objects.create(
+                resource=chair,
+                weekday=weekday,
+                starts_at=dt.time(hour),
+                ends_at=dt.time(hour + 2),
+                capacity=capacity,
+            )
+    return chair

@@ -59,3 +59,21 @@ def test_an_amended_window_and_schedule_reach_every_open_follow_up(course, pathw
     for v in Visit.objects.filter(course=course, kind="follow_up"):
         reminders_schedule(visit=v)
     assert pending(course) == after_sql and after_sql
+
+
+def test_an_amendment_moves_an_infusion_courses_follow_ups_from_the_infusion(msc, msc_site):
+    """An MSC course's follow-ups count from the infusion the protocol names: an amended
+    schedule moves them from it, as a transplant course's move from the transplant."""
+    msc.lot(msc_site)
+    course = msc.advance(msc.course(msc_site), CourseState.FOLLOW_UP)
+    protocol = course.protocol
+    protocol.visits.filter(weeks_after_transplant=12).update(weeks_after_transplant=13)
+    assert follow_ups_recompute(protocol=protocol) == 4
+    visit = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=13)
+    infused_on = course.follow_up_anchor_on
+    assert infused_on == course.first_infused_on
+    due = infused_on + dt.timedelta(weeks=13)
+    assert (visit.window_opens_on, visit.window_closes_on) == (
+        due - dt.timedelta(days=14),
+        due + dt.timedelta(days=14),
+    )

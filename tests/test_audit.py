@@ -123,6 +123,12 @@ def test_the_application_role_may_not_lift_a_trigger(followed):
         cursor.execute("ALTER TABLE pathway_transitionlog DISABLE TRIGGER USER")
 
 
+# An enquiry's history holds a person's health answers, and the privacy purge must take it once
+# the enquiry is gone: the owner's SECURITY DEFINER function deletes it (enquiries/purge.py),
+# so it has no owner's trigger. The application role still may not change it (the test above).
+OWNER_REFUSED = [table for table in APPEND_ONLY if table != "enquiries_historicalenquiry"]
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("statement", ["UPDATE {} SET id = id", "DELETE FROM {}", "TRUNCATE {}"])
 def test_even_the_owner_is_refused_by_the_triggers(followed, statement):
@@ -131,7 +137,7 @@ def test_even_the_owner_is_refused_by_the_triggers(followed, statement):
     raw = owner_connection()
     outcomes = {}
     try:
-        for table in APPEND_ONLY:
+        for table in OWNER_REFUSED:
             sql = statement
             if table.split("_", 1)[1] in ("transitionlog", "custodyevent") and sql.startswith(
                 "UPDATE"
@@ -160,9 +166,9 @@ def test_even_the_owner_is_refused_by_the_triggers(followed, statement):
     finally:
         raw.rollback()
         raw.close()
-    assert set(outcomes) == set(APPEND_ONLY)
+    assert set(outcomes) == set(OWNER_REFUSED)
     refused = {table: "append-only" in outcome for table, outcome in outcomes.items()}
-    assert refused == dict.fromkeys(APPEND_ONLY, True), outcomes
+    assert refused == dict.fromkeys(OWNER_REFUSED, True), outcomes
 
 
 def test_an_auditor_verifies_the_trail_in_the_admin(client, followed):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import time_machine
+from django.db import connections
 from django.utils import timezone, translation
 
 from common.zones import date_words
@@ -61,6 +62,8 @@ FOR_THE_DOCS = (
     "16-did-you-mean",
     "17-release-to-sign",
     "18-transplant-at-the-bedside",
+    "21-msc-book-infusion",
+    "22-msc-record-infusion",
 )
 CHANGE_PAGE = re.compile(r"/\d+/change/(\?|$)")
 CHROMIUM_FLAGS = [
@@ -87,6 +90,11 @@ def browser(monkeypatch):
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         yield browser
         browser.close()
+        # While Playwright's loop runs, asgiref keeps this thread's database connections per
+        # context, apart from the ones Django's test teardown closes: the test's connection is
+        # closed here, or the next browser test would take it up again, even after the server
+        # ended it (CI: the enquiry page's tests after the drill that drops connections).
+        connections.close_all()
 
 
 class Shots:
@@ -863,3 +871,93 @@ def test_a_chinese_patients_page_is_drawn_in_a_cjk_font_not_boxes(
     assert widths["chinese"] != pytest.approx(widths["boxes"], rel=0.02), (
         "Chinese draws as boxes: install a CJK font (Debian fonts-noto-cjk; .ci/run does)"
     )
+
+
+def test_an_msc_infusion_allocated_booked_and_given_in_the_browser(
+    django_db_setup, browser, live_server, msc, msc_site, settings
+):
+    """A clinic that gives MSC infusions: the coordinator allocates the units from the
+    worklist and books the infusion in the chairs; the clinician records it at the bedside,
+    every label scanned and a second clinician confirming."""
+    from pathway.custody import units_custody_record, units_on_their_way
+    from pathway.models import CustodyKind
+    from tests.conftest import VITALS
+    from tests.support import chair_for
+
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    msc.lot(msc_site, number="UC-BROWSER")
+    chair_for(msc_site)
+    course = msc.starting(timezone.now() - dt.timedelta(hours=3)).course(msc_site)
+    msc.starting(timezone.now() - dt.timedelta(hours=2)).advance(course, CourseState.ELIGIBLE)
+    msc_site.members.add(msc.clinician2)
+    base, shots = live_server.url, Shots()
+
+    # 1. The coordinator allocates from the worklist: only the MSC steps are offered.
+    page = log_in(browser.new_context(viewport=LAPTOP), base, msc.coordinator)
+    row = page.locator("#worklist tbody tr", has_text="Allocate the product")
+    row.get_by_role("link", name="Allocate product").click()
+    assert "UC-BROWSER" in page.inner_text("section[aria-label='The dose']")
+    shots(page, "20-msc-allocate")
+    page.click('input[type=submit][value="Allocate product"]')
+    page.wait_for_url(CHANGE_PAGE)
+    assert "the course is now product allocated" in page.inner_text(".messagelist")
+    buttons = page.locator("button[name=_fsm_transition_to]").evaluate_all(
+        "els => els.map(e => e.value)"
+    )
+    assert set(buttons) == {"schedule_infusion", "hold", "withdraw"}
+
+    # 2. It books the infusion: the earliest free chair slot, held as the course's chain.
+    page.click("button[name=_fsm_transition_to][value=schedule_infusion]")
+    page.locator("input[name=chain]").first.check()
+    shots(page, "21-msc-book-infusion")
+    page.click('input[type=submit][value="Schedule infusion"]')
+    page.wait_for_url(CHANGE_PAGE)
+    assert "the course is now infusion scheduled" in page.inner_text(".messagelist")
+    page.context.close()
+
+    # The units reach the site, each label scanned (the worklist's custody rows).
+    course.refresh_from_db()
+    for kind in (CustodyKind.SHIPPED_TO_SITE, CustodyKind.RECEIVED_AT_SITE):
+        units_custody_record(
+            course=course,
+            kind=kind,
+            by=msc.coordinator,
+            scanned_unit_ids=[u.unit_id for u in units_on_their_way(course=course, kind=kind)],
+            at=timezone.now() - dt.timedelta(hours=2),
+            location=msc_site.name,
+        )
+    [unit] = course.units.all()
+
+    # 3. At the bedside, an hour ago in the site's time (before its booked day: a reason).
+    bedside = log_in(browser.new_context(viewport=LAPTOP), base, msc.clinician)
+    bedside.goto(f"{base}/admin/pathway/treatmentcourse/{course.pk}/change/")
+    bedside.click("button[name=_fsm_transition_to][value=record_infusion]")
+    started = timezone.localtime(timezone.now() - dt.timedelta(hours=1), msc_site.time_zone)
+    thawed = started - dt.timedelta(minutes=35)
+    bedside.fill("#id_scanned_unit_ids", unit.unit_id)
+    bedside.fill("#id_scanned_coi_id", course.coi_id)
+    for name, moment in (("thawed_at", thawed), ("started_at", started)):
+        bedside.fill(f"#id_{name}_0", moment.date().isoformat())
+        bedside.fill(f"#id_{name}_1", moment.strftime("%H:%M"))
+    bedside.fill("#id_cells_given", "70000000")
+    bedside.fill("#id_weight_kg", "70.0")
+    bedside.fill("#id_weighed_on", started.date().isoformat())
+    assert "1.00 × 10⁶ cells per kg (within the range)" in bedside.inner_text("#dose-per-kg")
+    for moment in ("before", "during", "after"):
+        for name, value in VITALS.items():
+            bedside.fill(f"#id_{moment}_{name}", str(value))
+    bedside.fill("#id_early_reason", "The patient came a day early; the chair was free.")
+    bedside.select_option("#id_second_person", label=str(msc.clinician2))
+    bedside.fill("#id_second_person_password", PASSWORD)
+    shots(bedside, "22-msc-record-infusion")
+    bedside.click('input[type=submit][value="Record infusion"]')
+    bedside.wait_for_url(CHANGE_PAGE)
+    assert "the course is now follow-up" in bedside.inner_text(".messagelist")
+    timeline = bedside.inner_text(".pathway-timeline")
+    assert "Allocation" in timeline and "Infusion" in timeline and "Harvest" not in timeline
+    assert "4 weeks after the first infusion" not in timeline  # the visits exist now
+    bedside.context.close()
+    course.refresh_from_db()
+    assert course.state == CourseState.FOLLOW_UP
+    unit.refresh_from_db()
+    assert unit.status == "infused"

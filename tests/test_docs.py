@@ -107,3 +107,17 @@ def test_each_roles_guide_walks_its_day_with_pictures_and_the_readme_links_each(
 
 def test_the_readme_is_a_front_page():
     assert len(README.read_text(encoding="utf-8").splitlines()) <= 160
+
+
+def test_each_therapys_diagram_is_the_codes_and_shows_only_its_steps():
+    from pathway.diagram import diagram_files
+    from pathway.therapies import PATHWAYS
+
+    for name, source in diagram_files().items():
+        assert (DOCS / f"{name}.dot").read_text() == source, name
+        assert (DOCS / f"{name}.svg").exists(), name
+    for therapy, own in PATHWAYS.items():
+        drawn = set(re.findall(r'\[label="?(\w+)', (DOCS / f"pathway-{therapy}.dot").read_text()))
+        others = {step for p in PATHWAYS.values() if p is not own for step in p.steps}
+        assert set(own.steps) <= drawn and not others & drawn, therapy
+        assert f"](docs/pathway-{therapy}.svg)" in README.read_text(), therapy

@@ -467,3 +467,49 @@ def test_an_empty_export_is_still_a_valid_bundle(db):
     bundle = export()
     assert "entry" not in bundle  # FHIR JSON has no empty arrays
     assert bundle["timestamp"].endswith("+00:00")
+
+
+def test_an_infusion_exports_as_a_procedure_from_its_lot_and_crp_with_its_loinc_code(
+    msc, msc_site, clinician
+):
+    from patients.models import CReactiveProtein
+
+    lot = msc.lot(msc_site, number="UC-7")
+    course = msc.advance(msc.course(msc_site), CourseState.FOLLOW_UP)
+    clinical_record_save(
+        record=CReactiveProtein(
+            patient=course.patient, taken_on=msc.at(-1).date(), crp_mg_l=Decimal("12.5")
+        ),
+        by=clinician,
+    )
+    bundle = export(course.patient)
+    [care_plan] = resources(bundle, "CarePlan")
+    assert care_plan["title"].startswith("Allogeneic mesenchymal stem cell infusion")
+    [procedure] = resources(bundle, "Procedure")
+    assert procedure["code"]["text"] == "Intravenous infusion of allogeneic mesenchymal stem cells"
+    assert procedure["performedDateTime"] == course.first_infused_at.isoformat()
+    [product] = resources(bundle, "BiologicallyDerivedProduct")
+    assert procedure["usedReference"][0]["reference"] == f"urn:uuid:{product['id']}"
+    assert product["identifier"][0]["value"] == lot.lot_number
+    assert (product["productCategory"], product["quantity"]) == ("cells", 6)
+    assert product["storage"][0] == {
+        "description": f"Expires {lot.expires_on.isoformat()}",
+        "temperature": -180,
+        "scale": "celsius",
+    }
+    [crp] = [o for o in resources(bundle, "Observation") if o["code"]["text"].startswith("C re")]
+    assert crp["code"]["coding"][0] == {
+        "system": "http://loinc.org",
+        "code": "1988-5",
+        "display": "C reactive protein [Mass/volume] in Serum or Plasma",
+    }
+    assert crp["valueQuantity"] == {
+        "value": 12.5,
+        "unit": "mg/L",
+        "system": "http://unitsofmeasure.org",
+        "code": "mg/L",
+    }
+    ids = {e["fullUrl"] for e in bundle["entry"]}
+    assert set(references_in(bundle["entry"])) <= ids | {
+        r for r in references_in(bundle["entry"]) if not r.startswith("urn:")
+    }

@@ -44,7 +44,7 @@ def test_the_catalogues_hold_every_marked_string(tmp_path):
     import subprocess
     import sys
 
-    for app in ("delivery", "scheduling"):
+    for app in ("delivery", "scheduling", "enquiries"):
         copy = tmp_path / app
         shutil.copytree(ROOT / app, copy, ignore=shutil.ignore_patterns("__pycache__"))
         made = subprocess.run(

@@ -17,8 +17,9 @@ FLOORS = {
     "patients": 1,
     "scheduling": 2,
     "pathway": 3,
-    "reporting": 4,
-    "delivery": 5,
+    "enquiries": 4,
+    "reporting": 5,
+    "delivery": 6,
 }
 
 

@@ -275,3 +275,39 @@ def test_the_rebuild_command_stores_what_bulk_sql_changed(cohort):
     call_command("follow_up_outcomes_rebuild")
     assert _walk_mean() == pytest.approx((30 + 30 + 70) / 3)
     assert _stored_equals_worked_out()
+
+
+def test_crp_changes_from_the_baseline_before_the_first_infusion(msc, msc_site, clinician):
+    """An MSC course's CRP at its 4-week follow-up against the last CRP before the first
+    infusion: in the course's outcomes and in those stored for the report."""
+    from patients.models import CReactiveProtein
+
+    msc.lot(msc_site)
+    course = msc.course(msc_site)
+    for on, value in ((msc.at(-3).date(), "20.0"), (msc.at(-1).date(), "12.0")):
+        clinical_record_save(
+            record=CReactiveProtein(patient=course.patient, taken_on=on, crp_mg_l=Decimal(value)),
+            by=clinician,
+        )
+    msc.advance(course, CourseState.FOLLOW_UP)
+    # Taken after the infusion, without a visit: not a baseline.
+    clinical_record_save(
+        record=CReactiveProtein(
+            patient=course.patient, taken_on=msc.at(10).date(), crp_mg_l=Decimal("30.0")
+        ),
+        by=clinician,
+    )
+    visit = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
+    clinical_record_save(
+        record=CReactiveProtein(
+            visit=visit,
+            taken_on=visit.window_opens_on + dt.timedelta(days=7),
+            crp_mg_l=Decimal("4.5"),
+        ),
+        by=clinician,
+    )
+    [four_weeks] = course_outcomes(course=course)
+    assert four_weeks[OutcomeMeasure.CRP] == pytest.approx(-7.5)
+    assert FollowUpOutcome.objects.get(visit=visit).crp_mg_l == pytest.approx(-7.5)
+    [cohort] = cohort_outcomes(courses=[course], therapy="msc")
+    assert cohort["measures"][OutcomeMeasure.CRP]["summary"].mean == pytest.approx(-7.5)

@@ -530,3 +530,26 @@ def test_the_admin_refuses_a_harvest_inside_its_notice_beside_the_time(client, c
     assert any("needs 24 h notice" in e for e in errors), errors
     course.refresh_from_db()
     assert course.state == CourseState.ELIGIBLE
+
+
+def test_an_infusion_is_reminded_in_plain_words_that_name_no_treatment(msc, msc_site):
+    msc.lot(msc_site)
+    path = msc.starting(timezone.now().replace(microsecond=0))
+    course = path.advance(path.course(msc_site), CourseState.PRODUCT_ALLOCATED)
+    services.course_schedule_infusion(
+        course=course,
+        by=msc.coordinator,
+        scheduled_at=timezone.now() + dt.timedelta(days=10),
+        place="Day unit",
+    )
+    reminders = Notification.objects.filter(visit__course=course, visit__kind="infusion")
+    assert {(n.channel, n.idempotency_key.split(".")[2]) for n in reminders} == {
+        ("email", "7d"),
+        ("email", "1d"),
+        ("sms", "7d"),
+        ("sms", "1d"),
+    }
+    sms = notification_message(reminders.filter(channel="sms").first()).text
+    assert "a visit of about three hours at the day unit" in sms
+    for word in ("infusion", "stem", "MSC", "cell", "COPD"):
+        assert word.lower() not in sms.lower(), word

@@ -392,12 +392,15 @@ def test_the_chart_gives_each_measure_its_own_panel_and_unit(monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", keep)
-    report = SimpleNamespace(courses_by_state=[("Referred", 1)], outcomes=[], scope="All sites")
+    report = SimpleNamespace(
+        courses_by_state=[("Referred", 1)], outcomes=[], scope="All sites", funnel=[]
+    )
     png = weekly_render.report_chart_png(report)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     [figure] = drawn
-    assert len(figure.axes) == 4
+    assert len(figure.axes) == 5  # states, three measures, the front door's funnel
     assert [t.get_text() for t in figure.axes[1].texts] == ["not measured yet"]
+    assert [t.get_text() for t in figure.axes[4].texts] == ["no enquiries"]
 
 
 # As of the end of the week.
@@ -663,3 +666,116 @@ def test_a_week_that_is_not_one_is_refused_plainly(client, cohort, admin_user, w
     assert client.get(url, {"week": week}).status_code == 302
     assert client.post(url, {"week": week}).status_code == 302
     assert not WeeklyFigures.objects.exists()
+
+
+# Two therapies in one programme.
+
+
+def _measured(visit, on, *, by, fev1, walk, crp=None):
+    from patients.models import CReactiveProtein
+
+    records = [
+        LungFunctionTest(
+            visit=visit,
+            taken_on=on,
+            fev1_l=Decimal(fev1),
+            fev1_pct_predicted=45,
+            fvc_l=Decimal("2.80"),
+            dlco_pct_predicted=Decimal(45),
+        ),
+        SixMinuteWalkTest(visit=visit, taken_on=on, distance_m=walk),
+    ]
+    if crp is not None:
+        records.append(CReactiveProtein(visit=visit, taken_on=on, crp_mg_l=Decimal(crp)))
+    for record in records:
+        if visit is None:
+            raise AssertionError("a baseline is entered with its patient")
+        clinical_record_save(record=record, by=by)
+
+
+def _baseline(patient, on, *, by, fev1, walk, crp=None):
+    from patients.models import CReactiveProtein
+
+    records = [
+        LungFunctionTest(
+            patient=patient,
+            taken_on=on,
+            fev1_l=Decimal(fev1),
+            fev1_pct_predicted=45,
+            fvc_l=Decimal("2.80"),
+            dlco_pct_predicted=Decimal(40),
+        ),
+        SixMinuteWalkTest(patient=patient, taken_on=on, distance_m=walk),
+    ]
+    if crp is not None:
+        records.append(CReactiveProtein(patient=patient, taken_on=on, crp_mg_l=Decimal(crp)))
+    for record in records:
+        clinical_record_save(record=record, by=by)
+
+
+def test_the_weekly_report_shows_both_therapies_apart(pathway, msc, clinician):
+    from django.utils import timezone
+
+    from reporting.weekly_report import week_label
+
+    site = SiteFactory(code="MIX", name="Both Therapies Clinic", time_zone="Europe/London")
+    now = timezone.now()
+    # A P63+ course transplanted 37 days ago, its 4-week visit measured.
+    p63 = pathway.starting(now - dt.timedelta(days=70))
+    patient = PatientFactory(site=site)
+    for factory in (ChestCTFactory, ClinicalAssessmentFactory):
+        factory(patient=patient, taken_on=p63.at(-1).date())
+    _baseline(patient, p63.at(-1).date(), by=clinician, fev1="1.20", walk=300)
+    with time_machine.travel(p63.at(-1), tick=False):
+        course = services.course_create(patient=patient, by=pathway.coordinator)
+    p63.advance(course, CourseState.FOLLOW_UP)
+    four = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
+    _measured(
+        four, four.window_opens_on + dt.timedelta(days=7), by=clinician, fev1="1.30", walk=330
+    )
+    # An MSC course infused 38 days ago, its 4-week visit measured with CRP.
+    msc.lot(site)
+    infused = msc.course(site)
+    _baseline(infused.patient, msc.at(-1).date(), by=clinician, fev1="1.00", walk=280, crp="12.0")
+    msc.advance(infused, CourseState.FOLLOW_UP)
+    four = Visit.objects.get(course=infused, protocol_visit__weeks_after_transplant=4)
+    _measured(
+        four,
+        four.window_opens_on + dt.timedelta(days=7),
+        by=clinician,
+        fev1="1.08",
+        walk=340,
+        crp="4.5",
+    )
+    # And one MSC course allocated, between steps.
+    msc.advance(msc.course(site), CourseState.PRODUCT_ALLOCATED)
+
+    report = weekly_report(week=week_label(timezone.localdate()), site=site)
+    assert report.therapies == ["p63", "msc"]
+    by_therapy = {row["therapy"]: row["measures"] for row in report.outcomes if row["weeks"] == 4}
+    p63_four, msc_four = by_therapy["p63"], by_therapy["msc"]
+    assert p63_four["walk_m"]["summary"].mean == pytest.approx(30)
+    assert msc_four["walk_m"]["summary"].mean == pytest.approx(60)
+    assert msc_four["fev1_ml"]["summary"].mean == pytest.approx(80)
+    assert msc_four["crp_mg_l"]["summary"].mean == pytest.approx(-7.5)
+    # Each against its own published figures: the MSC meta-analysis, no DLCO reference.
+    msc_refs = {
+        (r.measure, r.kind, r.value, r.therapy) for m in msc_four.values() for r in m["references"]
+    }
+    assert msc_refs == {
+        ("walk_m", "reported", 52, "msc"),
+        ("fev1_ml", "reported", 71, "msc"),
+        ("walk_m", "mcid", 30, ""),
+    }
+    assert msc_four["dlco_relative_pct"]["references"] == []
+    assert all(r.therapy in ("", "p63") for m in p63_four.values() for r in m["references"])
+    states = dict(report.courses_by_state)
+    assert states["Follow-up"] == 2 and states["Product allocated"] == 1
+    labels = [label for label, _ in report.throughput_days]
+    assert "P63+: Referral → harvest" in labels and "MSC: Referral → allocation" in labels
+    text = report_text(report)
+    assert "Autologous P63+ airway progenitor cells" in text
+    assert "Allogeneic mesenchymal stem cells" in text
+    assert "C-reactive protein, change (mg/L): n=1, mean -7.5" in text
+    html = report_html(report)
+    assert html.count("<h4>") == 2

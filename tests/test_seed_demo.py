@@ -2,17 +2,27 @@ import itertools
 
 import pytest
 from django.core.management import call_command
+from django.db import transaction
 from django.utils import timezone
 
 from pathway.models import TreatmentCourse
 from pathway.states import CourseState
 from patients.models import Patient, Site
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("demo")]
+
+
+@pytest.fixture(scope="module")
+def demo(django_db_setup, django_db_blocker):
+    """The demo, loaded once for the module (about 15 s): each test runs in a savepoint of
+    the transaction that holds it, and the transaction is rolled back at the end."""
+    with django_db_blocker.unblock(), transaction.atomic():
+        call_command("seed_demo")
+        yield
+        transaction.set_rollback(True)
 
 
 def test_the_demo_covers_every_state_and_loads_once(capsys):
-    call_command("seed_demo")
     assert set(TreatmentCourse.objects.values_list("state", flat=True)) == set(CourseState.values)
     assert Patient.objects.count() == 40
     call_command("seed_demo")
@@ -20,8 +30,7 @@ def test_the_demo_covers_every_state_and_loads_once(capsys):
     assert "already loaded" in capsys.readouterr().out
 
 
-def test_demo_histories_are_consistent(capsys):
-    call_command("seed_demo")
+def test_demo_histories_are_consistent():
     for course in TreatmentCourse.objects.prefetch_related("transition_logs"):
         logs = list(course.transition_logs.all())
         states = [CourseState.REFERRED] + [log.target_state for log in logs]
@@ -30,13 +39,12 @@ def test_demo_histories_are_consistent(capsys):
         assert [log.at for log in logs] == sorted(log.at for log in logs)
 
 
-def test_the_demo_books_against_calendars_and_counts_every_batch_in_culture(capsys):
+def test_the_demo_books_against_calendars_and_counts_every_batch_in_culture():
     from django.db.models import Sum
 
     from pathway.models import BatchStatus
     from scheduling.models import Reservation, ReservationPurpose, Resource, SlotHold
 
-    call_command("seed_demo")
     assert Resource.objects.filter(kind="bronchoscopy").count() == 3
     assert Resource.objects.filter(kind="expansion", site=None).count() == 1
     held = Reservation.objects.filter(released_at__isnull=True)
@@ -56,13 +64,12 @@ def test_the_demo_books_against_calendars_and_counts_every_batch_in_culture(caps
         assert batch.cell_counts.count() >= 1
 
 
-def test_the_demos_patients_are_told_where_to_go_in_their_language(capsys):
+def test_the_demos_patients_are_told_where_to_go_in_their_language():
     from django.utils import translation
 
     from delivery.messages import visit_page_context
     from scheduling.models import Resource, Visit, VisitStatus
 
-    call_command("seed_demo")
     staff_names = set(Resource.objects.values_list("name", flat=True))
     booked = Visit.objects.filter(status=VisitStatus.BOOKED).select_related(
         "course__patient", "course__site", "course__protocol", "protocol_visit"
@@ -77,13 +84,12 @@ def test_the_demos_patients_are_told_where_to_go_in_their_language(capsys):
             assert "ronchoscop" not in context["place"] and "suite" not in context["place"]
 
 
-def test_the_demo_has_patients_in_each_language(capsys):
-    call_command("seed_demo")
+def test_the_demo_has_patients_in_each_language():
     languages = set(Patient.objects.values_list("preferred_language", flat=True))
     assert languages == {"en", "es", "zh-hans"}
 
 
-def test_the_demo_shows_every_path_of_the_worklist(capsys):
+def test_the_demo_shows_every_path_of_the_worklist():
     """Each kind of row on the worklist of someone who does everything at every site, a visit
     to mark missed and a product on its way."""
     from django.contrib.auth import get_user_model
@@ -94,7 +100,6 @@ def test_the_demo_shows_every_path_of_the_worklist(capsys):
     from scheduling.models import Visit, VisitStatus
     from scheduling.services import visit_missed_refusals
 
-    call_command("seed_demo")
     everyone = get_user_model().objects.create(username="everything", is_staff=True)
     everyone.groups.set(Group.objects.filter(name__in=["coordinator", "clinician", "lab"]))
     sites = list(Site.objects.all())

@@ -72,25 +72,44 @@ class TwilioSmsBackend:
         if settings.TWILIO_API_BASE_URL:
             self.client.api.base_url = settings.TWILIO_API_BASE_URL
 
+    # What the provider is asked to send, its sender, and how errors are named.
+    channel_name = "sms"
+
+    def sender(self) -> str:
+        return settings.TWILIO_FROM_NUMBER
+
+    def default_per_second(self) -> float:
+        return settings.SMS_SENDER_DEFAULT_PER_SECOND
+
+    def content(self, message: OutgoingMessage) -> dict:
+        return {"body": message.text}
+
+    def refusal(self, error) -> DeliveryError:
+        """What the provider's refusal of a message means: for good when it is about the
+        number itself."""
+        return DeliveryError(
+            f"{self.channel_name}: {error} (Twilio error {error.code})",
+            permanent=error.code in TWILIO_PERMANENT_ERRORS,
+        )
+
     def send(self, message: OutgoingMessage) -> str:
         from twilio.base.exceptions import TwilioException, TwilioRestException
 
         options = {}
         if settings.TWILIO_STATUS_CALLBACK:
             options["status_callback"] = public_url_for("sms-status")
+        sender = self.sender()
         # No faster than the provider allows this number, across every worker.
-        sender_pace(sender=settings.TWILIO_FROM_NUMBER)
+        sender_pace(sender=sender, default_per_second=self.default_per_second())
         self.http_client.idempotency_key = message.idempotency_key
         try:
             sent = self.client.messages.create(
-                to=message.to, from_=settings.TWILIO_FROM_NUMBER, body=message.text, **options
+                to=message.to, from_=sender, **self.content(message), **options
             )
         except TwilioRestException as error:
-            permanent = error.code in TWILIO_PERMANENT_ERRORS
-            message = f"sms: {error} (Twilio error {error.code})"
-            raise DeliveryError(message, permanent=permanent) from error
+            raise self.refusal(error) from error
         except (TwilioException, OSError) as error:
-            raise DeliveryError(f"sms: {error}") from error
+            raise DeliveryError(f"{self.channel_name}: {error}") from error
         finally:
             self.http_client.idempotency_key = ""
         return sent.sid

@@ -1,4 +1,5 @@
-"""Demo data: three sites, one user per role and about 40 patients in every state.
+"""Demo data: three sites giving P63+ cells, a fourth giving MSC infusions from its cell-bank
+stock, one user per role and 40 patients in every state of both pathways.
 
 Each course's history is replayed through the same services a coordinator uses, with the
 clock moved (time-machine) to when each step would have happened, so logs, dates, visits
@@ -11,17 +12,25 @@ from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
 from common.passwords import DEMO_PASSWORD
 from pathway import services
-from pathway.custody import batch_record_cell_count, batch_record_qc, custody_event_record
+from pathway.custody import (
+    batch_record_cell_count,
+    batch_record_qc,
+    custody_event_record,
+    units_custody_record,
+    units_on_their_way,
+)
+from pathway.lots import lot_receive, lot_record_qc, lot_release
 from pathway.models import CustodyKind, TreatmentCourse
 from pathway.records import adverse_event_record, clinical_record_save
 from pathway.scans import alerts_scan_overdue
-from pathway.states import CourseState
+from pathway.states import CourseState, Therapy
 from patients.access import AUDITOR_GROUP, PROGRAMME_LEAD_GROUP
 from patients.models import (
     A1ATScreening,
@@ -30,6 +39,7 @@ from patients.models import (
     ChestCT,
     ClinicalAssessment,
     ClinicHours,
+    CReactiveProtein,
     LungFunctionTest,
     Medication,
     Patient,
@@ -39,8 +49,14 @@ from patients.models import (
     SymptomScore,
 )
 from patients.selectors import baseline_records
-from scheduling.chains import course_resource, follow_ups_proposal, free_slots
+from scheduling.chains import (
+    course_resource,
+    follow_ups_proposal,
+    free_slots,
+    infusion_chains_earliest,
+)
 from scheduling.models import (
+    ReservationPurpose,
     Resource,
     ResourceClosure,
     ResourceKind,
@@ -50,6 +66,7 @@ from scheduling.models import (
     VisitKind,
     VisitStatus,
 )
+from scheduling.selectors import course_completion_visit_done
 from scheduling.services import follow_ups_book, visit_move_refusals, visit_reschedule
 
 # Name, code, zone, the neutral name patients see in messages, and the number they call.
@@ -88,8 +105,13 @@ ADDRESSES = {
     "BOS": {"en": "1 Example Wharf\nBoston, MA 02110"},
 }
 # The patients' languages, so that each of the three can be tried: Pudong's in Chinese,
-# Harbour's every other one in Spanish.
-LANGUAGE_BY_SITE = {"LDN": ("en", "en"), "SHA": ("zh-hans", "zh-hans"), "BOS": ("en", "es")}
+# Harbour's every other one in Spanish, Madrid's in Spanish.
+LANGUAGE_BY_SITE = {
+    "LDN": ("en", "en"),
+    "SHA": ("zh-hans", "zh-hans"),
+    "BOS": ("en", "es"),
+    "MAD": ("es", "es"),
+}
 # Every site sees patients Monday to Friday, 08:00 to 17:00 in its own zone.
 CLINIC_DAYS, CLINIC_OPENS, CLINIC_CLOSES = range(5), dt.time(8), dt.time(17)
 FIRST_NAMES = [
@@ -139,22 +161,60 @@ MEDICATIONS = [
     ("Umeclidinium / vilanterol", "55/22 µg daily"),
 ]
 
-# How many demo courses end in each state.
+# How many demo P63+ courses end in each state.
 STATE_COUNTS = {
-    CourseState.REFERRED: 3,
-    CourseState.EVALUATION: 4,
-    CourseState.ELIGIBLE: 3,
-    CourseState.INELIGIBLE: 3,
-    CourseState.HARVEST_SCHEDULED: 3,
+    CourseState.REFERRED: 2,
+    CourseState.EVALUATION: 3,
+    CourseState.ELIGIBLE: 2,
+    CourseState.INELIGIBLE: 2,
+    CourseState.HARVEST_SCHEDULED: 2,
     CourseState.HARVESTED: 2,
-    CourseState.EXPANDING: 5,
+    CourseState.EXPANDING: 4,
     CourseState.RELEASED: 2,
-    CourseState.TRANSPLANT_SCHEDULED: 3,
-    CourseState.FOLLOW_UP: 5,
-    CourseState.COMPLETED: 3,
+    CourseState.TRANSPLANT_SCHEDULED: 2,
+    CourseState.FOLLOW_UP: 4,
+    CourseState.COMPLETED: 2,
     CourseState.ON_HOLD: 2,
     CourseState.WITHDRAWN: 2,
 }
+# The site that gives MSC infusions, and its words for patients.
+MSC_SITE = (
+    "Madrid Norte Day Hospital",
+    "MAD",
+    "Europe/Madrid",
+    "Clínica Madrid Norte",
+    "+34915550100",
+)
+MSC_NAMES = {"en": "Madrid Norte Clinic", "es": "Clínica Madrid Norte", "zh-hans": "马德里北诊所"}
+MSC_UNITS = {
+    ResourceKind.INFUSION_CHAIR: {
+        "en": "Day Hospital, level 3",
+        "es": "Hospital de día, planta 3",
+        "zh-hans": "日间医院，3楼",
+    },
+    ResourceKind.LUNG_FUNCTION: {
+        "en": "Outpatients, level 1",
+        "es": "Consultas externas, planta 1",
+        "zh-hans": "门诊部，1楼",
+    },
+}
+MSC_ADDRESS = {
+    "en": "20 Calle de Ejemplo\n28029 Madrid",
+    "es": "Calle de Ejemplo 20\n28029 Madrid",
+}
+# Each MSC course: the protocol it follows ("single" or "four" doses), and how many days ago
+# it was referred, chosen so that it sits in the state named.
+MSC_COURSES = [
+    ("single", 5),  # in evaluation
+    ("single", 9.5),  # eligible: to allocate
+    ("single", 10.5),  # product allocated, from a lot that expires soon: an alert
+    ("single", 12),  # infusion booked
+    ("four", 24),  # first dose given, the next held in the chairs
+    ("four", 62),  # two doses given, the third booked
+    ("single", 45),  # follow-up
+    ("single", 110),  # follow-up, the 12-week visit measured
+    ("single", 230),  # completed
+]
 HAPPY_PATH = [
     CourseState.REFERRED,
     CourseState.EVALUATION,
@@ -213,7 +273,14 @@ class Command(BaseCommand):
                 for _ in range(count):
                     number += 1
                     self.create_course(sites[number % len(sites)], number, state)
+            msc_site = self.create_msc_site()
+            sites.append(msc_site)
+            for kind, age in MSC_COURSES:
+                number += 1
+                self.create_msc_course(msc_site, number, self.msc_protocols[kind], age)
             self.showcase_reminders_and_alerts()
+            # The front door is a floor above: its command, not an import.
+            call_command("seed_demo_enquiries")
         self.stdout.write(
             self.style.SUCCESS(
                 f"Loaded {number} demo patients at {len(sites)} sites. Log in as "
@@ -415,7 +482,7 @@ class Command(BaseCommand):
             preferred_language=LANGUAGE_BY_SITE[site.code][number % 2],
         )
 
-    def record_evaluation(self, patient, on, *, eligible):
+    def record_evaluation(self, patient, on, *, eligible, infusion=False):
         rng, by = self.random, self.users["clinician"]
         fvc = Decimal(rng.uniform(2.2, 3.8)).quantize(Decimal("0.01"))
         ratio = Decimal(rng.uniform(0.38, 0.64))
@@ -445,7 +512,15 @@ class Command(BaseCommand):
             active_respiratory_infection=False,
             a1at_screening=rng.choice([A1ATScreening.NOT_INDICATED, A1ATScreening.NORMAL]),
             dyspnoea_despite_optimised_therapy=True,
+            fit_for_infusion=True if infusion else None,
         )
+        if infusion:  # an anti-inflammatory therapy is followed by its CRP
+            CReactiveProtein.objects.create(
+                patient=patient,
+                taken_on=on,
+                entered_by=by,
+                crp_mg_l=Decimal(rng.uniform(4, 18)).quantize(Decimal("0.1")),
+            )
         BodyMeasurement.objects.create(
             patient=patient,
             taken_on=on,
@@ -699,7 +774,10 @@ class Command(BaseCommand):
             by=self.users["clinician"],
             performed_at=performed_at,
             bedside_coi_id=course.coi_id,
-            cells_administered=int(Decimal("2.4") * weight * 1_000_000),
+            # 2.4 × 10⁶/kg, or what was released if that is less.
+            cells_administered=min(
+                int(Decimal("2.4") * weight * 1_000_000), course.viable_cells_released
+            ),
             weight_kg=weight,
             weighed_on=timezone.localdate(performed_at, course.site.time_zone),
             second_person=self.users["clinician2"],
@@ -713,11 +791,11 @@ class Command(BaseCommand):
         rng, by = self.random, self.users["clinician"]
         attended_before = timezone.now() - dt.timedelta(days=3)
         patient = course.patient
-        baseline, walk, symptoms = (
+        baseline, walk, symptoms, crp = (
             baseline_records(
-                model, patient_id=patient.pk, transplanted_on=course.transplanted_on
+                model, patient_id=patient.pk, transplanted_on=course.treated_on
             ).first()
-            for model in (LungFunctionTest, SixMinuteWalkTest, SymptomScore)
+            for model in (LungFunctionTest, SixMinuteWalkTest, SymptomScore, CReactiveProtein)
         )
         visits = Visit.objects.filter(course=course, kind=VisitKind.FOLLOW_UP).select_related(
             "protocol_visit", "course__site"
@@ -753,6 +831,16 @@ class Command(BaseCommand):
                     cat=max(symptoms.cat - int(rng.randint(0, 7) * progress), 0),
                 ),
             ]
+            if crp is not None and course.protocol.therapy == Therapy.MSC:
+                # Inflammation settles after the cells: CRP mostly falls from baseline.
+                fall = Decimal(rng.uniform(0.2, 0.6) * progress + 0.05)
+                records.append(
+                    CReactiveProtein(
+                        visit=visit,
+                        taken_on=on,
+                        crp_mg_l=(crp.crp_mg_l * (1 - fall)).quantize(Decimal("0.1")),
+                    )
+                )
             if visit.protocol_visit.includes_ct:
                 records = [
                     ChestCT(
@@ -775,10 +863,271 @@ class Command(BaseCommand):
                         related_to_procedure="yes",
                         related_to_product="no",
                         outcome="recovered",
-                        description="Transient bronchospasm and cough after the bronchoscopy.",
+                        description=(
+                            "Transient bronchospasm and cough after the bronchoscopy."
+                            if course.protocol.therapy == Therapy.P63
+                            else "Headache and low-grade fever the evening after the infusion."
+                        ),
                     ),
                     by=by,
                 )
+
+    # The site that gives MSC infusions.
+
+    def create_msc_site(self) -> Site:
+        """The day hospital: its infusion chairs (weekday slots of two hours, two chairs) and
+        lung-function clinic, each named for patients in three languages; its protocols (one
+        dose, and four doses four weeks apart); and its cell-bank stock: lots released, one
+        expiring soon, one awaiting its release signature, one its QC."""
+        name, code, zone, patient_name, phone = MSC_SITE
+        site = Site.objects.create(
+            name=name,
+            code=code,
+            time_zone=zone,
+            patient_facing_name=patient_name,
+            patient_phone=phone,
+        )
+        site.coordinators.add(self.users["coordinator"])
+        site.members.add(
+            self.users["clinician"], self.users["clinician2"], self.users["lab"], self.users["lab2"]
+        )
+        ClinicHours.objects.bulk_create(
+            ClinicHours(site=site, weekday=day, opens_at=CLINIC_OPENS, closes_at=CLINIC_CLOSES)
+            for day in CLINIC_DAYS
+        )
+        for resource_name, kind, starts, hours, capacity in (
+            ("Infusion chairs", ResourceKind.INFUSION_CHAIR, (9, 11, 13), 2, 2),
+            ("Lung-function clinic", ResourceKind.LUNG_FUNCTION, (9, 10, 11, 12), 1, 1),
+        ):
+            resource = Resource.objects.create(
+                name=f"{code} {resource_name}", kind=kind, site=site, time_zone=zone
+            )
+            ResourceWording.objects.bulk_create(
+                ResourceWording(
+                    resource=resource,
+                    language=language,
+                    name=f"{MSC_NAMES[language]}, {unit}",
+                    address=MSC_ADDRESS.get(language, ""),
+                )
+                for language, unit in MSC_UNITS[kind].items()
+            )
+            ResourceSession.objects.bulk_create(
+                ResourceSession(
+                    resource=resource,
+                    weekday=day,
+                    starts_at=dt.time(hour),
+                    ends_at=dt.time(hour + hours),
+                    capacity=capacity,
+                )
+                for day in CLINIC_DAYS
+                for hour in starts
+            )
+        single = services.protocol_create(name="MSC infusion, one dose", therapy=Therapy.MSC)
+        single.default_at.add(site)
+        four = services.protocol_create(
+            name="MSC infusion, four doses",
+            therapy=Therapy.MSC,
+            dose_count=4,
+            dose_interval_days=28,
+            follow_up_anchor="last",
+        )
+        self.msc_protocols = {"single": single, "four": four}
+        now = timezone.now()
+        for number, protocol, units, received_days_ago, expires_in, stage in (
+            ("UC-2025-31", single, 20, 260, 330, "released"),
+            ("UC-2025-44", four, 16, 120, 300, "released"),
+            ("UC-2026-02", single, 3, 12, 20, "released"),  # expiring soon
+            ("UC-2026-05", single, 24, 3, 400, "qc"),  # QC entered: the release to sign
+            ("BM-2026-07", four, 12, 1, 380, "received"),  # just arrived: QC to enter
+        ):
+            received = now - dt.timedelta(days=received_days_ago)
+            with self.at(received + dt.timedelta(minutes=5)):
+                lot = lot_receive(
+                    by=self.users["lab"],
+                    lot_number=number,
+                    protocol=protocol,
+                    site=site,
+                    bank="Iberian Cord Blood Bank" if number.startswith("UC") else "Marrow Bank",
+                    tissue_source="umbilical_cord" if number.startswith("UC") else "bone_marrow",
+                    donor_code=f"D-{number[-2:]}{units}",
+                    donor_eligibility_accepted_by="Dr Elena Ruiz, the bank's medical director",
+                    donor_eligibility_accepted_on=timezone.localdate(
+                        received - dt.timedelta(days=40), site.time_zone
+                    ),
+                    passage=self.random.randint(3, 5),
+                    units_received=units,
+                    cells_per_unit=100_000_000,
+                    expires_on=timezone.localdate(now, site.time_zone)
+                    + dt.timedelta(days=expires_in),
+                    storage_temperature_c=Decimal("-185"),
+                    received_at=received,
+                )
+            if stage == "received":
+                continue
+            with self.at(received + dt.timedelta(days=1)):
+                lot_record_qc(lot=lot, by=self.users["lab"], **self.lot_qc())
+            if stage == "released":
+                with self.at(received + dt.timedelta(days=1, hours=2)):
+                    lot_release(lot=lot, by=self.users["lab2"], password=DEMO_PASSWORD)
+        return site
+
+    def lot_qc(self) -> dict:
+        rng = self.random
+        return {
+            "viability_pct": Decimal(rng.randint(85, 95)),
+            "sterility_negative": True,
+            "mycoplasma_negative": True,
+            "endotoxin_eu_ml": Decimal("0.05"),
+            **{name: Decimal(rng.randint(970, 999)) / 10 for name in ("cd73_pct", "cd90_pct")},
+            "cd105_pct": Decimal(rng.randint(960, 995)) / 10,
+            **{
+                name: Decimal(rng.randint(1, 9)) / 10
+                for name in (
+                    "cd45_pct",
+                    "cd34_pct",
+                    "cd14_cd11b_pct",
+                    "cd79a_cd19_pct",
+                    "hla_dr_pct",
+                )
+            },
+        }
+
+    def create_msc_course(self, site, number, protocol, age: float):
+        """An MSC course replayed through the services: evaluation, allocation, each dose
+        booked in the chairs (the first as the earliest free chain, the next in the slot held
+        for it), its units shipped and received, given; every step taken only if its time has
+        come, so that the course sits where its age puts it."""
+        u, now = self.users, timezone.now()
+        start = now.replace(microsecond=0) - dt.timedelta(days=age)
+        patient = self.create_patient(site, number, eligible=True)
+        with self.at(start):
+            course = services.course_create(patient=patient, by=u["coordinator"], protocol=protocol)
+
+        def evaluate():
+            services.course_start_evaluation(course=course, by=u["coordinator"])
+            self.record_evaluation(
+                patient, timezone.localdate(timezone=site.time_zone), eligible=True, infusion=True
+            )
+
+        steps = [
+            (start + dt.timedelta(days=2), evaluate),
+            (
+                start + dt.timedelta(days=9),
+                lambda: services.course_approve(course=course, by=u["clinician"]),
+            ),
+            (
+                start + dt.timedelta(days=10),
+                lambda: services.course_allocate_product(course=course, by=u["coordinator"]),
+            ),
+        ]
+        for when, step in steps:
+            if when > now - dt.timedelta(hours=1):
+                return self.finish_msc(course)
+            with self.at(when):
+                step()
+        booking_at = start + dt.timedelta(days=11)
+        while course.doses_given < protocol.dose_count:
+            if booking_at > now - dt.timedelta(hours=1):
+                break
+            with self.at(booking_at):
+                slot = self.next_chair_slot(course)
+                services.course_schedule_infusion(
+                    course=course,
+                    by=u["coordinator"],
+                    scheduled_at=slot,
+                    place=f"{site.code} Infusion chairs",
+                )
+            if slot + dt.timedelta(hours=2) > now - dt.timedelta(hours=1):
+                break
+            self.infuse(course, slot)
+            booking_at = slot + dt.timedelta(days=protocol.dose_interval_days // 2)
+        return self.finish_msc(course)
+
+    @staticmethod
+    def next_chair_slot(course) -> dt.datetime:
+        """The slot held for the course's next dose, else the first of the earliest chain."""
+        held = (
+            course.reservations.filter(
+                purpose=ReservationPurpose.INFUSION,
+                visit__isnull=True,
+                released_at__isnull=True,
+                starts_at__gt=timezone.now() + dt.timedelta(days=1),
+            )
+            .order_by("starts_at")
+            .first()
+        )
+        if held is not None:
+            return held.starts_at
+        [chain] = infusion_chains_earliest(
+            course=course, after=timezone.now() + dt.timedelta(days=1), count=1
+        )
+        return chain.slots[0].starts_at
+
+    def infuse(self, course, slot: dt.datetime):
+        """The dose's units to the site and the bedside: thawed a quarter of an hour before,
+        vital signs before, during and an hour after, a second clinician confirming."""
+        u, rng = self.users, self.random
+        for kind, hours_before in (
+            (CustodyKind.SHIPPED_TO_SITE, 20),
+            (CustodyKind.RECEIVED_AT_SITE, 3),
+        ):
+            with self.at(slot - dt.timedelta(hours=hours_before)):
+                units_custody_record(
+                    course=course,
+                    kind=kind,
+                    by=u["lab"] if kind == CustodyKind.SHIPPED_TO_SITE else u["coordinator"],
+                    scanned_unit_ids=[
+                        unit.unit_id for unit in units_on_their_way(course=course, kind=kind)
+                    ],
+                    at=timezone.now(),
+                    location=course.site.name,
+                    temperature_c=Decimal("-160") if kind == CustodyKind.SHIPPED_TO_SITE else None,
+                )
+        weight = course.patient.bodymeasurements.first().weight_kg
+        infusion = services.course_next_infusion(course)
+        started = slot + dt.timedelta(minutes=15)
+
+        def signs(heart: int) -> dict:
+            return {
+                "heart_rate_bpm": heart,
+                "systolic_mmhg": rng.randint(118, 142),
+                "diastolic_mmhg": rng.randint(70, 86),
+                "spo2_pct": rng.randint(91, 96),
+                "temperature_c": Decimal(rng.randint(364, 373)) / 10,
+                "respiratory_rate": rng.randint(14, 20),
+            }
+
+        with self.at(slot + dt.timedelta(hours=2)):
+            services.course_record_infusion(
+                course=course,
+                by=u["clinician"],
+                thawed_at=slot,
+                started_at=started,
+                scanned_unit_ids=[unit.unit_id for unit in infusion.units.all()],
+                scanned_coi_id=course.coi_id,
+                cells_given=int(course.protocol.dose_target_million_per_kg * weight * 1_000_000),
+                weight_kg=weight,
+                weighed_on=timezone.localdate(started, course.site.time_zone),
+                second_person=u["clinician2"],
+                second_person_password=DEMO_PASSWORD,
+                vital_signs={
+                    "before": signs(rng.randint(68, 84)),
+                    "during": signs(rng.randint(70, 90)),
+                    "after": signs(rng.randint(66, 82)),
+                },
+            )
+
+    def finish_msc(self, course):
+        """After the last dose: the follow-ups booked and measured as their time came; a
+        course whose 24-week visit is done is completed."""
+        if course.state != CourseState.FOLLOW_UP:
+            return course
+        self.book_follow_ups(course)
+        self.mark_past_follow_ups_done(course)
+        with self.at(timezone.now() - dt.timedelta(hours=1)):
+            if course_completion_visit_done(course=course):
+                services.course_complete(course=course, by=self.users["coordinator"])
+        return course
 
     def finish(self, course, final_state):
         u = self.users

@@ -1,9 +1,11 @@
-// The transplant form: the dose per kg, worked out as the cells and the weight are typed.
+// The transplant and infusion forms: the dose per kg, worked out as the cells and the weight
+// are typed.
 (function () {
   "use strict";
   function update() {
     var out = document.getElementById("dose-per-kg");
-    var cells = document.getElementById("id_cells_administered");
+    var cells = document.getElementById("id_cells_administered") ||
+      document.getElementById("id_cells_given");
     var weight = document.getElementById("id_weight_kg");
     if (!out || !cells || !weight) { return; }
     var c = parseFloat(cells.value), w = parseFloat(weight.value);
