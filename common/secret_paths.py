@@ -7,7 +7,7 @@ writes the path of every 4xx and 5xx ("Forbidden: /v/…/"), gunicorn's access l
 path, and an exception's text can quote one: all of them go through `text_without_secrets`.
 
 `SECRET_PATH_PREFIXES` is the one list: a new link that carries a secret adds its first path
-segment here (`tests/test_privacy.py` fails for a URL with a `token` that is not listed).
+segment here (`tests/test_secret_paths.py` fails for a URL with a `token` that is not listed).
 """
 
 import logging

@@ -162,9 +162,14 @@ class EnquiryAdmin(SiteScopedAdmin, admin.ModelAdmin):
             "<ul>{}</ul>",
             format_html_join(
                 "",
-                "<li>{} by {}: <blockquote>{}</blockquote></li>",
+                "<li>{} by {}: <blockquote>{}</blockquote>{}</li>",
                 (
-                    (local_words(m.received_at, zone), m.get_channel_display(), m.body)
+                    (
+                        local_words(m.received_at, zone),
+                        m.get_channel_display(),
+                        m.body,
+                        m.removed_on_arrival,
+                    )
                     for m in received
                 ),
             ),

@@ -63,11 +63,7 @@ def _quoted(text: str) -> str:
 
 
 def _removed_on_arrival(request: PatientRequest) -> str:
-    removed = request.inbound.characters_removed if request.inbound_id else 0
-    if not removed:
-        return ""
-    characters = "character was" if removed == 1 else "characters were"
-    return f"{removed} NUL {characters} removed from this text as it arrived."
+    return request.inbound.removed_on_arrival if request.inbound_id else ""
 
 
 @dataclass

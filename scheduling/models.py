@@ -941,6 +941,14 @@ class InboundMessage(models.Model):
     def __str__(self) -> str:
         return f"{self.get_intent_display()} from {self.from_number}"
 
+    @property
+    def removed_on_arrival(self) -> str:
+        """What the coordinator reading the text is told was taken out of it, or nothing."""
+        if not self.characters_removed:
+            return ""
+        characters = "character was" if self.characters_removed == 1 else "characters were"
+        return f"{self.characters_removed} NUL {characters} removed from this text as it arrived."
+
 
 class PatientRequestKind(models.TextChoices):
     CHANGE = "change", "Another time, please"

@@ -207,3 +207,18 @@ def test_a_text_reply_waits_for_the_morning_in_the_persons_zone(site, booker):  
     assert due[by_text.idempotency_key] == dt.datetime(
         2026, 3, 11, 8, tzinfo=ZoneInfo("Asia/Shanghai")
     )
+
+
+def test_an_enquirers_text_with_nul_characters_is_kept_and_the_coordinator_told(
+    client,
+    settings,
+    site,  # noqa: F811
+    booker,  # noqa: F811
+):
+    enquiry = on_whatsapp_only(site)
+    assert texted(client, settings, "Is\x00 Saturday\x00 open?", "SMwaNUL").status_code == 200
+    inbound = InboundMessage.objects.get(provider_message_id="SMwaNUL")
+    assert (inbound.enquiry, inbound.body) == (enquiry, "Is Saturday open?")
+    client.force_login(booker)
+    page = client.get(reverse("admin:enquiries_enquiry_change", args=[enquiry.pk]))
+    assert "2 NUL characters were removed from this text as it arrived." in page.content.decode()

@@ -1,9 +1,13 @@
 """Secrets in paths stay out of every log: the one list, the filter, and a live server's output."""
 
 import logging
+import os
 import secrets
 import sys
+import uuid
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg2
 import pytest
 
 from common.secret_paths import SECRET_PATH_PREFIXES, SecretPathFilter, text_without_secrets
@@ -44,6 +48,47 @@ def test_no_line_a_live_server_writes_carries_a_links_secret(tmp_path):
         "Too Many Requests: /v/…/",
         '"GET /v/…/ HTTP/1.1" 429',  # the access log, in the same output
         '"GET /calendar/….ics HTTP/1.1" 503',
+    ):
+        assert line in written, line
+
+
+@pytest.fixture
+def a_database_without_its_tables():
+    """An empty database on the suite's PostgreSQL server, as a deploy meets it before
+    `migrate`: every query fails as an error of the code's, a 500, not an unreachable server."""
+    url = urlsplit(os.environ["DATABASE_URL"])
+    name = f"empty_{uuid.uuid4().hex[:8]}"
+    server = psycopg2.connect(
+        host=url.hostname, port=url.port or 5432, user=url.username, dbname="postgres"
+    )
+    server.autocommit = True
+    server.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(url._replace(path=f"/{name}"))
+    finally:
+        server.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        server.close()
+
+
+def test_a_500_on_a_live_server_keeps_the_secret_out_of_its_line_and_traceback(
+    tmp_path, a_database_without_its_tables
+):
+    token = secrets.token_urlsafe(16)
+    with Gunicorn(
+        {"DATABASE_URL": a_database_without_its_tables, "REDIS_URL": ""}, tmp_path
+    ) as web:
+        statuses = [
+            web.request("GET", path)[0]
+            for path in (f"/v/{token}/", f"/q/{token}/", f"/calendar/{token}.ics")
+        ]
+        written = web.output()
+    assert statuses == [500, 500, 500]
+    assert token not in written
+    for line in (
+        "Internal Server Error: /v/…/",
+        "Internal Server Error: /q/…/",
+        "Internal Server Error: /calendar/….ics",
+        "Traceback (most recent call last)",
     ):
         assert line in written, line
 
