@@ -10,6 +10,7 @@ address. The submission key (`key`, random per form shown) makes a retried post 
 import datetime as dt
 import secrets
 import time
+from decimal import Decimal
 
 from django import forms
 from django.conf import settings
@@ -20,6 +21,7 @@ from phonenumber_field.formfields import PhoneNumberField
 
 from enquiries.models import EnquiryKind
 from enquiries.selectors import known_zone
+from patients.measures import measure
 
 SIGNING_SALT = "enquiries.form-started"
 KEY_PATTERN = r"^[A-Za-z0-9_-]{20,64}$"
@@ -99,13 +101,15 @@ class EnquiryForm(forms.Form):
         required=False,
         widget=forms.DateInput(attrs={"type": "date"}),
     )
+    # The one possible range of the measure (patients/measures.py), refused in the page's
+    # language by Django's own messages.
     fev1_pct_predicted = forms.DecimalField(
         label=_("Your last FEV1 as a percentage of predicted, if you know it"),
         required=False,
-        min_value=1,
-        max_value=150,
+        min_value=Decimal(measure("fev1_pct_predicted").possible[0]),
+        max_value=Decimal(measure("fev1_pct_predicted").possible[1]),
         max_digits=4,
-        decimal_places=1,
+        decimal_places=measure("fev1_pct_predicted").places,
     )
     home_oxygen = _radios(YES_NO_UNSURE, _("Do you use oxygen at home?"))
     bronchoscopy_ok = _radios(

@@ -617,7 +617,7 @@ class AlertAdmin(SiteScopedAdmin, admin.ModelAdmin):
             self.message_user(request, "Choose how long to snooze it for.", messages.ERROR)
             return self._back(request, alert)
         until = timezone.now() + span
-        if alert_snooze(alert=alert, until=until):
+        if alert_snooze(alert=alert, by=request.user, until=until):
             when = timezone.localtime(until, alert.site.time_zone)
             self.message_user(
                 request,
@@ -637,8 +637,15 @@ class AlertAdmin(SiteScopedAdmin, admin.ModelAdmin):
 
     @admin.action(description="Acknowledge selected alerts", permissions=["change"])
     def acknowledge(self, request, queryset):
-        done = sum(alert_acknowledge(alert=alert, by=request.user) for alert in queryset)
+        done, refused = 0, []
+        for alert in queryset:
+            try:
+                done += alert_acknowledge(alert=alert, by=request.user)
+            except Refused as refusal:
+                refused.append(f"{alert}: {refusal}")
         self.message_user(request, f"{done} alert(s) acknowledged.", messages.SUCCESS)
+        for words in refused:
+            self.message_user(request, f"Not acknowledged: {words}", messages.ERROR)
 
 
 class DeliveryAttemptInline(admin.TabularInline):

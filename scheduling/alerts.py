@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from common.errors import Refused
 from common.zones import date_words
 from patients.access import user_sees_all_sites
 from patients.models import Site
@@ -160,9 +161,16 @@ def alert_raise(
     return alert, True
 
 
+def _may_act_or_refused(*, alert: Alert, by) -> None:
+    if not alert_may_act(user=by, alert=alert):
+        roles = alert_roles_words(alert=alert)
+        raise Refused([f"This alert is for the {roles} role at {alert.site}: not yours to act on."])
+
+
 def alert_acknowledge(*, alert: Alert, by, note: str = "") -> bool:
     """Mark an alert as seen by `by`, with what was done about it; returns False if someone
-    already had."""
+    already had. Refused to whoever the alert is not for (`alert_may_act`), at every entry."""
+    _may_act_or_refused(alert=alert, by=by)
     return bool(
         Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(
             acknowledged_by=by, acknowledged_at=timezone.now(), acknowledged_note=note.strip()
@@ -177,8 +185,9 @@ SNOOZE_CHOICES = {
 }
 
 
-def alert_snooze(*, alert: Alert, until: dt.datetime) -> bool:
+def alert_snooze(*, alert: Alert, by, until: dt.datetime) -> bool:
     """Take an open alert off the worklist until `until`; it stays open (and counted)."""
+    _may_act_or_refused(alert=alert, by=by)
     return bool(
         Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(snoozed_until=until)
     )

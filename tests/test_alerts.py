@@ -7,11 +7,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from common.errors import Refused
 from pathway.scans import alerts_scan_overdue
 from pathway.services import course_create
 from pathway.states import CourseState
 from reporting.dashboard import site_dashboard
-from scheduling.alerts import alert_acknowledge, alert_raise
+from scheduling.alerts import alert_acknowledge, alert_raise, alert_snooze
 from scheduling.models import Alert, AlertKind, Notification, NotificationTemplate, Visit
 from tests.factories import PatientFactory
 
@@ -111,8 +112,12 @@ def test_acknowledging_an_alert_records_who_and_when(in_follow_up, coordinator, 
     ):
         alerts_scan_overdue()
     alert = Alert.objects.get()
+    with pytest.raises(Refused, match=r"for the coordinator role at .*: not yours to act on"):
+        alert_acknowledge(alert=alert, by=clinician)
+    with pytest.raises(Refused):
+        alert_snooze(alert=alert, by=clinician, until=timezone.now() + dt.timedelta(hours=4))
     assert alert_acknowledge(alert=alert, by=coordinator) is True
-    assert alert_acknowledge(alert=alert, by=clinician) is False
+    assert alert_acknowledge(alert=alert, by=coordinator) is False
     alert.refresh_from_db()
     assert alert.acknowledged_by == coordinator and alert.acknowledged_at
 

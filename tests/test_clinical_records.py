@@ -447,6 +447,7 @@ def test_no_gold_stage_and_gold_4_are_never_said_together():
         ("cold_chain_min_c", "9", "The lowest transit temperature must be below the highest."),
         ("fev1_pct_min", "75", "The lowest FEV1 % must be below the highest."),
         ("harvest_notice_hours", "5000", "A notice must be between"),
+        ("infusion_notice_hours", "5000", "A notice must be between"),
     ],
 )
 def test_a_protocols_limits_are_possible_and_in_order(field, typed, says):

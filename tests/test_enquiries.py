@@ -2,6 +2,7 @@
 coordinator's reply, close and conversion, the unanswered alert and the purge."""
 
 import time
+from decimal import Decimal
 
 import pytest
 from django.core import signing
@@ -643,3 +644,15 @@ def test_the_purge_deletes_closed_unconverted_enquiries_past_retention_and_keeps
         (c.week, c.kind, c.step): c.count for c in EnquiryCount.objects.filter(site=sites["london"])
     }
     assert kept == {(week, "application", "answered"): 1, (week, "question", "enquired"): 1}
+
+
+def test_the_fev1_an_enquirer_gives_has_the_measures_possible_range():
+    """One range for FEV1 % predicted (patients/measures.py), on the public page as on the
+    clinic's forms."""
+    from enquiries.forms import EnquiryForm
+    from patients.measures import measure
+
+    field = EnquiryForm.base_fields["fev1_pct_predicted"]
+    low, high = measure("fev1_pct_predicted").possible
+    assert (field.min_value, field.max_value) == (Decimal(low), Decimal(high))
+    assert field.clean("") is None and field.clean("175") == Decimal("175")

@@ -334,7 +334,7 @@ def test_the_sixth_wrong_second_person_password_locks_them_out_like_a_failed_log
     with time_machine.travel(pathway.at(33.1), tick=False):
         now = timezone.localtime(timezone.now(), course.site.time_zone)
         data |= {
-            "performed_at_0": now.date().isoformat(),
+            "performed_at_0": (now - dt.timedelta(minutes=5)).date().isoformat(),
             "performed_at_1": (now - dt.timedelta(minutes=5)).strftime("%H:%M"),
             "weighed_on": now.date().isoformat(),
         }
@@ -369,7 +369,7 @@ def test_a_wrong_second_person_password_is_never_stored(client, course, pathway)
     with time_machine.travel(pathway.at(33.1), tick=False):
         now = timezone.localtime(timezone.now(), course.site.time_zone)
         data = {
-            "performed_at_0": now.date().isoformat(),
+            "performed_at_0": (now - dt.timedelta(minutes=5)).date().isoformat(),
             "performed_at_1": (now - dt.timedelta(minutes=5)).strftime("%H:%M"),
             "bedside_coi_id": course.coi_id,
             "cells_administered": "140000000",

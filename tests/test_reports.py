@@ -650,7 +650,7 @@ def test_a_kept_week_keeps_the_zone_it_was_worked_out_in(cohort):
         site.time_zone = ZoneInfo("Asia/Tokyo")
         site.save()
         text = report_text(weekly_report(week=WEEK, site=site))
-    assert "Week 2026-W11 (9 Mar 2026 – 15 Mar 2026), times in Europe/London" in text
+    assert "Week 2026-W11 (Mon 9 Mar 2026 – Sun 15 Mar 2026), times in Europe/London" in text
 
 
 @pytest.mark.parametrize(

@@ -129,7 +129,7 @@ def test_receipt_at_the_lab_refuses_an_impossible_temperature_and_asks_again_for
     url = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "receive_at_lab"])
     now = timezone.localtime(timezone.now(), course.site.time_zone)
     typed = {
-        "received_at_0": now.date().isoformat(),
+        "received_at_0": (now - dt.timedelta(minutes=5)).date().isoformat(),
         "received_at_1": (now - dt.timedelta(minutes=5)).strftime("%H:%M"),
         "scanned_coi_id": course.coi_id,
         "temperature_c": "450",
