@@ -403,3 +403,15 @@ LOGGING = {
         "twilio.http_client": {"level": "WARNING"},
     },
 }
+if DEBUG:
+    # In development the console backends stand in for the patient's phone and mailbox: what
+    # they "send" prints whole, links and all, so a newcomer can open the patient's side from
+    # the worker's output. Without DEBUG it goes through the root's masking, as every log does.
+    LOGGING["handlers"]["sent_in_development"] = {"class": "logging.StreamHandler"}
+    LOGGING["loggers"]["delivery.console"] = {
+        "handlers": ["sent_in_development"],
+        "propagate": False,
+    }
+    # Django's console email backend writes to standard output, which a worker would otherwise
+    # hand to the (masking) logger.
+    CELERY_WORKER_REDIRECT_STDOUTS = False

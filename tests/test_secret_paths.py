@@ -3,6 +3,7 @@
 import logging
 import os
 import secrets
+import subprocess
 import sys
 import uuid
 from urllib.parse import urlsplit, urlunsplit
@@ -129,3 +130,36 @@ def test_every_link_with_a_secret_in_its_path_is_masked():
     secret_routes = [route for route in routes if "token>" in route]
     assert len(secret_routes) == 3
     assert {route.split("/")[0] for route in secret_routes} <= set(SECRET_PATH_PREFIXES)
+
+
+CONSOLE_SEND = """
+import django
+django.setup()
+from django.conf import settings
+from delivery.channels import OutgoingMessage
+from delivery.channels.sms import ConsoleSmsBackend
+ConsoleSmsBackend().send(OutgoingMessage("+447700900123", "Go: https://x.test/v/{token}/", "k"))
+print("redirected:", getattr(settings, "CELERY_WORKER_REDIRECT_STDOUTS", True))
+"""
+
+
+@pytest.mark.parametrize(("debug", "whole"), [("1", True), ("0", False)])
+def test_the_console_backends_print_links_whole_only_in_development(debug, whole):
+    """`make run` (DEBUG on) prints what the console backends send with its links whole, so a
+    newcomer opens the patient's side from the worker's output; anywhere else that output is a
+    log and masked. The phone number is masked in both."""
+    token = secrets.token_urlsafe(16)
+    ran = subprocess.run(
+        [sys.executable, "-c", CONSOLE_SEND.format(token=token)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": debug},
+        check=True,
+    )
+    written = ran.stdout + ran.stderr
+    assert (f"/v/{token}/" in written) is whole and ("/v/…/" in written) is not whole
+    assert "+447700900123" not in written and "+44…123" in written
+    # Django's console email writes to standard output, which a worker hands to the logger
+    # unless told not to.
+    assert f"redirected: {not whole}" in written

@@ -8,6 +8,9 @@ from delivery.channels import DeliveryChannel, DeliveryError, OutgoingMessage
 from delivery.pacing import sender_pace
 
 logger = logging.getLogger(__name__)
+# What the console backends "send": in development it stands in for the patient's phone, so its
+# links print whole there (config/settings.py); elsewhere it is masked like every log.
+console_logger = logging.getLogger("delivery.console")
 
 
 # Twilio's errors about the recipient's number itself: no retry can make them succeed.
@@ -22,7 +25,7 @@ class ConsoleSmsBackend:
     def send(self, message: OutgoingMessage) -> str:
         # The number is masked: a log is no place for a patient's phone.
         masked = message.to[:3] + "…" + message.to[-3:]
-        logger.info("SMS to %s: %s", masked, message.text)
+        console_logger.info("SMS to %s: %s", masked, message.text)
         return f"console-{uuid.uuid4().hex[:12]}"
 
 

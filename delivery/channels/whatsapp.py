@@ -9,7 +9,7 @@ import uuid
 from django.conf import settings
 
 from delivery.channels import DeliveryChannel, DeliveryError, OutgoingMessage
-from delivery.channels.sms import NullSmsBackend, TwilioSmsBackend
+from delivery.channels.sms import NullSmsBackend, TwilioSmsBackend, console_logger
 from delivery.whatsapp import whatsapp_address
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class ConsoleWhatsAppBackend:
     def send(self, message: OutgoingMessage) -> str:
         masked = message.to[:12] + "…" + message.to[-3:]  # a log is no place for a number
         what = message.text or f"template {message.content_sid} {message.content_variables}"
-        logger.info("WhatsApp to %s: %s", masked, what)
+        console_logger.info("WhatsApp to %s: %s", masked, what)
         return f"console-{uuid.uuid4().hex[:12]}"
 
 
