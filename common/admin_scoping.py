@@ -2,6 +2,7 @@
 choices offered in forms show only the user's sites."""
 
 from django.conf import settings
+from django.contrib import admin
 from django.contrib.admin.widgets import AutocompleteSelect, AutocompleteSelectMultiple
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
@@ -189,12 +190,31 @@ class ZonedTimesAdmin:
         )
 
 
+class OwnSitesFilter(admin.RelatedFieldListFilter):
+    """A list's "By site" offers the user's sites only: another site's name is not theirs to
+    read either."""
+
+    def field_choices(self, field, request, model_admin):
+        sites = scope(field.related_model.objects.all(), request.user).order_by("name")
+        return [(site.pk, str(site)) for site in sites]
+
+
+def _is_a_site_filter(spec) -> bool:
+    return isinstance(spec, str) and spec.split("__")[-1] == "site"
+
+
 class SiteScopedAdmin(ZonedTimesAdmin, ScopedChoices):
     """Mix into a ModelAdmin whose model is in SITE_PATHS: its pages show the user's sites
     only, and every time in the site's zone, named."""
 
     def get_queryset(self, request):
         return scope(super().get_queryset(request), request.user)
+
+    def get_list_filter(self, request):
+        return [
+            (spec, OwnSitesFilter) if _is_a_site_filter(spec) else spec
+            for spec in super().get_list_filter(request)
+        ]
 
     def get_object(self, request, object_id, from_field=None):
         """Another site's object is not found: 404, whatever the URL guessed."""

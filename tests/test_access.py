@@ -194,3 +194,23 @@ def test_a_filtered_list_exports_as_csv_within_the_users_sites(client, pathway):
     rows = list(csv.reader(io.StringIO(response.content.decode())))
     assert rows[0][0] == "MRN"
     assert [r[0] for r in rows[1:]] == [own[Patient].mrn]
+
+
+@pytest.mark.parametrize(
+    "changelist",
+    [
+        "admin:patients_patient_changelist",
+        "admin:pathway_treatmentcourse_changelist",
+        "admin:scheduling_visit_changelist",
+        "admin:scheduling_alert_changelist",
+        "admin:enquiries_enquiry_changelist",
+    ],
+)
+def test_a_lists_by_site_filter_offers_only_the_users_sites(client, changelist):
+    ours = [SiteFactory(name="Harbour Chest Clinic"), SiteFactory(name="Hill Chest Clinic")]
+    SiteFactory(name="Elsewhere Lung Centre")
+    user = UserFactory(role="coordinator", sites=ours)
+    client.force_login(user)
+    page = client.get(reverse(changelist)).content.decode()
+    assert "Harbour Chest Clinic" in page and "Hill Chest Clinic" in page
+    assert "Elsewhere Lung Centre" not in page
