@@ -74,6 +74,8 @@ from pathway.services import (
     course_create,
     course_next_infusion,
     course_open_refusal,
+    protocol_follow_ups_copy,
+    protocol_therapy_defaults,
     site_default_protocol,
 )
 from pathway.states import CourseState, Therapy
@@ -100,9 +102,34 @@ class ProtocolQcTestInline(admin.TabularInline):
     extra = 0
 
 
+class ProtocolAdminForm(forms.ModelForm):
+    """A protocol added here takes its therapy's numbers where they were left as first shown
+    (the model's, which are P63+'s), as `protocol_create` gives them."""
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance._state.adding and cleaned.get("therapy"):
+            cleaned.update(
+                protocol_therapy_defaults(therapy=cleaned["therapy"], given=self.changed_data)
+            )
+        return cleaned
+
+
 @admin.register(Protocol)
 class ProtocolAdmin(admin.ModelAdmin):
+    form = ProtocolAdminForm
     actions = ["recompute_follow_ups"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Its courses follow its therapy's steps. A page opened before its first course still
+        # sends the therapy: then the model's refusal (`Protocol.clean`) is shown by the field.
+        fixed = obj is not None and "therapy" not in request.POST and obj.therapy_is_fixed()
+        return (*super().get_readonly_fields(request, obj), *(("therapy",) if fixed else ()))
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        if not change:  # after the inlines: follow-ups typed in are the protocol's own
+            protocol_follow_ups_copy(protocol=form.instance)
 
     @admin.action(
         description="Move open follow-ups and reminders to the amended schedule",
@@ -155,12 +182,14 @@ class ProtocolAdmin(admin.ModelAdmin):
         (
             "Dose",
             {
+                "description": "A new protocol takes its therapy's dose (SPEC's) wherever it "
+                "is left as first shown.",
                 "fields": (
                     "dose_min_million_per_kg",
                     "dose_max_million_per_kg",
                     "dose_target_million_per_kg",
                     "dosing_weight_max_age_days",
-                )
+                ),
             },
         ),
         (
@@ -171,6 +200,7 @@ class ProtocolAdmin(admin.ModelAdmin):
                     "dose_interval_days",
                     "follow_up_anchor",
                     "thaw_to_infusion_max_minutes",
+                    "vitals_after_minutes",
                 ),
             },
         ),
@@ -405,12 +435,15 @@ PRODUCT_CUSTODY_HELP = {
 UNIT_CUSTODY_STEPS = {
     "units_shipped": CustodyKind.SHIPPED_TO_SITE,
     "units_received": CustodyKind.RECEIVED_AT_SITE,
+    "units_thawed": CustodyKind.THAWED,
 }
 UNIT_CUSTODY_HELP = {
     CustodyKind.SHIPPED_TO_SITE: "The dose's units leave the stock for the site: scan each "
     "unit's label as it goes.",
     CustodyKind.RECEIVED_AT_SITE: "The dose's units arrive at the site: scan each unit's label "
     "on receipt.",
+    CustodyKind.THAWED: "The dose's units are thawed for the infusion: scan each unit's label. "
+    "A unit thawed and not given is discarded, never put back in stock.",
 }
 
 
@@ -1235,11 +1268,18 @@ class TransitionLogAdmin(ReadOnlyAdmin, SiteScopedAdmin, admin.ModelAdmin):
         )
         return [verify, *super().get_urls()]
 
+    @staticmethod
+    def _may_verify(user) -> bool:
+        return user.is_superuser or user.groups.filter(name=AUDITOR_GROUP).exists()
+
+    def changelist_view(self, request, extra_context=None):
+        extra = (extra_context or {}) | {"may_verify": self._may_verify(request.user)}
+        return super().changelist_view(request, extra)
+
     def verify_view(self, request):
         """What `manage.py audit_verify` does, for an auditor in the admin. Auditors only: it
         reads every site's rows, and at a national programme's size takes seconds."""
-        user = request.user
-        if not (user.is_superuser or user.groups.filter(name=AUDITOR_GROUP).exists()):
+        if not self._may_verify(request.user):
             raise PermissionDenied("Only auditors verify the audit trail.")
         context = self.admin_site.each_context(request) | {
             "title": "Verify the audit trail",

@@ -730,3 +730,18 @@ def infusion_refusals(
             f"{_pct(protocol.dose_max_million_per_kg)} × 10⁶/kg."
         )
     return {field: found for field, found in refusals.items() if found}
+
+
+def vitals_after_refusals(
+    *, protocol: Protocol, started_at: dt.datetime, now: dt.datetime, zone
+) -> list[str]:
+    """Why the infusion, with its vital signs "an hour after", cannot be recorded at `now`;
+    empty if it can: the protocol's minutes after the start (60 by default) have not passed,
+    so the reading after cannot have been taken yet."""
+    due = started_at + dt.timedelta(minutes=protocol.vitals_after_minutes)
+    if now >= due:
+        return []
+    return [
+        f"The vital signs after are taken {protocol.vitals_after_minutes} minutes after the "
+        f"infusion started: record the infusion from {local_words(due, zone)}."
+    ]

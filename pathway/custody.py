@@ -124,7 +124,7 @@ def may_record_product_step(*, user, kind: str) -> bool:
     coordinators and clinicians) receive it."""
     if kind == CustodyKind.SHIPPED_TO_SITE:
         return user.has_perm("pathway.change_batch") or user.has_perm("scheduling.change_visit")
-    if kind == CustodyKind.RECEIVED_AT_SITE:
+    if kind in (CustodyKind.RECEIVED_AT_SITE, CustodyKind.THAWED):
         return user.has_perm("pathway.record_transplant_course") or user.has_perm(
             "scheduling.change_visit"
         )
@@ -163,16 +163,18 @@ def product_custody_refusals(*, course, kind: str, by) -> list[str]:
 
 
 # A unit's journey to the bedside: each step takes the units of a dose from one status to
-# the next, their labels scanned.
+# the next, their labels scanned. The thaw is recorded here when it comes before the
+# bedside record (else with the infusion): a unit thawed is never back in stock.
 UNIT_STEPS = {
     CustodyKind.SHIPPED_TO_SITE: (UnitStatus.ALLOCATED, UnitStatus.SHIPPED),
     CustodyKind.RECEIVED_AT_SITE: (UnitStatus.SHIPPED, UnitStatus.RECEIVED),
+    CustodyKind.THAWED: (UnitStatus.RECEIVED, UnitStatus.THAWED),
 }
 
 
 def units_on_their_way(*, course: TreatmentCourse, kind: CustodyKind) -> list[ProductUnit]:
-    """The course's units this step moves on: those allocated (to ship), or shipped (to
-    receive), of its next dose."""
+    """The course's units this step moves on: those allocated (to ship), shipped (to
+    receive) or received (to thaw), of its next dose."""
     before, _after = UNIT_STEPS[kind]
     units = list(
         course.units.filter(status=before).select_related("lot", "infusion").order_by("unit_id")
@@ -192,7 +194,7 @@ def units_custody_errors(
     if impossible:
         errors["temperature_c"] = impossible
     if kind not in UNIT_STEPS:
-        errors["kind"] = "Units are shipped to the site and received there by hand."
+        errors["kind"] = "Units are shipped to the site, received and thawed there by hand."
         return errors
     expected = {
         unit_id_normalise(unit.unit_id) for unit in units_on_their_way(course=course, kind=kind)
@@ -230,8 +232,8 @@ def units_custody_record(
     note: str = "",
     values_checked: bool = False,
 ) -> list[CustodyEvent]:
-    """A dose's units leave the stock for the site, or arrive there: every label scanned, one
-    event per unit in the course's chain of custody."""
+    """A dose's units leave the stock for the site, arrive there, or are thawed there: every
+    label scanned, one event per unit in the course's chain of custody."""
     if not by.has_perm("pathway.add_custodyevent"):
         raise PermissionDenied("You do not have permission to record custody events.")
     errors = units_custody_errors(

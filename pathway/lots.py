@@ -310,14 +310,19 @@ def units_of_dose(infusion: Infusion) -> list[ProductUnit]:
 
 def units_give_back(*, course: TreatmentCourse, by: AbstractBaseUser, reason: str) -> int:
     """A withdrawn course's units not given: back to stock where never thawed and still in
-    date, else discarded; each in the chain of custody. Returns how many."""
+    date (and their lot released), else discarded; each in the chain of custody. Returns how
+    many."""
     now = timezone.now()
     today = timezone.localdate(now, course.site.time_zone)
     units = list(
         ProductUnit.objects.filter(course=course, status__in=UNIT_HELD).select_related("lot")
     )
     for unit in units:
-        back = unit.lot.expires_on > today and unit.lot.status == LotStatus.RELEASED
+        back = (
+            unit.status != UnitStatus.THAWED
+            and unit.lot.expires_on > today
+            and unit.lot.status == LotStatus.RELEASED
+        )
         custody_append(
             course=course,
             unit=unit,
@@ -325,7 +330,9 @@ def units_give_back(*, course: TreatmentCourse, by: AbstractBaseUser, reason: st
             by=by,
             at=now,
             location=course.site.name,
-            note=f"Unit {unit.unit_id}: {'back to stock' if back else 'discarded'}, {reason}",
+            note=f"Unit {unit.unit_id}: {'back to stock' if back else 'discarded'}"
+            + (" (thawed, not given)" if unit.status == UnitStatus.THAWED else "")
+            + f", {reason}",
         )
         if back:
             unit.status, unit.course, unit.infusion, unit.allocated_at = (

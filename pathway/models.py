@@ -82,6 +82,7 @@ class Protocol(MeasuredModel):
         "harvest_notice_hours": "notice_hours",
         "transplant_notice_hours": "notice_hours",
         "consultation_notice_hours": "notice_hours",
+        "infusion_notice_hours": "notice_hours",
         "min_positive_marker_pct": "percent",
         "max_negative_marker_pct": "percent",
         "max_endotoxin_eu_ml": "endotoxin_eu_ml",
@@ -257,6 +258,12 @@ class Protocol(MeasuredModel):
         default=120,
         help_text="Longer only with a reason, logged as a protocol deviation.",
     )
+    vitals_after_minutes = models.PositiveSmallIntegerField(
+        "minutes from the start to the vital signs after",
+        default=60,
+        help_text="An infusion is recorded, with its vital signs after, no sooner than this "
+        "after it started.",
+    )
     consultation_notice_hours = models.PositiveSmallIntegerField(
         "notice a consultation needs (hours)",
         default=24,
@@ -392,8 +399,20 @@ class Protocol(MeasuredModel):
                 f"No eligibility rule is called {', '.join(unknown)}: one of "
                 f"{', '.join(ELIGIBILITY_RULES)}."
             ]
+        if self.therapy_is_fixed():
+            stored = Protocol.objects.filter(pk=self.pk).values_list("therapy", flat=True).get()
+            if stored != self.therapy:
+                errors["therapy"] = [
+                    f"Courses follow this protocol's {pathway_of(stored).short_name} steps: "
+                    "its therapy cannot change. Add a protocol for the other therapy."
+                ]
         if errors:
             raise ValidationError(errors)
+
+    def therapy_is_fixed(self) -> bool:
+        """Whether the therapy can no longer change: courses follow it (a course in a state
+        of one therapy cannot take the other's steps)."""
+        return self.pk is not None and self.courses.exists()
 
     @property
     def pathway(self) -> TherapyPathway:
@@ -1437,12 +1456,13 @@ class UnitStatus(models.TextChoices):
     ALLOCATED = "allocated", "Allocated"
     SHIPPED = "shipped", "Shipped to the site"
     RECEIVED = "received", "Received at the site"
+    THAWED = "thawed", "Thawed at the site"
     INFUSED = "infused", "Infused"
     DISCARDED = "discarded", "Discarded"
 
 
 # A unit in one of these is tied to a patient and not yet given.
-UNIT_HELD = (UnitStatus.ALLOCATED, UnitStatus.SHIPPED, UnitStatus.RECEIVED)
+UNIT_HELD = (UnitStatus.ALLOCATED, UnitStatus.SHIPPED, UnitStatus.RECEIVED, UnitStatus.THAWED)
 
 
 class ProductUnit(models.Model):

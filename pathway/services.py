@@ -8,7 +8,7 @@ The admin, management commands and tasks all come through here.
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 
@@ -165,35 +165,59 @@ def course_open_refusal(*, patient) -> str:
     return ""
 
 
+def protocol_therapy_defaults(*, therapy: str, given: Collection[str] = ()) -> dict:
+    """A new protocol's numbers where its therapy's differ from the model's defaults (SPEC's,
+    `TherapyPathway.protocol_defaults`), but for the fields in `given`. Every way a protocol
+    is added takes them from here: `protocol_create`, and the admin's add form (its fields
+    left as first shown)."""
+    return {
+        field: value
+        for field, value in pathway_of(therapy).protocol_defaults.items()
+        if field not in given
+    }
+
+
+def protocol_follow_ups_copy(*, protocol: Protocol) -> None:
+    """A new protocol's follow-ups and questionnaires, where it has none of its own: the
+    default protocol's, each follow-up in its therapy's words for patients. Every way a
+    protocol is added calls it once it is saved."""
+    default = Protocol.objects.filter(is_default=True).exclude(pk=protocol.pk).first()
+    if default is None:
+        return
+    if not protocol.visits.exists():
+        words = protocol.pathway.follow_up_words
+        for visit in default.visits.all():
+            visit.pk, visit.protocol = None, protocol
+            if not visit.includes_ct:
+                visit.patient_description = words
+            visit.save()
+    if not protocol.instruments.exists():
+        ProtocolInstrument.objects.bulk_create(
+            ProtocolInstrument(
+                protocol=protocol,
+                instrument_id=asked.instrument_id,
+                every_days=asked.every_days,
+                until_weeks=asked.until_weeks,
+                open_days=asked.open_days,
+                remind_after_days=asked.remind_after_days,
+            )
+            for asked in default.instruments.all()
+        )
+
+
 def protocol_create(*, name: str, therapy: str, **changes) -> Protocol:
-    """A new protocol of `therapy` with SPEC's defaults for it (`TherapyPathway.
-    protocol_defaults`, then `changes`), and the default protocol's follow-ups and
-    questionnaires, each follow-up in the therapy's words for patients."""
-    therapy_pathway = pathway_of(therapy)
+    """A new protocol of `therapy` with SPEC's defaults for it (`protocol_therapy_defaults`,
+    then `changes`), and the default protocol's follow-ups and questionnaires
+    (`protocol_follow_ups_copy`)."""
     with transaction.atomic():
-        protocol = Protocol(name=name, therapy=therapy, **therapy_pathway.protocol_defaults)
+        protocol = Protocol(
+            name=name, therapy=therapy, **protocol_therapy_defaults(therapy=therapy, given=changes)
+        )
         for field, value in changes.items():
             setattr(protocol, field, value)
         protocol.full_clean()
         protocol.save()
-        default = Protocol.objects.filter(is_default=True).exclude(pk=protocol.pk).first()
-        if default is not None:
-            for visit in default.visits.all():
-                visit.pk, visit.protocol = None, protocol
-                if not visit.includes_ct:
-                    visit.patient_description = therapy_pathway.follow_up_words
-                visit.save()
-            ProtocolInstrument.objects.bulk_create(
-                ProtocolInstrument(
-                    protocol=protocol,
-                    instrument_id=asked.instrument_id,
-                    every_days=asked.every_days,
-                    until_weeks=asked.until_weeks,
-                    open_days=asked.open_days,
-                    remind_after_days=asked.remind_after_days,
-                )
-                for asked in default.instruments.all()
-            )
+        protocol_follow_ups_copy(protocol=protocol)
     return protocol
 
 
@@ -1134,11 +1158,12 @@ def course_record_infusion(
 ) -> TransitionLog:
     """Record a dose given, after the bedside checks: every unit's label and the patient's
     chain-of-identity id scanned and matching the allocation (a mismatch blocks and alerts),
-    the units received at the site and their lot released and in date, infused within the
-    protocol's minutes of thaw (or a reason, a deviation), a dose per kg in range and never
-    more cells than the units held, vital signs before, during and an hour after, and a
-    second person. An infusion reaction is recorded as an adverse event (grade 3 or worse,
-    or serious, alerts at once). With doses left the course waits for the next booking; the
+    the units received at the site (or thawed there, at the time given) and their lot
+    released and in date, infused within the protocol's minutes of thaw (or a reason, a
+    deviation), a dose per kg in range and never more cells than the units held, vital signs
+    before, during and an hour after (recorded no sooner than that), and a second person.
+    An infusion reaction is recorded as an adverse event (grade 3 or worse, or serious,
+    alerts at once). With doses left the course waits for the next booking; the
     last opens the follow-up. Every refusal is given at once, by its field."""
     _authorise(course, "record_infusion", by)
     zone, protocol = course.site.time_zone, course.protocol
@@ -1155,6 +1180,23 @@ def course_record_infusion(
         by_field[field] += found
     if started_at > timezone.now():
         by_field["started_at"].append("The infusion's start cannot be in the future.")
+    else:
+        by_field["started_at"] += conditions.vitals_after_refusals(
+            protocol=protocol, started_at=started_at, now=timezone.now(), zone=zone
+        )
+    thawed_before = [unit for unit in units if unit.status == UnitStatus.THAWED]
+    recorded_thaw = (
+        CustodyEvent.objects.filter(unit__in=thawed_before, kind=CustodyKind.THAWED)
+        .order_by("at")
+        .values_list("at", flat=True)
+        .first()
+        if thawed_before
+        else None
+    )
+    if recorded_thaw and abs(thawed_at - recorded_thaw) >= dt.timedelta(minutes=1):
+        by_field["thawed_at"].append(
+            f"The units' thaw is recorded at {local_words(recorded_thaw, zone)}: give that time."
+        )
     infused_on = timezone.localdate(started_at, zone)
     by_field["weighed_on"] += conditions.dosing_weight_refusals(
         protocol=protocol,
@@ -1201,7 +1243,8 @@ def course_record_infusion(
                 f"Lot {lot.lot_number} expired on {date_words(lot.expires_on)}: its units "
                 "may not be given."
             )
-    not_here = [unit.unit_id for unit in units if unit.status != UnitStatus.RECEIVED]
+    at_site = (UnitStatus.RECEIVED, UnitStatus.THAWED)
+    not_here = [unit.unit_id for unit in units if unit.status not in at_site]
     if not_here:
         general.append(
             f"The chain of custody does not show {', '.join(not_here)} received at "
@@ -1289,8 +1332,9 @@ def course_record_infusion(
             status=UnitStatus.INFUSED
         )
         for unit in units:
+            thaw = () if unit in thawed_before else ((CustodyKind.THAWED, thawed_at, "thawed"),)
             for kind, at, words in (
-                (CustodyKind.THAWED, thawed_at, "thawed"),
+                *thaw,
                 (
                     CustodyKind.ADMINISTERED,
                     started_at,

@@ -611,3 +611,51 @@ def test_a_lower_fev1_on_a_saved_test_asks_again_about_the_ratio(client, course,
     assert "unusually low" in asked.content.decode()
     test.refresh_from_db()
     assert test.fev1_l == Decimal("1.82")
+
+
+def test_an_msc_protocol_added_in_the_admin_takes_its_therapys_dose_and_follow_ups(
+    admin_client,
+):
+    from pathway.models import Protocol
+
+    url = reverse("admin:pathway_protocol_add")
+    data = change_form_data(admin_client.get(url)) | {
+        "name": "MSC in the admin",
+        "therapy": "msc",
+        "dose_target_million_per_kg": "1.50",  # typed: kept
+    }
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    added = Protocol.objects.get(name="MSC in the admin")
+    by_service = services.protocol_create(
+        name="MSC by the service", therapy="msc", dose_target_million_per_kg=Decimal("1.50")
+    )
+    for field in ("dose_min_million_per_kg", "dose_max_million_per_kg"):
+        assert getattr(added, field) == getattr(by_service, field), field
+    assert added.dose_target_million_per_kg == Decimal("1.50")
+    assert added.dose_min_million_per_kg == Decimal("0.50")
+
+    def schedule(protocol):
+        return list(
+            protocol.visits.values_list("name", "weeks_after_transplant", "patient_description")
+        )
+
+    assert schedule(added) == schedule(by_service) and schedule(added)
+    assert added.instruments.count() == by_service.instruments.count()
+
+
+def test_a_protocols_therapy_is_read_only_once_courses_follow_it(admin_client, course):
+    from pathway.models import Protocol, TreatmentCourse
+
+    page = admin_client.get(reverse("admin:pathway_protocol_change", args=[course.protocol.pk]))
+    assert 'name="therapy"' not in page.content.decode()
+    # A course joins the protocol while its page is open: the change is refused by the field.
+    unused = services.protocol_create(name="Not yet used", therapy="msc")
+    url = reverse("admin:pathway_protocol_change", args=[unused.pk])
+    data = change_form_data(admin_client.get(url)) | {"therapy": "p63"}
+    TreatmentCourse.objects.filter(pk=course.pk).update(protocol=unused)
+    response = admin_client.post(url, data)
+    assert response.status_code == 200
+    [words] = response.context["adminform"].form.errors["therapy"]
+    assert "its therapy cannot change" in words
+    assert Protocol.objects.get(pk=unused.pk).therapy == "msc"

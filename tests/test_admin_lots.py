@@ -251,3 +251,74 @@ def test_an_msc_course_page_costs_the_same_queries_for_one_dose_or_four(client, 
             assert client.get(url).status_code == 200
         counts.append(len(queries))
     assert four.doses_given == 4 and counts[0] == counts[1], counts
+
+
+def test_units_thawed_in_the_admin_and_not_given_are_discarded_on_withdrawal(client, msc, msc_site):
+    from pathway.models import CustodyKind
+
+    lot = msc.lot(msc_site)
+    course = msc.advance(msc.course(msc_site), CourseState.INFUSION_SCHEDULED)
+    msc.deliver_units(course, 2)
+    [unit] = course.units.all()
+    zone = msc_site.time_zone
+    client.force_login(msc.clinician)
+    url = reverse("admin:pathway_treatmentcourse_custody", args=[course.pk, "units_thawed"])
+    with time_machine.travel(msc.at(2) - dt.timedelta(minutes=20), tick=False):
+        assert unit.unit_id in client.get(url).content.decode()  # waiting to be thawed
+        response = client.post(
+            url,
+            {"scanned_unit_ids": unit.unit_id, "location": "Day unit"}
+            | _split("at", timezone.now(), zone),
+        )
+        assert response.status_code == 302, response.context["transition_form"].errors
+    unit.refresh_from_db()
+    assert unit.status == UnitStatus.THAWED
+    free = lot.units.filter(status=UnitStatus.FREE).count()
+    client.force_login(msc.coordinator)
+    with time_machine.travel(msc.at(2), tick=False):
+        withdraw = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "withdraw"])
+        response = client.post(withdraw, {"reason": "A fever before the start"})
+        assert response.status_code == 302, response.context["transition_form"].errors
+    course.refresh_from_db()
+    unit.refresh_from_db()
+    assert course.state == CourseState.WITHDRAWN
+    assert unit.status == UnitStatus.DISCARDED
+    assert unit.custody_events.last().kind == CustodyKind.DISCARDED
+    assert lot.units.filter(status=UnitStatus.FREE).count() == free
+
+
+def test_an_infusion_recorded_before_the_hour_after_is_refused_by_its_start(client, msc, msc_site):
+    msc.lot(msc_site)
+    course = msc.advance(msc.course(msc_site), CourseState.INFUSION_SCHEDULED)
+    msc.deliver_units(course, 2)
+    [unit] = course.units.all()
+    msc_site.members.add(msc.clinician2)
+    client.force_login(msc.clinician)
+    url = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "record_infusion"])
+    zone = msc_site.time_zone
+    with time_machine.travel(msc.at(2) + dt.timedelta(minutes=25), tick=False):
+        start = msc.at(2)
+        response = client.post(
+            url,
+            {
+                "scanned_unit_ids": unit.unit_id,
+                "scanned_coi_id": course.coi_id,
+                **_split("thawed_at", start - dt.timedelta(minutes=30), zone),
+                **_split("started_at", start, zone),
+                "cells_given": "70000000",
+                "weight_kg": "70",
+                "weighed_on": timezone.localdate(start, zone).isoformat(),
+                **{
+                    f"{m}_{n}": str(v)
+                    for m in ("before", "during", "after")
+                    for n, v in VITALS.items()
+                },
+                "second_person": msc.clinician2.pk,
+                "second_person_password": PASSWORD,
+            },
+        )
+    assert response.status_code == 200
+    [words] = response.context["transition_form"].errors["started_at"]
+    assert words.startswith("The vital signs after are taken 60 minutes after")
+    course.refresh_from_db()
+    assert course.state == CourseState.INFUSION_SCHEDULED

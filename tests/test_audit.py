@@ -175,12 +175,16 @@ def test_an_auditor_verifies_the_trail_in_the_admin(client, followed):
     from tests.factories import UserFactory
 
     client.force_login(UserFactory(username="auditor3", role="auditor"))
+    listed = client.get(reverse("admin:pathway_transitionlog_changelist")).content.decode()
+    assert reverse("admin:pathway_audit_verify") in listed  # the auditor's way there
     page = client.get(reverse("admin:pathway_audit_verify"))
     assert page.status_code == 200
     assert "pathway_transitionlog" in page.content.decode() and "intact" in page.content.decode()
     for other in (UserFactory(username="nobody"), UserFactory(username="c2", role="coordinator")):
         client.force_login(other)
         assert client.get(reverse("admin:pathway_audit_verify")).status_code == 403
+        listed = client.get(reverse("admin:pathway_transitionlog_changelist")).content.decode()
+        assert reverse("admin:pathway_audit_verify") not in listed
 
 
 @pytest.mark.postgres

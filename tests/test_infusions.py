@@ -450,3 +450,104 @@ def test_follow_ups_count_from_the_first_dose_by_default(msc, msc_site):
     four_weeks = Visit.objects.get(course=course, protocol_visit__weeks_after_transplant=4)
     first = timezone.localdate(course.first_infused_at, msc_site.time_zone)
     assert four_weeks.window_opens_on == first + dt.timedelta(weeks=4, days=-7)
+
+
+# A unit thawed and not given, and the reading an hour after.
+
+
+def _thaw(msc, course, at):
+    from pathway.custody import units_custody_record, units_on_their_way
+
+    with time_machine.travel(at, tick=False):
+        return units_custody_record(
+            course=course,
+            kind=CustodyKind.THAWED,
+            by=msc.clinician,
+            scanned_unit_ids=[
+                u.unit_id for u in units_on_their_way(course=course, kind=CustodyKind.THAWED)
+            ],
+            at=timezone.now(),
+            location=course.site.name,
+        )
+
+
+def test_a_unit_thawed_and_not_given_is_discarded_when_the_course_is_withdrawn(
+    msc, msc_course, stocked
+):
+    _site, lot = stocked
+    msc.advance(msc_course, S.INFUSION_SCHEDULED)
+    msc.deliver_units(msc_course, 2)
+    [event] = _thaw(msc, msc_course, msc.at(2) - dt.timedelta(minutes=20))
+    [unit] = ProductUnit.objects.filter(course=msc_course)
+    assert unit.status == UnitStatus.THAWED and event.unit == unit
+    free = lot.units.filter(status=UnitStatus.FREE).count()
+    with time_machine.travel(msc.at(2), tick=False):
+        services.course_withdraw(course=msc_course, by=msc.coordinator, reason="Fever at the unit")
+    unit.refresh_from_db()
+    assert unit.status == UnitStatus.DISCARDED and unit.course == msc_course
+    last = unit.custody_events.last()
+    assert last.kind == CustodyKind.DISCARDED and "thawed, not given" in last.note
+    assert lot.units.filter(status=UnitStatus.FREE).count() == free
+
+
+def test_units_thawed_before_the_bedside_are_given_at_their_recorded_thaw(msc, msc_course):
+    msc.advance(msc_course, S.INFUSION_SCHEDULED)
+    msc.deliver_units(msc_course, 2)
+    thawed = msc.at(2) - dt.timedelta(minutes=20)
+    _thaw(msc, msc_course, thawed)
+    with time_machine.travel(msc.at(2) + dt.timedelta(hours=2), tick=False):
+        started = msc.at(2)
+        with pytest.raises(TransitionRefused) as refused:
+            msc.infuse(msc_course, started_at=started, thawed_at=thawed - dt.timedelta(minutes=30))
+        assert "The units' thaw is recorded at" in refused.value.by_field["thawed_at"][0]
+        msc.infuse(msc_course, started_at=started, thawed_at=thawed)
+    msc_course.refresh_from_db()
+    assert msc_course.state == S.FOLLOW_UP
+    [unit] = ProductUnit.objects.filter(course=msc_course)
+    assert unit.status == UnitStatus.INFUSED
+    assert unit.custody_events.filter(kind=CustodyKind.THAWED).count() == 1
+
+
+def test_the_vital_signs_after_are_an_hour_after_the_start(msc, msc_course):
+    msc.advance(msc_course, S.INFUSION_SCHEDULED)
+    msc.deliver_units(msc_course, 2)
+    with time_machine.travel(msc.at(2) + dt.timedelta(minutes=40), tick=False):
+        with pytest.raises(TransitionRefused) as refused:
+            msc.infuse(msc_course, started_at=msc.at(2))
+        [words] = refused.value.by_field["started_at"]
+        assert words.startswith("The vital signs after are taken 60 minutes after")
+    with time_machine.travel(msc.at(2) + dt.timedelta(minutes=60), tick=False):
+        msc.infuse(msc_course, started_at=msc.at(2))
+    msc_course.refresh_from_db()
+    assert msc_course.state == S.FOLLOW_UP
+
+
+# The protocol's therapy and defaults.
+
+
+def test_a_protocol_keeps_its_therapy_once_courses_follow_it(msc, msc_course):
+    from django.core.exceptions import ValidationError
+
+    protocol = msc_course.protocol
+    protocol.therapy = "p63"
+    with pytest.raises(ValidationError) as refused:
+        protocol.full_clean()
+    assert "its therapy cannot change" in refused.value.message_dict["therapy"][0]
+    unused = services.protocol_create(name="Not yet used", therapy="msc")
+    unused.therapy = "p63"
+    unused.full_clean()  # no course follows it yet
+
+
+def test_a_new_msc_protocol_takes_specs_dose_unless_given_its_own():
+    protocol = services.protocol_create(
+        name="MSC high", therapy="msc", dose_target_million_per_kg=Decimal("1.50")
+    )
+    assert (
+        protocol.dose_min_million_per_kg,
+        protocol.dose_max_million_per_kg,
+        protocol.dose_target_million_per_kg,
+    ) == (Decimal("0.50"), Decimal("2.00"), Decimal("1.50"))
+    assert protocol.visits.exists()
+    assert {v.patient_description for v in protocol.visits.filter(includes_ct=False)} == {
+        "breathing tests and a blood test"
+    }
