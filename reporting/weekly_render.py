@@ -73,8 +73,13 @@ def report_chart_png(report: WeeklyReport) -> bytes:
     from matplotlib.figure import Figure
 
     # A site or visit named in Chinese is drawn in a CJK font where one is installed (the
-    # Containerfile brings Noto CJK), not as boxes.
-    cjk = sorted({f.name for f in font_manager.fontManager.ttflist if "CJK SC" in f.name})[:1]
+    # Containerfile brings Noto CJK), not as boxes. Any CJK face draws the Chinese: matplotlib
+    # reads only the first face of a collection (Debian's Noto .ttc shows as "Noto Sans CJK
+    # JP"), so SC is preferred when it is seen at all, then sans, not mono.
+    cjk = sorted(
+        {f.name for f in font_manager.fontManager.ttflist if "CJK" in f.name},
+        key=lambda name: ("SC" not in name.split(), "Mono" in name, "Sans" not in name, name),
+    )[:1]
     with matplotlib.rc_context({"font.family": ["DejaVu Sans", *cjk]}):
         return _chart(report, Figure)
 

@@ -88,3 +88,18 @@ def test_the_demo_opens_a_patients_page_in_two_clicks(client, settings):
     patient_page = client.get(opened["Location"])
     assert patient_page.status_code == 200
     assert client.post("/admin/demo/patient-links/", {"visit": "x"}).status_code == 404
+    # The check-ins the worker's beat opens are there too, each opening its questions.
+    from pathway.checkins import checkins_tick
+
+    assert checkins_tick()["opened"]
+    page = client.get("/admin/demo/patient-links/").content.decode()
+    open_checkins = re.findall(r'name="invitation" value="(\d+)"', page)
+    assert open_checkins, "no open check-in on the demo's page"
+    opened = client.post("/admin/demo/patient-links/", {"invitation": open_checkins[0]})
+    assert opened.status_code == 302 and opened["Location"].startswith("/q/")
+    assert client.get(opened["Location"]).status_code == 200
+    assert client.post("/admin/demo/patient-links/", {"invitation": "x"}).status_code == 404
+    # The admin's index leads there in the demo, and not outside it.
+    assert "/admin/demo/patient-links/" in client.get("/admin/").content.decode()
+    settings.DEBUG = False
+    assert "/admin/demo/patient-links/" not in client.get("/admin/").content.decode()

@@ -403,6 +403,35 @@ def test_the_chart_gives_each_measure_its_own_panel_and_unit(monkeypatch):
     assert [t.get_text() for t in figure.axes[4].texts] == ["no enquiries"]
 
 
+def test_a_chart_titled_in_chinese_draws_every_glyph():
+    """A scope named in Chinese is drawn in the CJK font the machine has (Debian's Noto CJK
+    shows to matplotlib as "Noto Sans CJK JP"), not as boxes: matplotlib warns of each glyph
+    missing from the fonts it was given."""
+    import shutil
+    import subprocess
+    import warnings
+    from types import SimpleNamespace
+
+    from reporting import weekly_render
+
+    if (
+        not shutil.which("fc-list")
+        or not subprocess.run(
+            ["fc-list", ":lang=zh"], capture_output=True, text=True
+        ).stdout.strip()
+    ):
+        pytest.skip("no CJK font on this machine (the Containerfile and .ci/run install one)")
+    report = SimpleNamespace(
+        courses_by_state=[("转诊", 1)], outcomes=[], scope="浦东诊所 北伦敦诊所", funnel=[]
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        png = weekly_render.report_chart_png(report)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = [str(w.message) for w in caught if "missing from font" in str(w.message)]
+    assert not missing, missing[:3]
+
+
 # As of the end of the week.
 
 

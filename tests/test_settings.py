@@ -105,6 +105,25 @@ def test_production_runs_web_worker_and_beat_from_one_process_file_and_one_image
     assert "collectstatic" in (root / "Containerfile").read_text()
 
 
+def test_the_image_installs_a_cjk_font_for_the_chart_and_chinese_pages(settings):
+    """The Containerfile's apt-get install brings Noto CJK (its comment naming it is not
+    enough): without it the chart and a Chinese-speaking patient's pages draw boxes."""
+    import re
+    from pathlib import Path
+
+    containerfile = (Path(settings.BASE_DIR) / "Containerfile").read_text()
+    instructions = re.sub(r"\\\n", " ", containerfile).splitlines()
+    installed = {
+        word
+        for line in instructions
+        if line.startswith("RUN ")
+        for command in re.split(r"&&|;", line)
+        if re.search(r"\bapt-get\s+install\b", command)
+        for word in command.split()
+    }
+    assert "fonts-noto-cjk" in installed, "the Containerfile installs no CJK font"
+
+
 def _settings_with(**env) -> str:
     import os
     import subprocess

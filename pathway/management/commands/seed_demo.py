@@ -27,7 +27,7 @@ from pathway.custody import (
     units_on_their_way,
 )
 from pathway.lots import lot_receive, lot_record_qc, lot_release
-from pathway.models import CustodyKind, TreatmentCourse
+from pathway.models import Batch, BatchStatus, CustodyKind, TreatmentCourse, UnitStatus
 from pathway.records import adverse_event_record, clinical_record_save
 from pathway.scans import alerts_scan_overdue
 from pathway.states import CourseState, Therapy
@@ -68,6 +68,7 @@ from scheduling.models import (
 )
 from scheduling.selectors import course_completion_visit_done
 from scheduling.services import follow_ups_book, visit_move_refusals, visit_reschedule
+from scheduling.visit_links import visit_link_answer, visit_link_issue, visit_link_open
 
 # Name, code, zone, the neutral name patients see in messages, and the number they call.
 SITES = [
@@ -240,6 +241,7 @@ class Command(BaseCommand):
             self.stdout.write("Demo data already loaded.")
             return
         self.random = random.Random(2026)
+        self.follow_up_left_to_book = False
         with transaction.atomic():
             self.users = self.create_users()
             sites = [
@@ -383,7 +385,11 @@ class Command(BaseCommand):
             )
             visit_reschedule(visit=harvest, scheduled_at=soon, by=self.users["coordinator"])
         self.showcase_a_product_in_transit()
+        self.showcase_a_transplant_to_record()
         self.showcase_a_visit_to_mark_missed()
+        self.showcase_a_release_to_sign()
+        self.showcase_units_on_their_way()
+        self.showcase_a_patient_asking_for_another_time()
         alerts_scan_overdue()
 
     def showcase_a_product_in_transit(self):
@@ -405,6 +411,123 @@ class Command(BaseCommand):
                 location="Cell manufacturing facility",
                 temperature_c=Decimal("4.5"),
             )
+
+    def showcase_a_transplant_to_record(self):
+        """One transplant booked for the last clinic morning before this time tomorrow, its
+        product sent and received: the worklist shows it to record at the bedside (today's
+        or tomorrow's list, or one of the last clinic day's not recorded yet)."""
+        now = timezone.now()
+        course = (
+            TreatmentCourse.objects.filter(state=CourseState.TRANSPLANT_SCHEDULED)
+            .exclude(custody_events__kind=CustodyKind.SHIPPED_TO_SITE)
+            .select_related("site")
+            .order_by("pk")
+            .first()
+        )
+        if course is None:
+            return
+        visit = course.visits.get(kind=VisitKind.TRANSPLANT, status=VisitStatus.BOOKED)
+        # Booked the day after its release, as the other courses' transplants were.
+        with self.at(course.released_at + dt.timedelta(days=1)):
+            suite = course_resource(site=course.site, kind=ResourceKind.BRONCHOSCOPY)
+            slots = free_slots(
+                resource=suite,
+                first_day=timezone.localdate(course.released_at, suite.time_zone),
+                last_day=timezone.localdate(now, suite.time_zone) + dt.timedelta(days=1),
+                after=timezone.now(),
+            )
+            when = next(
+                (
+                    slot.starts_at
+                    for slot in reversed(slots)
+                    if slot.starts_at < now + dt.timedelta(days=1)
+                    and not visit_move_refusals(visit=visit, scheduled_at=slot.starts_at)
+                ),
+                None,
+            )
+            if when is None:
+                return
+            visit_reschedule(visit=visit, scheduled_at=when, by=self.users["coordinator"])
+        received = min(when - dt.timedelta(hours=3), now - dt.timedelta(hours=1))
+        for kind, at in (
+            (CustodyKind.SHIPPED_TO_SITE, received - dt.timedelta(hours=17)),
+            (CustodyKind.RECEIVED_AT_SITE, received),
+        ):
+            custody_event_record(
+                course=course,
+                kind=kind,
+                by=self.users["coordinator"],
+                scanned_coi_id=course.coi_id,
+                at=max(at, course.released_at + dt.timedelta(minutes=30)),
+                location=course.site.name,
+            )
+
+    def showcase_a_release_to_sign(self):
+        """The batch longest in culture has its QC entered by one lab user: the release is
+        for the other to sign, once its window opens."""
+        batch = (
+            Batch.objects.filter(status=BatchStatus.EXPANDING, course__state=CourseState.EXPANDING)
+            .order_by("received_at")
+            .first()
+        )
+        if batch is not None:
+            rng = self.random
+            with self.at(timezone.now() - dt.timedelta(hours=3)):
+                batch_record_qc(
+                    batch=batch,
+                    by=self.users["lab"],
+                    identity_p63_pct=Decimal(rng.randint(85, 97)),
+                    purity_pct=Decimal(rng.randint(90, 99)),
+                    sterility_negative=True,
+                    viability_pct=Decimal(rng.randint(78, 95)),
+                    viable_cells=rng.randint(180, 320) * 1_000_000,
+                )
+
+    def showcase_units_on_their_way(self):
+        """The units of the next infusion booked have left the stock and not yet reached the
+        site: the worklist shows their receipt to record."""
+        visit = (
+            Visit.objects.filter(
+                kind=VisitKind.INFUSION,
+                status=VisitStatus.BOOKED,
+                course__units__status=UnitStatus.ALLOCATED,
+            )
+            .select_related("course__site")
+            .order_by("scheduled_at")
+            .first()
+        )
+        if visit is None:
+            return
+        course = visit.course
+        units_custody_record(
+            course=course,
+            kind=CustodyKind.SHIPPED_TO_SITE,
+            by=self.users["lab"],
+            scanned_unit_ids=[
+                unit.unit_id
+                for unit in units_on_their_way(course=course, kind=CustodyKind.SHIPPED_TO_SITE)
+            ],
+            at=timezone.now() - dt.timedelta(hours=2),
+            location=course.site.name,
+            temperature_c=Decimal("-160"),
+        )
+
+    def showcase_a_patient_asking_for_another_time(self):
+        """A patient who answered the link in a reminder with "another time": their request
+        waits on the worklist for a coordinator to move the visit."""
+        visit = (
+            Visit.objects.filter(
+                kind=VisitKind.FOLLOW_UP,
+                status=VisitStatus.BOOKED,
+                scheduled_at__gt=timezone.now() + dt.timedelta(days=3),
+            )
+            .exclude(course__state=CourseState.ON_HOLD)
+            .order_by("-scheduled_at")
+            .first()
+        )
+        if visit is not None:
+            link = visit_link_open(token=visit_link_issue(visit=visit))
+            visit_link_answer(link=link, confirm=False)
 
     def showcase_a_visit_to_mark_missed(self):
         """One harvest booked last week for two days ago, and the patient did not come: it can
@@ -694,9 +817,12 @@ class Command(BaseCommand):
 
     def book_follow_ups(self, course):
         """Ten days before each follow-up's window opens (if that is within two weeks from
-        now), the coordinator books it in the proposed clinic slot; the rest stay due."""
+        now), the coordinator books it in the proposed clinic slot; the rest stay due. The
+        first whose window is still to close, of a course in follow-up, is left for the
+        coordinator to book (the worklist's "Book the follow-up")."""
         site = course.site
-        horizon = timezone.localdate(timezone=site.time_zone) + dt.timedelta(days=14)
+        today = timezone.localdate(timezone=site.time_zone)
+        horizon = today + dt.timedelta(days=14)
         due = Visit.objects.filter(
             course=course,
             kind=VisitKind.FOLLOW_UP,
@@ -704,6 +830,14 @@ class Command(BaseCommand):
             window_opens_on__lte=horizon,
         )
         for visit in due:
+            if (
+                not self.follow_up_left_to_book
+                and course.state == CourseState.FOLLOW_UP
+                and visit.window_closes_on >= today
+                and visit.scheduled_at > timezone.now()  # not one measured as its day passed
+            ):
+                self.follow_up_left_to_book = True
+                continue
             ten_days_before = dt.datetime.combine(
                 visit.window_opens_on, dt.time(8), tzinfo=site.time_zone
             ) - dt.timedelta(days=10)
