@@ -55,12 +55,14 @@ from pathway.models import (
     CustodyEvent,
     CustodyKind,
     LotStatus,
+    ProductUnit,
     Protocol,
     ProtocolQcTest,
     ProtocolVisit,
     QcTestKind,
     TransitionLog,
     TreatmentCourse,
+    UnitStatus,
 )
 from pathway.selectors import (
     batch_growth_forecast,
@@ -1047,6 +1049,12 @@ class TreatmentCourseAdmin(
         extra = dict(extra_context or {})
         if course is not None:  # the timeline below says the next step in words
             extra["primary_transition"] = course.pathway.next_step.get(course.state)
+            # Units at the site may be thawed ahead of the bedside (the infusion form records
+            # a thaw too): the step is offered where the units are.
+            if ProductUnit.objects.filter(course=course, status=UnitStatus.RECEIVED).exists():
+                extra["units_thaw_url"] = reverse(
+                    "admin:pathway_treatmentcourse_custody", args=[course.pk, "units_thawed"]
+                )
         return super().change_view(request, object_id, form_url, extra)
 
     def fsm_transition_view(self, request, object_id, transition_name, **kwargs):

@@ -263,6 +263,8 @@ def test_units_thawed_in_the_admin_and_not_given_are_discarded_on_withdrawal(cli
     zone = msc_site.time_zone
     client.force_login(msc.clinician)
     url = reverse("admin:pathway_treatmentcourse_custody", args=[course.pk, "units_thawed"])
+    course_page = reverse("admin:pathway_treatmentcourse_change", args=[course.pk])
+    assert url in client.get(course_page).content.decode()  # offered where the units are
     with time_machine.travel(msc.at(2) - dt.timedelta(minutes=20), tick=False):
         assert unit.unit_id in client.get(url).content.decode()  # waiting to be thawed
         response = client.post(
@@ -273,6 +275,7 @@ def test_units_thawed_in_the_admin_and_not_given_are_discarded_on_withdrawal(cli
         assert response.status_code == 302, response.context["transition_form"].errors
     unit.refresh_from_db()
     assert unit.status == UnitStatus.THAWED
+    assert url not in client.get(course_page).content.decode()  # none left to thaw
     free = lot.units.filter(status=UnitStatus.FREE).count()
     client.force_login(msc.coordinator)
     with time_machine.travel(msc.at(2), tick=False):
