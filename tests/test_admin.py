@@ -515,6 +515,23 @@ def test_a_missed_follow_up_is_marked_with_a_reason_and_booked_again_in_the_admi
     assert again.pk != visit.pk
 
 
+def test_mark_missed_is_offered_only_once_it_can_succeed(client, course, pathway, coordinator):
+    """Inside its window a follow-up cannot be missed yet: no button, and the page (a guessed
+    address) says why and offers no form; a post writes nothing."""
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    visit = follow_up(course, 4)
+    inside = dt.datetime.combine(visit.window_closes_on, dt.time(9), tzinfo=course.site.time_zone)
+    with time_machine.travel(inside, tick=False):
+        client.force_login(coordinator)
+        assert visit_url(visit, "missed") not in client.get(visit_url(visit)).content.decode()
+        page = client.get(visit_url(visit, "missed"))
+        assert "its window has closed" in page.content.decode()
+        assert page.context["form"] is None
+        client.post(visit_url(visit, "missed"), {"reason": "Patient in hospital"})
+    visit.refresh_from_db()
+    assert visit.status != "missed" and not visit.missed_reason
+
+
 def test_a_missed_harvest_is_booked_again_in_the_clinics_hours(
     client, course, pathway, coordinator
 ):
