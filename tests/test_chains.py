@@ -456,6 +456,26 @@ def test_book_all_the_follow_ups_proposes_a_free_slot_in_each_window(
     assert all(v.place == str(clinic) for v in booked)
 
 
+def test_no_follow_up_is_proposed_inside_its_visits_notice(following_up):
+    """A proposal is a booking the patient can keep: never sooner than the visit's notice."""
+    from scheduling.chains import follow_ups_proposal
+
+    _clinic(following_up.site)
+    visit = Visit.objects.filter(course=following_up, kind="follow_up").order_by("window_opens_on")[
+        0
+    ]
+    visit.protocol_visit.notice_hours = 96
+    visit.protocol_visit.save()
+    # From the first day of its window: the first 96 hours of it cannot be offered.
+    opens = dt.datetime.combine(
+        visit.window_opens_on, dt.time(7), tzinfo=following_up.site.time_zone
+    )
+    proposal = dict(follow_ups_proposal(course=following_up, after=opens))
+    slot = proposal[visit]
+    assert slot is None or slot.starts_at >= opens + dt.timedelta(hours=96)
+    assert slot is not None  # the window is longer than the notice: a later slot is offered
+
+
 def test_a_follow_up_slot_taken_meanwhile_books_none_of_the_set(following_up, coordinator, client):
     from scheduling.chains import follow_ups_proposal
 
