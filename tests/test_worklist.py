@@ -236,3 +236,26 @@ def test_the_product_is_sent_and_received_at_the_site_from_the_worklist(client, 
     assert "Receive the product at the site" not in (
         client.get(reverse("admin:index")).content.decode()
     )
+
+
+def test_a_follow_up_to_book_and_its_alert_are_one_row_with_both_buttons(pathway, course):
+    """One thing, one row: the follow-up whose window opened unbooked and the alert that says
+    so are the same row, with the booking and the acknowledgement on it."""
+    import time_machine
+
+    from pathway.scans import alerts_scan_overdue
+    from reporting.worklist import worklist
+    from scheduling.models import Visit
+
+    pathway.advance(course, CourseState.FOLLOW_UP)
+    visit = Visit.objects.filter(course=course, kind="follow_up").order_by("window_opens_on")[0]
+    zone = course.site.time_zone
+    inside = dt.datetime.combine(visit.window_opens_on, dt.time(9), tzinfo=zone)
+    with time_machine.travel(inside, tick=False):
+        alerts_scan_overdue()
+        alert = Alert.objects.get(kind=AlertKind.FOLLOW_UP_TO_BOOK, visit=visit)
+        rows = worklist(user=pathway.coordinator, sites=[course.site])
+    about_it = [row for row in rows if f"v{visit.pk}" in row.key or f"a{alert.pk}" in row.key]
+    assert [row.key for row in about_it] == [f"follow_up.v{visit.pk}"]
+    [row] = about_it
+    assert row.url and row.alert_url  # book it; acknowledge the alert
