@@ -42,6 +42,7 @@ from pathway.custody import (
     product_custody_refusals,
     units_custody_record,
     units_on_their_way,
+    units_thaw_refusals,
 )
 from pathway.forecast import forecast_interval_words
 from pathway.forms import ProductCustodyForm, UnitCustodyForm
@@ -859,7 +860,9 @@ class TreatmentCourseAdmin(
             "location": course.site.name,
         }
         data = request.POST if request.method == "POST" else None
-        form = UnitCustodyForm(data=data, initial=initial, course=course, user=request.user)
+        form = UnitCustodyForm(
+            data=data, initial=initial, course=course, user=request.user, kind=kind
+        )
         if data is not None and form.is_valid():
             try:
                 events = units_custody_record(
@@ -1051,7 +1054,12 @@ class TreatmentCourseAdmin(
             extra["primary_transition"] = course.pathway.next_step.get(course.state)
             # Units at the site may be thawed ahead of the bedside (the infusion form records
             # a thaw too): the step is offered where the units are.
-            if ProductUnit.objects.filter(course=course, status=UnitStatus.RECEIVED).exists():
+            if (
+                may_record_product_step(user=request.user, kind=CustodyKind.THAWED)
+                and request.user.has_perm("pathway.add_custodyevent")
+                and not units_thaw_refusals(course=course)
+                and ProductUnit.objects.filter(course=course, status=UnitStatus.RECEIVED).exists()
+            ):
                 extra["units_thaw_url"] = reverse(
                     "admin:pathway_treatmentcourse_custody", args=[course.pk, "units_thawed"]
                 )

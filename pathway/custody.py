@@ -29,7 +29,14 @@ from pathway.states import CourseState
 from patients.measures import measure, unusual_values, unusual_values_refused
 from scheduling.alerts import alert_raise
 from scheduling.chains import free_slots
-from scheduling.models import AlertKind, ReservationPurpose, Severity
+from scheduling.models import (
+    AlertKind,
+    ReservationPurpose,
+    Severity,
+    Visit,
+    VisitKind,
+    VisitStatus,
+)
 
 # The events staff record by hand; the others are written by the pathway's own steps.
 MANUAL_KINDS = (
@@ -183,6 +190,31 @@ def units_on_their_way(*, course: TreatmentCourse, kind: CustodyKind) -> list[Pr
     return [u for u in units if not doses or u.infusion.dose_number == doses[0]]
 
 
+def units_thaw_refusals(*, course, at: dt.datetime | None = None) -> dict[str, str]:
+    """Why the course's units may not be thawed at `at` (now if None), by field; empty if
+    they may. A thawed unit never goes back into stock, so units are thawed only for the
+    infusion booked for them, on its day in the site's zone."""
+    if course.state != CourseState.INFUSION_SCHEDULED:
+        return {
+            "kind": "Units are thawed only for an infusion booked for them; this course is "
+            f"{course.get_state_display().lower()}."
+        }
+    zone = course.site.time_zone
+    infusion = (
+        Visit.objects.filter(course=course, kind=VisitKind.INFUSION, status=VisitStatus.BOOKED)
+        .order_by("scheduled_at")
+        .first()
+    )
+    day = timezone.localdate(at or timezone.now(), zone)
+    if infusion is None or timezone.localdate(infusion.scheduled_at, zone) != day:
+        when = local_words(infusion.scheduled_at, zone) if infusion else "none is booked"
+        return {
+            "at": f"Units are thawed on the day of their infusion ({when}), not before: a "
+            "thawed unit never goes back into stock."
+        }
+    return {}
+
+
 def units_custody_errors(
     *, course, kind, scanned_unit_ids: list[str], at: dt.datetime | None, temperature_c=None
 ) -> dict[str, str]:
@@ -196,6 +228,8 @@ def units_custody_errors(
     if kind not in UNIT_STEPS:
         errors["kind"] = "Units are shipped to the site, received and thawed there by hand."
         return errors
+    if kind == CustodyKind.THAWED:
+        errors.update(units_thaw_refusals(course=course, at=at))
     expected = {
         unit_id_normalise(unit.unit_id) for unit in units_on_their_way(course=course, kind=kind)
     }
@@ -253,9 +287,20 @@ def units_custody_record(
     if unusual and not values_checked:
         raise unusual_values_refused(unusual)
     units = units_on_their_way(course=course, kind=kind)
-    _before, after = UNIT_STEPS[kind]
+    before, after = UNIT_STEPS[kind]
     with transaction.atomic():
-        ProductUnit.objects.filter(pk__in=[u.pk for u in units]).update(status=after)
+        # Only from the status read: a unit moved on meanwhile (given at the bedside while
+        # its thaw was being recorded) is not moved back.
+        moved = ProductUnit.objects.filter(pk__in=[u.pk for u in units], status=before).update(
+            status=after
+        )
+        if moved != len(units):
+            raise ValidationError(
+                {
+                    "scanned_unit_ids": "A unit of this dose was recorded elsewhere meanwhile: "
+                    "open its chain of custody and try again."
+                }
+            )
         return [
             custody_append(
                 course=course,

@@ -14,7 +14,7 @@ from common.forms import SafeModelChoiceField, SecondLook, second_look_field
 from common.zones import date_words, local_words, zone_words
 from pathway.chains import chain_words, course_chains, course_chair, course_suite
 from pathway.coi import coi_id_is_valid, coi_id_normalise
-from pathway.models import VitalSigns, VitalsTimepoint
+from pathway.models import CustodyKind, VitalSigns, VitalsTimepoint
 from pathway.services import RELEASE_MEANING
 from pathway.signatures import bedside_confirmers
 from patients.measures import measure, unusual_values
@@ -521,6 +521,11 @@ class UnitCustodyForm(CourseStepForm):
         help_text="As the shipper's logger reads it, in degrees Celsius.",
     )
     note = _note()
+
+    def __init__(self, *args, kind=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if kind == CustodyKind.THAWED:  # out of the shipper by now: no shipper to read
+            del self.fields["temperature_c"]
 
     def clean_scanned_unit_ids(self) -> list[str]:
         ids = [line.strip() for line in self.cleaned_data["scanned_unit_ids"].splitlines()]

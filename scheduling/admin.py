@@ -13,7 +13,13 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 
 from common.admin_readonly import ReadOnlyAdmin
-from common.admin_scoping import ScopedChoices, SiteScopedAdmin, ZonedTimesAdmin, scope
+from common.admin_scoping import (
+    OwnSitesFilter,
+    ScopedChoices,
+    SiteScopedAdmin,
+    ZonedTimesAdmin,
+    scope,
+)
 from common.errors import Refused
 from common.paginator import EstimatedCountPaginator
 from common.urls import public_url_for
@@ -410,7 +416,7 @@ class ResourceAdmin(ZonedTimesAdmin, ScopedChoices, admin.ModelAdmin):
     site); only the lab, or someone who sees every site, changes the lab's."""
 
     list_display = ("name", "kind", "site", "time_zone")
-    list_filter = ("kind", "site")
+    list_filter = ("kind", ("site", OwnSitesFilter))
     list_select_related = ("site",)
     inlines = (ResourceWordingInline, ResourceSessionInline, ResourceClosureInline)
     change_list_template = "scheduling/resource_change_list.html"
@@ -643,7 +649,10 @@ class AlertAdmin(SiteScopedAdmin, admin.ModelAdmin):
                 done += alert_acknowledge(alert=alert, by=request.user)
             except Refused as refusal:
                 refused.append(f"{alert}: {refusal}")
-        self.message_user(request, f"{done} alert(s) acknowledged.", messages.SUCCESS)
+        if done:
+            self.message_user(request, f"{done} alert(s) acknowledged.", messages.SUCCESS)
+        elif not refused:
+            self.message_user(request, "None acknowledged: someone already had.", messages.WARNING)
         for words in refused:
             self.message_user(request, f"Not acknowledged: {words}", messages.ERROR)
 

@@ -204,6 +204,7 @@ def test_a_filtered_list_exports_as_csv_within_the_users_sites(client, pathway):
         "admin:scheduling_visit_changelist",
         "admin:scheduling_alert_changelist",
         "admin:enquiries_enquiry_changelist",
+        "admin:scheduling_resource_changelist",
     ],
 )
 def test_a_lists_by_site_filter_offers_only_the_users_sites(client, changelist):

@@ -264,9 +264,23 @@ def test_units_thawed_in_the_admin_and_not_given_are_discarded_on_withdrawal(cli
     client.force_login(msc.clinician)
     url = reverse("admin:pathway_treatmentcourse_custody", args=[course.pk, "units_thawed"])
     course_page = reverse("admin:pathway_treatmentcourse_change", args=[course.pk])
-    assert url in client.get(course_page).content.decode()  # offered where the units are
+    with time_machine.travel(msc.at(2) - dt.timedelta(days=1), tick=False):
+        # The day before its infusion: a thawed unit never goes back, so not yet.
+        assert url not in client.get(course_page).content.decode()
+        early = client.post(
+            url,
+            {"scanned_unit_ids": unit.unit_id, "location": "Day unit"}
+            | _split("at", timezone.now(), zone),
+        )
+        assert "Units are thawed on the day of their infusion" in early.content.decode()
+        unit.refresh_from_db()
+        assert unit.status == UnitStatus.RECEIVED
     with time_machine.travel(msc.at(2) - dt.timedelta(minutes=20), tick=False):
-        assert unit.unit_id in client.get(url).content.decode()  # waiting to be thawed
+        client.force_login(msc.clinician)  # the session of a day before has ended
+        assert url in client.get(course_page).content.decode()  # offered where the units are
+        thaw_form = client.get(url).content.decode()
+        assert unit.unit_id in thaw_form  # waiting to be thawed
+        assert "dry shipper" not in thaw_form  # out of it by now
         response = client.post(
             url,
             {"scanned_unit_ids": unit.unit_id, "location": "Day unit"}
