@@ -28,6 +28,24 @@ def _split(prefix: str, moment: dt.datetime, zone) -> dict:
     return {f"{prefix}_0": local.date().isoformat(), f"{prefix}_1": local.strftime("%H:%M")}
 
 
+def _infusion_typed(msc, course, *, units: str, start, thawed_before, cells: str) -> dict:
+    """The bedside form as a clinician types it: units and wristband scanned, the thaw
+    `thawed_before` the start, 70 kg weighed that day, normal vital signs, a second clinician."""
+    zone = course.site.time_zone
+    return {
+        "scanned_unit_ids": units,
+        "scanned_coi_id": course.coi_id,
+        **_split("thawed_at", start - thawed_before, zone),
+        **_split("started_at", start, zone),
+        "cells_given": cells,
+        "weight_kg": "70",
+        "weighed_on": timezone.localdate(start, zone).isoformat(),
+        **{f"{m}_{n}": str(v) for m in ("before", "during", "after") for n, v in VITALS.items()},
+        "second_person": msc.clinician2.pk,
+        "second_person_password": PASSWORD,
+    }
+
+
 def _worklist(client) -> str:
     return html.unescape(client.get(reverse("admin:index")).content.decode())
 
@@ -143,26 +161,15 @@ def test_the_msc_day_end_to_end_through_the_admin(client, msc, msc_site):
         )
         page = client.get(url).content.decode()
         assert "Dose 1 of 1" in page and unit.unit_id in page
-        vitals = {
-            f"{moment}_{name}": str(value)
-            for moment in ("before", "during", "after")
-            for name, value in VITALS.items()
-        }
-        response = client.post(
-            url,
-            {
-                "scanned_unit_ids": unit.unit_id,
-                "scanned_coi_id": course.coi_id,
-                **_split("thawed_at", start - dt.timedelta(minutes=40), zone),
-                **_split("started_at", start, zone),
-                "cells_given": "70000000",
-                "weight_kg": "70",
-                "weighed_on": timezone.localdate(start, zone).isoformat(),
-                **vitals,
-                "second_person": msc.clinician2.pk,
-                "second_person_password": PASSWORD,
-            },
+        typed = _infusion_typed(
+            msc,
+            course,
+            units=unit.unit_id,
+            start=start,
+            thawed_before=dt.timedelta(minutes=40),
+            cells="70000000",
         )
+        response = client.post(url, typed)
     assert response.status_code == 302, response.context["transition_form"].errors
     course.refresh_from_db()
     assert course.state == CourseState.FOLLOW_UP
@@ -181,28 +188,17 @@ def test_a_refused_infusion_form_shows_every_error_at_once(client, msc, msc_site
     msc_site.members.add(msc.clinician2)
     client.force_login(msc.clinician)
     url = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "record_infusion"])
-    zone = msc_site.time_zone
     with time_machine.travel(msc.at(2.1), tick=False):
         start = timezone.now() - dt.timedelta(hours=1)
-        response = client.post(
-            url,
-            {
-                "scanned_unit_ids": "NOT-THIS-ONE",
-                "scanned_coi_id": course.coi_id,
-                **_split("thawed_at", start - dt.timedelta(minutes=200), zone),
-                **_split("started_at", start, zone),
-                "cells_given": "150000000",
-                "weight_kg": "70",
-                "weighed_on": timezone.localdate(start, zone).isoformat(),
-                **{
-                    f"{m}_{n}": str(v)
-                    for m in ("before", "during", "after")
-                    for n, v in VITALS.items()
-                },
-                "second_person": msc.clinician2.pk,
-                "second_person_password": PASSWORD,
-            },
+        typed = _infusion_typed(
+            msc,
+            course,
+            units="NOT-THIS-ONE",
+            start=start,
+            thawed_before=dt.timedelta(minutes=200),
+            cells="150000000",
         )
+        response = client.post(url, typed)
     assert response.status_code == 200
     errors = response.context["transition_form"].errors
     assert "scanned_unit_ids" in errors and "thaw_delay_reason" in errors
@@ -312,28 +308,17 @@ def test_an_infusion_recorded_before_the_hour_after_is_refused_by_its_start(clie
     msc_site.members.add(msc.clinician2)
     client.force_login(msc.clinician)
     url = reverse("admin:pathway_treatmentcourse_transition", args=[course.pk, "record_infusion"])
-    zone = msc_site.time_zone
     with time_machine.travel(msc.at(2) + dt.timedelta(minutes=25), tick=False):
         start = msc.at(2)
-        response = client.post(
-            url,
-            {
-                "scanned_unit_ids": unit.unit_id,
-                "scanned_coi_id": course.coi_id,
-                **_split("thawed_at", start - dt.timedelta(minutes=30), zone),
-                **_split("started_at", start, zone),
-                "cells_given": "70000000",
-                "weight_kg": "70",
-                "weighed_on": timezone.localdate(start, zone).isoformat(),
-                **{
-                    f"{m}_{n}": str(v)
-                    for m in ("before", "during", "after")
-                    for n, v in VITALS.items()
-                },
-                "second_person": msc.clinician2.pk,
-                "second_person_password": PASSWORD,
-            },
+        typed = _infusion_typed(
+            msc,
+            course,
+            units=unit.unit_id,
+            start=start,
+            thawed_before=dt.timedelta(minutes=30),
+            cells="70000000",
         )
+        response = client.post(url, typed)
     assert response.status_code == 200
     [words] = response.context["transition_form"].errors["started_at"]
     assert words.startswith("The vital signs after are taken 60 minutes after")

@@ -471,17 +471,8 @@ class Command(BaseCommand):
             .first()
         )
         if batch is not None:
-            rng = self.random
             with self.at(timezone.now() - dt.timedelta(hours=3)):
-                batch_record_qc(
-                    batch=batch,
-                    by=self.users["lab"],
-                    identity_p63_pct=Decimal(rng.randint(85, 97)),
-                    purity_pct=Decimal(rng.randint(90, 99)),
-                    sterility_negative=True,
-                    viability_pct=Decimal(rng.randint(78, 95)),
-                    viable_cells=rng.randint(180, 320) * 1_000_000,
-                )
+                self.qc(batch)
 
     def showcase_units_on_their_way(self):
         """The units of the next infusion booked have left the stock and not yet reached the
@@ -873,11 +864,11 @@ class Command(BaseCommand):
             return day["transplant"] + rng.choice([10, 40, 95, 130, 175])
         return day["transplant"] + 7 * 24 + rng.uniform(20, 60)  # completed
 
-    def release(self, course):
-        """QC entered by one lab user, the release signed by the other."""
+    def qc(self, batch):
+        """The batch's QC, entered by the first lab user: results that meet the protocol."""
         rng = self.random
         batch_record_qc(
-            batch=course.batches.get(status="expanding"),
+            batch=batch,
             by=self.users["lab"],
             identity_p63_pct=Decimal(rng.randint(85, 97)),
             purity_pct=Decimal(rng.randint(90, 99)),
@@ -885,6 +876,10 @@ class Command(BaseCommand):
             viability_pct=Decimal(rng.randint(78, 95)),
             viable_cells=rng.randint(180, 320) * 1_000_000,
         )
+
+    def release(self, course):
+        """QC entered by one lab user, the release signed by the other."""
+        self.qc(course.batches.get(status="expanding"))
         services.course_release(course=course, by=self.users["lab2"], password=DEMO_PASSWORD)
 
     def transplant(self, course, *, performed_at):
