@@ -198,11 +198,16 @@ class ProcrastinateWorker(CeleryWorker):
         return self
 
     def wait_ready(self):
+        # The bench's workers log at WARNING, so procrastinate's own "Starting worker" (INFO)
+        # is not written: its command line's "Launching a worker" is, once the app has loaded.
+        # The reminders fall due seconds later, and a worker still connecting then is timed.
         wait_until(
-            lambda: "Starting worker" in self.output() or "started" in self.output().lower(),
+            lambda: "Launching a worker" in self.output() or "Starting worker" in self.output(),
             timeout=60,
             what=f"worker {self.name}",
         )
+        if self.process.poll() is not None:
+            raise RuntimeError(f"worker {self.name} exited: {self.output()[-2000:]}")
         return self
 
 
