@@ -48,8 +48,6 @@ class TherapyPathway:
     eligibility_rules: tuple[str, ...] = ()
     # How the step that treats the patient is named in sentences ("before the transplant").
     treatment_words: str = ""
-    # Whether the product is grown for the patient (a batch, its expansion and forecast).
-    expands_cells: bool = False
     # A new protocol's numbers where this therapy's differ from the model's defaults.
     protocol_defaults: dict = field(default_factory=dict)
     # What its follow-ups are, in patients' words (they measure what the therapy is followed by).
@@ -110,7 +108,6 @@ PATHWAYS = {
         },
         eligibility_rules=tuple(key for key in ELIGIBILITY_RULES if key != "fit_for_infusion"),
         treatment_words="the transplant",
-        expands_cells=True,
     ),
     Therapy.MSC: TherapyPathway(
         therapy=Therapy.MSC,
