@@ -15,7 +15,7 @@ from common.zones import date_words, local_words, zone_words
 from pathway.chains import chain_words, course_chains, course_chair, course_suite
 from pathway.coi import coi_id_is_valid, coi_id_normalise
 from pathway.models import CustodyKind, VitalSigns, VitalsTimepoint
-from pathway.services import RELEASE_MEANING
+from pathway.services import RELEASE_MEANING, units_thaw_recorded
 from pathway.signatures import bedside_confirmers
 from patients.measures import measure, unusual_values
 from scheduling.chains import CHAIN_SEARCH_DAYS, infusion_chains_earliest
@@ -468,6 +468,11 @@ class _InfusionRecordFields(CourseStepForm):
             self.fields["second_person"].queryset = bedside_confirmers(
                 course=self.course, recorder=self.user
             )
+            # Thawed ahead (the thaw step): the bedside gives that time, so it is typed in.
+            thawed = units_thaw_recorded(units=self.course.units.all())
+            if thawed is not None:
+                zone = self.course.site.time_zone
+                self.fields["thawed_at"].initial = timezone.localtime(thawed, zone)
 
     def clean_scanned_coi_id(self) -> str:
         return _valid_coi_id(self.cleaned_data["scanned_coi_id"])

@@ -1133,6 +1133,20 @@ def _vitals_unusual(vital_signs: dict, expected: dict) -> dict[str, str]:
     return found
 
 
+def units_thaw_recorded(*, units) -> dt.datetime | None:
+    """When the first of `units` already thawed (the thaw step, ahead of the bedside) was
+    thawed; None if none was."""
+    thawed = [unit for unit in units if unit.status == UnitStatus.THAWED]
+    if not thawed:
+        return None
+    return (
+        CustodyEvent.objects.filter(unit__in=thawed, kind=CustodyKind.THAWED)
+        .order_by("at")
+        .values_list("at", flat=True)
+        .first()
+    )
+
+
 def course_record_infusion(
     *,
     course: TreatmentCourse,
@@ -1185,14 +1199,7 @@ def course_record_infusion(
             protocol=protocol, started_at=started_at, now=timezone.now(), zone=zone
         )
     thawed_before = [unit for unit in units if unit.status == UnitStatus.THAWED]
-    recorded_thaw = (
-        CustodyEvent.objects.filter(unit__in=thawed_before, kind=CustodyKind.THAWED)
-        .order_by("at")
-        .values_list("at", flat=True)
-        .first()
-        if thawed_before
-        else None
-    )
+    recorded_thaw = units_thaw_recorded(units=thawed_before)
     if recorded_thaw and abs(thawed_at - recorded_thaw) >= dt.timedelta(minutes=1):
         by_field["thawed_at"].append(
             f"The units' thaw is recorded at {local_words(recorded_thaw, zone)}: give that time."

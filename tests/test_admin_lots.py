@@ -285,7 +285,14 @@ def test_units_thawed_in_the_admin_and_not_given_are_discarded_on_withdrawal(cli
         assert response.status_code == 302, response.context["transition_form"].errors
     unit.refresh_from_db()
     assert unit.status == UnitStatus.THAWED
-    assert url not in client.get(course_page).content.decode()  # none left to thaw
+    with time_machine.travel(msc.at(2) - dt.timedelta(minutes=15), tick=False):
+        assert url not in client.get(course_page).content.decode()  # none left to thaw
+        bedside = reverse(
+            "admin:pathway_treatmentcourse_transition", args=[course.pk, "record_infusion"]
+        )
+        form = client.get(bedside).context["transition_form"]
+        thawed = msc.at(2) - dt.timedelta(minutes=20)
+        assert form.fields["thawed_at"].initial == thawed.replace(second=0, microsecond=0)
     free = lot.units.filter(status=UnitStatus.FREE).count()
     client.force_login(msc.coordinator)
     with time_machine.travel(msc.at(2), tick=False):
