@@ -218,8 +218,13 @@ def _start(peer) -> list:
     workers = [peer.worker(i) for i in range(PROCESSES)]
     for worker in workers:
         worker.start(wait=False)
-    for worker in workers:
-        worker.wait_ready()
+    try:
+        for worker in workers:
+            worker.wait_ready()
+    except BaseException:
+        for worker in workers:  # none is left running, holding the bench's database
+            worker.stop()
+        raise
     return workers
 
 
