@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The programme written to the Patroni cluster for the replica's measurement: full-size
 # courses and visits, and a million notifications (the outbox's size is target 1's business).
 CLUSTER_PROGRAMME = {"patients": 100_000, "pending": 200_000, "sent": 800_000}
+PROGRAMME_DATABASE = "programme"
 
 
 def _cluster_connection(url: str):
@@ -37,7 +38,7 @@ def replica_tick(bench_cls, cluster, *, small: bool, week: str) -> dict:
 
     sizes = {k: v // 50 if small else v for k, v in CLUSTER_PROGRAMME.items()}
     programme = bench_cls({"visits_per_course": 10, **sizes})
-    wrapper = _cluster_connection(cluster.url("tracker"))
+    wrapper = _cluster_connection(cluster.url(PROGRAMME_DATABASE))
     try:
         with using(wrapper):
             generated = programme.grow(**sizes)
@@ -45,12 +46,15 @@ def replica_tick(bench_cls, cluster, *, small: bool, week: str) -> dict:
             idle = programme.tick(repeat=9)
         figures = {"programme": sizes, "generate_seconds": generated, "idle_tick": idle}
         standby = cluster.standby()
-        replica_url = f"postgres://postgres@127.0.0.1:{standby.pg_port}/tracker?connect_timeout=2"
+        replica_url = (
+            f"postgres://postgres@127.0.0.1:{standby.pg_port}/{PROGRAMME_DATABASE}"
+            "?connect_timeout=2"
+        )
         for where, extra in (
             ("replica", {"DATABASE_REPLICA_URL": replica_url}),
             ("primary", {}),
         ):
-            loop = _report_loop(cluster.url("tracker"), week, extra)
+            loop = _report_loop(cluster.url(PROGRAMME_DATABASE), week, extra)
             try:
                 time.sleep(3)  # the report well under way
                 with using(wrapper):
@@ -98,10 +102,14 @@ def failover_and_replica(bench_cls, *, small: bool, week: str, folder: Path) -> 
 
     reminders = 500 if small else 10_000
     with PatroniCluster() as cluster:
-        cluster.primary().psql('CREATE DATABASE "tracker"')
-        migrated = manage("migrate", "--noinput", env={"DATABASE_URL": cluster.url("tracker")})
-        if migrated.returncode:
-            raise RuntimeError(migrated.stderr[-3000:])
+        # The programme the replica is timed on is generated in SQL, its audit chain's hashes
+        # placeholders: it has a database of its own, and the failover drill's ("tracker")
+        # holds only what the drill's clients and workers wrote, whose chains must verify.
+        for name in (PROGRAMME_DATABASE, "tracker"):
+            cluster.primary().psql(f'CREATE DATABASE "{name}"')
+            migrated = manage("migrate", "--noinput", env={"DATABASE_URL": cluster.url(name)})
+            if migrated.returncode:
+                raise RuntimeError(migrated.stderr[-3000:])
         figures = {"replica": replica_tick(bench_cls, cluster, small=small, week=week)}
         plan = prepare_in_process_of_its_own(
             database_url=cluster.url("tracker"),
