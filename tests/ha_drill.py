@@ -348,6 +348,9 @@ def failover_drill(*, cluster, plan: dict, web, broker, smtp, folder: Path, pace
             plan_path = folder / "plan.json"
             plan_path.write_text(json.dumps(plan))
             acks.append(folder / f"acks-{index}.jsonl")
+            # The client appends as it goes: a file from an earlier drill in the same folder
+            # (the bench's var/, run again) would count that drill's steps as this one's.
+            acks[-1].unlink(missing_ok=True)
             clients.append(
                 client_process(
                     "stream",
