@@ -119,3 +119,13 @@ class SecondLook:
 
 def second_look_field() -> forms.CharField:
     return forms.CharField(required=False, widget=forms.HiddenInput)
+
+
+def errors_beside_fields(form, by_field: dict[str, list[str]], general=()) -> None:
+    """Errors a service gave on a form: each beside its field, the general ones (and any for a
+    field the form does not show) above it."""
+    for reason in general:
+        form.add_error(None, reason)
+    for field, reasons in by_field.items():
+        for reason in reasons:
+            form.add_error(field if field in form.fields else None, reason)

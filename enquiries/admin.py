@@ -12,6 +12,7 @@ from django.utils.html import format_html, format_html_join
 
 from common.admin_scoping import SiteScopedAdmin
 from common.errors import Refused
+from common.forms import errors_beside_fields
 from common.zones import local_words, respond_in_zone
 from enquiries.models import CloseReason, Enquiry
 from enquiries.rules import enquiry_answer_due
@@ -276,11 +277,7 @@ class EnquiryAdmin(SiteScopedAdmin, admin.ModelAdmin):
             try:
                 said = act(enquiry, form.cleaned_data)
             except Refused as refusal:
-                for reason in refusal.general:
-                    form.add_error(None, reason)
-                for field, reasons in refusal.by_field.items():
-                    for reason in reasons:
-                        form.add_error(field if field in form.fields else None, reason)
+                errors_beside_fields(form, refusal.by_field, refusal.general)
             else:
                 self.message_user(request, said, messages.SUCCESS)
                 return redirect("admin:enquiries_enquiry_change", object_id=enquiry.pk)

@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 
 from common.admin_scoping import SiteScopedAdmin
 from common.errors import Refused
+from common.forms import errors_beside_fields
 from common.zones import date_words, local_words, respond_in_zone, zone_words
 from enquiries.consultations import (
     consultation_book,
@@ -101,11 +102,7 @@ class ConsultationForm(forms.Form):
 
 def add_refusal(form: forms.Form, refused: Refused) -> None:
     """A refusal's reasons on the form: each beside its field, the rest above."""
-    for reason in refused.general:
-        form.add_error(None, reason)
-    for field, reasons in refused.by_field.items():
-        for reason in reasons:
-            form.add_error(field if field in form.fields else None, reason)
+    errors_beside_fields(form, refused.by_field, refused.general)
 
 
 def consultation_book_url(enquiry: Enquiry) -> str:

@@ -19,7 +19,7 @@ from django_fsm.admin import FSMAdminMixin, FSMTransitionContext
 from common.admin_readonly import ReadOnlyAdmin
 from common.admin_scoping import SiteScopedAdmin
 from common.errors import Refused
-from common.forms import SecondLook, second_look_field
+from common.forms import SecondLook, errors_beside_fields, second_look_field
 from common.numbers import cells_words
 from common.paginator import EstimatedCountPaginator
 from common.zones import date_words, local_words, respond_in_zone, zone_words
@@ -877,9 +877,7 @@ class TreatmentCourseAdmin(
                     values_checked=form.cleaned_data["values_checked"],
                 )
             except ValidationError as invalid:
-                for field, errors in invalid.message_dict.items():
-                    for error in errors:
-                        form.add_error(field if field in form.fields else None, error)
+                errors_beside_fields(form, invalid.message_dict)
             else:
                 self.message_user(
                     request,
@@ -932,9 +930,7 @@ class TreatmentCourseAdmin(
                     values_checked=form.cleaned_data["values_checked"],
                 )
             except ValidationError as invalid:
-                for field, errors in invalid.message_dict.items():
-                    for error in errors:
-                        form.add_error(field if field in form.fields else None, error)
+                errors_beside_fields(form, invalid.message_dict)
             else:
                 self.message_user(
                     request,
